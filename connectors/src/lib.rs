@@ -1,0 +1,1 @@
+//! weir connectors (Kafka, Parquet, HTTP ingress) arrive with the Kafka runtime issue.

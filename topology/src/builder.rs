@@ -1,0 +1,371 @@
+//! StreamsBuilder: where a topology starts, and the graph bookkeeping that
+//! every DSL operator goes through.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::context::ProcessorContext;
+use crate::error::TopologyError;
+use crate::kstream::KStream;
+use crate::ktable::KTable;
+use crate::materialized::Materialized;
+use crate::node::{ChildSlot, Children};
+use crate::serde::Serde;
+use crate::store::{StoreKind, StoreSpec};
+use crate::topology::{
+    NodeInfo, NodeKind, SourceEntry, SourceFactory, SourceNode, SubTopology, TopicDef, Topology, TopologyInner,
+};
+use crate::Data;
+
+/// The graph under construction, shared by the builder and every stream
+/// handle derived from it.
+pub(crate) struct GraphBuilder {
+    pub(crate) nodes: Vec<NodeInfo>,
+    pub(crate) topics: Vec<TopicDef>,
+    pub(crate) stores: Vec<StoreSpec>,
+    pub(crate) sources: Vec<SourceEntry>,
+    pub(crate) errors: Vec<TopologyError>,
+}
+
+pub(crate) type Graph = Rc<RefCell<GraphBuilder>>;
+
+/// Kafka topic and store names may only use these characters.
+pub(crate) fn validate_name(name: &str) -> Result<(), TopologyError> {
+    let bad = |reason: &str| {
+        Err(TopologyError::InvalidName {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if name.is_empty() {
+        return bad("must not be empty");
+    }
+    if name.len() > 200 {
+        return bad("must be at most 200 characters");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return bad(&format!(
+            "character {c:?} is not allowed (use a-z, A-Z, 0-9, '.', '_', '-')"
+        ));
+    }
+    Ok(())
+}
+
+impl GraphBuilder {
+    /// Add a node named `{kind}-{index:010}` (Kafka Streams' convention), so
+    /// that names, and the store and topic names derived from them, are the
+    /// same every time the same program builds the topology.
+    pub(crate) fn add_node(&mut self, kind: &str, node_kind: NodeKind, parents: Vec<usize>) -> usize {
+        let id = self.nodes.len();
+        self.nodes.push(NodeInfo {
+            name: format!("{kind}-{id:010}"),
+            kind: node_kind,
+            parents,
+            stores: Vec::new(),
+        });
+        id
+    }
+
+    pub(crate) fn next_index(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub(crate) fn topic(&mut self, name: &str, internal: bool) -> u32 {
+        if let Some(i) = self
+            .topics
+            .iter()
+            .position(|t| t.name == name && t.internal == internal)
+        {
+            return i as u32;
+        }
+        if let Err(e) = validate_name(name) {
+            self.errors.push(e);
+        }
+        self.topics.push(TopicDef {
+            name: name.to_string(),
+            internal,
+        });
+        (self.topics.len() - 1) as u32
+    }
+
+    pub(crate) fn add_store(&mut self, spec: StoreSpec) {
+        if let Err(e) = validate_name(&spec.name) {
+            self.errors.push(e);
+        }
+        if self.stores.iter().any(|s| s.name == spec.name) {
+            self.errors.push(TopologyError::DuplicateStore(spec.name.clone()));
+            return;
+        }
+        self.stores.push(spec);
+    }
+
+    pub(crate) fn connect_store(&mut self, node: usize, store: &str) {
+        if !self.nodes[node].stores.iter().any(|s| s == store) {
+            self.nodes[node].stores.push(store.to_string());
+        }
+    }
+
+    /// The store name for a stateful operator: the given name, or one
+    /// derived from the operator's node index.
+    pub(crate) fn store_name(&self, materialized: &Materialized, kind: &str) -> String {
+        materialized
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{kind}-STATE-STORE-{:010}", self.next_index()))
+    }
+}
+
+/// Where every topology starts: declare source streams and tables, then
+/// [`StreamsBuilder::build`].
+pub struct StreamsBuilder {
+    pub(crate) graph: Graph,
+}
+
+impl Default for StreamsBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct Source<K, V> {
+    key_serde: Serde<K>,
+    value_serde: Serde<V>,
+    children: Children<K, V>,
+}
+
+impl<K: Data, V: Data> SourceNode for Source<K, V> {
+    #[inline]
+    fn process_raw(&mut self, ctx: &mut ProcessorContext, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let k = match self.key_serde.deserialize_opt(key) {
+            Ok(k) => k,
+            Err(e) => return ctx.dead_letter(format!("key deserialization failed ({}): {e}", self.key_serde.name())),
+        };
+        let v = match self.value_serde.deserialize_opt(value) {
+            Ok(v) => v,
+            Err(e) => {
+                return ctx.dead_letter(format!(
+                    "value deserialization failed ({}): {e}",
+                    self.value_serde.name()
+                ))
+            }
+        };
+        self.children.forward(ctx, k, v);
+    }
+    fn flush(&mut self, ctx: &mut ProcessorContext) {
+        self.children.flush(ctx)
+    }
+    fn punctuate(&mut self, ctx: &mut ProcessorContext) {
+        self.children.punctuate(ctx)
+    }
+    fn close(&mut self, ctx: &mut ProcessorContext) {
+        self.children.close(ctx)
+    }
+}
+
+/// Add a source node reading `topic` and return its output slot.
+pub(crate) fn add_source<K: Data, V: Data>(
+    graph: &Graph,
+    topic: u32,
+    key_serde: Serde<K>,
+    value_serde: Serde<V>,
+) -> (usize, Arc<ChildSlot<K, V>>) {
+    let mut g = graph.borrow_mut();
+    if g.sources.iter().any(|s| s.topic == topic) {
+        let name = g.topics[topic as usize].name.clone();
+        g.errors.push(TopologyError::InvalidName {
+            name,
+            reason: "topic is already a source of this topology (read it once and reuse the stream)".into(),
+        });
+    }
+    let id = g.add_node("KSTREAM-SOURCE", NodeKind::Source { topic }, vec![]);
+    let slot = ChildSlot::<K, V>::new();
+    let out = slot.clone();
+    let factory: SourceFactory = Arc::new(move |ictx| {
+        Ok(Box::new(Source {
+            key_serde: key_serde.clone(),
+            value_serde: value_serde.clone(),
+            children: out.instantiate(ictx)?,
+        }) as Box<dyn SourceNode>)
+    });
+    g.sources.push(SourceEntry {
+        node: id,
+        topic,
+        factory,
+    });
+    (id, slot)
+}
+
+impl StreamsBuilder {
+    pub fn new() -> Self {
+        StreamsBuilder {
+            graph: Rc::new(RefCell::new(GraphBuilder {
+                nodes: Vec::new(),
+                topics: Vec::new(),
+                stores: Vec::new(),
+                sources: Vec::new(),
+                errors: Vec::new(),
+            })),
+        }
+    }
+
+    /// A stream of the records of `topic`. Records whose key or value does
+    /// not decode go to the dead-letter topic.
+    pub fn stream<K: Data, V: Data>(
+        &mut self,
+        topic: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+    ) -> KStream<K, V> {
+        let t = self.graph.borrow_mut().topic(topic, false);
+        let (id, slot) = add_source(&self.graph, t, key_serde, value_serde);
+        KStream {
+            graph: self.graph.clone(),
+            node: id,
+            slot,
+            repartition_required: false,
+            _marker: PhantomData,
+        }
+    }
+
+    /// A table of the latest value per key of `topic`, materialized in a
+    /// queryable store. A record with no value deletes its key.
+    pub fn table<K: Data, V: Data>(
+        &mut self,
+        topic: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+        materialized: Materialized,
+    ) -> KTable<K, V> {
+        crate::ktable::source_table(self, topic, key_serde, value_serde, materialized)
+    }
+
+    /// Declare a store for user processors ([`KStream::process`]).
+    pub fn add_state_store(&mut self, spec: StoreSpec) {
+        self.graph.borrow_mut().add_store(spec);
+    }
+
+    /// Declare a key-value store with a changelog (shorthand).
+    pub fn add_key_value_store(&mut self, name: &str) {
+        self.add_state_store(StoreSpec {
+            name: name.to_string(),
+            kind: StoreKind::KeyValue,
+            logged: true,
+        });
+    }
+
+    /// Finish: check the graph, split it into sub-topologies and freeze it.
+    /// Errors recorded by the DSL calls (bad names, duplicate stores,
+    /// unknown stores) are reported here, the first one first.
+    pub fn build(self) -> Result<Topology, TopologyError> {
+        let g = Rc::try_unwrap(self.graph).map(|c| c.into_inner()).unwrap_or_else(|rc| {
+            let mut g = rc.borrow_mut();
+            GraphBuilder {
+                nodes: std::mem::take(&mut g.nodes),
+                topics: std::mem::take(&mut g.topics),
+                stores: std::mem::take(&mut g.stores),
+                sources: std::mem::take(&mut g.sources),
+                errors: std::mem::take(&mut g.errors),
+            }
+        });
+        if let Some(e) = g.errors.into_iter().next() {
+            return Err(e);
+        }
+        if g.sources.is_empty() {
+            return Err(TopologyError::Empty);
+        }
+        for node in &g.nodes {
+            for s in &node.stores {
+                if !g.stores.iter().any(|spec| &spec.name == s) {
+                    return Err(TopologyError::UnknownStore(s.clone()));
+                }
+            }
+        }
+        let subtopologies = split_subtopologies(&g.nodes, &g.stores);
+        Ok(Topology(Arc::new(TopologyInner {
+            nodes: g.nodes,
+            topics: g.topics,
+            stores: g.stores,
+            sources: g.sources,
+            subtopologies,
+        })))
+    }
+}
+
+/// Connected components of the graph, joining nodes linked by an edge or by
+/// a shared store; repartition topics (a sink and a source with no edge
+/// between them) separate components.
+fn split_subtopologies(nodes: &[NodeInfo], stores: &[StoreSpec]) -> Vec<SubTopology> {
+    let mut parent: Vec<usize> = (0..nodes.len()).collect();
+    fn find(p: &mut [usize], mut x: usize) -> usize {
+        while p[x] != x {
+            p[x] = p[p[x]];
+            x = p[x];
+        }
+        x
+    }
+    fn union(p: &mut [usize], a: usize, b: usize) {
+        let (ra, rb) = (find(p, a), find(p, b));
+        if ra != rb {
+            let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            p[hi] = lo;
+        }
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        for &q in &n.parents {
+            union(&mut parent, i, q);
+        }
+    }
+    for s in stores {
+        let users: Vec<usize> = (0..nodes.len())
+            .filter(|i| nodes[*i].stores.contains(&s.name))
+            .collect();
+        for w in users.windows(2) {
+            union(&mut parent, w[0], w[1]);
+        }
+    }
+    let mut roots: Vec<usize> = Vec::new();
+    for i in 0..nodes.len() {
+        let r = find(&mut parent, i);
+        if !roots.contains(&r) {
+            roots.push(r);
+        }
+    }
+    roots
+        .iter()
+        .enumerate()
+        .map(|(id, &root)| {
+            let members: Vec<usize> = (0..nodes.len()).filter(|i| find(&mut parent, *i) == root).collect();
+            let mut source_topics = Vec::new();
+            let mut sink_topics = Vec::new();
+            let mut sub_stores: Vec<String> = Vec::new();
+            for &m in &members {
+                match nodes[m].kind {
+                    NodeKind::Source { topic } => source_topics.push(topic),
+                    NodeKind::Sink { topic } => {
+                        if !sink_topics.contains(&topic) {
+                            sink_topics.push(topic)
+                        }
+                    }
+                    NodeKind::Processor => {}
+                }
+                for s in &nodes[m].stores {
+                    if !sub_stores.contains(s) {
+                        sub_stores.push(s.clone());
+                    }
+                }
+            }
+            SubTopology {
+                id,
+                source_topics,
+                sink_topics,
+                nodes: members,
+                stores: sub_stores,
+            }
+        })
+        .collect()
+}

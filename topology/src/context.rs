@@ -1,0 +1,345 @@
+//! What a processor sees of the task it runs in: the current record's
+//! metadata, stream time, and the buffers its outputs go to.
+//!
+//! One `ProcessorContext` exists per task and is passed down the processor
+//! tree by `&mut`, so processors never allocate or lock to emit output: sink
+//! records are appended to one reusable byte arena ([`RecordCollector`]) that
+//! the runtime drains into the Kafka producer after each batch.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::error::TopologyError;
+use crate::store::{ChangelogRecord, KvStoreRef, StoreError, StoreKind, StoreSupplier, WindowStoreRef};
+use crate::topology::TopologyInner;
+
+/// A record written by a sink node, in the collector's byte arena.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Index into [`crate::Topology::topics`].
+    pub topic: u32,
+    pub key: Option<Range<u32>>,
+    pub value: Option<Range<u32>>,
+    pub timestamp: i64,
+}
+
+/// Output records of a task since it was last drained.
+#[derive(Debug, Default)]
+pub struct RecordCollector {
+    arena: Vec<u8>,
+    records: Vec<OutRecord>,
+}
+
+impl RecordCollector {
+    /// Append a record whose key and value are written by `write_key` /
+    /// `write_value` directly into the arena.
+    #[inline]
+    pub fn push_with<E>(
+        &mut self,
+        topic: u32,
+        timestamp: i64,
+        write_key: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+        write_value: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mark = self.arena.len();
+        let k0 = mark as u32;
+        if let Err(e) = write_key(&mut self.arena) {
+            self.arena.truncate(mark);
+            return Err(e);
+        }
+        let k1 = self.arena.len() as u32;
+        if let Err(e) = write_value(&mut self.arena) {
+            self.arena.truncate(mark);
+            return Err(e);
+        }
+        let v1 = self.arena.len() as u32;
+        self.records.push(OutRecord {
+            topic,
+            key: Some(k0..k1),
+            value: Some(k1..v1),
+            timestamp,
+        });
+        Ok(())
+    }
+
+    /// Append a record with a key and no value (a tombstone).
+    pub fn push_tombstone(&mut self, topic: u32, timestamp: i64, key: &[u8]) {
+        let k0 = self.arena.len() as u32;
+        self.arena.extend_from_slice(key);
+        let k1 = self.arena.len() as u32;
+        self.records.push(OutRecord {
+            topic,
+            key: Some(k0..k1),
+            value: None,
+            timestamp,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+    pub fn records(&self) -> &[OutRecord] {
+        &self.records
+    }
+    /// The bytes of a range from an [`OutRecord`].
+    #[inline]
+    pub fn slice(&self, range: &Option<Range<u32>>) -> Option<&[u8]> {
+        range.as_ref().map(|r| &self.arena[r.start as usize..r.end as usize])
+    }
+    /// Forget every record, keeping the allocations for reuse.
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.records.clear();
+    }
+}
+
+/// A record that failed and goes to the dead-letter topic. The runtime adds
+/// the raw key and value bytes, which it still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Why: the deserialization or processing error, for the `error` header.
+    pub error: String,
+    /// The source topic index (into [`crate::Topology::topics`]).
+    pub topic: u32,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Per-task counters that processors bump; the runtime turns them into
+/// metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TaskCounters {
+    /// Records dropped because every window they belong to had closed.
+    pub late_records_dropped: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_letters: u64,
+}
+
+/// The task-wide context passed to every processor call.
+pub struct ProcessorContext {
+    pub(crate) timestamp: i64,
+    pub(crate) stream_time: i64,
+    pub(crate) wall_clock_ms: i64,
+    pub(crate) topic: u32,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) application_id: Arc<str>,
+    /// Records for sink and repartition topics.
+    pub collector: RecordCollector,
+    /// Records to dead-letter, in order.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Changelog records staged by store flushes: (store name, record).
+    pub changelog: Vec<(Arc<str>, ChangelogRecord)>,
+    pub counters: TaskCounters,
+    pub(crate) fatal: Option<StoreError>,
+    pub(crate) commit_requested: bool,
+}
+
+impl ProcessorContext {
+    /// A fresh context for one task of `application_id` on `partition`.
+    pub fn new(application_id: &str, partition: i32) -> Self {
+        ProcessorContext {
+            timestamp: 0,
+            stream_time: i64::MIN,
+            wall_clock_ms: 0,
+            topic: 0,
+            partition,
+            offset: -1,
+            application_id: Arc::from(application_id),
+            collector: RecordCollector::default(),
+            dead_letters: Vec::new(),
+            changelog: Vec::new(),
+            counters: TaskCounters::default(),
+            fatal: None,
+            commit_requested: false,
+        }
+    }
+
+    /// Set by the runtime before a record enters the task: its source topic
+    /// index, offset and timestamp. Stream time advances to the timestamp if
+    /// it is newer.
+    #[inline]
+    pub fn set_record(&mut self, topic: u32, offset: i64, timestamp: i64) {
+        self.topic = topic;
+        self.offset = offset;
+        self.timestamp = timestamp;
+        if timestamp > self.stream_time {
+            self.stream_time = timestamp;
+        }
+    }
+
+    /// The timestamp of the record being processed (epoch ms).
+    #[inline]
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+    /// Override the timestamp of records forwarded from here on.
+    #[inline]
+    pub fn set_timestamp(&mut self, ts: i64) {
+        self.timestamp = ts;
+    }
+    /// The largest record timestamp this task has seen (`i64::MIN` before
+    /// the first record).
+    #[inline]
+    pub fn stream_time(&self) -> i64 {
+        self.stream_time
+    }
+    /// Advance stream time without a record (the idle-partition punctuator).
+    pub fn advance_stream_time(&mut self, to: i64) {
+        if to > self.stream_time {
+            self.stream_time = to;
+        }
+    }
+    /// Wall-clock time as the runtime (or the test driver's clock) sees it.
+    pub fn wall_clock_ms(&self) -> i64 {
+        self.wall_clock_ms
+    }
+    pub fn set_wall_clock_ms(&mut self, now: i64) {
+        self.wall_clock_ms = now;
+    }
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+    /// Index of the current record's source topic.
+    pub fn topic_index(&self) -> u32 {
+        self.topic
+    }
+    pub fn application_id(&self) -> &str {
+        &self.application_id
+    }
+
+    /// Send the current record to the dead-letter topic with `error`.
+    pub fn dead_letter(&mut self, error: impl Into<String>) {
+        self.counters.dead_letters += 1;
+        self.dead_letters.push(DeadLetter {
+            error: error.into(),
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
+        });
+    }
+
+    /// A store failed: the task cannot go on. The runtime checks this after
+    /// every batch and stops the task without committing.
+    pub fn fail(&mut self, err: StoreError) {
+        if self.fatal.is_none() {
+            self.fatal = Some(err);
+        }
+    }
+    pub fn take_fatal(&mut self) -> Option<StoreError> {
+        self.fatal.take()
+    }
+
+    /// Ask the runtime to flush caches soon (a cache is over its limit).
+    pub fn request_commit(&mut self) {
+        self.commit_requested = true;
+    }
+    pub fn take_commit_request(&mut self) -> bool {
+        std::mem::take(&mut self.commit_requested)
+    }
+}
+
+/// When a user processor's punctuation fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PunctuationType {
+    /// When the task's stream time passes the next deadline.
+    StreamTime,
+    /// When the wall clock passes the next deadline.
+    WallClockTime,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    pub(crate) interval_ms: i64,
+    pub(crate) kind: PunctuationType,
+}
+
+/// A store created for a task, as the task keeps it.
+#[derive(Clone)]
+pub enum StoreRef {
+    KeyValue(KvStoreRef),
+    Window(WindowStoreRef),
+}
+
+/// Handed to processor factories while a task is being created: stores
+/// and shared nodes are created once per task here.
+pub struct InitContext<'a> {
+    pub(crate) supplier: &'a mut dyn StoreSupplier,
+    pub(crate) topology: &'a TopologyInner,
+    pub(crate) stores: Vec<(String, StoreRef)>,
+    pub(crate) shared: HashMap<usize, Box<dyn Any>>,
+    pub(crate) schedules: Vec<Schedule>,
+    pub(crate) partition: i32,
+}
+
+impl<'a> InitContext<'a> {
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The task's instance of the key-value store `name`, created on first
+    /// use.
+    pub fn key_value_store(&mut self, name: &str) -> Result<KvStoreRef, TopologyError> {
+        if let Some((_, StoreRef::KeyValue(s))) = self.stores.iter().find(|(n, _)| n == name) {
+            return Ok(s.clone());
+        }
+        let spec = self
+            .topology
+            .store(name)
+            .ok_or_else(|| TopologyError::UnknownStore(name.to_string()))?;
+        if spec.kind != StoreKind::KeyValue {
+            return Err(TopologyError::UnknownStore(format!("{name} (it is a window store)")));
+        }
+        let store = self.supplier.key_value(spec)?;
+        self.stores.push((name.to_string(), StoreRef::KeyValue(store.clone())));
+        Ok(store)
+    }
+
+    /// The task's instance of the window store `name`, created on first use.
+    pub fn window_store(&mut self, name: &str) -> Result<WindowStoreRef, TopologyError> {
+        if let Some((_, StoreRef::Window(s))) = self.stores.iter().find(|(n, _)| n == name) {
+            return Ok(s.clone());
+        }
+        let spec = self
+            .topology
+            .store(name)
+            .ok_or_else(|| TopologyError::UnknownStore(name.to_string()))?;
+        if !matches!(spec.kind, StoreKind::Window { .. }) {
+            return Err(TopologyError::UnknownStore(format!("{name} (it is a key-value store)")));
+        }
+        let store = self.supplier.window(spec)?;
+        self.stores.push((name.to_string(), StoreRef::Window(store.clone())));
+        Ok(store)
+    }
+
+    /// Ask for `punctuate` calls every `interval_ms` of the given time kind.
+    pub fn schedule(&mut self, interval_ms: i64, kind: PunctuationType) {
+        self.schedules.push(Schedule {
+            interval_ms: interval_ms.max(1),
+            kind,
+        });
+    }
+
+    /// Get or create a per-task shared value for graph node `id` (fan-in
+    /// nodes such as merges and joins are instantiated once per task).
+    pub(crate) fn shared<T: Clone + 'static>(
+        &mut self,
+        id: usize,
+        make: impl FnOnce(&mut Self) -> Result<T, TopologyError>,
+    ) -> Result<T, TopologyError> {
+        if let Some(v) = self.shared.get(&id).and_then(|b| b.downcast_ref::<T>()) {
+            return Ok(v.clone());
+        }
+        let v = make(self)?;
+        self.shared.insert(id, Box::new(v.clone()));
+        Ok(v)
+    }
+}

@@ -1,0 +1,371 @@
+//! KStream: a typed record stream and its stateless operators.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::builder::{add_source, Graph};
+use crate::context::ProcessorContext;
+use crate::grouped::KGroupedStream;
+use crate::node::{ChildSlot, Children, FnNode, Node, NodeFactory, SharedChildren};
+use crate::serde::Serde;
+use crate::topology::NodeKind;
+use crate::Data;
+
+/// A stream of keyed records. Operators consume the handle and return a new
+/// one; use `clone()` to branch the same stream into several operators.
+pub struct KStream<K, V> {
+    pub(crate) graph: Graph,
+    pub(crate) node: usize,
+    pub(crate) slot: Arc<ChildSlot<K, V>>,
+    /// The key was changed since the source: grouping must repartition.
+    pub(crate) repartition_required: bool,
+    pub(crate) _marker: PhantomData<fn(K, V)>,
+}
+
+impl<K, V> Clone for KStream<K, V> {
+    fn clone(&self) -> Self {
+        KStream {
+            graph: self.graph.clone(),
+            node: self.node,
+            slot: self.slot.clone(),
+            repartition_required: self.repartition_required,
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<K: Data, V: Data> KStream<K, V> {
+    /// The graph name of the node this stream comes out of.
+    pub fn node_name(&self) -> String {
+        self.graph.borrow().nodes[self.node].name.clone()
+    }
+
+    /// Add a processor node whose per-record behaviour is `f`.
+    pub(crate) fn add_fn<KO: Data, VO: Data, F>(&self, kind: &str, key_changed: bool, f: F) -> KStream<KO, VO>
+    where
+        F: Fn(&mut ProcessorContext, K, V, &mut Children<KO, VO>) + Send + Sync + 'static,
+    {
+        let id = self
+            .graph
+            .borrow_mut()
+            .add_node(kind, NodeKind::Processor, vec![self.node]);
+        let out = ChildSlot::<KO, VO>::new();
+        let f = Arc::new(f);
+        let out2 = out.clone();
+        self.slot.push(Arc::new(move |ictx| {
+            Ok(Box::new(FnNode {
+                f: f.clone(),
+                children: out2.instantiate(ictx)?,
+                _marker: PhantomData,
+            }) as Box<dyn Node<K, V>>)
+        }));
+        self.derive(id, out, key_changed)
+    }
+
+    pub(crate) fn derive<KO, VO>(
+        &self,
+        node: usize,
+        slot: Arc<ChildSlot<KO, VO>>,
+        key_changed: bool,
+    ) -> KStream<KO, VO> {
+        KStream {
+            graph: self.graph.clone(),
+            node,
+            slot,
+            repartition_required: self.repartition_required || key_changed,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Attach a node factory to this stream's output (for operators defined
+    /// in other modules).
+    pub(crate) fn attach(&self, factory: NodeFactory<K, V>) {
+        self.slot.push(factory)
+    }
+
+    /// Keep the records for which `predicate` is true.
+    pub fn filter(self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KStream<K, V> {
+        self.add_fn("KSTREAM-FILTER", false, move |ctx, k, v, out| {
+            if predicate(&k, &v) {
+                out.forward(ctx, k, v)
+            }
+        })
+    }
+
+    /// Drop the records for which `predicate` is true.
+    pub fn filter_not(self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KStream<K, V> {
+        self.filter(move |k, v| !predicate(k, v))
+    }
+
+    /// A new key and value per record. Marks the stream for repartitioning
+    /// before a grouping.
+    pub fn map<KO: Data, VO: Data>(self, f: impl Fn(K, V) -> (KO, VO) + Send + Sync + 'static) -> KStream<KO, VO> {
+        self.add_fn("KSTREAM-MAP", true, move |ctx, k, v, out| {
+            let (k2, v2) = f(k, v);
+            out.forward(ctx, k2, v2)
+        })
+    }
+
+    /// A new value per record; the key stays (no repartitioning).
+    pub fn map_values<VO: Data>(self, f: impl Fn(&K, V) -> VO + Send + Sync + 'static) -> KStream<K, VO> {
+        self.add_fn("KSTREAM-MAPVALUES", false, move |ctx, k, v, out| {
+            let v2 = f(&k, v);
+            out.forward(ctx, k, v2)
+        })
+    }
+
+    /// A new value per record, or an error that sends the record to the
+    /// dead-letter topic (with the error's text) while processing goes on.
+    pub fn try_map_values<VO: Data, E: Display>(
+        self,
+        f: impl Fn(&K, V) -> Result<VO, E> + Send + Sync + 'static,
+    ) -> KStream<K, VO> {
+        self.add_fn("KSTREAM-MAPVALUES", false, move |ctx, k, v, out| match f(&k, v) {
+            Ok(v2) => out.forward(ctx, k, v2),
+            Err(e) => ctx.dead_letter(e.to_string()),
+        })
+    }
+
+    /// Zero or more records per record.
+    pub fn flat_map<KO: Data, VO: Data, I>(self, f: impl Fn(K, V) -> I + Send + Sync + 'static) -> KStream<KO, VO>
+    where
+        I: IntoIterator<Item = (KO, VO)>,
+    {
+        self.add_fn("KSTREAM-FLATMAP", true, move |ctx, k, v, out| {
+            for (k2, v2) in f(k, v) {
+                out.forward(ctx, k2, v2)
+            }
+        })
+    }
+
+    /// Zero or more values per record, keeping the key. Returning an
+    /// `Option` is the common "parse or skip" case.
+    pub fn flat_map_values<VO: Data, I>(self, f: impl Fn(&K, V) -> I + Send + Sync + 'static) -> KStream<K, VO>
+    where
+        I: IntoIterator<Item = VO>,
+    {
+        self.add_fn("KSTREAM-FLATMAPVALUES", false, move |ctx, k, v, out| {
+            for v2 in f(&k, v) {
+                out.forward(ctx, k.clone(), v2)
+            }
+        })
+    }
+
+    /// Replace the key. Marks the stream for repartitioning before a
+    /// grouping.
+    pub fn select_key<KO: Data>(self, f: impl Fn(&K, &V) -> KO + Send + Sync + 'static) -> KStream<KO, V> {
+        self.add_fn("KSTREAM-KEY-SELECT", true, move |ctx, k, v, out| {
+            let k2 = f(&k, &v);
+            out.forward(ctx, k2, v)
+        })
+    }
+
+    /// Look at each record without changing it.
+    pub fn peek(self, f: impl Fn(&K, &V) + Send + Sync + 'static) -> KStream<K, V> {
+        self.add_fn("KSTREAM-PEEK", false, move |ctx, k, v, out| {
+            f(&k, &v);
+            out.forward(ctx, k, v)
+        })
+    }
+
+    /// Split into named branches: each record goes to the first branch whose
+    /// predicate it satisfies, or is dropped if none matches (add a
+    /// catch-all last branch with `|_, _| true` to keep the rest).
+    pub fn split(self) -> BranchedKStream<K, V> {
+        BranchedKStream {
+            stream: self,
+            branches: Vec::new(),
+        }
+    }
+
+    /// One stream of the records of both.
+    pub fn merge(self, other: KStream<K, V>) -> KStream<K, V> {
+        let id = self
+            .graph
+            .borrow_mut()
+            .add_node("KSTREAM-MERGE", NodeKind::Processor, vec![self.node, other.node]);
+        let out = ChildSlot::<K, V>::new();
+        for parent in [&self, &other] {
+            let out2 = out.clone();
+            parent.slot.push(Arc::new(move |ictx| {
+                let out3 = out2.clone();
+                let shared = ictx.shared(id, move |ictx| Ok(Rc::new(RefCell::new(out3.instantiate(ictx)?))))?;
+                Ok(Box::new(SharedChildren(shared)) as Box<dyn Node<K, V>>)
+            }));
+        }
+        let mut s = self.derive(id, out, false);
+        s.repartition_required = self.repartition_required || other.repartition_required;
+        s
+    }
+
+    /// Write every record to `topic`.
+    pub fn to(self, topic: &str, key_serde: Serde<K>, value_serde: Serde<V>) {
+        let t = self.graph.borrow_mut().topic(topic, false);
+        self.sink(t, key_serde, value_serde);
+    }
+
+    pub(crate) fn sink(&self, topic: u32, key_serde: Serde<K>, value_serde: Serde<V>) {
+        let id = self
+            .graph
+            .borrow_mut()
+            .add_node("KSTREAM-SINK", NodeKind::Sink { topic }, vec![self.node]);
+        let _ = id;
+        self.slot.push(Arc::new(move |_ictx| {
+            Ok(Box::new(SinkNode {
+                topic,
+                key_serde: key_serde.clone(),
+                value_serde: value_serde.clone(),
+            }) as Box<dyn Node<K, V>>)
+        }));
+    }
+
+    /// Write to an internal topic `{application_id}-{name}-repartition` and
+    /// read it back, so that records are partitioned by their current key
+    /// before the operators that follow (which run in a new sub-topology).
+    pub fn repartition(self, name: &str, key_serde: Serde<K>, value_serde: Serde<V>) -> KStream<K, V> {
+        let t = self.graph.borrow_mut().topic(&format!("{name}-repartition"), true);
+        self.sink(t, key_serde.clone(), value_serde.clone());
+        let (id, slot) = add_source(&self.graph, t, key_serde, value_serde);
+        KStream {
+            graph: self.graph.clone(),
+            node: id,
+            slot,
+            repartition_required: false,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Group by the current key. If the key was changed upstream, the
+    /// aggregation that follows repartitions through an internal topic
+    /// first, using these serdes.
+    pub fn group_by_key(self, key_serde: Serde<K>, value_serde: Serde<V>) -> KGroupedStream<K, V> {
+        KGroupedStream {
+            stream: self,
+            key_serde,
+            value_serde,
+        }
+    }
+
+    /// Group by a new key computed from each record (always repartitions).
+    pub fn group_by<KO: Data>(
+        self,
+        f: impl Fn(&K, &V) -> KO + Send + Sync + 'static,
+        key_serde: Serde<KO>,
+        value_serde: Serde<V>,
+    ) -> KGroupedStream<KO, V> {
+        self.select_key(f).group_by_key(key_serde, value_serde)
+    }
+}
+
+/// Writes records to a topic through the task's record collector.
+struct SinkNode<K, V> {
+    topic: u32,
+    key_serde: Serde<K>,
+    value_serde: Serde<V>,
+}
+
+impl<K, V> Node<K, V> for SinkNode<K, V>
+where
+    K: 'static,
+    V: 'static,
+{
+    #[inline]
+    fn process(&mut self, ctx: &mut ProcessorContext, key: K, value: V) {
+        let ts = ctx.timestamp;
+        let (ks, vs) = (&self.key_serde, &self.value_serde);
+        if let Err(e) = ctx.collector.push_with(
+            self.topic,
+            ts,
+            |out| ks.serialize(&key, out),
+            |out| vs.serialize(&value, out),
+        ) {
+            ctx.dead_letter(format!("serialization for sink failed: {e}"));
+        }
+    }
+    fn flush(&mut self, _ctx: &mut ProcessorContext) {}
+    fn punctuate(&mut self, _ctx: &mut ProcessorContext) {}
+    fn close(&mut self, _ctx: &mut ProcessorContext) {}
+}
+
+type Predicate<K, V> = Arc<dyn Fn(&K, &V) -> bool + Send + Sync>;
+
+/// Named branches under construction; see [`KStream::split`].
+pub struct BranchedKStream<K, V> {
+    stream: KStream<K, V>,
+    branches: Vec<(String, Predicate<K, V>)>,
+}
+
+impl<K: Data, V: Data> BranchedKStream<K, V> {
+    /// Add a branch named `name` taking the records that match `predicate`
+    /// and no earlier branch.
+    pub fn branch(mut self, name: &str, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> Self {
+        self.branches.push((name.to_string(), Arc::new(predicate)));
+        self
+    }
+
+    /// Finish with a last branch named `name` for every record no other
+    /// branch took.
+    pub fn default_branch(self, name: &str) -> BTreeMap<String, KStream<K, V>> {
+        self.branch(name, |_, _| true).finish()
+    }
+
+    /// Finish; records that match no branch are dropped.
+    pub fn finish(self) -> BTreeMap<String, KStream<K, V>> {
+        let stream = self.stream;
+        let id = stream
+            .graph
+            .borrow_mut()
+            .add_node("KSTREAM-BRANCH", NodeKind::Processor, vec![stream.node]);
+        let predicates: Arc<Vec<Predicate<K, V>>> = Arc::new(self.branches.iter().map(|(_, p)| p.clone()).collect());
+        let slots: Vec<Arc<ChildSlot<K, V>>> = self.branches.iter().map(|_| ChildSlot::new()).collect();
+        let mut out = BTreeMap::new();
+        for ((name, _), slot) in self.branches.iter().zip(&slots) {
+            // Each branch gets its own named pass-through node, so describe()
+            // shows the branch names.
+            let bid = stream
+                .graph
+                .borrow_mut()
+                .add_node("KSTREAM-BRANCHCHILD", NodeKind::Processor, vec![id]);
+            stream.graph.borrow_mut().nodes[bid].name = format!("{}-{name}", stream.graph.borrow().nodes[id].name);
+            out.insert(name.clone(), stream.derive(bid, slot.clone(), false));
+        }
+        let slots2 = slots.clone();
+        stream.slot.push(Arc::new(move |ictx| {
+            let mut outputs = Vec::with_capacity(slots2.len());
+            for s in &slots2 {
+                outputs.push(s.instantiate(ictx)?);
+            }
+            Ok(Box::new(BranchNode {
+                predicates: predicates.clone(),
+                outputs,
+            }) as Box<dyn Node<K, V>>)
+        }));
+        out
+    }
+}
+
+struct BranchNode<K, V> {
+    predicates: Arc<Vec<Predicate<K, V>>>,
+    outputs: Vec<Children<K, V>>,
+}
+
+impl<K: Data, V: Data> Node<K, V> for BranchNode<K, V> {
+    fn process(&mut self, ctx: &mut ProcessorContext, key: K, value: V) {
+        if let Some(i) = self.predicates.iter().position(|p| p(&key, &value)) {
+            self.outputs[i].forward(ctx, key, value)
+        }
+    }
+    fn flush(&mut self, ctx: &mut ProcessorContext) {
+        self.outputs.iter_mut().for_each(|o| o.flush(ctx))
+    }
+    fn punctuate(&mut self, ctx: &mut ProcessorContext) {
+        self.outputs.iter_mut().for_each(|o| o.punctuate(ctx))
+    }
+    fn close(&mut self, ctx: &mut ProcessorContext) {
+        self.outputs.iter_mut().for_each(|o| o.close(ctx))
+    }
+}

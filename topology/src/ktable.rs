@@ -1,0 +1,487 @@
+//! KTable: the changelog view of a table (latest value per key), and the
+//! operators on it, including suppression of windowed tables.
+//!
+//! Inside a task a table flows as `(K, Option<V>)`: `None` is a deletion
+//! (tombstone). Stateful tables forward their changes when their store is
+//! flushed (at commit, or after every record in the test driver), which is
+//! Kafka Streams' record-cache behaviour: repeated updates of a hot key
+//! between commits leave as one record.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::builder::{Graph, StreamsBuilder};
+use crate::context::ProcessorContext;
+use crate::error::TopologyError;
+use crate::grouped::decode_stored;
+use crate::kstream::KStream;
+use crate::materialized::{Materialized, Suppressed};
+use crate::node::{ChildSlot, Children, Node};
+use crate::serde::Serde;
+use crate::store::{encode_window_start, KvStoreRef, StoreError, StoreKind, StoreSpec};
+use crate::topology::{NodeKind, SourceEntry, SourceNode};
+use crate::windows::Windowed;
+use crate::Data;
+
+/// A table: the latest value per key.
+pub struct KTable<K, V> {
+    pub(crate) graph: Graph,
+    pub(crate) node: usize,
+    pub(crate) slot: Arc<ChildSlot<K, Option<V>>>,
+    /// The queryable store holding this table, if it is materialized.
+    pub(crate) store: Option<String>,
+    pub(crate) key_serde: Serde<K>,
+    pub(crate) value_serde: Option<Serde<V>>,
+    /// For windowed tables: the grace period after which windows close.
+    pub(crate) grace_ms: Option<i64>,
+}
+
+impl<K, V> Clone for KTable<K, V> {
+    fn clone(&self) -> Self {
+        KTable {
+            graph: self.graph.clone(),
+            node: self.node,
+            slot: self.slot.clone(),
+            store: self.store.clone(),
+            key_serde: self.key_serde.clone(),
+            value_serde: self.value_serde.clone(),
+            grace_ms: self.grace_ms,
+        }
+    }
+}
+
+impl<K: Data, V: Data> KTable<K, V> {
+    pub(crate) fn new(
+        graph: Graph,
+        node: usize,
+        slot: Arc<ChildSlot<K, Option<V>>>,
+        store: Option<String>,
+        key_serde: Serde<K>,
+        value_serde: Option<Serde<V>>,
+        grace_ms: Option<i64>,
+    ) -> Self {
+        KTable {
+            graph,
+            node,
+            slot,
+            store,
+            key_serde,
+            value_serde,
+            grace_ms,
+        }
+    }
+
+    /// The name of the store that holds this table, for interactive
+    /// queries; `None` for a table derived without materialization.
+    pub fn store_name(&self) -> Option<&str> {
+        self.store.as_deref()
+    }
+
+    /// The stream of this table's updates. Deletions (tombstones) are not
+    /// part of the stream.
+    pub fn to_stream(&self) -> KStream<K, V> {
+        let as_stream = KStream {
+            graph: self.graph.clone(),
+            node: self.node,
+            slot: self.slot.clone(),
+            repartition_required: false,
+            _marker: PhantomData,
+        };
+        as_stream.add_fn("KTABLE-TOSTREAM", false, |ctx, k, v: Option<V>, out| {
+            if let Some(v) = v {
+                out.forward(ctx, k, v)
+            }
+        })
+    }
+
+    fn as_change_stream(&self) -> KStream<K, Option<V>> {
+        KStream {
+            graph: self.graph.clone(),
+            node: self.node,
+            slot: self.slot.clone(),
+            repartition_required: false,
+            _marker: PhantomData,
+        }
+    }
+
+    /// A table of `f(key, value)`; not materialized.
+    pub fn map_values<VO: Data>(&self, f: impl Fn(&K, V) -> VO + Send + Sync + 'static) -> KTable<K, VO> {
+        let s = self
+            .as_change_stream()
+            .add_fn("KTABLE-MAPVALUES", false, move |ctx, k, v: Option<V>, out| {
+                let v2 = v.map(|v| f(&k, v));
+                out.forward(ctx, k, v2)
+            });
+        KTable::new(
+            s.graph,
+            s.node,
+            s.slot,
+            None,
+            self.key_serde.clone(),
+            None,
+            self.grace_ms,
+        )
+    }
+
+    /// A table of the entries that satisfy `predicate`; an update that does
+    /// not satisfy it deletes the key downstream. Not materialized.
+    pub fn filter(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KTable<K, V> {
+        let s = self
+            .as_change_stream()
+            .add_fn("KTABLE-FILTER", false, move |ctx, k, v: Option<V>, out| {
+                let v2 = v.filter(|v| predicate(&k, v));
+                out.forward(ctx, k, v2)
+            });
+        KTable::new(
+            s.graph,
+            s.node,
+            s.slot,
+            None,
+            self.key_serde.clone(),
+            self.value_serde.clone(),
+            self.grace_ms,
+        )
+    }
+}
+
+impl<K: Data, V: Data> KTable<Windowed<K>, V> {
+    /// Hold each window's updates back and emit only its final result, once,
+    /// when stream time passes the window end plus grace. The buffer is a
+    /// logged store, so nothing buffered is lost on a crash.
+    pub fn suppress(&self, _suppressed: Suppressed) -> KTable<Windowed<K>, V> {
+        let (id, store) = {
+            let mut g = self.graph.borrow_mut();
+            let store = format!("KTABLE-SUPPRESS-STATE-STORE-{:010}", g.next_index());
+            let id = g.add_node("KTABLE-SUPPRESS", NodeKind::Processor, vec![self.node]);
+            g.add_store(StoreSpec {
+                name: store.clone(),
+                kind: StoreKind::KeyValue,
+                logged: true,
+            });
+            g.connect_store(id, &store);
+            if self.value_serde.is_none() || self.grace_ms.is_none() {
+                g.errors.push(TopologyError::InvalidName {
+                    name: store.clone(),
+                    reason: "suppress needs a windowed table straight from a windowed aggregation".into(),
+                });
+            }
+            (id, store)
+        };
+        let out = ChildSlot::<Windowed<K>, Option<V>>::new();
+        let grace = self.grace_ms.unwrap_or(0);
+        let key_serde = self.key_serde.clone();
+        let value_serde = self.value_serde.clone();
+        let (out2, store2) = (out.clone(), store.clone());
+        self.slot.push(Arc::new(move |ictx| {
+            let value_serde = value_serde
+                .clone()
+                .ok_or_else(|| TopologyError::UnknownStore(store2.clone()))?;
+            Ok(Box::new(SuppressNode {
+                buffer: ictx.key_value_store(&store2)?,
+                name: Arc::from(store2.as_str()),
+                grace_ms: grace,
+                key_serde: key_serde.clone(),
+                value_serde,
+                children: out2.instantiate(ictx)?,
+                index: None,
+                kbuf: Vec::new(),
+                vbuf: Vec::new(),
+            }) as Box<dyn Node<Windowed<K>, Option<V>>>)
+        }));
+        KTable::new(
+            self.graph.clone(),
+            id,
+            out,
+            None,
+            self.key_serde.clone(),
+            self.value_serde.clone(),
+            self.grace_ms,
+        )
+    }
+}
+
+/// Buffers windowed updates keyed by (window end, windowed key) and emits
+/// them when their window closes.
+struct SuppressNode<K, V> {
+    buffer: KvStoreRef,
+    name: Arc<str>,
+    grace_ms: i64,
+    key_serde: Serde<Windowed<K>>,
+    value_serde: Serde<V>,
+    children: Children<Windowed<K>, Option<V>>,
+    /// The buffer's keys, in order (loaded from the store on first use so
+    /// that a restored buffer is seen): finding the due windows must not
+    /// scan the store on every record.
+    index: Option<BTreeMap<Vec<u8>, i64>>,
+    kbuf: Vec<u8>,
+    vbuf: Vec<u8>,
+}
+
+impl<K: Data, V: Data> SuppressNode<K, V> {
+    fn load_index(&mut self, ctx: &mut ProcessorContext) -> bool {
+        if self.index.is_some() {
+            return true;
+        }
+        match self.buffer.borrow_mut().range(Bound::Unbounded, Bound::Unbounded) {
+            Ok(entries) => {
+                let mut idx = BTreeMap::new();
+                for (k, _) in entries {
+                    if k.len() >= 8 {
+                        let end = crate::store::decode_window_start(k[..8].try_into().expect("8 bytes"));
+                        idx.insert(k, end);
+                    }
+                }
+                self.index = Some(idx);
+                true
+            }
+            Err(e) => {
+                ctx.fail(e);
+                false
+            }
+        }
+    }
+
+    /// Emit and remove every buffered window with end + grace <= stream time.
+    fn emit_due(&mut self, ctx: &mut ProcessorContext) {
+        if !self.load_index(ctx) || ctx.stream_time == i64::MIN {
+            return;
+        }
+        let close = ctx.stream_time.saturating_sub(self.grace_ms);
+        let index = self.index.as_mut().expect("loaded");
+        let due: Vec<Vec<u8>> = index
+            .range(..encode_window_start(close.saturating_add(1)).to_vec())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let ts = ctx.timestamp;
+        for k in due {
+            index.remove(&k);
+            let value = {
+                let mut buf = self.buffer.borrow_mut();
+                let v = match buf.get_into(&k, &mut self.vbuf) {
+                    Ok(present) => present,
+                    Err(e) => return ctx.fail(e),
+                };
+                if let Err(e) = buf.delete(&k) {
+                    return ctx.fail(e);
+                }
+                v
+            };
+            if !value {
+                continue;
+            }
+            let wk = match self.key_serde.deserialize(&k[8..]) {
+                Ok(wk) => wk,
+                Err(e) => {
+                    return ctx.fail(StoreError::new(
+                        &*self.name,
+                        format!("buffered key does not decode: {e}"),
+                    ))
+                }
+            };
+            let v = match decode_stored(&self.value_serde, &self.name, &self.vbuf) {
+                Ok(v) => v,
+                Err(e) => return ctx.fail(e),
+            };
+            ctx.timestamp = wk.window.end;
+            self.children.forward(ctx, wk, Some(v));
+        }
+        ctx.timestamp = ts;
+    }
+}
+
+impl<K: Data, V: Data> Node<Windowed<K>, Option<V>> for SuppressNode<K, V> {
+    fn process(&mut self, ctx: &mut ProcessorContext, key: Windowed<K>, value: Option<V>) {
+        if !self.load_index(ctx) {
+            return;
+        }
+        let closed = key.window.end.saturating_add(self.grace_ms) <= ctx.stream_time;
+        self.kbuf.clear();
+        self.kbuf.extend_from_slice(&encode_window_start(key.window.end));
+        if let Err(e) = self.key_serde.serialize(&key, &mut self.kbuf) {
+            return ctx.dead_letter(format!("key serialization failed: {e}"));
+        }
+        let mut buf = self.buffer.borrow_mut();
+        let index = self.index.as_mut().expect("loaded");
+        match value {
+            Some(v) => {
+                self.vbuf.clear();
+                if let Err(e) = self.value_serde.serialize(&v, &mut self.vbuf) {
+                    return ctx.dead_letter(format!("value serialization failed: {e}"));
+                }
+                if let Err(e) = buf.put(&self.kbuf, &self.vbuf) {
+                    return ctx.fail(e);
+                }
+                index.insert(self.kbuf.clone(), key.window.end);
+            }
+            None => {
+                // A deleted window (a merged-away session) is never emitted;
+                // a tombstone for a window that closed already is a purge.
+                if closed {
+                    return;
+                }
+                if let Err(e) = buf.delete(&self.kbuf) {
+                    return ctx.fail(e);
+                }
+                index.remove(&self.kbuf);
+            }
+        }
+        if buf.wants_flush() {
+            ctx.request_commit();
+        }
+        drop(buf);
+        if closed {
+            self.emit_due(ctx);
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext) {
+        self.emit_due(ctx);
+        match self.buffer.borrow_mut().flush() {
+            Ok(records) => ctx
+                .changelog
+                .extend(records.into_iter().map(|r| (self.name.clone(), r))),
+            Err(e) => ctx.fail(e),
+        }
+        self.children.flush(ctx);
+    }
+
+    fn punctuate(&mut self, ctx: &mut ProcessorContext) {
+        self.emit_due(ctx);
+        self.children.punctuate(ctx);
+    }
+
+    fn close(&mut self, ctx: &mut ProcessorContext) {
+        self.children.close(ctx)
+    }
+}
+
+/// `StreamsBuilder::table`: a source whose records upsert a store.
+pub(crate) fn source_table<K: Data, V: Data>(
+    b: &mut StreamsBuilder,
+    topic: &str,
+    key_serde: Serde<K>,
+    value_serde: Serde<V>,
+    materialized: Materialized,
+) -> KTable<K, V> {
+    let (id, store) = {
+        let mut g = b.graph.borrow_mut();
+        let t = g.topic(topic, false);
+        let store = g.store_name(&materialized, "KTABLE-SOURCE");
+        let id = g.add_node("KTABLE-SOURCE", NodeKind::Source { topic: t }, vec![]);
+        g.add_store(StoreSpec {
+            name: store.clone(),
+            kind: StoreKind::KeyValue,
+            logged: materialized.logged,
+        });
+        g.connect_store(id, &store);
+        let slot = ChildSlot::<K, Option<V>>::new();
+        let (slot2, store2, ks, vs) = (slot.clone(), store.clone(), key_serde.clone(), value_serde.clone());
+        g.sources.push(SourceEntry {
+            node: id,
+            topic: t,
+            factory: Arc::new(move |ictx| {
+                Ok(Box::new(TableSource {
+                    store: ictx.key_value_store(&store2)?,
+                    name: Arc::from(store2.as_str()),
+                    key_serde: ks.clone(),
+                    value_serde: vs.clone(),
+                    children: slot2.instantiate(ictx)?,
+                }) as Box<dyn SourceNode>)
+            }),
+        });
+        ((id, slot), store)
+    };
+    KTable::new(
+        b.graph.clone(),
+        id.0,
+        id.1,
+        Some(store),
+        key_serde,
+        Some(value_serde),
+        None,
+    )
+}
+
+struct TableSource<K, V> {
+    store: KvStoreRef,
+    name: Arc<str>,
+    key_serde: Serde<K>,
+    value_serde: Serde<V>,
+    children: Children<K, Option<V>>,
+}
+
+impl<K: Data, V: Data> SourceNode for TableSource<K, V> {
+    fn process_raw(&mut self, ctx: &mut ProcessorContext, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let Some(key) = key else {
+            return ctx.dead_letter("a table record needs a key");
+        };
+        if let Err(e) = self.key_serde.deserialize(key) {
+            return ctx.dead_letter(format!("key deserialization failed ({}): {e}", self.key_serde.name()));
+        }
+        let mut store = self.store.borrow_mut();
+        let result = match value {
+            Some(v) => {
+                if let Err(e) = self.value_serde.deserialize(v) {
+                    return ctx.dead_letter(format!(
+                        "value deserialization failed ({}): {e}",
+                        self.value_serde.name()
+                    ));
+                }
+                store.put(key, v)
+            }
+            None => store.delete(key),
+        };
+        if let Err(e) = result {
+            return ctx.fail(e);
+        }
+        if store.wants_flush() {
+            ctx.request_commit();
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext) {
+        let records = match self.store.borrow_mut().flush() {
+            Ok(r) => r,
+            Err(e) => return ctx.fail(e),
+        };
+        let ts = ctx.timestamp;
+        ctx.timestamp = ctx.stream_time.max(ts);
+        for rec in records {
+            let key = match self.key_serde.deserialize(&rec.key) {
+                Ok(k) => k,
+                Err(e) => {
+                    ctx.fail(StoreError::new(&*self.name, format!("stored key does not decode: {e}")));
+                    break;
+                }
+            };
+            let value = match rec
+                .value
+                .as_deref()
+                .map(|b| decode_stored(&self.value_serde, &self.name, b))
+                .transpose()
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    ctx.fail(e);
+                    break;
+                }
+            };
+            ctx.changelog.push((self.name.clone(), rec));
+            self.children.forward(ctx, key, value);
+        }
+        ctx.timestamp = ts;
+        self.children.flush(ctx);
+    }
+
+    fn punctuate(&mut self, ctx: &mut ProcessorContext) {
+        self.children.punctuate(ctx)
+    }
+    fn close(&mut self, ctx: &mut ProcessorContext) {
+        self.children.close(ctx)
+    }
+}

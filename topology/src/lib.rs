@@ -1,0 +1,60 @@
+//! weir's DSL: describe a stream processing topology in typed Rust.
+//!
+//! ```
+//! use weir_topology::*;
+//!
+//! let mut b = StreamsBuilder::new();
+//! b.stream::<String, String>("words", Serdes::string(), Serdes::string())
+//!     .select_key(|_, w| w.to_lowercase())
+//!     .group_by_key(Serdes::string(), Serdes::string())
+//!     .count(Materialized::named("word-counts"))
+//!     .to_stream()
+//!     .to("word-counts-out", Serdes::string(), Serdes::u64());
+//! let topology = b.build()?;
+//! assert!(topology.describe().contains("Sub-topology: 1"));
+//! # Ok::<(), TopologyError>(())
+//! ```
+//!
+//! This crate does no I/O: it builds a [`Topology`] that `weir-runtime`
+//! runs on Kafka and that `weir_runtime::testing::TopologyTestDriver` runs
+//! in-process.
+
+mod builder;
+mod context;
+mod error;
+mod grouped;
+mod kstream;
+mod ktable;
+mod materialized;
+mod node;
+pub mod serde;
+pub mod store;
+mod topology;
+mod windows;
+
+pub use builder::StreamsBuilder;
+pub use context::{
+    DeadLetter, InitContext, OutRecord, ProcessorContext, PunctuationType, RecordCollector, StoreRef, TaskCounters,
+};
+pub use error::TopologyError;
+pub use grouped::{KGroupedStream, SessionWindowedKStream, TimeWindowedKStream, WindowSpec};
+pub use kstream::{BranchedKStream, KStream};
+pub use ktable::KTable;
+pub use materialized::{Materialized, Suppressed};
+pub use node::{Children, Node};
+pub use serde::{Serde, SerdeError, SerdeImpl, Serdes};
+pub use topology::{NodeInfo, NodeKind, SourceNode, SubTopology, TaskNodes, TopicDef, Topology};
+pub use windows::{JoinWindows, SessionWindows, TimeWindows, Window, Windowed};
+
+/// What keys and values must be: cloneable (a record fans out to several
+/// operators) and owned.
+pub trait Data: Clone + 'static {}
+impl<T: Clone + 'static> Data for T {}
+
+/// Everything a topology author needs, in one import.
+pub mod prelude {
+    pub use crate::{
+        Data, JoinWindows, KGroupedStream, KStream, KTable, Materialized, PunctuationType, Serde, Serdes,
+        SessionWindows, StreamsBuilder, Suppressed, TimeWindows, Topology, TopologyError, Window, Windowed,
+    };
+}

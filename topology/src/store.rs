@@ -1,0 +1,241 @@
+//! The store interface that processors are written against.
+//!
+//! It lives here, in the I/O-free DSL crate, because the processors that the
+//! DSL instantiates (aggregations, joins, suppression, user processors) must
+//! call stores without knowing how they are kept. `weir-state` implements
+//! these traits with sled and a write cache and re-exports them.
+//!
+//! Stores speak bytes: the processor that owns a store serializes keys and
+//! values with the serdes of its operator, so one store implementation
+//! serves every key and value type.
+
+use std::cell::RefCell;
+use std::ops::Bound;
+use std::rc::Rc;
+
+/// A failure of the storage layer (disk, corruption, encoding).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state store '{store}': {message}")]
+pub struct StoreError {
+    pub store: String,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(store: impl Into<String>, message: impl Into<String>) -> Self {
+        StoreError {
+            store: store.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One record of a store's changelog: the latest value of a key since the
+/// previous flush, or a tombstone (`None`) for a delete.
+///
+/// For window stores `key` is the store key: the window start as 8
+/// big-endian bytes (sign bit flipped so negative times sort first)
+/// followed by the record key; see [`window_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangelogRecord {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Where the data of a store stands relative to its inputs: for each input
+/// partition of the task, the next offset to consume. Written in the same
+/// atomic batch as the data it describes, so that a crash can never leave
+/// them out of step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// (topic, partition, next offset), sorted by topic then partition.
+    pub offsets: Vec<(String, i32, i64)>,
+}
+
+impl Checkpoint {
+    /// A compact, self-describing byte form (used inside the sled batch and
+    /// in changelog headers).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + self.offsets.len() * 24);
+        out.extend_from_slice(&(self.offsets.len() as u32).to_be_bytes());
+        for (topic, partition, offset) in &self.offsets {
+            out.extend_from_slice(&(topic.len() as u32).to_be_bytes());
+            out.extend_from_slice(topic.as_bytes());
+            out.extend_from_slice(&partition.to_be_bytes());
+            out.extend_from_slice(&offset.to_be_bytes());
+        }
+        out
+    }
+
+    /// Inverse of [`Checkpoint::encode`]; `None` for bytes it did not write.
+    pub fn decode(bytes: &[u8]) -> Option<Checkpoint> {
+        fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            if b.len() < n {
+                return None;
+            }
+            let (head, tail) = b.split_at(n);
+            *b = tail;
+            Some(head)
+        }
+        let mut b = bytes;
+        let n = u32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
+        let mut offsets = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            let len = u32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
+            let topic = String::from_utf8(take(&mut b, len)?.to_vec()).ok()?;
+            let partition = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
+            let offset = i64::from_be_bytes(take(&mut b, 8)?.try_into().ok()?);
+            offsets.push((topic, partition, offset));
+        }
+        if !b.is_empty() {
+            return None;
+        }
+        Some(Checkpoint { offsets })
+    }
+}
+
+/// Operations common to every store kind: the commit-time half of the
+/// store's life, driven by the processor that owns the store.
+///
+/// All stores of one task share one atomic write batch: `flush` only stages
+/// a store's changes into it, and the task's state (in `weir-state`)
+/// applies the staged batch together with the task's [`Checkpoint`] in one
+/// atomic write. That way a crash can never leave two stores of a task, or
+/// a store and its checkpoint, out of step.
+pub trait StateStore {
+    /// The store's name as declared in the topology (e.g. "clicks-per-user").
+    fn name(&self) -> &str;
+
+    /// Stage every update since the previous flush into the task's pending
+    /// batch and return the changelog records for those updates (latest
+    /// value per dirty key, tombstones for deletes), in key order. After it,
+    /// reads still see the flushed values (they stay cached as clean
+    /// entries until the batch is written).
+    fn flush(&mut self) -> StoreResult<Vec<ChangelogRecord>>;
+
+    /// True when the write cache holds more dirty bytes than its limit; the
+    /// runtime then commits early instead of letting the cache evict dirty
+    /// entries on its own (an eviction outside a commit would put data ahead
+    /// of its checkpoint).
+    fn wants_flush(&self) -> bool;
+
+    /// Number of live entries (committed data plus cached changes).
+    fn approximate_len(&self) -> u64;
+
+    /// Cache hits and misses of reads since the store was opened.
+    fn cache_stats(&self) -> CacheStats;
+}
+
+/// Read counters of a store's write cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// A key-value store: the backing of KTables and non-windowed aggregates.
+pub trait KeyValueStore: StateStore {
+    /// Copy the value of `key` into `out` (cleared first); false if absent.
+    /// The allocation-free read used on the hot path.
+    fn get_into(&mut self, key: &[u8], out: &mut Vec<u8>) -> StoreResult<bool>;
+
+    fn get(&mut self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        Ok(if self.get_into(key, &mut out)? { Some(out) } else { None })
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()>;
+
+    fn delete(&mut self, key: &[u8]) -> StoreResult<()>;
+
+    /// All live entries with `from <= key < to` (as bounds say), in key order,
+    /// cached changes merged over durable data.
+    fn range(&mut self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
+}
+
+/// A window store: values per (record key, window start). Keys are laid out
+/// by window start first so that time-range scans are ordered by time.
+pub trait WindowStore: StateStore {
+    fn get_into(&mut self, key: &[u8], window_start: i64, out: &mut Vec<u8>) -> StoreResult<bool>;
+
+    fn put(&mut self, key: &[u8], window_start: i64, value: &[u8]) -> StoreResult<()>;
+
+    fn delete(&mut self, key: &[u8], window_start: i64) -> StoreResult<()>;
+
+    /// The windows of one key with `from <= window_start <= to`, by start.
+    fn fetch(&mut self, key: &[u8], from: i64, to: i64) -> StoreResult<Vec<(i64, Vec<u8>)>>;
+
+    /// Every (key, window start, value) with `from <= window_start <= to`,
+    /// ordered by window start then key.
+    fn fetch_all(&mut self, from: i64, to: i64) -> StoreResult<Vec<(Vec<u8>, i64, Vec<u8>)>>;
+
+    /// Drop every window that starts before `before` (retention). Dropped
+    /// windows produce tombstones in the next flush's changelog records.
+    fn purge_before(&mut self, before: i64) -> StoreResult<u64>;
+}
+
+/// How processors hold stores: shared within one task (an aggregation and
+/// the join that reads its table use the same instance), never across
+/// threads.
+pub type KvStoreRef = Rc<RefCell<dyn KeyValueStore>>;
+pub type WindowStoreRef = Rc<RefCell<dyn WindowStore>>;
+
+/// The kind of a declared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    KeyValue,
+    /// Windows of the given size; `retention_ms` = size + grace by default.
+    Window {
+        retention_ms: i64,
+    },
+}
+
+/// A store as declared by the topology: the runtime creates one instance
+/// per task from this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSpec {
+    pub name: String,
+    pub kind: StoreKind,
+    /// Whether the store is backed by a changelog topic (always true for
+    /// stores the DSL creates; user stores may opt out).
+    pub logged: bool,
+}
+
+/// Creates the store instances of a task. Implemented by the runtime (sled
+/// stores) and by the test driver (the same sled stores in a temp dir).
+pub trait StoreSupplier {
+    fn key_value(&mut self, spec: &StoreSpec) -> StoreResult<KvStoreRef>;
+    fn window(&mut self, spec: &StoreSpec) -> StoreResult<WindowStoreRef>;
+}
+
+/// Encode a window start so that byte order equals numeric order
+/// (big-endian with the sign bit flipped).
+pub fn encode_window_start(start: i64) -> [u8; 8] {
+    ((start as u64) ^ (1u64 << 63)).to_be_bytes()
+}
+
+/// Inverse of [`encode_window_start`].
+pub fn decode_window_start(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1u64 << 63)) as i64
+}
+
+/// The store key of (window start, record key): start first, so that the
+/// store is ordered by time.
+pub fn window_key(window_start: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.len());
+    out.extend_from_slice(&encode_window_start(window_start));
+    out.extend_from_slice(key);
+    out
+}
+
+/// Split a window store key into (window start, record key); `None` if it
+/// is shorter than the 8-byte prefix.
+pub fn split_window_key(store_key: &[u8]) -> Option<(i64, &[u8])> {
+    if store_key.len() < 8 {
+        return None;
+    }
+    let (start, key) = store_key.split_at(8);
+    Some((decode_window_start(start.try_into().ok()?), key))
+}

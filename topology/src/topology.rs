@@ -1,0 +1,318 @@
+//! The built topology: a graph description (for describe(), sub-topology
+//! assignment and internal topic names) plus the node factories a task is
+//! instantiated from.
+
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use crate::context::{InitContext, ProcessorContext, StoreRef};
+use crate::error::TopologyError;
+use crate::store::{StoreSpec, StoreSupplier};
+
+/// What a graph node is, for describe() and for wiring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    Source { topic: u32 },
+    Processor,
+    Sink { topic: u32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub name: String,
+    pub kind: NodeKind,
+    pub parents: Vec<usize>,
+    pub stores: Vec<String>,
+}
+
+/// A topic the topology reads or writes. Internal topics (repartition)
+/// are named `{application_id}-{name}` once the application id is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDef {
+    pub name: String,
+    pub internal: bool,
+}
+
+/// A source node of a task: takes raw bytes, decodes them with its serdes
+/// and feeds its typed subtree.
+pub trait SourceNode {
+    fn process_raw(&mut self, ctx: &mut ProcessorContext, key: Option<&[u8]>, value: Option<&[u8]>);
+    fn flush(&mut self, ctx: &mut ProcessorContext);
+    fn punctuate(&mut self, ctx: &mut ProcessorContext);
+    fn close(&mut self, ctx: &mut ProcessorContext);
+}
+
+pub(crate) type SourceFactory =
+    Arc<dyn Fn(&mut InitContext<'_>) -> Result<Box<dyn SourceNode>, TopologyError> + Send + Sync>;
+
+pub(crate) struct SourceEntry {
+    pub(crate) node: usize,
+    pub(crate) topic: u32,
+    pub(crate) factory: SourceFactory,
+}
+
+/// A connected part of the graph between repartition topics; one task per
+/// (sub-topology, partition) runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubTopology {
+    pub id: usize,
+    /// Indexes into [`Topology::topics`].
+    pub source_topics: Vec<u32>,
+    pub sink_topics: Vec<u32>,
+    pub nodes: Vec<usize>,
+    pub stores: Vec<String>,
+}
+
+pub struct TopologyInner {
+    pub(crate) nodes: Vec<NodeInfo>,
+    pub(crate) topics: Vec<TopicDef>,
+    pub(crate) stores: Vec<StoreSpec>,
+    pub(crate) sources: Vec<SourceEntry>,
+    pub(crate) subtopologies: Vec<SubTopology>,
+}
+
+impl TopologyInner {
+    pub(crate) fn store(&self, name: &str) -> Option<&StoreSpec> {
+        self.stores.iter().find(|s| s.name == name)
+    }
+}
+
+/// A built topology. Cheap to clone and shareable between threads: every
+/// task instantiates its own processors from it.
+#[derive(Clone)]
+pub struct Topology(pub(crate) Arc<TopologyInner>);
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Topology {
+    pub fn topics(&self) -> &[TopicDef] {
+        &self.0.topics
+    }
+    pub fn subtopologies(&self) -> &[SubTopology] {
+        &self.0.subtopologies
+    }
+    pub fn stores(&self) -> &[StoreSpec] {
+        &self.0.stores
+    }
+    pub fn nodes(&self) -> &[NodeInfo] {
+        &self.0.nodes
+    }
+
+    /// The Kafka topic name of topic `index` for an application.
+    pub fn topic_name(&self, index: u32, application_id: &str) -> String {
+        let t = &self.0.topics[index as usize];
+        if t.internal {
+            format!("{application_id}-{}", t.name)
+        } else {
+            t.name.clone()
+        }
+    }
+
+    /// The index of the topic with Kafka name `name` for an application.
+    pub fn topic_index(&self, name: &str, application_id: &str) -> Option<u32> {
+        (0..self.0.topics.len() as u32).find(|i| self.topic_name(*i, application_id) == name)
+    }
+
+    /// The changelog topic of a store: `{application_id}-{store}-changelog`.
+    pub fn changelog_topic(application_id: &str, store: &str) -> String {
+        format!("{application_id}-{store}-changelog")
+    }
+
+    /// Topics read from outside (not produced by this topology).
+    pub fn external_source_topics(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self
+            .0
+            .subtopologies
+            .iter()
+            .flat_map(|s| s.source_topics.iter().copied())
+            .filter(|t| !self.0.topics[*t as usize].internal)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Create the processors of one task.
+    pub fn instantiate(
+        &self,
+        subtopology: usize,
+        partition: i32,
+        supplier: &mut dyn StoreSupplier,
+    ) -> Result<TaskNodes, TopologyError> {
+        let inner = &*self.0;
+        let mut ictx = InitContext {
+            supplier,
+            topology: inner,
+            stores: Vec::new(),
+            shared: Default::default(),
+            schedules: Vec::new(),
+            partition,
+        };
+        let sub = &inner.subtopologies[subtopology];
+        let mut sources = Vec::new();
+        for entry in inner.sources.iter().filter(|e| sub.source_topics.contains(&e.topic)) {
+            sources.push((entry.topic, (entry.factory)(&mut ictx)?));
+        }
+        // Stores of the sub-topology that no processor asked for (declared
+        // but unused) are still created, so that they are restored too.
+        for name in &sub.stores {
+            let spec = inner.store(name).expect("sub-topology stores are declared");
+            match spec.kind {
+                crate::store::StoreKind::KeyValue => {
+                    ictx.key_value_store(name)?;
+                }
+                crate::store::StoreKind::Window { .. } => {
+                    ictx.window_store(name)?;
+                }
+            }
+        }
+        Ok(TaskNodes {
+            sources,
+            stores: ictx.stores,
+        })
+    }
+
+    /// A human-readable description of the sub-topologies, their sources,
+    /// processors, stores and sinks, in the spirit of Kafka Streams'
+    /// `Topology#describe()`.
+    pub fn describe(&self) -> String {
+        let inner = &*self.0;
+        let mut out = String::from("Topologies:\n");
+        for sub in &inner.subtopologies {
+            let _ = writeln!(out, "   Sub-topology: {}", sub.id);
+            for &n in &sub.nodes {
+                let node = &inner.nodes[n];
+                let children: Vec<&str> = inner
+                    .nodes
+                    .iter()
+                    .filter(|c| c.parents.contains(&n))
+                    .map(|c| c.name.as_str())
+                    .collect();
+                match &node.kind {
+                    NodeKind::Source { topic } => {
+                        let _ = writeln!(
+                            out,
+                            "    Source: {} (topics: [{}])",
+                            node.name,
+                            self.display_topic(*topic)
+                        );
+                    }
+                    NodeKind::Processor => {
+                        let _ = writeln!(
+                            out,
+                            "    Processor: {} (stores: [{}])",
+                            node.name,
+                            node.stores.join(", ")
+                        );
+                    }
+                    NodeKind::Sink { topic } => {
+                        let _ = writeln!(out, "    Sink: {} (topic: {})", node.name, self.display_topic(*topic));
+                    }
+                }
+                if !children.is_empty() {
+                    let _ = writeln!(out, "      --> {}", children.join(", "));
+                } else if !matches!(node.kind, NodeKind::Sink { .. }) {
+                    let _ = writeln!(out, "      --> none");
+                }
+                if !node.parents.is_empty() {
+                    let parents: Vec<&str> = node.parents.iter().map(|p| inner.nodes[*p].name.as_str()).collect();
+                    let _ = writeln!(out, "      <-- {}", parents.join(", "));
+                }
+            }
+            out.push('\n');
+        }
+        if !inner.stores.is_empty() {
+            out.push_str("Stores:\n");
+            for s in &inner.stores {
+                let kind = match s.kind {
+                    crate::store::StoreKind::KeyValue => "key-value".to_string(),
+                    crate::store::StoreKind::Window { retention_ms } => format!("window, retention {retention_ms} ms"),
+                };
+                let log = if s.logged {
+                    format!("changelog ${{application_id}}-{}-changelog", s.name)
+                } else {
+                    "not logged".to_string()
+                };
+                let _ = writeln!(out, "    {} ({kind}; {log})", s.name);
+            }
+        }
+        out
+    }
+
+    fn display_topic(&self, index: u32) -> String {
+        let t = &self.0.topics[index as usize];
+        if t.internal {
+            format!("${{application_id}}-{}", t.name)
+        } else {
+            t.name.clone()
+        }
+    }
+}
+
+/// The processors and stores of one task.
+pub struct TaskNodes {
+    sources: Vec<(u32, Box<dyn SourceNode>)>,
+    stores: Vec<(String, StoreRef)>,
+}
+
+impl TaskNodes {
+    /// Feed one raw record from source topic `topic` (after
+    /// [`ProcessorContext::set_record`]).
+    #[inline]
+    pub fn process(&mut self, ctx: &mut ProcessorContext, topic: u32, key: Option<&[u8]>, value: Option<&[u8]>) {
+        if let Some((_, source)) = self.sources.iter_mut().find(|(t, _)| *t == topic) {
+            source.process_raw(ctx, key, value);
+        }
+    }
+
+    /// Commit time: every node forwards what it cached and stages its
+    /// stores; then any store no node owns is staged. Changelog records
+    /// land in `ctx.changelog`.
+    pub fn flush(&mut self, ctx: &mut ProcessorContext) {
+        for (_, s) in &mut self.sources {
+            s.flush(ctx);
+        }
+        for (name, store) in &self.stores {
+            let result = match store {
+                StoreRef::KeyValue(s) => s.borrow_mut().flush(),
+                StoreRef::Window(s) => s.borrow_mut().flush(),
+            };
+            match result {
+                Ok(records) => {
+                    let name: Arc<str> = Arc::from(name.as_str());
+                    ctx.changelog.extend(records.into_iter().map(|r| (name.clone(), r)));
+                }
+                Err(e) => ctx.fail(e),
+            }
+        }
+    }
+
+    /// Let time-driven nodes (suppression, punctuators) emit what is due.
+    pub fn punctuate(&mut self, ctx: &mut ProcessorContext) {
+        for (_, s) in &mut self.sources {
+            s.punctuate(ctx);
+        }
+    }
+
+    pub fn close(&mut self, ctx: &mut ProcessorContext) {
+        for (_, s) in &mut self.sources {
+            s.close(ctx);
+        }
+    }
+
+    pub fn stores(&self) -> &[(String, StoreRef)] {
+        &self.stores
+    }
+
+    /// True if any store's write cache is over its limit.
+    pub fn wants_flush(&self) -> bool {
+        self.stores.iter().any(|(_, s)| match s {
+            StoreRef::KeyValue(s) => s.borrow().wants_flush(),
+            StoreRef::Window(s) => s.borrow().wants_flush(),
+        })
+    }
+}
