@@ -1,0 +1,571 @@
+//! `TopologyTestDriver`: run a topology synchronously, in-process, with no
+//! broker, a controllable wall clock, typed input and output topics, and
+//! access to the state stores.
+//!
+//! It runs the same [`Task`]s (and so the same processor code and sled
+//! stores) as the Kafka runtime. Every topic has one partition. After each
+//! piped record the driver commits every task, the way Kafka Streams' test
+//! driver does, so cached aggregates are forwarded at once; records written
+//! to internal (repartition) topics are fed to the sub-topology reading them
+//! before `pipe_input` returns.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use weir_state::StateDb;
+use weir_topology::store::ChangelogRecord;
+use weir_topology::{Serde, StoreRef, Topology};
+
+use crate::task::{Task, TaskConfig, TaskId};
+use crate::RuntimeError;
+
+/// Settings of a test driver.
+#[derive(Debug, Clone)]
+pub struct TestDriverConfig {
+    /// Prefix of internal topics, changelogs and the dead-letter topic.
+    pub application_id: String,
+    /// Per-store write cache limit (the driver commits after every record
+    /// anyway, so this only matters for tests of the cache itself).
+    pub cache_max_bytes: usize,
+    /// The wall clock's start, epoch ms.
+    pub initial_wall_clock_ms: i64,
+    /// Advance stream time with the wall clock on idle tasks after this long
+    /// (see [`TaskConfig::idle_advance_after_ms`]).
+    pub idle_advance_after_ms: Option<i64>,
+    /// Keep state here instead of a fresh temporary directory (to test
+    /// reopening state).
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for TestDriverConfig {
+    fn default() -> Self {
+        TestDriverConfig {
+            application_id: "test".to_string(),
+            cache_max_bytes: 1024 * 1024,
+            initial_wall_clock_ms: 0,
+            idle_advance_after_ms: None,
+            state_dir: None,
+        }
+    }
+}
+
+impl TestDriverConfig {
+    pub fn with_application_id(application_id: &str) -> Self {
+        TestDriverConfig {
+            application_id: application_id.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A record as written to a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+/// A record of the dead-letter topic `{application_id}-dlq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterRecord {
+    pub error: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A typed record read from an output topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRecord<K, V> {
+    pub key: K,
+    pub value: V,
+    pub timestamp: i64,
+}
+
+struct Inner {
+    topology: Topology,
+    config: TestDriverConfig,
+    _tmp: Option<tempfile::TempDir>,
+    db: StateDb,
+    tasks: Vec<Task>,
+    /// Every record written to each topic (inputs, outputs, internal), by
+    /// Kafka topic name; the offset is the index.
+    topics: HashMap<String, Vec<RawRecord>>,
+    /// Read position of each output topic handle, by topic name.
+    read_positions: HashMap<String, usize>,
+    dead_letters: Vec<DeadLetterRecord>,
+    changelog: HashMap<String, Vec<ChangelogRecord>>,
+    wall_clock_ms: i64,
+    late_records_dropped: u64,
+}
+
+/// Runs a topology in-process; see the module docs.
+pub struct TopologyTestDriver {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl TopologyTestDriver {
+    /// A driver for `topology` with state in a fresh temporary directory.
+    pub fn new(topology: Topology, config: TestDriverConfig) -> Result<Self, RuntimeError> {
+        let (tmp, dir) = match &config.state_dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let t = tempfile::tempdir().map_err(|e| RuntimeError::Io(format!("temporary state dir: {e}")))?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let db = StateDb::open(&dir)?;
+        let task_config = TaskConfig {
+            cache_max_bytes: config.cache_max_bytes,
+            idle_advance_after_ms: config.idle_advance_after_ms,
+        };
+        let mut tasks = Vec::new();
+        for sub in topology.subtopologies() {
+            let id = TaskId {
+                subtopology: sub.id,
+                partition: 0,
+            };
+            let mut task = Task::new(&topology, &config.application_id, id, &db, task_config.clone())?;
+            task.ctx.set_wall_clock_ms(config.initial_wall_clock_ms);
+            tasks.push(task);
+        }
+        let wall = config.initial_wall_clock_ms;
+        Ok(TopologyTestDriver {
+            inner: Rc::new(RefCell::new(Inner {
+                topology,
+                config,
+                _tmp: tmp,
+                db,
+                tasks,
+                topics: HashMap::new(),
+                read_positions: HashMap::new(),
+                dead_letters: Vec::new(),
+                changelog: HashMap::new(),
+                wall_clock_ms: wall,
+                late_records_dropped: 0,
+            })),
+        })
+    }
+
+    /// A typed handle for piping records into `topic`.
+    pub fn input_topic<K: 'static, V: 'static>(
+        &self,
+        topic: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+    ) -> TestInputTopic<K, V> {
+        TestInputTopic {
+            inner: self.inner.clone(),
+            topic: topic.to_string(),
+            key_serde,
+            value_serde,
+        }
+    }
+
+    /// A typed handle for reading what the topology wrote to `topic`.
+    pub fn output_topic<K: 'static, V: 'static>(
+        &self,
+        topic: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+    ) -> TestOutputTopic<K, V> {
+        TestOutputTopic {
+            inner: self.inner.clone(),
+            topic: topic.to_string(),
+            key_serde,
+            value_serde,
+        }
+    }
+
+    /// Pipe one raw record (bytes as a foreign producer would send them).
+    pub fn pipe_raw(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+    ) -> Result<(), RuntimeError> {
+        self.inner.borrow_mut().pipe(topic, key, value, timestamp)
+    }
+
+    /// Move the wall clock forward and run wall-clock punctuation.
+    pub fn advance_wall_clock(&self, by: Duration) -> Result<(), RuntimeError> {
+        let mut inner = self.inner.borrow_mut();
+        inner.wall_clock_ms += by.as_millis() as i64;
+        let now = inner.wall_clock_ms;
+        for i in 0..inner.tasks.len() {
+            inner.tasks[i].punctuate(now);
+            inner.settle(i)?;
+        }
+        Ok(())
+    }
+
+    /// The task's instance of store `name` (all stores live in one task per
+    /// sub-topology here, partition 0).
+    pub fn store(&self, name: &str) -> Option<StoreRef> {
+        let inner = self.inner.borrow();
+        inner
+            .tasks
+            .iter()
+            .flat_map(|t| t.stores().iter())
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Typed reads of a key-value store.
+    pub fn key_value_store<K: 'static, V: 'static>(
+        &self,
+        name: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+    ) -> Result<TestKeyValueStore<K, V>, RuntimeError> {
+        match self.store(name) {
+            Some(StoreRef::KeyValue(store)) => Ok(TestKeyValueStore {
+                store,
+                key_serde,
+                value_serde,
+            }),
+            _ => Err(RuntimeError::UnknownStore(name.to_string())),
+        }
+    }
+
+    /// Typed reads of a window store.
+    pub fn window_store<K: 'static, V: 'static>(
+        &self,
+        name: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+    ) -> Result<TestWindowStore<K, V>, RuntimeError> {
+        match self.store(name) {
+            Some(StoreRef::Window(store)) => Ok(TestWindowStore {
+                store,
+                key_serde,
+                value_serde,
+                _marker: PhantomData,
+            }),
+            _ => Err(RuntimeError::UnknownStore(name.to_string())),
+        }
+    }
+
+    /// Records sent to the dead-letter topic so far.
+    pub fn dead_letters(&self) -> Vec<DeadLetterRecord> {
+        self.inner.borrow().dead_letters.clone()
+    }
+
+    /// The number of records dropped because their windows had closed.
+    pub fn late_records_dropped(&self) -> u64 {
+        self.inner.borrow().late_records_dropped
+    }
+
+    /// Everything written to a topic (input, output or internal), raw.
+    pub fn topic_records(&self, topic: &str) -> Vec<RawRecord> {
+        self.inner.borrow().topics.get(topic).cloned().unwrap_or_default()
+    }
+
+    /// The changelog records written for a store so far.
+    pub fn changelog(&self, store: &str) -> Vec<ChangelogRecord> {
+        self.inner.borrow().changelog.get(store).cloned().unwrap_or_default()
+    }
+
+    /// The name of the dead-letter topic.
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}-dlq", self.inner.borrow().config.application_id)
+    }
+
+    /// Write state to disk (for tests that reopen a state directory).
+    pub fn flush_state_to_disk(&self) -> Result<(), RuntimeError> {
+        Ok(self.inner.borrow().db.flush_to_disk()?)
+    }
+}
+
+impl Drop for TopologyTestDriver {
+    fn drop(&mut self) {
+        if let Ok(mut inner) = self.inner.try_borrow_mut() {
+            for t in &mut inner.tasks {
+                t.close();
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn append(&mut self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> i64 {
+        let log = self.topics.entry(topic.to_string()).or_default();
+        let offset = log.len() as i64;
+        log.push(RawRecord {
+            key: key.map(|k| k.to_vec()),
+            value: value.map(|v| v.to_vec()),
+            timestamp,
+            offset,
+        });
+        offset
+    }
+
+    /// Append a record to `topic` and run every task that reads it, then
+    /// everything those tasks' outputs feed, until nothing is pending.
+    fn pipe(&mut self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, ts: i64) -> Result<(), RuntimeError> {
+        let app = self.config.application_id.clone();
+        let index = self.topology.topic_index(topic, &app);
+        let offset = self.append(topic, key, value, ts);
+        let Some(index) = index else {
+            return Err(RuntimeError::UnknownTopic(topic.to_string()));
+        };
+        let readers: Vec<usize> = (0..self.tasks.len())
+            .filter(|i| {
+                self.topology.subtopologies()[self.tasks[*i].id().subtopology]
+                    .source_topics
+                    .contains(&index)
+            })
+            .collect();
+        for i in readers {
+            let now = self.wall_clock_ms;
+            let task = &mut self.tasks[i];
+            task.ctx.set_wall_clock_ms(now);
+            task.process(index, offset, ts, key, value);
+            self.collect_dead_letters(i, topic, key, value);
+            self.tasks[i].punctuate(now);
+            self.settle(i)?;
+        }
+        Ok(())
+    }
+
+    fn collect_dead_letters(&mut self, i: usize, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let letters = std::mem::take(&mut self.tasks[i].ctx.dead_letters);
+        for d in letters {
+            self.dead_letters.push(DeadLetterRecord {
+                error: d.error,
+                topic: topic.to_string(),
+                partition: d.partition,
+                offset: d.offset,
+                key: key.map(|k| k.to_vec()),
+                value: value.map(|v| v.to_vec()),
+            });
+        }
+    }
+
+    /// Commit task `i` (forward cached results, write state), then route
+    /// its outputs: records for topics this topology reads are piped on.
+    fn settle(&mut self, i: usize) -> Result<(), RuntimeError> {
+        self.tasks[i].flush();
+        let app = self.config.application_id.clone();
+        // Dead letters raised while flushing have no raw input to attach.
+        let letters = std::mem::take(&mut self.tasks[i].ctx.dead_letters);
+        for d in letters {
+            let topic = self.topology.topic_name(d.topic, &app);
+            self.dead_letters.push(DeadLetterRecord {
+                error: d.error,
+                topic,
+                partition: d.partition,
+                offset: d.offset,
+                key: None,
+                value: None,
+            });
+        }
+        let changes = std::mem::take(&mut self.tasks[i].ctx.changelog);
+        for (store, rec) in changes {
+            self.changelog.entry(store.to_string()).or_default().push(rec);
+        }
+        let counters = std::mem::take(&mut self.tasks[i].ctx.counters);
+        self.late_records_dropped += counters.late_records_dropped;
+        self.tasks[i].commit_state()?;
+        let collector = std::mem::take(&mut self.tasks[i].ctx.collector);
+        let outputs: Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>, i64)> = collector
+            .records()
+            .iter()
+            .map(|r| {
+                (
+                    self.topology.topic_name(r.topic, &app),
+                    collector.slice(&r.key).map(|b| b.to_vec()),
+                    collector.slice(&r.value).map(|b| b.to_vec()),
+                    r.timestamp,
+                )
+            })
+            .collect();
+        let mut collector = collector;
+        collector.clear();
+        self.tasks[i].ctx.collector = collector;
+        let mut pending: VecDeque<_> = outputs.into();
+        while let Some((topic, key, value, ts)) = pending.pop_front() {
+            let read_here = self
+                .topology
+                .topic_index(&topic, &app)
+                .map(|t| {
+                    self.topology
+                        .subtopologies()
+                        .iter()
+                        .any(|s| s.source_topics.contains(&t))
+                })
+                .unwrap_or(false);
+            if read_here {
+                self.pipe(&topic, key.as_deref(), value.as_deref(), ts)?;
+            } else {
+                self.append(&topic, key.as_deref(), value.as_deref(), ts);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pipes typed records into one topic of a driver.
+pub struct TestInputTopic<K, V> {
+    inner: Rc<RefCell<Inner>>,
+    topic: String,
+    key_serde: Serde<K>,
+    value_serde: Serde<V>,
+}
+
+impl<K: 'static, V: 'static> TestInputTopic<K, V> {
+    /// Send one record with the given event timestamp (epoch ms).
+    pub fn pipe_input(&self, key: K, value: V, timestamp: i64) -> Result<(), RuntimeError> {
+        let k = self
+            .key_serde
+            .to_bytes(&key)
+            .map_err(|e| RuntimeError::Io(format!("test input key: {e}")))?;
+        let v = self
+            .value_serde
+            .to_bytes(&value)
+            .map_err(|e| RuntimeError::Io(format!("test input value: {e}")))?;
+        self.inner.borrow_mut().pipe(&self.topic, Some(&k), Some(&v), timestamp)
+    }
+
+    /// Send a record with no key.
+    pub fn pipe_value(&self, value: V, timestamp: i64) -> Result<(), RuntimeError> {
+        let v = self
+            .value_serde
+            .to_bytes(&value)
+            .map_err(|e| RuntimeError::Io(format!("test input value: {e}")))?;
+        self.inner.borrow_mut().pipe(&self.topic, None, Some(&v), timestamp)
+    }
+}
+
+/// Reads typed records from one topic of a driver. Each handle reads every
+/// record once, in order.
+pub struct TestOutputTopic<K, V> {
+    inner: Rc<RefCell<Inner>>,
+    topic: String,
+    key_serde: Serde<K>,
+    value_serde: Serde<V>,
+}
+
+impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
+    /// Every record written since the last read. Panics (this is test code)
+    /// if a record does not decode with the handle's serdes.
+    pub fn read_records(&self) -> Vec<TestRecord<K, V>> {
+        let mut inner = self.inner.borrow_mut();
+        let pos = inner.read_positions.get(&self.topic).copied().unwrap_or(0);
+        let records: Vec<RawRecord> = inner
+            .topics
+            .get(&self.topic)
+            .map(|l| l[pos.min(l.len())..].to_vec())
+            .unwrap_or_default();
+        inner.read_positions.insert(self.topic.clone(), pos + records.len());
+        records
+            .into_iter()
+            .map(|r| TestRecord {
+                key: self
+                    .key_serde
+                    .deserialize_opt(r.key.as_deref())
+                    .unwrap_or_else(|e| panic!("{}: key at offset {} does not decode: {e}", self.topic, r.offset)),
+                value: self
+                    .value_serde
+                    .deserialize_opt(r.value.as_deref())
+                    .unwrap_or_else(|e| panic!("{}: value at offset {} does not decode: {e}", self.topic, r.offset)),
+                timestamp: r.timestamp,
+            })
+            .collect()
+    }
+
+    /// Like [`read_records`](Self::read_records), as (key, value) pairs.
+    pub fn read_key_values(&self) -> Vec<(K, V)> {
+        self.read_records().into_iter().map(|r| (r.key, r.value)).collect()
+    }
+
+    /// Every value written since the last read.
+    pub fn read_values(&self) -> Vec<V> {
+        self.read_records().into_iter().map(|r| r.value).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        let inner = self.inner.borrow();
+        let pos = inner.read_positions.get(&self.topic).copied().unwrap_or(0);
+        inner.topics.get(&self.topic).map(|l| l.len() <= pos).unwrap_or(true)
+    }
+}
+
+/// Typed reads of a key-value store of a driver.
+pub struct TestKeyValueStore<K, V> {
+    store: weir_topology::store::KvStoreRef,
+    key_serde: Serde<K>,
+    value_serde: Serde<V>,
+}
+
+impl<K: 'static, V: 'static> TestKeyValueStore<K, V> {
+    pub fn get(&self, key: &K) -> Option<V> {
+        let k = self.key_serde.to_bytes(key).expect("key serializes");
+        self.store
+            .borrow_mut()
+            .get(&k)
+            .expect("store read")
+            .map(|v| self.value_serde.deserialize(&v).expect("stored value decodes"))
+    }
+
+    /// Every entry, in key byte order.
+    pub fn all(&self) -> Vec<(K, V)> {
+        self.store
+            .borrow_mut()
+            .range(Bound::Unbounded, Bound::Unbounded)
+            .expect("store read")
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    self.key_serde.deserialize(&k).expect("stored key decodes"),
+                    self.value_serde.deserialize(&v).expect("stored value decodes"),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Typed reads of a window store of a driver.
+pub struct TestWindowStore<K, V> {
+    store: weir_topology::store::WindowStoreRef,
+    key_serde: Serde<K>,
+    value_serde: Serde<V>,
+    _marker: PhantomData<fn(K, V)>,
+}
+
+impl<K: 'static, V: 'static> TestWindowStore<K, V> {
+    /// The value of `key` in the window starting at `window_start`.
+    pub fn get(&self, key: &K, window_start: i64) -> Option<V> {
+        let k = self.key_serde.to_bytes(key).expect("key serializes");
+        let mut out = Vec::new();
+        let found = self
+            .store
+            .borrow_mut()
+            .get_into(&k, window_start, &mut out)
+            .expect("store read");
+        found.then(|| self.value_serde.deserialize(&out).expect("stored value decodes"))
+    }
+
+    /// (window start, value) of `key` for windows starting in `[from, to]`.
+    pub fn fetch(&self, key: &K, from: i64, to: i64) -> Vec<(i64, V)> {
+        let k = self.key_serde.to_bytes(key).expect("key serializes");
+        self.store
+            .borrow_mut()
+            .fetch(&k, from, to)
+            .expect("store read")
+            .into_iter()
+            .map(|(s, v)| (s, self.value_serde.deserialize(&v).expect("stored value decodes")))
+            .collect()
+    }
+}

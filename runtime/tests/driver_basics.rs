@@ -1,0 +1,77 @@
+//! The core operators through the test driver: exact outputs.
+
+use std::time::Duration;
+
+use weir_runtime::testing::{TestDriverConfig, TopologyTestDriver};
+use weir_topology::prelude::*;
+
+fn word_count() -> Topology {
+    let mut b = StreamsBuilder::new();
+    b.stream::<String, String>("lines", Serdes::string(), Serdes::string())
+        .flat_map_values(|_, line: String| line.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>())
+        .select_key(|_, w| w.clone())
+        .group_by_key(Serdes::string(), Serdes::string())
+        .count(Materialized::named("word-counts"))
+        .to_stream()
+        .to("counts", Serdes::string(), Serdes::u64());
+    b.build().unwrap()
+}
+
+#[test]
+fn word_count_repartitions_and_counts_exactly() {
+    let t = word_count();
+    assert_eq!(t.subtopologies().len(), 2);
+    let d = TopologyTestDriver::new(t, TestDriverConfig::with_application_id("wc")).unwrap();
+    let input = d.input_topic("lines", Serdes::string(), Serdes::string());
+    let out = d.output_topic("counts", Serdes::string(), Serdes::u64());
+    input.pipe_input("a".into(), "Hello world".into(), 1).unwrap();
+    input.pipe_input("b".into(), "hello".into(), 2).unwrap();
+    assert_eq!(
+        out.read_key_values(),
+        vec![("hello".to_string(), 1), ("world".to_string(), 1), ("hello".to_string(), 2)]
+    );
+    let store = d.key_value_store("word-counts", Serdes::string(), Serdes::u64()).unwrap();
+    assert_eq!(store.get(&"hello".to_string()), Some(2));
+    assert_eq!(store.all(), vec![("hello".to_string(), 2), ("world".to_string(), 1)]);
+    assert_eq!(d.topic_records("wc-word-counts-repartition").len(), 3);
+    assert_eq!(d.changelog("word-counts").len(), 3);
+}
+
+#[test]
+fn tumbling_window_with_suppress_emits_once_per_closed_window_and_drops_late() {
+    let mut b = StreamsBuilder::new();
+    b.stream::<String, String>("events", Serdes::string(), Serdes::string())
+        .group_by_key(Serdes::string(), Serdes::string())
+        .windowed_by(
+            TimeWindows::of(Duration::from_secs(2))
+                .unwrap()
+                .grace(Duration::from_secs(1))
+                .unwrap(),
+        )
+        .count(Materialized::named("counts"))
+        .suppress(Suppressed::until_window_closes())
+        .to_stream()
+        .map(|wk, n| (wk.key.clone(), format!("{}..{}={n}", wk.window.start, wk.window.end)))
+        .to("final", Serdes::string(), Serdes::string());
+    let d = TopologyTestDriver::new(b.build().unwrap(), TestDriverConfig::default()).unwrap();
+    let input = d.input_topic("events", Serdes::string(), Serdes::string());
+    let out = d.output_topic("final", Serdes::string(), Serdes::string());
+    input.pipe_input("x".into(), "".into(), 0).unwrap();
+    input.pipe_input("x".into(), "".into(), 1500).unwrap();
+    input.pipe_input("y".into(), "".into(), 1999).unwrap();
+    // Stream time 2999 < end 2000 + grace 1000: window [0,2000) still open.
+    input.pipe_input("x".into(), "".into(), 2999).unwrap();
+    assert!(out.read_records().is_empty());
+    // In grace: still counted.
+    input.pipe_input("x".into(), "".into(), 1000).unwrap();
+    input.pipe_input("x".into(), "".into(), 3000).unwrap();
+    assert_eq!(
+        out.read_key_values(),
+        vec![("x".to_string(), "0..2000=3".to_string()), ("y".to_string(), "0..2000=1".to_string())]
+    );
+    // Late: window [0,2000) closed at stream time 3000.
+    input.pipe_input("x".into(), "".into(), 500).unwrap();
+    assert_eq!(d.late_records_dropped(), 1);
+    input.pipe_input("z".into(), "".into(), 5000).unwrap();
+    assert_eq!(out.read_key_values(), vec![("x".to_string(), "2000..4000=2".to_string())]);
+}

@@ -1,0 +1,19 @@
+//! weir: Kafka Streams–style stream processing for Rust.
+//!
+//! This facade re-exports the DSL ([`weir_topology`]), the state stores
+//! ([`weir_state`]) and the runtime with its test driver
+//! ([`weir_runtime`]). Write topologies with `use weir::prelude::*;`.
+
+pub use weir_runtime as runtime;
+pub use weir_state as state;
+pub use weir_topology as topology;
+pub use weir_topology::*;
+
+/// Run topologies in-process, with no broker (for tests).
+pub mod testing {
+    pub use weir_runtime::testing::*;
+}
+
+pub mod prelude {
+    pub use weir_topology::prelude::*;
+}
