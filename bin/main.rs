@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "Kafka Streams-style stream processing: run, inspect and benchmark topologies")]
+#[command(
+    name = "weir",
+    version,
+    about = "Kafka Streams-style stream processing: run, inspect and benchmark topologies"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,8 +49,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Describe { name } => {
-            let s = scenarios::find(&name)
-                .ok_or_else(|| anyhow::anyhow!("unknown topology {name:?} (see `weir list`)"))?;
+            let s =
+                scenarios::find(&name).ok_or_else(|| anyhow::anyhow!("unknown topology {name:?} (see `weir list`)"))?;
             let t = (s.build)()?;
             print!("{}", t.describe());
             Ok(())

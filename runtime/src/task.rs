@@ -159,7 +159,13 @@ impl Task {
         let mut offsets: Vec<(String, i32, i64)> = self
             .consumed
             .iter()
-            .map(|(t, o)| (self.topology.topic_name(*t, &self.application_id), self.id.partition, *o))
+            .map(|(t, o)| {
+                (
+                    self.topology.topic_name(*t, &self.application_id),
+                    self.id.partition,
+                    *o,
+                )
+            })
             .collect();
         offsets.sort();
         Checkpoint { offsets }

@@ -28,9 +28,15 @@ fn word_count_repartitions_and_counts_exactly() {
     input.pipe_input("b".into(), "hello".into(), 2).unwrap();
     assert_eq!(
         out.read_key_values(),
-        vec![("hello".to_string(), 1), ("world".to_string(), 1), ("hello".to_string(), 2)]
+        vec![
+            ("hello".to_string(), 1),
+            ("world".to_string(), 1),
+            ("hello".to_string(), 2)
+        ]
     );
-    let store = d.key_value_store("word-counts", Serdes::string(), Serdes::u64()).unwrap();
+    let store = d
+        .key_value_store("word-counts", Serdes::string(), Serdes::u64())
+        .unwrap();
     assert_eq!(store.get(&"hello".to_string()), Some(2));
     assert_eq!(store.all(), vec![("hello".to_string(), 2), ("world".to_string(), 1)]);
     assert_eq!(d.topic_records("wc-word-counts-repartition").len(), 3);
@@ -67,11 +73,17 @@ fn tumbling_window_with_suppress_emits_once_per_closed_window_and_drops_late() {
     input.pipe_input("x".into(), "".into(), 3000).unwrap();
     assert_eq!(
         out.read_key_values(),
-        vec![("x".to_string(), "0..2000=3".to_string()), ("y".to_string(), "0..2000=1".to_string())]
+        vec![
+            ("x".to_string(), "0..2000=3".to_string()),
+            ("y".to_string(), "0..2000=1".to_string())
+        ]
     );
     // Late: window [0,2000) closed at stream time 3000.
     input.pipe_input("x".into(), "".into(), 500).unwrap();
     assert_eq!(d.late_records_dropped(), 1);
     input.pipe_input("z".into(), "".into(), 5000).unwrap();
-    assert_eq!(out.read_key_values(), vec![("x".to_string(), "2000..4000=2".to_string())]);
+    assert_eq!(
+        out.read_key_values(),
+        vec![("x".to_string(), "2000..4000=2".to_string())]
+    );
 }

@@ -132,9 +132,13 @@ impl Default for StreamsBuilder {
     }
 }
 
+/// Gives a record's event time from its key, value and Kafka timestamp.
+pub type TimestampExtractor<K, V> = Arc<dyn Fn(&K, &V, i64) -> i64 + Send + Sync>;
+
 struct Source<K, V> {
     key_serde: Serde<K>,
     value_serde: Serde<V>,
+    extractor: Option<TimestampExtractor<K, V>>,
     children: Children<K, V>,
 }
 
@@ -154,6 +158,11 @@ impl<K: Data, V: Data> SourceNode for Source<K, V> {
                 ))
             }
         };
+        let ts = match &self.extractor {
+            Some(f) => f(&k, &v, ctx.timestamp()),
+            None => ctx.timestamp(),
+        };
+        ctx.observe_event_time(ts);
         self.children.forward(ctx, k, v);
     }
     fn flush(&mut self, ctx: &mut ProcessorContext) {
@@ -173,6 +182,7 @@ pub(crate) fn add_source<K: Data, V: Data>(
     topic: u32,
     key_serde: Serde<K>,
     value_serde: Serde<V>,
+    extractor: Option<TimestampExtractor<K, V>>,
 ) -> (usize, Arc<ChildSlot<K, V>>) {
     let mut g = graph.borrow_mut();
     if g.sources.iter().any(|s| s.topic == topic) {
@@ -189,6 +199,7 @@ pub(crate) fn add_source<K: Data, V: Data>(
         Ok(Box::new(Source {
             key_serde: key_serde.clone(),
             value_serde: value_serde.clone(),
+            extractor: extractor.clone(),
             children: out.instantiate(ictx)?,
         }) as Box<dyn SourceNode>)
     });
@@ -221,8 +232,31 @@ impl StreamsBuilder {
         key_serde: Serde<K>,
         value_serde: Serde<V>,
     ) -> KStream<K, V> {
+        self.stream_from(topic, key_serde, value_serde, None)
+    }
+
+    /// A stream of `topic` whose event time is `extractor(key, value,
+    /// kafka_timestamp)` instead of the Kafka record timestamp (for records
+    /// that carry their own event time, such as a JSON `timestamp` field).
+    pub fn stream_with_timestamps<K: Data, V: Data>(
+        &mut self,
+        topic: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+        extractor: impl Fn(&K, &V, i64) -> i64 + Send + Sync + 'static,
+    ) -> KStream<K, V> {
+        self.stream_from(topic, key_serde, value_serde, Some(Arc::new(extractor)))
+    }
+
+    fn stream_from<K: Data, V: Data>(
+        &mut self,
+        topic: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+        extractor: Option<TimestampExtractor<K, V>>,
+    ) -> KStream<K, V> {
         let t = self.graph.borrow_mut().topic(topic, false);
-        let (id, slot) = add_source(&self.graph, t, key_serde, value_serde);
+        let (id, slot) = add_source(&self.graph, t, key_serde, value_serde, extractor);
         KStream {
             graph: self.graph.clone(),
             node: id,

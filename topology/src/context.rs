@@ -161,12 +161,20 @@ impl ProcessorContext {
     }
 
     /// Set by the runtime before a record enters the task: its source topic
-    /// index, offset and timestamp. Stream time advances to the timestamp if
-    /// it is newer.
+    /// index, offset and (Kafka record) timestamp. The source node then
+    /// decides the event time (a timestamp extractor may replace it) and
+    /// calls [`ProcessorContext::observe_event_time`].
     #[inline]
     pub fn set_record(&mut self, topic: u32, offset: i64, timestamp: i64) {
         self.topic = topic;
         self.offset = offset;
+        self.timestamp = timestamp;
+    }
+
+    /// The event time of the record entering the task: it becomes the
+    /// current timestamp, and stream time advances to it if it is newer.
+    #[inline]
+    pub fn observe_event_time(&mut self, timestamp: i64) {
         self.timestamp = timestamp;
         if timestamp > self.stream_time {
             self.stream_time = timestamp;

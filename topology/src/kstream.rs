@@ -172,6 +172,15 @@ impl<K: Data, V: Data> KStream<K, V> {
         })
     }
 
+    /// A terminal operator: call `f` for each record (side effects only).
+    pub fn for_each(self, f: impl Fn(&K, &V) + Send + Sync + 'static) {
+        let _: KStream<K, V> = self.add_fn(
+            "KSTREAM-FOREACH",
+            false,
+            move |_ctx, k, v, _out: &mut Children<K, V>| f(&k, &v),
+        );
+    }
+
     /// Split into named branches: each record goes to the first branch whose
     /// predicate it satisfies, or is dropped if none matches (add a
     /// catch-all last branch with `|_, _| true` to keep the rest).
@@ -229,7 +238,7 @@ impl<K: Data, V: Data> KStream<K, V> {
     pub fn repartition(self, name: &str, key_serde: Serde<K>, value_serde: Serde<V>) -> KStream<K, V> {
         let t = self.graph.borrow_mut().topic(&format!("{name}-repartition"), true);
         self.sink(t, key_serde.clone(), value_serde.clone());
-        let (id, slot) = add_source(&self.graph, t, key_serde, value_serde);
+        let (id, slot) = add_source(&self.graph, t, key_serde, value_serde, None);
         KStream {
             graph: self.graph.clone(),
             node: id,

@@ -417,6 +417,8 @@ struct TableSource<K, V> {
 
 impl<K: Data, V: Data> SourceNode for TableSource<K, V> {
     fn process_raw(&mut self, ctx: &mut ProcessorContext, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let ts = ctx.timestamp();
+        ctx.observe_event_time(ts);
         let Some(key) = key else {
             return ctx.dead_letter("a table record needs a key");
         };
