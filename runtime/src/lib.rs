@@ -2,6 +2,7 @@
 //! [`testing::TopologyTestDriver`] that runs a topology in-process with no
 //! broker. The Kafka stream threads build on the same [`task::Task`].
 
+pub mod local;
 pub mod task;
 pub mod testing;
 

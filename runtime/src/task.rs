@@ -3,8 +3,6 @@
 //! both run topologies through this type, so tests exercise the same code
 //! that production runs.
 
-use std::collections::BTreeMap;
-
 use weir_state::{StateDb, TaskState};
 use weir_topology::store::Checkpoint;
 use weir_topology::{ProcessorContext, TaskNodes, Topology};
@@ -54,8 +52,9 @@ pub struct Task {
     /// The context passed through the processors; its collector, dead
     /// letters and changelog buffers are drained by the caller.
     pub ctx: ProcessorContext,
-    /// Next offset to consume per source topic index.
-    consumed: BTreeMap<u32, i64>,
+    /// Next offset to consume per source topic index (a task reads a
+    /// handful of topics: a small vector beats a map on the hot path).
+    consumed: Vec<(u32, i64)>,
     config: TaskConfig,
     /// Wall clock and stream time when the last record arrived (for the
     /// idle-partition punctuator).
@@ -81,7 +80,7 @@ impl Task {
             nodes,
             state,
             ctx: ProcessorContext::new(application_id, id.partition),
-            consumed: BTreeMap::new(),
+            consumed: Vec::new(),
             config,
             last_record_wall_ms: 0,
             stream_time_at_last_record: i64::MIN,
@@ -92,7 +91,7 @@ impl Task {
                     continue;
                 }
                 if let Some(t) = topology.topic_index(&topic, application_id) {
-                    task.consumed.insert(t, offset);
+                    task.set_consumed(t, offset);
                 }
             }
         }
@@ -114,8 +113,16 @@ impl Task {
 
     /// The next offset to consume per source topic, as far as processing
     /// (not necessarily committed state) has got.
-    pub fn consumed(&self) -> &BTreeMap<u32, i64> {
+    pub fn consumed(&self) -> &[(u32, i64)] {
         &self.consumed
+    }
+
+    #[inline]
+    fn set_consumed(&mut self, topic: u32, next: i64) {
+        match self.consumed.iter_mut().find(|(t, _)| *t == topic) {
+            Some(entry) => entry.1 = next,
+            None => self.consumed.push((topic, next)),
+        }
     }
 
     /// Process one record of source topic `topic`.
@@ -125,7 +132,7 @@ impl Task {
         self.stream_time_at_last_record = self.ctx.stream_time();
         self.last_record_wall_ms = self.ctx.wall_clock_ms();
         self.nodes.process(&mut self.ctx, topic, key, value);
-        self.consumed.insert(topic, offset + 1);
+        self.set_consumed(topic, offset + 1);
     }
 
     /// Let time-driven nodes emit what is due, at wall-clock time `now_ms`.
