@@ -17,3 +17,9 @@ pub mod testing {
 pub mod prelude {
     pub use weir_topology::prelude::*;
 }
+
+/// The README's code blocks are compiled and run as doctests, so the front
+/// door never shows code that does not work.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
