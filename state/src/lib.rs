@@ -1,0 +1,40 @@
+//! weir's state stores: sled-backed key-value and window stores with a
+//! write cache, committed atomically with the task's checkpoint.
+//!
+//! # Shape
+//!
+//! * [`StateDb`]: one sled database per instance, under its state dir.
+//! * [`TaskState`]: the state of one task, one sled tree holding all of the
+//!   task's stores (keys prefixed by store name) and its [`Checkpoint`].
+//!   It is the task's [`StoreSupplier`].
+//! * [`SledKeyValueStore`], [`SledWindowStore`]: per-store write caches over
+//!   the tree, implementing the traits of `weir_topology::store` (re-exported
+//!   here) that processors are written against.
+//!
+//! # The commit protocol, as the stores see it
+//!
+//! Processors read and write through the caches. At commit time the
+//! runtime calls [`StateStore::flush`] on each store, which stages the
+//! store's changes into the task's pending batch and returns its changelog
+//! records; it sends those, then calls [`TaskState::commit`] with the input
+//! offsets, which writes all staged changes and the checkpoint in one
+//! atomic sled batch. Whatever was not committed is gone after a crash, and
+//! the checkpoint says exactly which input the committed data reflects.
+//!
+//! Rebuilding after a loss replays changelog records with
+//! [`TaskState::restore`], which bypasses the caches.
+
+mod cache;
+mod core;
+mod kv;
+mod layout;
+mod task;
+mod window;
+
+#[cfg(test)]
+mod tests;
+
+pub use kv::SledKeyValueStore;
+pub use task::{KvEntries, StateDb, StoreReader, TaskState};
+pub use weir_topology::store::*;
+pub use window::SledWindowStore;

@@ -1,0 +1,417 @@
+//! The database of an instance and the state of each of its tasks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weir_topology::store::{
+    ChangelogRecord, Checkpoint, KvStoreRef, StoreError, StoreKind, StoreResult, StoreSpec, StoreSupplier,
+    WindowStoreRef,
+};
+
+use crate::kv::SledKeyValueStore;
+use crate::layout::{decode_checkpoint, encode_checkpoint, range_is_empty, sled_bounds, store_prefix, CHECKPOINT_KEY};
+use crate::window::SledWindowStore;
+
+/// Key-value pairs in key order, as scans return them.
+pub type KvEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The local state of one instance: one sled database under a directory,
+/// holding one tree per task.
+///
+/// One database rather than one per task because sled runs a flusher thread
+/// and keeps a page cache per database; a tree is cheap. `StateDb` is
+/// `Send + Sync`, so stream threads can share it and open their tasks.
+pub struct StateDb {
+    db: sled::Db,
+    dir: PathBuf,
+}
+
+impl StateDb {
+    /// Open (creating if needed) the database in `dir`. Fails if another
+    /// process, or another live `StateDb` of this one, has it open.
+    ///
+    /// Waits up to a second for the directory's lock: sled releases it
+    /// when its last file handle is freed, which can come a few
+    /// milliseconds after a `StateDb` of this process is dropped (sled
+    /// defers some frees while other threads use it). Without the wait,
+    /// reopening in-process (tests, restarts of an embedded runtime) fails
+    /// now and then.
+    pub fn open(dir: &Path) -> Result<StateDb, StoreError> {
+        Self::open_waiting(dir, Duration::from_secs(1))
+    }
+
+    pub(crate) fn open_waiting(dir: &Path, lock_wait: Duration) -> Result<StateDb, StoreError> {
+        let err =
+            |what: &str, e: &dyn std::fmt::Display| StoreError::new(dir.display().to_string(), format!("{what}: {e}"));
+        std::fs::create_dir_all(dir).map_err(|e| err("cannot create the state directory", &e))?;
+        let deadline = Instant::now() + lock_wait;
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if is_lock_conflict(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(err("cannot open the state database", &e)),
+            }
+        };
+        Ok(StateDb {
+            db,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The state of task `task_id` (its tree is created on first use).
+    /// `cache_max_bytes` is the write-cache budget of each of its stores.
+    ///
+    /// Call it once per task assignment and share the `TaskState` (it is
+    /// cheap to clone): two `TaskState`s of one task would have separate
+    /// pending batches, and their stores would not notice each other's
+    /// restores and wipes.
+    pub fn task(&self, task_id: &str, cache_max_bytes: usize) -> Result<TaskState, StoreError> {
+        let task_err = |m: String| StoreError::new(format!("task {task_id}"), m);
+        if task_id.is_empty() || task_id.starts_with("__sled__") {
+            return Err(task_err(format!("invalid task id {task_id:?}")));
+        }
+        let tree = self
+            .db
+            .open_tree(task_id)
+            .map_err(|e| task_err(format!("cannot open the task's tree: {e}")))?;
+        Ok(TaskState {
+            inner: Rc::new(TaskInner {
+                task_id: task_id.to_string(),
+                tree,
+                cache_max_bytes,
+                pending: RefCell::new(sled::Batch::default()),
+                pending_ops: Cell::new(0),
+                commits: Cell::new(0),
+                epoch: Cell::new(0),
+                poisoned: Cell::new(false),
+                stores: RefCell::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Write everything sled holds in memory to disk and fsync it. Commits
+    /// are atomic without it (sled recovers a consistent prefix of its log);
+    /// this is for a graceful shutdown, so that nothing committed is lost.
+    pub fn flush_to_disk(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| StoreError::new(self.dir.display().to_string(), format!("flush to disk: {e}")))
+    }
+}
+
+/// Whether sled failed to open because the directory is locked. Sled wraps
+/// the lock's `WouldBlock` in an `Other` error, so only its text tells.
+fn is_lock_conflict(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
+enum Slot {
+    Kv(Weak<RefCell<SledKeyValueStore>>),
+    Window(Weak<RefCell<SledWindowStore>>),
+}
+
+pub(crate) struct TaskInner {
+    task_id: String,
+    tree: sled::Tree,
+    cache_max_bytes: usize,
+    /// What the task's stores flushed since the last commit.
+    pending: RefCell<sled::Batch>,
+    pending_ops: Cell<usize>,
+    /// Successful commits so far: a cached entry flushed before commit `n`
+    /// is in sled once this reaches `n` (see `cache.rs`).
+    commits: Cell<u64>,
+    /// Bumped when the tree's data is replaced behind the stores' backs
+    /// (restore, wipe); stores then drop their caches.
+    epoch: Cell<u64>,
+    /// Set when a commit failed: the staged batch is gone while the stores'
+    /// caches still present it as on its way to sled, so committing again
+    /// would checkpoint data that is not there.
+    poisoned: Cell<bool>,
+    /// The task's open stores, so that asking twice for a store yields the
+    /// same instance (two caches over one store would disagree).
+    stores: RefCell<HashMap<String, Slot>>,
+}
+
+/// The state of one task (sub-topology + partition): one sled tree holding
+/// all of the task's stores and its checkpoint, plus the batch of changes
+/// its stores have flushed and not yet committed.
+///
+/// Cheap to clone: clones share everything. Bound to the thread that runs
+/// the task (stores are `Rc<RefCell<..>>`); use [`TaskState::reader`] to
+/// read committed data from other threads.
+#[derive(Clone)]
+pub struct TaskState {
+    inner: Rc<TaskInner>,
+}
+
+impl TaskState {
+    pub fn task_id(&self) -> &str {
+        &self.inner.task_id
+    }
+
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.inner.tree
+    }
+
+    pub(crate) fn cache_max_bytes(&self) -> usize {
+        self.inner.cache_max_bytes
+    }
+
+    pub(crate) fn commits(&self) -> u64 {
+        self.inner.commits.get()
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.inner.epoch.get()
+    }
+
+    /// Let a store add its flushed changes to the pending batch.
+    pub(crate) fn stage<R>(&self, f: impl FnOnce(&mut sled::Batch) -> Vec<R>) -> Vec<R> {
+        let staged = f(&mut self.inner.pending.borrow_mut());
+        self.inner.pending_ops.set(self.inner.pending_ops.get() + staged.len());
+        staged
+    }
+
+    fn err(&self, message: impl std::fmt::Display) -> StoreError {
+        StoreError::new(format!("task {}", self.inner.task_id), message.to_string())
+    }
+
+    /// Number of changes staged by flushes and not yet committed.
+    pub fn pending_len(&self) -> usize {
+        self.inner.pending_ops.get()
+    }
+
+    /// Apply everything the task's stores staged (by `StateStore::flush`)
+    /// plus `checkpoint` in one atomic sled batch.
+    ///
+    /// If it fails, the staged changes are lost and the task's state is no
+    /// longer trustworthy: every later commit fails too, and the runtime
+    /// must close the task and rebuild it ([`TaskState::wipe`], restore).
+    pub fn commit(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        if self.inner.poisoned.get() {
+            return Err(self.err("an earlier commit failed; the task must be closed and its state rebuilt"));
+        }
+        let mut batch = std::mem::take(&mut *self.inner.pending.borrow_mut());
+        self.inner.pending_ops.set(0);
+        batch.insert(CHECKPOINT_KEY, encode_checkpoint(checkpoint));
+        match self.inner.tree.apply_batch(batch) {
+            Ok(()) => {
+                self.inner.commits.set(self.inner.commits.get() + 1);
+                Ok(())
+            }
+            Err(e) => {
+                self.inner.poisoned.set(true);
+                Err(self.err(format!("commit: {e}")))
+            }
+        }
+    }
+
+    /// The checkpoint written by the last commit or restore, if any. A
+    /// checkpoint that cannot be decoded is an error: the caller should
+    /// treat the local state as inconsistent (wipe and restore).
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        match self.inner.tree.get(CHECKPOINT_KEY) {
+            Ok(None) => Ok(None),
+            Ok(Some(bytes)) => decode_checkpoint(&bytes)
+                .map(Some)
+                .ok_or_else(|| self.err("the checkpoint is corrupt")),
+            Err(e) => Err(self.err(format!("read checkpoint: {e}"))),
+        }
+    }
+
+    /// Write changelog records of store `store` plus `checkpoint` in one
+    /// atomic batch, bypassing the caches (later records of a key win).
+    ///
+    /// Meant for rebuilding state before the task processes records: it
+    /// refuses to run while flushed changes await a commit, and the task's
+    /// open stores drop their caches (dirty entries included) on their next
+    /// use, since their view of the tree is stale.
+    pub fn restore(&self, store: &str, records: &[ChangelogRecord], checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let prefix = store_prefix(store)?;
+        if self.inner.pending_ops.get() > 0 {
+            return Err(StoreError::new(store, "restore while flushed changes await a commit"));
+        }
+        let mut batch = sled::Batch::default();
+        let mut key = prefix.clone();
+        for r in records {
+            key.truncate(prefix.len());
+            key.extend_from_slice(&r.key);
+            match &r.value {
+                Some(v) => batch.insert(&key[..], &v[..]),
+                None => batch.remove(&key[..]),
+            }
+        }
+        batch.insert(CHECKPOINT_KEY, encode_checkpoint(checkpoint));
+        self.inner
+            .tree
+            .apply_batch(batch)
+            .map_err(|e| StoreError::new(store, format!("restore: {e}")))?;
+        self.inner.epoch.set(self.inner.epoch.get() + 1);
+        Ok(())
+    }
+
+    /// Delete all data and the checkpoint of this task, and whatever its
+    /// stores have staged or cached, so that it can be rebuilt from its
+    /// changelogs.
+    pub fn wipe(&self) -> Result<(), StoreError> {
+        // The checkpoint goes first: sled persists operations in order, so
+        // a crash during the clear can leave stray data but never a
+        // checkpoint that vouches for half-deleted data.
+        self.inner
+            .tree
+            .remove(CHECKPOINT_KEY)
+            .and_then(|_| self.inner.tree.clear())
+            .map_err(|e| self.err(format!("wipe: {e}")))?;
+        *self.inner.pending.borrow_mut() = sled::Batch::default();
+        self.inner.pending_ops.set(0);
+        self.inner.poisoned.set(false);
+        self.inner.epoch.set(self.inner.epoch.get() + 1);
+        Ok(())
+    }
+
+    /// A handle for reading this task's committed data from other threads.
+    pub fn reader(&self) -> StoreReader {
+        StoreReader {
+            tree: self.inner.tree.clone(),
+            task_id: Arc::from(self.inner.task_id.as_str()),
+        }
+    }
+
+    /// Committed value of `key` in store `store` (sled only: changes still
+    /// cached or staged are not visible).
+    pub fn read_kv(&self, store: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        read_kv(&self.inner.tree, store, key)
+    }
+
+    /// Committed entries of store `store` within the bounds, in key order.
+    pub fn scan_kv(&self, store: &str, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KvEntries, StoreError> {
+        scan_kv(&self.inner.tree, store, from, to)
+    }
+
+    /// The key-value store `name` of this task, opened on first use and
+    /// shared afterwards.
+    pub fn open_key_value(&self, name: &str) -> StoreResult<Rc<RefCell<SledKeyValueStore>>> {
+        if let Some(slot) = self.inner.stores.borrow().get(name) {
+            match slot {
+                Slot::Kv(w) => {
+                    if let Some(store) = w.upgrade() {
+                        return Ok(store);
+                    }
+                }
+                Slot::Window(w) if w.strong_count() > 0 => {
+                    return Err(StoreError::new(name, "already open as a window store"));
+                }
+                Slot::Window(_) => {}
+            }
+        }
+        let store = Rc::new(RefCell::new(SledKeyValueStore::open(self.clone(), name)?));
+        self.inner
+            .stores
+            .borrow_mut()
+            .insert(name.to_string(), Slot::Kv(Rc::downgrade(&store)));
+        Ok(store)
+    }
+
+    /// The window store `name` of this task, opened on first use and shared
+    /// afterwards (a second call's `retention_ms` is ignored).
+    pub fn open_window(&self, name: &str, retention_ms: i64) -> StoreResult<Rc<RefCell<SledWindowStore>>> {
+        if let Some(slot) = self.inner.stores.borrow().get(name) {
+            match slot {
+                Slot::Window(w) => {
+                    if let Some(store) = w.upgrade() {
+                        return Ok(store);
+                    }
+                }
+                Slot::Kv(w) if w.strong_count() > 0 => {
+                    return Err(StoreError::new(name, "already open as a key-value store"));
+                }
+                Slot::Kv(_) => {}
+            }
+        }
+        let store = Rc::new(RefCell::new(SledWindowStore::open(self.clone(), name, retention_ms)?));
+        self.inner
+            .stores
+            .borrow_mut()
+            .insert(name.to_string(), Slot::Window(Rc::downgrade(&store)));
+        Ok(store)
+    }
+}
+
+impl StoreSupplier for TaskState {
+    fn key_value(&mut self, spec: &StoreSpec) -> StoreResult<KvStoreRef> {
+        match spec.kind {
+            StoreKind::KeyValue => Ok(self.open_key_value(&spec.name)?),
+            StoreKind::Window { .. } => Err(StoreError::new(
+                &spec.name,
+                "declared as a window store, requested as a key-value store",
+            )),
+        }
+    }
+
+    fn window(&mut self, spec: &StoreSpec) -> StoreResult<WindowStoreRef> {
+        match spec.kind {
+            StoreKind::Window { retention_ms } => Ok(self.open_window(&spec.name, retention_ms)?),
+            StoreKind::KeyValue => Err(StoreError::new(
+                &spec.name,
+                "declared as a key-value store, requested as a window store",
+            )),
+        }
+    }
+}
+
+/// Read-only access to one task's committed data from any thread (for
+/// interactive queries): sled trees are `Send + Sync`.
+#[derive(Clone)]
+pub struct StoreReader {
+    tree: sled::Tree,
+    task_id: Arc<str>,
+}
+
+impl StoreReader {
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
+    /// See [`TaskState::read_kv`].
+    pub fn read_kv(&self, store: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        read_kv(&self.tree, store, key)
+    }
+
+    /// See [`TaskState::scan_kv`].
+    pub fn scan_kv(&self, store: &str, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KvEntries, StoreError> {
+        scan_kv(&self.tree, store, from, to)
+    }
+}
+
+fn read_kv(tree: &sled::Tree, store: &str, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+    let mut k = store_prefix(store)?;
+    k.extend_from_slice(key);
+    tree.get(&k)
+        .map(|v| v.map(|v| v.to_vec()))
+        .map_err(|e| StoreError::new(store, format!("read: {e}")))
+}
+
+fn scan_kv(tree: &sled::Tree, store: &str, from: Bound<&[u8]>, to: Bound<&[u8]>) -> StoreResult<KvEntries> {
+    let prefix = store_prefix(store)?;
+    if range_is_empty(from, to) {
+        return Ok(Vec::new());
+    }
+    tree.range(sled_bounds(&prefix, from, to))
+        .map(|kv| {
+            kv.map(|(k, v)| (k[prefix.len()..].to_vec(), v.to_vec()))
+                .map_err(|e| StoreError::new(store, format!("scan: {e}")))
+        })
+        .collect()
+}
