@@ -3,7 +3,8 @@
 use std::ops::Bound;
 
 use weir_topology::store::{
-    encode_window_start, split_window_key, CacheStats, ChangelogRecord, StateStore, StoreResult, WindowStore,
+    encode_window_start, split_window_key, CacheStats, ChangelogRecord, StateStore, StoreResult, WindowEntries,
+    WindowStore,
 };
 
 use crate::core::StoreCore;
@@ -108,7 +109,7 @@ impl WindowStore for SledWindowStore {
         Ok(out)
     }
 
-    fn fetch_all(&mut self, from: i64, to: i64) -> StoreResult<Vec<(Vec<u8>, i64, Vec<u8>)>> {
+    fn fetch_all(&mut self, from: i64, to: i64) -> StoreResult<WindowEntries> {
         let mut out = Vec::new();
         if from > to {
             return Ok(out);

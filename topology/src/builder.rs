@@ -203,11 +203,7 @@ pub(crate) fn add_source<K: Data, V: Data>(
             children: out.instantiate(ictx)?,
         }) as Box<dyn SourceNode>)
     });
-    g.sources.push(SourceEntry {
-        node: id,
-        topic,
-        factory,
-    });
+    g.sources.push(SourceEntry { topic, factory });
     (id, slot)
 }
 

@@ -382,7 +382,6 @@ pub(crate) fn source_table<K: Data, V: Data>(
         let slot = ChildSlot::<K, Option<V>>::new();
         let (slot2, store2, ks, vs) = (slot.clone(), store.clone(), key_serde.clone(), value_serde.clone());
         g.sources.push(SourceEntry {
-            node: id,
             topic: t,
             factory: Arc::new(move |ictx| {
                 Ok(Box::new(TableSource {

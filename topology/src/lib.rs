@@ -23,11 +23,14 @@ mod builder;
 mod context;
 mod error;
 mod grouped;
+mod join;
 mod kstream;
 mod ktable;
 mod materialized;
 mod node;
+mod process;
 pub mod serde;
+mod session;
 pub mod store;
 mod topology;
 mod windows;
@@ -38,10 +41,12 @@ pub use context::{
 };
 pub use error::TopologyError;
 pub use grouped::{KGroupedStream, SessionWindowedKStream, TimeWindowedKStream, WindowSpec};
+pub use join::StreamJoined;
 pub use kstream::{BranchedKStream, KStream};
 pub use ktable::KTable;
 pub use materialized::{Materialized, Suppressed};
 pub use node::{Children, Node};
+pub use process::{KeyValueStoreHandle, Processor, ProcessorApi};
 pub use serde::{Serde, SerdeError, SerdeImpl, Serdes};
 pub use topology::{NodeInfo, NodeKind, SourceNode, SubTopology, TaskNodes, TopicDef, Topology};
 pub use windows::{JoinWindows, SessionWindows, TimeWindows, Window, Windowed};
@@ -54,7 +59,8 @@ impl<T: Clone + 'static> Data for T {}
 /// Everything a topology author needs, in one import.
 pub mod prelude {
     pub use crate::{
-        Data, JoinWindows, KGroupedStream, KStream, KTable, Materialized, PunctuationType, Serde, Serdes,
-        SessionWindows, StreamsBuilder, Suppressed, TimeWindows, Topology, TopologyError, Window, Windowed,
+        Data, InitContext, JoinWindows, KGroupedStream, KStream, KTable, KeyValueStoreHandle, Materialized, Processor,
+        ProcessorApi, PunctuationType, Serde, Serdes, SessionWindows, StreamJoined, StreamsBuilder, Suppressed,
+        TimeWindows, Topology, TopologyError, Window, Windowed,
     };
 }

@@ -155,6 +155,9 @@ pub trait KeyValueStore: StateStore {
     fn range(&mut self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
 }
 
+/// (record key, window start, value) triples from a window store scan.
+pub type WindowEntries = Vec<(Vec<u8>, i64, Vec<u8>)>;
+
 /// A window store: values per (record key, window start). Keys are laid out
 /// by window start first so that time-range scans are ordered by time.
 pub trait WindowStore: StateStore {
@@ -169,7 +172,7 @@ pub trait WindowStore: StateStore {
 
     /// Every (key, window start, value) with `from <= window_start <= to`,
     /// ordered by window start then key.
-    fn fetch_all(&mut self, from: i64, to: i64) -> StoreResult<Vec<(Vec<u8>, i64, Vec<u8>)>>;
+    fn fetch_all(&mut self, from: i64, to: i64) -> StoreResult<WindowEntries>;
 
     /// Drop every window that starts before `before` (retention). Dropped
     /// windows produce tombstones in the next flush's changelog records.

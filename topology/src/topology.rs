@@ -46,7 +46,6 @@ pub(crate) type SourceFactory =
     Arc<dyn Fn(&mut InitContext<'_>) -> Result<Box<dyn SourceNode>, TopologyError> + Send + Sync>;
 
 pub(crate) struct SourceEntry {
-    pub(crate) node: usize,
     pub(crate) topic: u32,
     pub(crate) factory: SourceFactory,
 }

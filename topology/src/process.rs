@@ -1,0 +1,404 @@
+//! `KStream::process`: a user [`Processor`] for whatever the DSL does not
+//! express, with access to declared state stores and punctuation.
+//!
+//! ```
+//! use weir_topology::prelude::*;
+//!
+//! /// Counts records per key in a store and forwards the running count.
+//! struct Counter {
+//!     store: Option<KeyValueStoreHandle<String, u64>>,
+//! }
+//!
+//! impl Processor<String, String> for Counter {
+//!     type KeyOut = String;
+//!     type ValueOut = u64;
+//!     fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), TopologyError> {
+//!         self.store = Some(KeyValueStoreHandle::new(ctx, "counts", Serdes::string(), Serdes::u64())?);
+//!         Ok(())
+//!     }
+//!     fn process(&mut self, ctx: &mut ProcessorApi<'_, String, u64>, key: String, _value: String) {
+//!         let Some(store) = &self.store else { return };
+//!         let result = store.get(&key).and_then(|n| {
+//!             let n = n.unwrap_or(0) + 1;
+//!             store.put(&key, &n).map(|()| n)
+//!         });
+//!         match result {
+//!             Ok(n) => ctx.forward(key, n),
+//!             Err(e) => ctx.fail(e),
+//!         }
+//!     }
+//! }
+//!
+//! let mut b = StreamsBuilder::new();
+//! b.add_key_value_store("counts");
+//! b.stream::<String, String>("in", Serdes::string(), Serdes::string())
+//!     .process(|| Counter { store: None }, &["counts"])
+//!     .to("out", Serdes::string(), Serdes::u64());
+//! let topology = b.build()?;
+//! assert!(topology.describe().contains("(stores: [counts])"));
+//! # Ok::<(), TopologyError>(())
+//! ```
+
+use std::marker::PhantomData;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::context::{InitContext, ProcessorContext, PunctuationType};
+use crate::error::TopologyError;
+use crate::grouped::decode_stored;
+use crate::kstream::KStream;
+use crate::node::{ChildSlot, Children, Node};
+use crate::serde::Serde;
+use crate::store::{KvStoreRef, StoreError};
+use crate::topology::NodeKind;
+use crate::Data;
+
+/// A user-defined processor: receives the records of a stream one by one
+/// and forwards any number of records, possibly with new keys and types.
+///
+/// One instance is created per task (from the supplier given to
+/// [`KStream::process`]), so a processor may keep plain in-memory state;
+/// state that must survive a restart or move between instances belongs in a
+/// declared store (see [`KeyValueStoreHandle`]).
+pub trait Processor<K, V>: 'static {
+    type KeyOut: Data;
+    type ValueOut: Data;
+
+    /// Called once when the task is created: open stores, and ask for
+    /// punctuation with [`InitContext::schedule`].
+    fn init(&mut self, _ctx: &mut InitContext<'_>) -> Result<(), TopologyError> {
+        Ok(())
+    }
+
+    /// Handle one record.
+    fn process(&mut self, ctx: &mut ProcessorApi<'_, Self::KeyOut, Self::ValueOut>, key: K, value: V);
+
+    /// A scheduled punctuation fired: `time` is the stream time or wall
+    /// clock (per `kind`) that reached the deadline. Records forwarded here
+    /// carry `time` as their timestamp.
+    fn punctuate(
+        &mut self,
+        _ctx: &mut ProcessorApi<'_, Self::KeyOut, Self::ValueOut>,
+        _kind: PunctuationType,
+        _time: i64,
+    ) {
+    }
+
+    /// The task is closing.
+    fn close(&mut self) {}
+}
+
+/// What a [`Processor`] can do while it handles a record or a punctuation:
+/// forward records and see the current record's metadata.
+pub struct ProcessorApi<'a, KO, VO> {
+    ctx: &'a mut ProcessorContext,
+    children: &'a mut Children<KO, VO>,
+}
+
+impl<KO: Data, VO: Data> ProcessorApi<'_, KO, VO> {
+    /// Send a record downstream, with the current timestamp.
+    pub fn forward(&mut self, key: KO, value: VO) {
+        self.children.forward(self.ctx, key, value)
+    }
+    /// The timestamp of the record being processed (the punctuation time
+    /// inside [`Processor::punctuate`]).
+    pub fn timestamp(&self) -> i64 {
+        self.ctx.timestamp()
+    }
+    /// Stamp the records forwarded from here on with `ts` (until the call
+    /// returns).
+    pub fn set_timestamp(&mut self, ts: i64) {
+        self.ctx.set_timestamp(ts)
+    }
+    /// The largest record timestamp the task has seen.
+    pub fn stream_time(&self) -> i64 {
+        self.ctx.stream_time()
+    }
+    pub fn wall_clock_ms(&self) -> i64 {
+        self.ctx.wall_clock_ms()
+    }
+    pub fn partition(&self) -> i32 {
+        self.ctx.partition()
+    }
+    /// The source offset of the record being processed.
+    pub fn offset(&self) -> i64 {
+        self.ctx.offset()
+    }
+    pub fn application_id(&self) -> &str {
+        self.ctx.application_id()
+    }
+    /// Reject the current record: it goes to the dead-letter topic with
+    /// `error` and processing goes on.
+    pub fn dead_letter(&mut self, error: impl Into<String>) {
+        self.ctx.dead_letter(error)
+    }
+    /// A store failed: the task stops without committing, so that its input
+    /// is replayed on restart instead of being lost.
+    pub fn fail(&mut self, err: StoreError) {
+        self.ctx.fail(err)
+    }
+}
+
+/// Typed access to a declared key-value store, for processors. It
+/// serializes with the given serdes so the store stays bytes-level (and its
+/// changelog readable by any instance with the same serdes).
+pub struct KeyValueStoreHandle<K, V> {
+    store: KvStoreRef,
+    name: Arc<str>,
+    key_serde: Serde<K>,
+    value_serde: Serde<V>,
+}
+
+impl<K, V> Clone for KeyValueStoreHandle<K, V> {
+    fn clone(&self) -> Self {
+        KeyValueStoreHandle {
+            store: self.store.clone(),
+            name: self.name.clone(),
+            key_serde: self.key_serde.clone(),
+            value_serde: self.value_serde.clone(),
+        }
+    }
+}
+
+impl<K: 'static, V: 'static> KeyValueStoreHandle<K, V> {
+    /// The task's instance of the key-value store `name` (declared with
+    /// `StreamsBuilder::add_key_value_store` and listed in `process(..)`).
+    pub fn new(
+        ctx: &mut InitContext<'_>,
+        name: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+    ) -> Result<Self, TopologyError> {
+        Ok(Self::from_ref(ctx.key_value_store(name)?, name, key_serde, value_serde))
+    }
+
+    /// Wrap a store reference obtained elsewhere.
+    pub fn from_ref(store: KvStoreRef, name: &str, key_serde: Serde<K>, value_serde: Serde<V>) -> Self {
+        KeyValueStoreHandle {
+            store,
+            name: Arc::from(name),
+            key_serde,
+            value_serde,
+        }
+    }
+
+    /// The untyped store underneath.
+    pub fn raw(&self) -> &KvStoreRef {
+        &self.store
+    }
+
+    fn key_bytes(&self, key: &K) -> Result<Vec<u8>, StoreError> {
+        self.key_serde
+            .to_bytes(key)
+            .map_err(|e| StoreError::new(&*self.name, format!("key does not serialize: {e}")))
+    }
+
+    pub fn get(&self, key: &K) -> Result<Option<V>, StoreError> {
+        let k = self.key_bytes(key)?;
+        match self.store.borrow_mut().get(&k)? {
+            Some(v) => Ok(Some(decode_stored(&self.value_serde, &self.name, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put(&self, key: &K, value: &V) -> Result<(), StoreError> {
+        let k = self.key_bytes(key)?;
+        let v = self
+            .value_serde
+            .to_bytes(value)
+            .map_err(|e| StoreError::new(&*self.name, format!("value does not serialize: {e}")))?;
+        self.store.borrow_mut().put(&k, &v)
+    }
+
+    pub fn delete(&self, key: &K) -> Result<(), StoreError> {
+        let k = self.key_bytes(key)?;
+        self.store.borrow_mut().delete(&k)
+    }
+
+    /// Every entry, in key byte order.
+    pub fn all(&self) -> Result<Vec<(K, V)>, StoreError> {
+        let entries = self.store.borrow_mut().range(Bound::Unbounded, Bound::Unbounded)?;
+        entries
+            .into_iter()
+            .map(|(k, v)| {
+                let key = self
+                    .key_serde
+                    .deserialize(&k)
+                    .map_err(|e| StoreError::new(&*self.name, format!("stored key does not decode: {e}")))?;
+                Ok((key, decode_stored(&self.value_serde, &self.name, &v)?))
+            })
+            .collect()
+    }
+}
+
+impl<K: Data, V: Data> KStream<K, V> {
+    /// Run a user [`Processor`] on every record. `supplier` creates one
+    /// instance per task; `stores` names the declared stores it uses, which
+    /// puts them in this node's sub-topology (an unknown name makes
+    /// `build()` fail). The result may have new keys, so grouping it
+    /// repartitions.
+    pub fn process<P: Processor<K, V>>(
+        self,
+        supplier: impl Fn() -> P + Send + Sync + 'static,
+        stores: &[&str],
+    ) -> KStream<P::KeyOut, P::ValueOut> {
+        let id = {
+            let mut g = self.graph.borrow_mut();
+            let id = g.add_node("KSTREAM-PROCESSOR", NodeKind::Processor, vec![self.node]);
+            for s in stores {
+                g.connect_store(id, s);
+            }
+            id
+        };
+        let out = ChildSlot::<P::KeyOut, P::ValueOut>::new();
+        let out2 = out.clone();
+        let supplier = Arc::new(supplier);
+        self.attach(Arc::new(move |ictx| {
+            let children = out2.instantiate(ictx)?;
+            let mut processor = supplier();
+            let first = ictx.schedules.len();
+            processor.init(ictx)?;
+            let schedules = ictx
+                .schedules
+                .drain(first..)
+                .map(|s| Punctuator {
+                    interval_ms: s.interval_ms,
+                    kind: s.kind,
+                    next: None,
+                })
+                .collect();
+            Ok(Box::new(ProcessNode {
+                processor,
+                children,
+                schedules,
+                _marker: PhantomData,
+            }) as Box<dyn Node<K, V>>)
+        }));
+        self.derive(id, out, true)
+    }
+}
+
+/// One scheduled punctuation of a processor.
+struct Punctuator {
+    interval_ms: i64,
+    kind: PunctuationType,
+    /// The next deadline; `None` until the node first sees a time of this
+    /// kind (there is none at init: stream time starts with the first
+    /// record, and the wall clock comes with the first call).
+    next: Option<i64>,
+}
+
+impl Punctuator {
+    fn now(&self, ctx: &ProcessorContext) -> Option<i64> {
+        match self.kind {
+            PunctuationType::StreamTime => (ctx.stream_time() != i64::MIN).then(|| ctx.stream_time()),
+            PunctuationType::WallClockTime => Some(ctx.wall_clock_ms()),
+        }
+    }
+
+    /// Set the first deadline if this is the first time seen.
+    fn observe(&mut self, ctx: &ProcessorContext) {
+        if self.next.is_none() {
+            if let Some(now) = self.now(ctx) {
+                self.next = Some(now.saturating_add(self.interval_ms));
+            }
+        }
+    }
+}
+
+struct ProcessNode<K, V, P: Processor<K, V>> {
+    processor: P,
+    children: Children<P::KeyOut, P::ValueOut>,
+    schedules: Vec<Punctuator>,
+    _marker: PhantomData<fn(K, V)>,
+}
+
+impl<K, V, P: Processor<K, V>> Node<K, V> for ProcessNode<K, V, P> {
+    fn process(&mut self, ctx: &mut ProcessorContext, key: K, value: V) {
+        for s in &mut self.schedules {
+            s.observe(ctx);
+        }
+        let mut api = ProcessorApi {
+            ctx,
+            children: &mut self.children,
+        };
+        let ts = api.ctx.timestamp();
+        self.processor.process(&mut api, key, value);
+        ctx.set_timestamp(ts);
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext) {
+        self.children.flush(ctx)
+    }
+
+    /// Fire each schedule whose deadline the current time reached, once
+    /// (a long pause does not replay the missed intervals), then let the
+    /// children punctuate.
+    fn punctuate(&mut self, ctx: &mut ProcessorContext) {
+        let ts = ctx.timestamp();
+        for i in 0..self.schedules.len() {
+            let s = &mut self.schedules[i];
+            let Some(now) = s.now(ctx) else { continue };
+            match s.next {
+                None => s.next = Some(now.saturating_add(s.interval_ms)),
+                Some(next) if now >= next => {
+                    s.next = Some(now.saturating_add(s.interval_ms));
+                    let kind = s.kind;
+                    ctx.set_timestamp(now);
+                    let mut api = ProcessorApi {
+                        ctx,
+                        children: &mut self.children,
+                    };
+                    self.processor.punctuate(&mut api, kind, now);
+                }
+                Some(_) => {}
+            }
+        }
+        ctx.set_timestamp(ts);
+        self.children.punctuate(ctx)
+    }
+
+    fn close(&mut self, ctx: &mut ProcessorContext) {
+        self.processor.close();
+        self.children.close(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Serdes, StreamsBuilder};
+
+    struct Pass;
+    impl Processor<String, String> for Pass {
+        type KeyOut = String;
+        type ValueOut = String;
+        fn process(&mut self, ctx: &mut ProcessorApi<'_, String, String>, key: String, value: String) {
+            ctx.forward(key, value)
+        }
+    }
+
+    #[test]
+    fn an_unknown_store_name_fails_the_build() {
+        let mut b = StreamsBuilder::new();
+        b.add_key_value_store("known");
+        b.stream::<String, String>("in", Serdes::string(), Serdes::string())
+            .process(|| Pass, &["known", "missing"])
+            .to("out", Serdes::string(), Serdes::string());
+        let err = b.build().unwrap_err();
+        assert_eq!(err, TopologyError::UnknownStore("missing".into()));
+        assert!(err.to_string().starts_with("unknown store \"missing\""), "{err}");
+    }
+
+    #[test]
+    fn stores_may_be_declared_after_process_and_join_its_sub_topology() {
+        let mut b = StreamsBuilder::new();
+        b.stream::<String, String>("in", Serdes::string(), Serdes::string())
+            .process(|| Pass, &["late-declared"])
+            .to("out", Serdes::string(), Serdes::string());
+        b.add_key_value_store("late-declared");
+        let t = b.build().unwrap();
+        assert_eq!(t.subtopologies().len(), 1);
+        assert_eq!(t.subtopologies()[0].stores, vec!["late-declared".to_string()]);
+    }
+}
