@@ -47,7 +47,12 @@ pub struct LocalRunner {
 }
 
 impl LocalRunner {
-    pub fn new(topology: &Topology, application_id: &str, db: &StateDb, config: TaskConfig) -> Result<Self, RuntimeError> {
+    pub fn new(
+        topology: &Topology,
+        application_id: &str,
+        db: &StateDb,
+        config: TaskConfig,
+    ) -> Result<Self, RuntimeError> {
         let mut tasks = Vec::new();
         for sub in topology.subtopologies() {
             let id = TaskId {
@@ -55,6 +60,12 @@ impl LocalRunner {
                 partition: 0,
             };
             tasks.push(Task::new(topology, application_id, id, db, config.clone())?);
+        }
+        if tasks.len() > 128 {
+            return Err(RuntimeError::Io(format!(
+                "a local run supports at most 128 sub-topologies, this topology has {}",
+                tasks.len()
+            )));
         }
         let n = topology.topics().len();
         let mut readers = vec![Vec::new(); n];
@@ -118,7 +129,8 @@ impl LocalRunner {
     /// the sink), recursively.
     fn route(&mut self, i: usize, sink: &mut dyn OutputSink) -> Result<(), RuntimeError> {
         let mut collector = std::mem::take(&mut self.tasks[i].ctx.collector);
-        let mut touched: Vec<usize> = Vec::new();
+        // A bit per task (at most 128, checked in new()): no allocation per call.
+        let mut touched: u128 = 0;
         for rec in collector.records() {
             let key = collector.slice(&rec.key);
             let value = collector.slice(&rec.value);
@@ -131,15 +143,13 @@ impl LocalRunner {
             self.offsets[rec.topic as usize] += 1;
             for &j in readers {
                 self.tasks[j].process(rec.topic, offset, rec.timestamp, key, value);
-                if !touched.contains(&j) {
-                    touched.push(j);
-                }
+                touched |= 1 << j;
             }
         }
         collector.clear();
         self.tasks[i].ctx.collector = collector;
-        for j in touched {
-            if j != i && !self.tasks[j].ctx.collector.is_empty() {
+        for j in 0..self.tasks.len() {
+            if touched & (1 << j) != 0 && j != i && !self.tasks[j].ctx.collector.is_empty() {
                 self.route(j, sink)?;
             }
         }

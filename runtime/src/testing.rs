@@ -91,6 +91,9 @@ pub struct TestRecord<K, V> {
     pub timestamp: i64,
 }
 
+/// A record on its way from a task to a topic: (topic, key, value, timestamp).
+type Routed = (String, Option<Vec<u8>>, Option<Vec<u8>>, i64);
+
 struct Inner {
     topology: Topology,
     config: TestDriverConfig,
@@ -379,7 +382,7 @@ impl Inner {
         self.late_records_dropped += counters.late_records_dropped;
         self.tasks[i].commit_state()?;
         let collector = std::mem::take(&mut self.tasks[i].ctx.collector);
-        let outputs: Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>, i64)> = collector
+        let outputs: Vec<Routed> = collector
             .records()
             .iter()
             .map(|r| {

@@ -187,9 +187,9 @@ pub(crate) fn add_source<K: Data, V: Data>(
     let mut g = graph.borrow_mut();
     if g.sources.iter().any(|s| s.topic == topic) {
         let name = g.topics[topic as usize].name.clone();
-        g.errors.push(TopologyError::InvalidName {
-            name,
-            reason: "topic is already a source of this topology (read it once and reuse the stream)".into(),
+        g.errors.push(TopologyError::InvalidOperation {
+            node: format!("topic {name:?}"),
+            reason: "already a source of this topology (read it once and reuse the stream)".into(),
         });
     }
     let id = g.add_node("KSTREAM-SOURCE", NodeKind::Source { topic }, vec![]);

@@ -8,6 +8,10 @@ pub enum TopologyError {
     InvalidWindow(String),
     #[error("invalid name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
+    /// An operator used where it cannot work (e.g. a join of a re-keyed
+    /// stream that was not repartitioned); names the graph node.
+    #[error("{node}: {reason}")]
+    InvalidOperation { node: String, reason: String },
     #[error("store {0:?} is declared twice")]
     DuplicateStore(String),
     #[error("unknown store {0:?}: declare it with StreamsBuilder::add_state_store first")]

@@ -83,7 +83,7 @@ impl<K, V, V2> StreamJoined<K, V, V2> {
 /// Record a construction error for a join node (never panic on user input).
 fn join_error(g: &mut GraphBuilder, node: usize, reason: String) {
     let name = g.nodes[node].name.clone();
-    g.errors.push(TopologyError::InvalidName { name, reason });
+    g.errors.push(TopologyError::InvalidOperation { node: name, reason });
 }
 
 const REPARTITION_FIRST: &str =

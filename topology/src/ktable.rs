@@ -96,6 +96,12 @@ impl<K: Data, V: Data> KTable<K, V> {
         })
     }
 
+    /// The stream of this table's changes including deletions (`None`), as
+    /// Kafka Streams' `toStream()` with its null values.
+    pub fn to_change_stream(&self) -> KStream<K, Option<V>> {
+        self.as_change_stream()
+    }
+
     fn as_change_stream(&self) -> KStream<K, Option<V>> {
         KStream {
             graph: self.graph.clone(),
@@ -162,8 +168,9 @@ impl<K: Data, V: Data> KTable<Windowed<K>, V> {
             });
             g.connect_store(id, &store);
             if self.value_serde.is_none() || self.grace_ms.is_none() {
-                g.errors.push(TopologyError::InvalidName {
-                    name: store.clone(),
+                let node = g.nodes[id].name.clone();
+                g.errors.push(TopologyError::InvalidOperation {
+                    node,
                     reason: "suppress needs a windowed table straight from a windowed aggregation".into(),
                 });
             }

@@ -41,8 +41,9 @@ impl Materialized {
         Materialized::default()
     }
 
-    /// How long a window store keeps windows after their start; at least
-    /// window size + grace (the default) is used whatever is given here.
+    /// How long a window store keeps windows (time windows: after their
+    /// start; sessions: after their end); at least window size + grace (the
+    /// default) is used whatever is given here.
     pub fn with_retention(self, retention: Duration) -> Self {
         Materialized {
             retention_ms: Some(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX)),

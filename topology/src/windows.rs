@@ -154,7 +154,8 @@ impl JoinWindows {
     }
 }
 
-/// A half-open time interval `[start, end)` in epoch milliseconds.
+/// A window in epoch milliseconds: `[start, end)` for time windows; for
+/// session windows `end` is the last record's timestamp (inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Window {
     pub start: i64,
