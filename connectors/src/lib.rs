@@ -1,1 +1,11 @@
-//! weir connectors (Kafka, Parquet, HTTP ingress) arrive with the Kafka runtime issue.
+//! weir's connectors: everything that talks to the outside world.
+//!
+//! For now this is the Kafka plumbing ([`kafka`]): the embedded broker, the
+//! tuned client configurations, topic administration, the `weir produce` /
+//! `weir tail` helpers and Kafka's default partitioner. Parquet, HTTP ingress
+//! and generators come later.
+
+pub mod error;
+pub mod kafka;
+
+pub use error::{Error, Result};

@@ -1,0 +1,369 @@
+//! `weir bench`: throughput of the engine, measured against a hand-written
+//! loop doing the same work (the ceiling for that work on this machine).
+//!
+//! Benchmarks are never tests: nothing here fails because a machine is
+//! slow. Each run does check that the engine's results are right, so a fast
+//! wrong engine cannot post a figure.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use weir::runtime::local::{LocalRunner, OutputSink};
+use weir::runtime::TaskConfig;
+use weir::state::StateDb;
+use weir::Topology;
+
+use crate::scenarios::{emoji_stream, user_clicks};
+
+/// One line of results.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchResult {
+    pub workload: &'static str,
+    pub topology: String,
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_s: f64,
+    pub ceiling_events_per_s: f64,
+    pub ratio: f64,
+    pub peak_rss_bytes: u64,
+}
+
+/// Options of `weir bench engine`.
+pub struct EngineOptions {
+    pub events: u64,
+    pub topologies: Vec<String>,
+    pub commit_interval: Duration,
+    pub cache_max_bytes: usize,
+}
+
+/// Inputs prepared before timing starts: one byte arena and the bounds and
+/// timestamps of each record, so generation is not measured.
+struct Inputs {
+    arena: Vec<u8>,
+    bounds: Vec<(u32, u32)>,
+    timestamps: Vec<i64>,
+}
+
+impl Inputs {
+    fn with_capacity(n: usize, bytes_each: usize) -> Self {
+        Inputs {
+            arena: Vec::with_capacity(n * bytes_each),
+            bounds: Vec::with_capacity(n),
+            timestamps: Vec::with_capacity(n),
+        }
+    }
+    fn push(&mut self, value: &[u8], ts: i64) {
+        let start = self.arena.len() as u32;
+        self.arena.extend_from_slice(value);
+        self.bounds.push((start, self.arena.len() as u32));
+        self.timestamps.push(ts);
+    }
+    fn len(&self) -> usize {
+        self.bounds.len()
+    }
+    #[inline]
+    fn get(&self, i: usize) -> (&[u8], i64) {
+        let (a, b) = self.bounds[i];
+        (&self.arena[a as usize..b as usize], self.timestamps[i])
+    }
+}
+
+/// The highest resident set size of this process so far (Linux VmHWM).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+pub fn run_engine(opts: &EngineOptions) -> Result<Vec<BenchResult>> {
+    let mut results = Vec::new();
+    for name in &opts.topologies {
+        let r = match name.as_str() {
+            user_clicks::NAME => engine_user_clicks(opts)?,
+            emoji_stream::NAME => engine_emoji(opts)?,
+            other => bail!("no engine benchmark for topology {other:?} (use user-clicks or emoji-stream)"),
+        };
+        results.push(r);
+    }
+    Ok(results)
+}
+
+/// Push every input through the topology on a LocalRunner with sled stores
+/// in a temporary directory, committing every `commit_interval`. Returns
+/// the seconds taken; `sink` sees every output record.
+fn drive(
+    topology: &Topology,
+    app: &str,
+    input_topic: &str,
+    inputs: &Inputs,
+    opts: &EngineOptions,
+    sink: &mut dyn OutputSink,
+) -> Result<f64> {
+    let dir = tempfile::tempdir().context("temporary state directory")?;
+    let db = StateDb::open(dir.path())?;
+    let config = TaskConfig {
+        cache_max_bytes: opts.cache_max_bytes,
+        idle_advance_after_ms: None,
+    };
+    let mut runner = LocalRunner::new(topology, app, &db, config)?;
+    let topic = topology
+        .topic_index(input_topic, app)
+        .with_context(|| format!("topology does not read {input_topic}"))?;
+    let started = Instant::now();
+    let mut last_commit = started;
+    for i in 0..inputs.len() {
+        let (value, ts) = inputs.get(i);
+        runner.process(topic, None, Some(value), ts, sink)?;
+        if i & 4095 == 0 && last_commit.elapsed() >= opts.commit_interval {
+            runner.commit(sink)?;
+            runner.punctuate(sink)?;
+            last_commit = Instant::now();
+        }
+    }
+    runner.commit(sink)?;
+    runner.punctuate(sink)?;
+    runner.commit(sink)?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn result(workload: &'static str, topology: &str, events: u64, seconds: f64, ceiling_seconds: f64) -> BenchResult {
+    let eps = events as f64 / seconds;
+    let ceiling = events as f64 / ceiling_seconds;
+    BenchResult {
+        workload,
+        topology: topology.to_string(),
+        events,
+        seconds,
+        events_per_s: eps,
+        ceiling_events_per_s: ceiling,
+        ratio: eps / ceiling,
+        peak_rss_bytes: peak_rss_bytes(),
+    }
+}
+
+fn engine_user_clicks(opts: &EngineOptions) -> Result<BenchResult> {
+    let n = opts.events as usize;
+    let mut rng = SmallRng::seed_from_u64(17);
+    let mut inputs = Inputs::with_capacity(n, 48);
+    let mut expected: HashMap<u32, u64> = HashMap::new();
+    let base_ms: i64 = 1_763_719_200_000;
+    let mut line = String::with_capacity(64);
+    for i in 0..n {
+        let user: u32 = rng.gen_range(1..=100);
+        let page: u32 = rng.gen_range(1..=10);
+        let ts = base_ms + i as i64;
+        line.clear();
+        use std::fmt::Write;
+        let _ = write!(
+            line,
+            "User {user} clicked on /page{page} at {}.{:03}",
+            ts / 1000,
+            ts % 1000
+        );
+        inputs.push(line.as_bytes(), ts);
+        *expected.entry(user).or_default() += 1;
+    }
+
+    let topology = user_clicks::topology(&user_clicks::Params::default())?;
+    let mut latest: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let mut outputs = 0u64;
+    let seconds = drive(
+        &topology,
+        user_clicks::NAME,
+        "user_clickstream",
+        &inputs,
+        opts,
+        &mut |_: u32, k: Option<&[u8]>, v: Option<&[u8]>, _: i64| {
+            outputs += 1;
+            if let (Some(k), Some(v)) = (k, v) {
+                match latest.get_mut(k) {
+                    Some(old) => {
+                        old.clear();
+                        old.extend_from_slice(v);
+                    }
+                    None => {
+                        latest.insert(k.to_vec(), v.to_vec());
+                    }
+                }
+            }
+        },
+    )?;
+    // The engine's final text per user must match the generated answer.
+    for (user, count) in &expected {
+        let want = format!("User {user} has clicked {count} times.");
+        let got = latest
+            .get(user.to_string().as_bytes())
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        if got.as_deref() != Some(want.as_str()) {
+            bail!("user-clicks engine result wrong for user {user}: expected {want:?}, got {got:?}");
+        }
+    }
+
+    // Ceiling: the same parse-and-count into a HashMap, by hand.
+    let started = Instant::now();
+    let mut counts: HashMap<u32, u64> = HashMap::new();
+    for i in 0..inputs.len() {
+        let (value, _) = inputs.get(i);
+        if let Some(user) = hand_parse_user(value) {
+            *counts.entry(user).or_default() += 1;
+        }
+    }
+    let ceiling_seconds = started.elapsed().as_secs_f64();
+    if counts != expected {
+        bail!("hand-written user-clicks loop disagrees with the generated answer");
+    }
+    Ok(result(
+        "engine",
+        user_clicks::NAME,
+        opts.events,
+        seconds,
+        ceiling_seconds,
+    ))
+}
+
+/// `User 17 clicked on /page3 at 1763719200.123` → 17, with the same checks
+/// the topology makes (prefix, number, page, time).
+fn hand_parse_user(line: &[u8]) -> Option<u32> {
+    let s = std::str::from_utf8(line).ok()?;
+    let rest = s.strip_prefix("User ")?;
+    let (user, rest) = rest.split_once(' ')?;
+    let rest = rest.strip_prefix("clicked on ")?;
+    let (page, time) = rest.split_once(" at ")?;
+    if !page.starts_with('/') || time.parse::<f64>().is_err() {
+        return None;
+    }
+    user.parse().ok()
+}
+
+const EMOJIS: [&str; 8] = ["🔥", "😂", "❤️", "👍", "🎉", "😮", "😢", "👏"];
+
+fn engine_emoji(opts: &EngineOptions) -> Result<BenchResult> {
+    let n = opts.events as usize;
+    let mut rng = SmallRng::seed_from_u64(42);
+    let mut inputs = Inputs::with_capacity(n, 100);
+    let base_ms: i64 = 1_763_719_200_000;
+    let params = emoji_stream::Params::default();
+    let window = params.window_ms;
+    let mut expected: HashMap<(String, i64), u64> = HashMap::new();
+    for i in 0..n {
+        // Skewed: the first emojis dominate.
+        let r: f64 = rng.gen();
+        let idx = ((r * r * r) * EMOJIS.len() as f64) as usize;
+        let emoji = EMOJIS[idx.min(EMOJIS.len() - 1)];
+        let ts = base_ms + (i as i64) / 2; // 2,000 events per second of event time
+        let user: u32 = rng.gen_range(1..=10_000);
+        let time = chrono::DateTime::from_timestamp_millis(ts)
+            .context("timestamp in range")?
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        let json = format!(r#"{{"user_id": "u{user}", "emoji_type": "{emoji}", "timestamp": "{time}"}}"#);
+        inputs.push(json.as_bytes(), ts);
+        *expected
+            .entry((emoji.to_string(), ts - ts.rem_euclid(window)))
+            .or_default() += 1;
+    }
+
+    let topology = emoji_stream::topology(&params)?;
+    let aggregated = topology
+        .topic_index("emoji-aggregated", emoji_stream::NAME)
+        .context("emoji-stream writes emoji-aggregated")?;
+    let mut got: HashMap<(String, i64), u64> = HashMap::new();
+    let mut bad_output: Option<String> = None;
+    let seconds = drive(
+        &topology,
+        emoji_stream::NAME,
+        "emoji-events",
+        &inputs,
+        opts,
+        &mut |topic: u32, _: Option<&[u8]>, v: Option<&[u8]>, _: i64| {
+            if topic != aggregated {
+                return;
+            }
+            let parsed = v.and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok());
+            let fields = parsed.as_ref().and_then(|j| {
+                let emoji = j.get("emoji_type")?.as_str()?.to_string();
+                let start = chrono::DateTime::parse_from_rfc3339(j.get("window_start")?.as_str()?).ok()?;
+                Some(((emoji, start.timestamp_millis()), j.get("count")?.as_u64()?))
+            });
+            match fields {
+                Some((k, c)) => {
+                    got.insert(k, c);
+                }
+                None => bad_output = Some(String::from_utf8_lossy(v.unwrap_or_default()).into_owned()),
+            }
+        },
+    )?;
+    if let Some(b) = bad_output {
+        bail!("emoji-stream wrote an aggregate the benchmark cannot read: {b}");
+    }
+    // Every window that closed before the input ended must be exact (the
+    // last ones are still open: stream time never passed their end + grace).
+    let last_ts = inputs.timestamps.last().copied().unwrap_or(0);
+    for (k, c) in &expected {
+        if k.1 + window + params.grace_ms <= last_ts && got.get(k) != Some(c) {
+            bail!(
+                "emoji-stream engine result wrong for {k:?}: expected {c}, got {:?}",
+                got.get(k)
+            );
+        }
+    }
+
+    // Ceiling: parse the same JSON and count per (emoji, window) by hand.
+    #[derive(serde::Deserialize)]
+    struct Event<'a> {
+        #[allow(dead_code)]
+        user_id: &'a str,
+        emoji_type: String,
+        timestamp: chrono::DateTime<chrono::Utc>,
+    }
+    let started = Instant::now();
+    let mut counts: HashMap<(String, i64), u64> = HashMap::new();
+    for i in 0..inputs.len() {
+        let (value, _) = inputs.get(i);
+        if let Ok(e) = serde_json::from_slice::<Event>(value) {
+            let ts = e.timestamp.timestamp_millis();
+            *counts.entry((e.emoji_type, ts - ts.rem_euclid(window))).or_default() += 1;
+        }
+    }
+    let ceiling_seconds = started.elapsed().as_secs_f64();
+    if counts != expected {
+        bail!("hand-written emoji loop disagrees with the generated answer");
+    }
+    Ok(result(
+        "engine",
+        emoji_stream::NAME,
+        opts.events,
+        seconds,
+        ceiling_seconds,
+    ))
+}
+
+/// The human-readable table.
+pub fn print_table(results: &[BenchResult]) {
+    println!(
+        "{:<8} {:<16} {:>10} {:>9} {:>14} {:>14} {:>7} {:>10}",
+        "workload", "topology", "events", "seconds", "events/s", "ceiling/s", "ratio", "peak RSS"
+    );
+    for r in results {
+        println!(
+            "{:<8} {:<16} {:>10} {:>9.3} {:>14.0} {:>14.0} {:>6.1}% {:>7} MiB",
+            r.workload,
+            r.topology,
+            r.events,
+            r.seconds,
+            r.events_per_s,
+            r.ceiling_events_per_s,
+            r.ratio * 100.0,
+            r.peak_rss_bytes / (1024 * 1024)
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! The crate's error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in weir-connectors.
+///
+/// librdkafka's own errors are kept as the source and wrapped with what weir
+/// was doing at the time, because "Local: Broker transport failure" alone does
+/// not tell a user which call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A librdkafka call failed.
+    #[error("{context}: {source}")]
+    Kafka {
+        /// What weir was doing.
+        context: String,
+        /// The librdkafka error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Records could not be delivered to the cluster.
+    #[error("{failed} record(s) to topic {topic:?} were not delivered; first error: {first_error}")]
+    Delivery {
+        /// The topic written to.
+        topic: String,
+        /// How many records failed.
+        failed: u64,
+        /// The first delivery error reported by librdkafka.
+        first_error: String,
+    },
+    /// The cluster refused to create a topic.
+    #[error("could not create topic {topic:?}: {reason}")]
+    TopicCreation {
+        /// The topic.
+        topic: String,
+        /// Why, as the cluster (or weir) said it.
+        reason: String,
+    },
+    /// A topic weir needs does not exist.
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    /// An argument was out of range or malformed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A condition did not become true in time.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was being waited for.
+        what: String,
+        /// How long weir waited.
+        after: Duration,
+    },
+    /// The embedded broker failed to start or its thread has gone.
+    #[error("embedded broker: {0}")]
+    EmbeddedBroker(String),
+    /// Reading input or writing output failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps a librdkafka error with what weir was doing.
+    pub(crate) fn kafka(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        Error::Kafka {
+            context: context.into(),
+            source,
+        }
+    }
+}

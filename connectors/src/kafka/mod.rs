@@ -1,0 +1,24 @@
+//! Kafka through rdkafka (librdkafka 2.12): the embedded broker, tuned
+//! client configurations, topic administration, line-based produce and tail,
+//! and Kafka's default partitioner.
+//!
+//! Everything here is synchronous: weir's stream threads poll librdkafka
+//! from plain threads, and the admin calls block on their (rare) futures.
+
+mod admin;
+mod broker;
+mod clients;
+mod config;
+mod console;
+mod partitioner;
+
+pub use admin::{validate_topic, Admin, TopicSpec};
+pub use broker::{EmbeddedBroker, CONTROL_TOPIC, MAX_PARTITIONS};
+pub use clients::{assign_at, flush_producer};
+pub use config::{AssignmentStrategy, ClientSettings};
+pub use console::{produce_lines, produce_lines_with, tail, tail_with, TailLimit, TailRecord};
+pub use partitioner::{default_partitioner, murmur2};
+
+/// The rdkafka crate weir is built on, re-exported so that users (and
+/// weir's own crates) name the exact same types.
+pub use rdkafka;

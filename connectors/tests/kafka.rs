@@ -1,0 +1,499 @@
+//! weir's Kafka plumbing against a real (embedded) broker.
+//!
+//! Every test starts its own [`EmbeddedBroker`] on a port the OS picks, and
+//! every client and broker is dropped on every path (the broker's `Drop`
+//! stops its thread), so tests can run in parallel and leave nothing behind.
+//! Waits are on conditions with deadlines, never on fixed sleeps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use weir_connectors::kafka::*;
+use weir_connectors::Error;
+
+/// Generous: these bound a hang, they do not measure speed.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn broker(default_partitions: i32) -> EmbeddedBroker {
+    EmbeddedBroker::start(default_partitions).expect("embedded broker starts")
+}
+
+fn consumer(config: ClientConfig) -> BaseConsumer {
+    config.create().expect("consumer")
+}
+
+/// Polls `consumer` until a message arrives or `within` passes; returns the
+/// time it took.
+fn first_message_after(consumer: &BaseConsumer, started: Instant, within: Duration) -> Option<Duration> {
+    while started.elapsed() < within {
+        if let Some(m) = consumer.poll(Duration::from_millis(20)) {
+            m.expect("no consumer error");
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
+fn produce_one(bootstrap: &str, topic: &str) {
+    let n = produce_lines(bootstrap, topic, &b"k\tv\n"[..], true).expect("produce");
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn ten_thousand_keyed_records_round_trip_and_land_on_the_java_partition() {
+    let b = broker(3);
+    let bs = b.bootstrap_servers();
+    b.create_topic("clicks", 3).unwrap();
+
+    let n = 10_000;
+    let input: String = (0..n).map(|i| format!("key-{i}\tvalue-{i}\n")).collect();
+    let produced = produce_lines(&bs, "clicks", input.as_bytes(), true).unwrap();
+    assert_eq!(produced, n);
+
+    // The broker holds exactly n records (it drops old data silently when a
+    // partition overflows, so check the watermarks, not just the reads).
+    let admin_consumer = consumer(ClientSettings::new(&bs).standalone_consumer_config());
+    let mut total = 0;
+    for p in 0..3 {
+        let (low, high) = admin_consumer
+            .fetch_watermarks("clicks", p, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(low, 0);
+        total += high;
+    }
+    assert_eq!(total, n as i64);
+
+    // `tail` prints exactly the produced lines.
+    let mut out = Vec::new();
+    let printed = tail(
+        &bs,
+        "clicks",
+        true,
+        &mut out,
+        Some(TailLimit::records_within(n, DEADLINE)),
+    )
+    .unwrap();
+    assert_eq!(printed, n);
+    let mut got: Vec<&str> = std::str::from_utf8(&out).unwrap().lines().collect();
+    let mut want: Vec<&str> = input.lines().collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+
+    // Each key sits on Kafka's default partition for it, and within a
+    // partition records keep the order they were produced in.
+    let mut last_index: BTreeMap<i32, i64> = BTreeMap::new();
+    let seen = tail_with(
+        &ClientSettings::new(&bs),
+        "clicks",
+        true,
+        Some(TailLimit::records_within(n, DEADLINE)),
+        |record| {
+            let Some(r) = record else { return true };
+            let key = r.key.expect("keyed");
+            assert_eq!(
+                r.partition,
+                default_partitioner(key, 3),
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+            let i: i64 = std::str::from_utf8(&key[4..]).unwrap().parse().unwrap();
+            let last = last_index.insert(r.partition, i);
+            assert!(
+                !matches!(last, Some(l) if l >= i),
+                "partition {} out of order",
+                r.partition
+            );
+            true
+        },
+    )
+    .unwrap();
+    assert_eq!(seen, n);
+    assert_eq!(last_index.len(), 3, "all partitions used");
+}
+
+#[test]
+fn produce_lines_splits_keys_and_skips_empty_lines() {
+    let b = broker(1);
+    let bs = b.bootstrap_servers();
+    b.create_topic("lines", 1).unwrap();
+    let input = b"a\tx\r\n\nb\ty\tz\nno-tab\n\tempty-key\n\xff\xfe\n";
+    assert_eq!(produce_lines(&bs, "lines", &input[..], true).unwrap(), 5);
+
+    let mut records = Vec::new();
+    tail_with(
+        &ClientSettings::new(&bs),
+        "lines",
+        true,
+        Some(TailLimit::records_within(5, DEADLINE)),
+        |r| {
+            if let Some(r) = r {
+                records.push((r.key.map(<[u8]>::to_vec), r.value.unwrap().to_vec()));
+            }
+            true
+        },
+    )
+    .unwrap();
+    let expect: Vec<(Option<Vec<u8>>, Vec<u8>)> = vec![
+        (Some(b"a".to_vec()), b"x".to_vec()),
+        (Some(b"b".to_vec()), b"y\tz".to_vec()),
+        (None, b"no-tab".to_vec()),
+        (Some(Vec::new()), b"empty-key".to_vec()),
+        (None, b"\xff\xfe".to_vec()),
+    ];
+    assert_eq!(records, expect);
+
+    // Without key_tab the whole line is the value.
+    assert_eq!(produce_lines(&bs, "lines", &b"k\tv\n"[..], false).unwrap(), 1);
+    let mut out = Vec::new();
+    tail(
+        &bs,
+        "lines",
+        true,
+        &mut out,
+        Some(TailLimit::records_within(6, DEADLINE)),
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        b"a\tx\nb\ty\tz\nno-tab\n\tempty-key\n\xff\xfe\nk\tv\n".to_vec(),
+        "null keys print the value alone"
+    );
+}
+
+#[test]
+fn produce_lines_creates_a_missing_topic_with_the_broker_default() {
+    let b = broker(5);
+    let bs = b.bootstrap_servers();
+    produce_one(&bs, "fresh");
+    assert_eq!(Admin::connect(&bs).unwrap().partition_count("fresh").unwrap(), Some(5));
+}
+
+#[test]
+fn tail_waits_for_a_missing_topic_until_its_limit() {
+    let b = broker(1);
+    let bs = b.bootstrap_servers();
+    let started = Instant::now();
+    let limit = TailLimit {
+        timeout: Some(Duration::from_millis(300)),
+        ..TailLimit::default()
+    };
+    assert_eq!(tail(&bs, "nowhere", true, Vec::new(), Some(limit)).unwrap(), 0);
+    assert!(started.elapsed() < DEADLINE);
+    // Waiting did not create it.
+    assert_eq!(Admin::connect(&bs).unwrap().partition_count("nowhere").unwrap(), None);
+
+    // A tail started before the topic exists sees records produced later.
+    std::thread::scope(|s| {
+        let tailer = s.spawn(|| {
+            let mut out = Vec::new();
+            let n = tail(
+                &bs,
+                "later",
+                true,
+                &mut out,
+                Some(TailLimit::records_within(1, DEADLINE)),
+            );
+            (n, out)
+        });
+        produce_one(&bs, "later");
+        let (n, out) = tailer.join().unwrap();
+        assert_eq!(n.unwrap(), 1);
+        assert_eq!(out, b"k\tv\n");
+    });
+}
+
+#[test]
+fn tail_from_the_end_skips_old_records() {
+    let b = broker(1);
+    let bs = b.bootstrap_servers();
+    produce_one(&bs, "old");
+    let limit = TailLimit {
+        timeout: Some(Duration::from_millis(500)),
+        ..TailLimit::default()
+    };
+    assert_eq!(tail(&bs, "old", false, Vec::new(), Some(limit)).unwrap(), 0);
+}
+
+/// With the embedded broker's initial rebalance delay at 0, a new consumer
+/// group gets its first record quickly; the default delay (3 s, see
+/// `mock_default_group_join_delay_is_three_seconds`) would fail this.
+#[test]
+fn consumer_group_join_is_fast() {
+    let b = broker(1);
+    let bs = b.bootstrap_servers();
+    b.create_topic("in", 1).unwrap();
+    produce_one(&bs, "in");
+
+    let c = consumer(ClientSettings::new(&bs).consumer_config("fast-app"));
+    let started = Instant::now();
+    c.subscribe(&["in"]).unwrap();
+    let took = first_message_after(&c, started, DEADLINE).expect("a message");
+    assert!(took < Duration::from_secs(2), "first record after {took:?}");
+}
+
+/// The fact that makes the test above meaningful: a plain mock cluster
+/// delays the first join of a group by ~3 s.
+#[test]
+fn mock_default_group_join_delay_is_three_seconds() {
+    let mock = MockCluster::new(1).unwrap();
+    let bs = mock.bootstrap_servers();
+    mock.create_topic("in", 1, 1).unwrap();
+    produce_one(&bs, "in");
+
+    let c = consumer(ClientSettings::new(&bs).consumer_config("slow-app"));
+    let started = Instant::now();
+    c.subscribe(&["in"]).unwrap();
+    let took = first_message_after(&c, started, DEADLINE).expect("a message");
+    assert!(took >= Duration::from_millis(2500), "first record after {took:?}");
+}
+
+/// `range` gives partition p of every subscribed topic with the same
+/// partition count to the same member, which weir's tasks rely on.
+#[test]
+fn range_assignment_co_partitions_topics() {
+    let b = broker(3);
+    let bs = b.bootstrap_servers();
+    b.create_topic("left", 3).unwrap();
+    b.create_topic("right", 3).unwrap();
+    let settings = ClientSettings::new(&bs).for_embedded_broker();
+    let members = [
+        consumer(settings.consumer_config("joiners")),
+        consumer(settings.consumer_config("joiners")),
+    ];
+    for m in &members {
+        m.subscribe(&["left", "right"]).unwrap();
+    }
+
+    let started = Instant::now();
+    let assignments = loop {
+        assert!(started.elapsed() < DEADLINE, "group never settled");
+        for m in &members {
+            if let Some(r) = m.poll(Duration::from_millis(20)) {
+                r.unwrap();
+            }
+        }
+        let a: Vec<BTreeSet<(String, i32)>> = members
+            .iter()
+            .map(|m| {
+                m.assignment()
+                    .unwrap()
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect()
+            })
+            .collect();
+        let total: usize = a.iter().map(BTreeSet::len).sum();
+        let union: BTreeSet<_> = a.iter().flatten().collect();
+        if total == 6 && union.len() == 6 && a.iter().all(|s| !s.is_empty()) {
+            break a;
+        }
+    };
+    for a in &assignments {
+        let of = |topic: &str| -> BTreeSet<i32> { a.iter().filter(|(t, _)| t == topic).map(|(_, p)| *p).collect() };
+        assert_eq!(of("left"), of("right"), "member assignment {a:?}");
+    }
+}
+
+#[test]
+fn ensure_topics_creates_missing_topics_on_the_embedded_broker() {
+    let b = broker(3);
+    let admin = Admin::connect(&b.bootstrap_servers()).unwrap();
+    assert!(admin.is_embedded_broker().unwrap());
+    b.create_topic("source", 2).unwrap();
+
+    let specs = [
+        TopicSpec::new("app-agg-repartition", 6),
+        TopicSpec::new("app-agg-changelog", 6).compacted(),
+        TopicSpec::with_default_partitions("app-dlq"),
+        TopicSpec::new("source", 4),
+    ];
+    let mut created = admin.ensure_topics(&specs).unwrap();
+    created.sort();
+    assert_eq!(created, ["app-agg-changelog", "app-agg-repartition", "app-dlq"]);
+    let topics = admin.topics().unwrap();
+    assert_eq!(topics["app-agg-repartition"], 6);
+    assert_eq!(topics["app-agg-changelog"], 6);
+    assert_eq!(topics["app-dlq"], 3, "the broker's default");
+    assert_eq!(topics["source"], 2, "an existing topic is left alone");
+
+    // Idempotent.
+    assert!(admin.ensure_topics(&specs).unwrap().is_empty());
+
+    // Bad input fails before any round trip, and the broker survives
+    // garbage on its control topic.
+    assert!(matches!(
+        admin.ensure_topics(&[TopicSpec::new("bad name", 1)]),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        admin.ensure_topics(&[TopicSpec::new("zero", 0)]),
+        Err(Error::InvalidArgument(_))
+    ));
+    let p: BaseProducer = ClientSettings::new(b.bootstrap_servers())
+        .producer_config()
+        .create()
+        .unwrap();
+    p.send(
+        BaseRecord::<[u8], [u8]>::to(CONTROL_TOPIC)
+            .key(b"\xff")
+            .payload(b"create 1"),
+    )
+    .unwrap();
+    p.send(
+        BaseRecord::<str, str>::to(CONTROL_TOPIC)
+            .key("t")
+            .payload("drop everything"),
+    )
+    .unwrap();
+    p.send(
+        BaseRecord::<str, str>::to(CONTROL_TOPIC)
+            .key("huge")
+            .payload("create 999999999"),
+    )
+    .unwrap();
+    p.flush(DEADLINE).unwrap();
+    assert_eq!(
+        admin.ensure_topics(&[TopicSpec::new("after-garbage", 2)]).unwrap(),
+        ["after-garbage"]
+    );
+    assert_eq!(admin.partition_count("huge").unwrap(), None);
+}
+
+#[test]
+fn create_topic_validates_and_refuses_duplicates() {
+    assert!(matches!(EmbeddedBroker::start(0), Err(Error::InvalidArgument(_))));
+    let b = broker(1);
+    b.create_topic("once", 2).unwrap();
+    assert!(matches!(b.create_topic("once", 2), Err(Error::TopicCreation { .. })));
+    assert!(matches!(b.create_topic("", 1), Err(Error::InvalidArgument(_))));
+    assert!(matches!(b.create_topic("a/b", 1), Err(Error::InvalidArgument(_))));
+    assert!(matches!(b.create_topic("neg", -1), Err(Error::InvalidArgument(_))));
+    let admin = Admin::connect(&b.bootstrap_servers()).unwrap();
+    assert_eq!(admin.partition_count("once").unwrap(), Some(2));
+}
+
+/// The embedded broker has no admin API: `CreateTopics` is never answered
+/// and creates nothing.
+#[test]
+fn mock_broker_does_not_answer_create_topics() {
+    let b = broker(1);
+    let bs = b.bootstrap_servers();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &bs).create().unwrap();
+    let topic = NewTopic::new("via-admin-api", 2, TopicReplication::Fixed(1));
+    let options = AdminOptions::new()
+        .request_timeout(Some(Duration::from_secs(2)))
+        .operation_timeout(Some(Duration::from_secs(2)));
+    let result = futures_executor::block_on(admin.create_topics([&topic], &options));
+    let failed = match result {
+        Err(_) => true,
+        Ok(ref per_topic) => per_topic.iter().any(Result::is_err),
+    };
+    assert!(failed, "CreateTopics unexpectedly succeeded: {result:?}");
+    assert_eq!(
+        Admin::connect(&bs).unwrap().partition_count("via-admin-api").unwrap(),
+        None
+    );
+}
+
+/// A producer's metadata request auto-creates an unknown topic with 4
+/// partitions (the mock's fixed default); consumers and weir's admin client
+/// never auto-create.
+#[test]
+fn mock_broker_auto_creates_topics_with_four_partitions_on_producer_metadata() {
+    let b = broker(1);
+    let bs = b.bootstrap_servers();
+    let c = consumer(ClientSettings::new(&bs).consumer_config("g"));
+    let md = c.fetch_metadata(Some("by-consumer"), DEADLINE).unwrap();
+    assert!(md.topics()[0].error().is_some());
+    let admin = Admin::connect(&bs).unwrap();
+    assert_eq!(admin.partition_count("by-consumer").unwrap(), None);
+
+    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bs).create().unwrap();
+    let md = p.client().fetch_metadata(Some("by-producer"), DEADLINE).unwrap();
+    assert_eq!(md.topics()[0].partitions().len(), 4);
+    assert_eq!(admin.partition_count("by-producer").unwrap(), Some(4));
+}
+
+/// The transactional protocol is accepted but not enforced: aborted records
+/// are visible to `read_committed` consumers, and offsets sent in a
+/// transaction are not stored.
+#[test]
+fn mock_broker_does_not_enforce_transactions() {
+    let b = broker(1);
+    let bs = b.bootstrap_servers();
+    b.create_topic("txn-in", 1).unwrap();
+    b.create_topic("txn-out", 1).unwrap();
+    produce_one(&bs, "txn-in");
+
+    let settings = ClientSettings::new(&bs);
+    let group = consumer(settings.consumer_config("txn-app"));
+    group.subscribe(&["txn-in"]).unwrap();
+    first_message_after(&group, Instant::now(), DEADLINE).expect("joined and read");
+
+    let tp: BaseProducer = settings.transactional_producer_config("txn-1").create().unwrap();
+    tp.init_transactions(DEADLINE).unwrap();
+    tp.begin_transaction().unwrap();
+    tp.send(BaseRecord::<str, str>::to("txn-out").payload("aborted"))
+        .unwrap();
+    tp.flush(DEADLINE).unwrap();
+    tp.abort_transaction(DEADLINE).unwrap();
+    tp.begin_transaction().unwrap();
+    tp.send(BaseRecord::<str, str>::to("txn-out").payload("committed"))
+        .unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset("txn-in", 0, Offset::Offset(1)).unwrap();
+    tp.send_offsets_to_transaction(&offsets, &group.group_metadata().unwrap(), DEADLINE)
+        .unwrap();
+    tp.commit_transaction(DEADLINE).unwrap();
+
+    assert!(settings.read_committed);
+    let mut values = Vec::new();
+    tail_with(
+        &settings,
+        "txn-out",
+        true,
+        Some(TailLimit::records_within(2, DEADLINE)),
+        |r| {
+            if let Some(r) = r {
+                values.push(String::from_utf8_lossy(r.value.unwrap()).into_owned());
+            }
+            true
+        },
+    )
+    .unwrap();
+    assert_eq!(values, ["aborted", "committed"]);
+
+    let mut query = TopicPartitionList::new();
+    query.add_partition("txn-in", 0);
+    let committed = group.committed_offsets(query, DEADLINE).unwrap();
+    assert_eq!(
+        committed.elements()[0].offset(),
+        Offset::Invalid,
+        "TxnOffsetCommit was stored"
+    );
+}
+
+#[test]
+fn dropping_the_broker_closes_its_port() {
+    let b = broker(1);
+    let addr = b.bootstrap_servers();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    TcpStream::connect(&addr).expect("listening while alive");
+    drop(b);
+    assert!(TcpStream::connect(&addr).is_err(), "still listening after drop");
+}
+
+#[test]
+fn embedded_broker_handle_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<EmbeddedBroker>();
+}
