@@ -434,7 +434,6 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for WindowAggregateNode<K, V, A> {
         if !accepted {
             ctx.counters.late_records_dropped += 1;
         }
-        self.maybe_purge(ctx);
     }
 
     fn flush(&mut self, ctx: &mut ProcessorContext) {
@@ -487,6 +486,9 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for WindowAggregateNode<K, V, A> {
             }
         }
         ctx.timestamp = ts;
+        // Purge only now, after the cached updates went downstream: a window
+        // purged before its last update was forwarded would never be emitted.
+        self.maybe_purge(ctx);
         self.children.flush(ctx);
     }
 

@@ -350,7 +350,6 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for SessionAggregateNode<K, V, A> {
             }
         }
         self.max_span = Some(span.max(end.saturating_sub(start)));
-        self.maybe_purge(ctx);
     }
 
     fn flush(&mut self, ctx: &mut ProcessorContext) {
@@ -402,6 +401,10 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for SessionAggregateNode<K, V, A> {
             }
         }
         ctx.timestamp = ts;
+        // Purge only after the cached updates went downstream (see the
+        // time-window aggregation): otherwise a session could be deleted
+        // before its final value was ever forwarded.
+        self.maybe_purge(ctx);
         self.children.flush(ctx);
     }
 
