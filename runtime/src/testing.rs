@@ -103,8 +103,6 @@ struct Inner {
     /// Every record written to each topic (inputs, outputs, internal), by
     /// Kafka topic name; the offset is the index.
     topics: HashMap<String, Vec<RawRecord>>,
-    /// Read position of each output topic handle, by topic name.
-    read_positions: HashMap<String, usize>,
     dead_letters: Vec<DeadLetterRecord>,
     changelog: HashMap<String, Vec<ChangelogRecord>>,
     wall_clock_ms: i64,
@@ -151,7 +149,6 @@ impl TopologyTestDriver {
                 db,
                 tasks,
                 topics: HashMap::new(),
-                read_positions: HashMap::new(),
                 dead_letters: Vec::new(),
                 changelog: HashMap::new(),
                 wall_clock_ms: wall,
@@ -184,6 +181,7 @@ impl TopologyTestDriver {
     ) -> TestOutputTopic<K, V> {
         TestOutputTopic {
             inner: self.inner.clone(),
+            position: std::cell::Cell::new(0),
             topic: topic.to_string(),
             key_serde,
             value_serde,
@@ -455,6 +453,8 @@ impl<K: 'static, V: 'static> TestInputTopic<K, V> {
 /// record once, in order.
 pub struct TestOutputTopic<K, V> {
     inner: Rc<RefCell<Inner>>,
+    /// How many records of the topic this handle has read.
+    position: std::cell::Cell<usize>,
     topic: String,
     key_serde: Serde<K>,
     value_serde: Serde<V>,
@@ -464,14 +464,15 @@ impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
     /// Every record written since the last read. Panics (this is test code)
     /// if a record does not decode with the handle's serdes.
     pub fn read_records(&self) -> Vec<TestRecord<K, V>> {
-        let mut inner = self.inner.borrow_mut();
-        let pos = inner.read_positions.get(&self.topic).copied().unwrap_or(0);
+        let inner = self.inner.borrow();
+        let pos = self.position.get();
         let records: Vec<RawRecord> = inner
             .topics
             .get(&self.topic)
             .map(|l| l[pos.min(l.len())..].to_vec())
             .unwrap_or_default();
-        inner.read_positions.insert(self.topic.clone(), pos + records.len());
+        self.position.set(pos + records.len());
+        drop(inner);
         records
             .into_iter()
             .map(|r| TestRecord {
@@ -500,7 +501,7 @@ impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
 
     pub fn is_empty(&self) -> bool {
         let inner = self.inner.borrow();
-        let pos = inner.read_positions.get(&self.topic).copied().unwrap_or(0);
+        let pos = self.position.get();
         inner.topics.get(&self.topic).map(|l| l.len() <= pos).unwrap_or(true)
     }
 }

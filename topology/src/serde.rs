@@ -89,6 +89,11 @@ impl Serdes {
     pub fn string() -> Serde<String> {
         Serde::new(StringSerde)
     }
+    /// No bytes at all, for values that carry no information (a
+    /// repartition before a count needs only the key).
+    pub fn unit() -> Serde<()> {
+        Serde::new(UnitSerde)
+    }
     /// Raw bytes, unchanged.
     pub fn bytes() -> Serde<Vec<u8>> {
         Serde::new(BytesSerde)
@@ -138,6 +143,31 @@ impl SerdeImpl<String> for StringSerde {
     }
     fn name(&self) -> &'static str {
         "string"
+    }
+}
+
+struct UnitSerde;
+impl SerdeImpl<()> for UnitSerde {
+    #[inline]
+    fn serialize(&self, _value: &(), _out: &mut Vec<u8>) -> Result<(), SerdeError> {
+        Ok(())
+    }
+    #[inline]
+    fn deserialize(&self, bytes: &[u8]) -> Result<(), SerdeError> {
+        if bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(SerdeError(format!(
+                "expected no bytes for a unit value, got {}",
+                bytes.len()
+            )))
+        }
+    }
+    fn deserialize_null(&self) -> Result<(), SerdeError> {
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "unit"
     }
 }
 
