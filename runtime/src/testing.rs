@@ -103,6 +103,8 @@ struct Inner {
     /// Every record written to each topic (inputs, outputs, internal), by
     /// Kafka topic name; the offset is the index.
     topics: HashMap<String, Vec<RawRecord>>,
+    /// Read position of each output topic handle, by topic name.
+    read_positions: HashMap<String, usize>,
     dead_letters: Vec<DeadLetterRecord>,
     changelog: HashMap<String, Vec<ChangelogRecord>>,
     wall_clock_ms: i64,
@@ -149,6 +151,7 @@ impl TopologyTestDriver {
                 db,
                 tasks,
                 topics: HashMap::new(),
+                read_positions: HashMap::new(),
                 dead_letters: Vec::new(),
                 changelog: HashMap::new(),
                 wall_clock_ms: wall,
@@ -181,7 +184,6 @@ impl TopologyTestDriver {
     ) -> TestOutputTopic<K, V> {
         TestOutputTopic {
             inner: self.inner.clone(),
-            position: std::cell::Cell::new(0),
             topic: topic.to_string(),
             key_serde,
             value_serde,
@@ -449,12 +451,12 @@ impl<K: 'static, V: 'static> TestInputTopic<K, V> {
     }
 }
 
-/// Reads typed records from one topic of a driver. Each handle reads every
-/// record once, in order.
+/// Reads typed records from one topic of a driver. As in Kafka Streams'
+/// test driver, reading consumes: the records of a topic are read once, in
+/// order, whichever handle reads them (two handles on one topic share the
+/// position).
 pub struct TestOutputTopic<K, V> {
     inner: Rc<RefCell<Inner>>,
-    /// How many records of the topic this handle has read.
-    position: std::cell::Cell<usize>,
     topic: String,
     key_serde: Serde<K>,
     value_serde: Serde<V>,
@@ -464,15 +466,14 @@ impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
     /// Every record written since the last read. Panics (this is test code)
     /// if a record does not decode with the handle's serdes.
     pub fn read_records(&self) -> Vec<TestRecord<K, V>> {
-        let inner = self.inner.borrow();
-        let pos = self.position.get();
+        let mut inner = self.inner.borrow_mut();
+        let pos = inner.read_positions.get(&self.topic).copied().unwrap_or(0);
         let records: Vec<RawRecord> = inner
             .topics
             .get(&self.topic)
             .map(|l| l[pos.min(l.len())..].to_vec())
             .unwrap_or_default();
-        self.position.set(pos + records.len());
-        drop(inner);
+        inner.read_positions.insert(self.topic.clone(), pos + records.len());
         records
             .into_iter()
             .map(|r| TestRecord {
@@ -501,7 +502,7 @@ impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
 
     pub fn is_empty(&self) -> bool {
         let inner = self.inner.borrow();
-        let pos = self.position.get();
+        let pos = inner.read_positions.get(&self.topic).copied().unwrap_or(0);
         inner.topics.get(&self.topic).map(|l| l.len() <= pos).unwrap_or(true)
     }
 }

@@ -89,16 +89,17 @@ fn tumbling_window_with_suppress_emits_once_per_closed_window_and_drops_late() {
 }
 
 #[test]
-fn each_output_handle_reads_every_record_once() {
+fn reading_an_output_topic_consumes_it_whichever_handle_reads() {
     let d = TopologyTestDriver::new(word_count(), TestDriverConfig::default()).unwrap();
     let input = d.input_topic("lines", Serdes::string(), Serdes::string());
     let a = d.output_topic("counts", Serdes::string(), Serdes::u64());
     let b = d.output_topic("counts", Serdes::string(), Serdes::u64());
     input.pipe_input("k".into(), "x".into(), 1).unwrap();
+    assert!(!b.is_empty());
     assert_eq!(a.read_key_values(), vec![("x".to_string(), 1)]);
     assert!(a.is_empty());
-    assert!(!b.is_empty());
+    assert!(b.is_empty());
     input.pipe_input("k".into(), "x".into(), 2).unwrap();
-    assert_eq!(a.read_key_values(), vec![("x".to_string(), 2)]);
-    assert_eq!(b.read_key_values(), vec![("x".to_string(), 1), ("x".to_string(), 2)]);
+    assert_eq!(b.read_key_values(), vec![("x".to_string(), 2)]);
+    assert!(a.read_key_values().is_empty());
 }
