@@ -6,7 +6,7 @@ pub mod local;
 pub mod task;
 pub mod testing;
 
-pub use task::{Task, TaskConfig, TaskId};
+pub use task::{Origin, Task, TaskCheckpoint, TaskConfig, TaskId};
 
 use weir_topology::store::StoreError;
 use weir_topology::TopologyError;

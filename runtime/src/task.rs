@@ -60,6 +60,99 @@ pub struct Task {
     /// idle-partition punctuator).
     last_record_wall_ms: i64,
     stream_time_at_last_record: i64,
+    /// The commit sequence number the task's state reflects.
+    seq: u64,
+    /// Per store of the task: the changelog offset its data reflects (the
+    /// next offset after the last changelog record applied or written).
+    changelog_positions: Vec<(String, i64)>,
+    /// Per (repartition topic, upstream partition): the origin of the last
+    /// record applied, to skip replayed duplicates.
+    origins: Vec<(u32, Origin)>,
+}
+
+/// Where a repartition record came from: the upstream input record's offset
+/// and the record's index among that input's outputs to the topic. Ordered,
+/// so "not after the last applied one" means "already applied".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Origin {
+    /// The upstream task's partition (records of different upstream
+    /// partitions interleave; each is ordered on its own).
+    pub upstream_partition: i32,
+    pub offset: i64,
+    pub index: u32,
+}
+
+/// How the runtime's checkpoint entries are named inside a
+/// [`Checkpoint`]: plain entries are input offsets; the others carry the
+/// commit sequence, changelog positions and repartition origins.
+const SEQ: &str = "#seq";
+const CHANGELOG: &str = "#changelog/";
+const ORIGIN: &str = "#origin/";
+
+/// Everything a task's state reflects, in readable form.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskCheckpoint {
+    /// (source topic name, next offset) for the task's partition.
+    pub inputs: Vec<(String, i64)>,
+    pub seq: u64,
+    /// (store name, changelog position).
+    pub changelog: Vec<(String, i64)>,
+    /// (repartition topic name, last applied origin) per upstream partition.
+    pub origins: Vec<(String, Origin)>,
+}
+
+impl TaskCheckpoint {
+    /// Encode for the sled batch (and the checkpoints topic).
+    pub fn to_checkpoint(&self, partition: i32) -> Checkpoint {
+        let mut offsets: Vec<(String, i32, i64)> =
+            self.inputs.iter().map(|(t, o)| (t.clone(), partition, *o)).collect();
+        offsets.push((SEQ.to_string(), partition, self.seq as i64));
+        for (store, pos) in &self.changelog {
+            offsets.push((format!("{CHANGELOG}{store}"), partition, *pos));
+        }
+        for (topic, o) in &self.origins {
+            offsets.push((
+                format!("{ORIGIN}{}/{}/{topic}", o.upstream_partition, o.index),
+                partition,
+                o.offset,
+            ));
+        }
+        offsets.sort();
+        Checkpoint { offsets }
+    }
+
+    /// Decode; entries this version does not know are an error, so that a
+    /// checkpoint is never half understood.
+    pub fn from_checkpoint(cp: &Checkpoint) -> Result<TaskCheckpoint, String> {
+        let mut out = TaskCheckpoint::default();
+        for (name, _partition, value) in &cp.offsets {
+            if name == SEQ {
+                out.seq = *value as u64;
+            } else if let Some(store) = name.strip_prefix(CHANGELOG) {
+                out.changelog.push((store.to_string(), *value));
+            } else if let Some(rest) = name.strip_prefix(ORIGIN) {
+                let mut parts = rest.splitn(3, '/');
+                let (Some(up), Some(idx), Some(topic)) = (parts.next(), parts.next(), parts.next()) else {
+                    return Err(format!("malformed origin entry {name:?}"));
+                };
+                let upstream: i32 = up.parse().map_err(|_| format!("malformed origin entry {name:?}"))?;
+                let index: u32 = idx.parse().map_err(|_| format!("malformed origin entry {name:?}"))?;
+                out.origins.push((
+                    topic.to_string(),
+                    Origin {
+                        upstream_partition: upstream,
+                        offset: *value,
+                        index,
+                    },
+                ));
+            } else if name.starts_with('#') {
+                return Err(format!("unknown checkpoint entry {name:?}"));
+            } else {
+                out.inputs.push((name.clone(), *value));
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl Task {
@@ -84,18 +177,112 @@ impl Task {
             config,
             last_record_wall_ms: 0,
             stream_time_at_last_record: i64::MIN,
+            seq: 0,
+            changelog_positions: Vec::new(),
+            origins: Vec::new(),
         };
         if let Some(cp) = task.state.checkpoint()? {
-            for (topic, partition, offset) in cp.offsets {
-                if partition != id.partition {
-                    continue;
-                }
-                if let Some(t) = topology.topic_index(&topic, application_id) {
-                    task.set_consumed(t, offset);
-                }
-            }
+            let cp = TaskCheckpoint::from_checkpoint(&cp)
+                .map_err(|e| RuntimeError::Io(format!("task {id}: local checkpoint: {e}")))?;
+            task.adopt(&cp);
         }
         Ok(task)
+    }
+
+    /// Take `cp` as what the task's state reflects (after a restore).
+    pub fn adopt(&mut self, cp: &TaskCheckpoint) {
+        self.consumed.clear();
+        for (topic, offset) in &cp.inputs {
+            if let Some(t) = self.topology.topic_index(topic, &self.application_id) {
+                self.set_consumed(t, *offset);
+            }
+        }
+        self.seq = cp.seq;
+        self.changelog_positions = cp.changelog.clone();
+        self.origins = cp
+            .origins
+            .iter()
+            .filter_map(|(topic, o)| self.topology.topic_index(topic, &self.application_id).map(|t| (t, *o)))
+            .collect();
+    }
+
+    /// What the task's state reflects now (processing included).
+    pub fn task_checkpoint(&self) -> TaskCheckpoint {
+        let mut inputs: Vec<(String, i64)> = self
+            .consumed
+            .iter()
+            .map(|(t, o)| (self.topology.topic_name(*t, &self.application_id), *o))
+            .collect();
+        inputs.sort();
+        TaskCheckpoint {
+            inputs,
+            seq: self.seq,
+            changelog: self.changelog_positions.clone(),
+            origins: self
+                .origins
+                .iter()
+                .map(|(t, o)| (self.topology.topic_name(*t, &self.application_id), *o))
+                .collect(),
+        }
+    }
+
+    /// The commit sequence number of the task's state.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Start the next commit: bump the sequence number.
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Record that the changelog of `store` now ends at `position` (the
+    /// offset after the last record this task wrote or restored).
+    pub fn set_changelog_position(&mut self, store: &str, position: i64) {
+        match self.changelog_positions.iter_mut().find(|(s, _)| s == store) {
+            Some(e) => e.1 = position,
+            None => self.changelog_positions.push((store.to_string(), position)),
+        }
+    }
+
+    /// The changelog position of `store`, if the task has one.
+    pub fn changelog_position(&self, store: &str) -> Option<i64> {
+        self.changelog_positions
+            .iter()
+            .find(|(s, _)| s == store)
+            .map(|(_, p)| *p)
+    }
+
+    /// Process a repartition record that carries its origin: skipped (and
+    /// false returned) if a record with the same or a later origin from the
+    /// same upstream partition was applied already — a replay after a crash
+    /// upstream.
+    #[inline]
+    pub fn process_from(
+        &mut self,
+        topic: u32,
+        offset: i64,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        origin: Origin,
+    ) -> bool {
+        let slot = self
+            .origins
+            .iter_mut()
+            .find(|(t, o)| *t == topic && o.upstream_partition == origin.upstream_partition);
+        match slot {
+            Some((_, last)) if origin <= *last => {
+                // Already applied: only move the input position on.
+                self.set_consumed(topic, offset + 1);
+                return false;
+            }
+            Some((_, last)) => *last = origin,
+            None => self.origins.push((topic, origin)),
+        }
+        self.process(topic, offset, timestamp, key, value);
+        true
     }
 
     pub fn id(&self) -> TaskId {
@@ -160,22 +347,9 @@ impl Task {
         self.ctx.take_commit_request() || self.nodes.wants_flush()
     }
 
-    /// The checkpoint of what has been processed: next offset per source
-    /// topic partition.
+    /// The checkpoint of what has been processed, as written to sled.
     pub fn checkpoint(&self) -> Checkpoint {
-        let mut offsets: Vec<(String, i32, i64)> = self
-            .consumed
-            .iter()
-            .map(|(t, o)| {
-                (
-                    self.topology.topic_name(*t, &self.application_id),
-                    self.id.partition,
-                    *o,
-                )
-            })
-            .collect();
-        offsets.sort();
-        Checkpoint { offsets }
+        self.task_checkpoint().to_checkpoint(self.id.partition)
     }
 
     /// Second half of a commit: write the staged store changes together with
@@ -192,5 +366,50 @@ impl Task {
     /// the work).
     pub fn close(&mut self) {
         self.nodes.close(&mut self.ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_checkpoint_round_trips_through_the_sled_form() {
+        let cp = TaskCheckpoint {
+            inputs: vec![("clicks".into(), 42), ("views".into(), 7)],
+            seq: 9,
+            changelog: vec![("counts".into(), 1234)],
+            origins: vec![(
+                "app-counts-repartition".into(),
+                Origin {
+                    upstream_partition: 2,
+                    offset: 99,
+                    index: 3,
+                },
+            )],
+        };
+        let encoded = cp.to_checkpoint(1);
+        assert!(encoded.offsets.iter().all(|(_, p, _)| *p == 1));
+        let mut back = TaskCheckpoint::from_checkpoint(&encoded).unwrap();
+        back.inputs.sort();
+        assert_eq!(back, cp);
+        let bad = Checkpoint {
+            offsets: vec![("#future".into(), 0, 1)],
+        };
+        assert_eq!(
+            TaskCheckpoint::from_checkpoint(&bad).unwrap_err(),
+            "unknown checkpoint entry \"#future\""
+        );
+    }
+
+    #[test]
+    fn origins_order_by_offset_then_index() {
+        let o = |offset, index| Origin {
+            upstream_partition: 0,
+            offset,
+            index,
+        };
+        assert!(o(5, 0) < o(5, 1));
+        assert!(o(5, 9) < o(6, 0));
     }
 }

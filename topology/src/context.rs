@@ -23,6 +23,12 @@ pub struct OutRecord {
     pub key: Option<Range<u32>>,
     pub value: Option<Range<u32>>,
     pub timestamp: i64,
+    /// The input record this output was computed from: (source topic index,
+    /// offset), or `None` for records emitted at commit or punctuation time
+    /// (cached aggregates, closed windows). The runtime uses it to make
+    /// repartition records identifiable, so that a replay after a crash does
+    /// not count them twice downstream.
+    pub origin: Option<(u32, i64)>,
 }
 
 /// Output records of a task since it was last drained.
@@ -40,6 +46,7 @@ impl RecordCollector {
         &mut self,
         topic: u32,
         timestamp: i64,
+        origin: Option<(u32, i64)>,
         write_key: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
         write_value: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
@@ -60,6 +67,7 @@ impl RecordCollector {
             key: Some(k0..k1),
             value: Some(k1..v1),
             timestamp,
+            origin,
         });
         Ok(())
     }
@@ -74,6 +82,7 @@ impl RecordCollector {
             key: Some(k0..k1),
             value: None,
             timestamp,
+            origin: None,
         });
     }
 
@@ -138,6 +147,9 @@ pub struct ProcessorContext {
     pub counters: TaskCounters,
     pub(crate) fatal: Option<StoreError>,
     pub(crate) commit_requested: bool,
+    /// True while the task flushes or punctuates: outputs then are not tied
+    /// to the current input record.
+    pub(crate) emitting_on_time: bool,
 }
 
 impl ProcessorContext {
@@ -157,6 +169,7 @@ impl ProcessorContext {
             counters: TaskCounters::default(),
             fatal: None,
             commit_requested: false,
+            emitting_on_time: false,
         }
     }
 
@@ -222,6 +235,17 @@ impl ProcessorContext {
     }
     pub fn application_id(&self) -> &str {
         &self.application_id
+    }
+
+    /// The input record that outputs written now derive from, if any (see
+    /// [`OutRecord::origin`]).
+    #[inline]
+    pub fn origin(&self) -> Option<(u32, i64)> {
+        if self.emitting_on_time || self.offset < 0 {
+            None
+        } else {
+            Some((self.topic, self.offset))
+        }
     }
 
     /// Send the current record to the dead-letter topic with `error`.

@@ -285,10 +285,12 @@ where
     #[inline]
     fn process(&mut self, ctx: &mut ProcessorContext, key: K, value: V) {
         let ts = ctx.timestamp;
+        let origin = ctx.origin();
         let (ks, vs) = (&self.key_serde, &self.value_serde);
         if let Err(e) = ctx.collector.push_with(
             self.topic,
             ts,
+            origin,
             |out| ks.serialize(&key, out),
             |out| vs.serialize(&value, out),
         ) {

@@ -272,9 +272,11 @@ impl TaskNodes {
     /// stores; then any store no node owns is staged. Changelog records
     /// land in `ctx.changelog`.
     pub fn flush(&mut self, ctx: &mut ProcessorContext) {
+        ctx.emitting_on_time = true;
         for (_, s) in &mut self.sources {
             s.flush(ctx);
         }
+        ctx.emitting_on_time = false;
         for (name, store) in &self.stores {
             let result = match store {
                 StoreRef::KeyValue(s) => s.borrow_mut().flush(),
@@ -292,9 +294,11 @@ impl TaskNodes {
 
     /// Let time-driven nodes (suppression, punctuators) emit what is due.
     pub fn punctuate(&mut self, ctx: &mut ProcessorContext) {
+        ctx.emitting_on_time = true;
         for (_, s) in &mut self.sources {
             s.punctuate(ctx);
         }
+        ctx.emitting_on_time = false;
     }
 
     pub fn close(&mut self, ctx: &mut ProcessorContext) {
