@@ -11,6 +11,7 @@ mod clients;
 mod config;
 mod console;
 mod partitioner;
+pub mod stream;
 
 pub use admin::{validate_topic, Admin, TopicSpec};
 pub use broker::{EmbeddedBroker, CONTROL_TOPIC, MAX_PARTITIONS};

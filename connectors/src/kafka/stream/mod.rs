@@ -1,0 +1,141 @@
+//! Running topologies on Kafka: `weir run`.
+//!
+//! [`run`] resolves each application's topics ([`plan::Plan`]), opens the
+//! instance's sled database under the state directory, and runs the stream
+//! threads ([`thread`]) until asked to stop. Without brokers it starts the
+//! embedded broker first and prints its address.
+
+pub mod plan;
+pub mod restore;
+pub mod thread;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_runtime::TaskConfig;
+use weir_state::StateDb;
+use weir_topology::Topology;
+
+use crate::kafka::{Admin, ClientSettings, EmbeddedBroker};
+use crate::{Error, Result};
+
+/// One application to run: a topology under its application id (which
+/// names its consumer group, internal topics and state).
+pub struct AppSpec {
+    pub application_id: String,
+    pub topology: Topology,
+}
+
+/// How to run.
+pub struct RunConfig {
+    /// Bootstrap servers; `None` starts the embedded broker in-process.
+    pub brokers: Option<String>,
+    /// Where the instance keeps its sled database.
+    pub state_dir: PathBuf,
+    /// Stream threads per application.
+    pub threads: usize,
+    /// How often state is committed (see [`thread`] for the protocol).
+    pub commit_interval: Duration,
+    /// Write-cache limit per store.
+    pub cache_max_bytes: usize,
+    /// Set to stop: the threads commit, leave the group and return.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Partitions of every topic the embedded broker creates by default.
+pub const EMBEDDED_PARTITIONS: i32 = 3;
+
+/// Run `apps` until `config.stop` is set. Returns the first error of any
+/// stream thread (after stopping the others).
+pub fn run(apps: Vec<AppSpec>, config: RunConfig) -> Result<()> {
+    if apps.is_empty() {
+        return Err(Error::InvalidArgument("no topology to run".into()));
+    }
+    if config.threads == 0 {
+        return Err(Error::InvalidArgument("--threads must be at least 1".into()));
+    }
+    let mut _embedded = None;
+    let brokers = match &config.brokers {
+        Some(b) => b.clone(),
+        None => {
+            let broker = EmbeddedBroker::start(EMBEDDED_PARTITIONS)?;
+            let addr = broker.bootstrap_servers();
+            println!("embedded Kafka broker at {addr}");
+            eprintln!(
+                "weir: the embedded broker keeps everything in memory (no replication, no compaction, no real \
+                 transactions): it is for trying weir and for tests. Use --brokers for a real cluster."
+            );
+            _embedded = Some(broker);
+            addr
+        }
+    };
+    let mut settings = ClientSettings::new(&brokers);
+    let admin = Admin::new(&settings)?;
+    if admin.is_embedded_broker()? {
+        settings = settings.for_embedded_broker();
+    }
+    std::fs::create_dir_all(&config.state_dir)?;
+    let db = Arc::new(
+        StateDb::open(&config.state_dir)
+            .map_err(|e| Error::InvalidArgument(format!("state directory {}: {e}", config.state_dir.display())))?,
+    );
+
+    let mut shared = Vec::new();
+    for app in apps {
+        let plan = plan::Plan::prepare(&app.topology, &app.application_id, &admin)?;
+        tracing::info!(application = %app.application_id, topics = ?plan.source_topics(), "topics ready");
+        shared.push(Arc::new(thread::AppShared {
+            topology: app.topology,
+            plan,
+            settings: settings.clone(),
+            db: db.clone(),
+            task_config: TaskConfig {
+                cache_max_bytes: config.cache_max_bytes,
+                idle_advance_after_ms: Some(config.commit_interval.as_millis().max(1000) as i64),
+            },
+            commit_interval: config.commit_interval,
+            stop: config.stop.clone(),
+            ready: Arc::new(AtomicBool::new(false)),
+        }));
+    }
+
+    let mut handles = Vec::new();
+    for app in &shared {
+        for i in 0..config.threads {
+            let app = app.clone();
+            let name = format!("{}-{i}", app.plan.application_id);
+            let stop = config.stop.clone();
+            let h = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    let r = thread::run_thread(app, i);
+                    if r.is_err() {
+                        // One thread failing stops the daemon: it must not
+                        // run on with part of its work silently gone.
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+                .map_err(Error::Io)?;
+            handles.push(h);
+        }
+    }
+    let mut first_error = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {
+                first_error.get_or_insert(Error::InvalidArgument("a stream thread panicked".into()));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,182 @@
+//! Reading back what commits wrote: the latest checkpoint of each task from
+//! the `{application_id}-checkpoints` topic, and changelog ranges into a
+//! task's stores.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use weir_runtime::{Task, TaskCheckpoint};
+use weir_topology::store::{ChangelogRecord, Checkpoint};
+
+use crate::kafka::{assign_at, ClientSettings};
+use crate::{Error, Result};
+
+const POLL: Duration = Duration::from_millis(100);
+/// How long a restore may see no progress before it gives up.
+const STALL: Duration = Duration::from_secs(30);
+/// Records applied per sled batch during a restore.
+const BATCH: usize = 20_000;
+
+fn consumer(settings: &ClientSettings) -> Result<BaseConsumer> {
+    settings
+        .standalone_consumer_config()
+        .create()
+        .map_err(|e| Error::kafka("creating the restore consumer", e))
+}
+
+/// Read `[from, to)` of one partition, handing each message's (offset, key,
+/// value) to `f`.
+fn read_range(
+    settings: &ClientSettings,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+    mut f: impl FnMut(i64, Option<&[u8]>, Option<&[u8]>) -> Result<()>,
+) -> Result<()> {
+    if from >= to {
+        return Ok(());
+    }
+    let c = consumer(settings)?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+        .map_err(|e| Error::kafka(format!("restore position of {topic}/{partition}"), e))?;
+    assign_at(&c, &tpl, Duration::from_secs(10))?;
+    let mut last_progress = Instant::now();
+    let mut next = from;
+    while next < to {
+        match c.poll(POLL) {
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                if m.offset() >= to {
+                    break;
+                }
+                next = m.offset() + 1;
+                f(m.offset(), m.key(), m.payload())?;
+            }
+            Some(Err(e)) => return Err(Error::kafka(format!("reading {topic}/{partition}"), e)),
+            None => {
+                // A compacted topic may have no record at `to - 1`: the high
+                // watermark says when there is nothing more to read.
+                let (_, high) = c
+                    .fetch_watermarks(topic, partition, Duration::from_secs(5))
+                    .map_err(|e| Error::kafka(format!("watermarks of {topic}/{partition}"), e))?;
+                let at_end = c
+                    .position()
+                    .ok()
+                    .and_then(|p| p.find_partition(topic, partition).map(|e| e.offset()))
+                    .map(|o| matches!(o, Offset::Offset(o) if o >= high.min(to)))
+                    .unwrap_or(false);
+                if at_end || next >= high {
+                    break;
+                }
+                if last_progress.elapsed() > STALL {
+                    return Err(Error::Timeout {
+                        what: format!("{topic}/{partition} to be readable up to offset {to} (at {next})"),
+                        after: STALL,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The latest checkpoint per task id ("0_1") in the checkpoints topic.
+pub fn read_checkpoints(settings: &ClientSettings, topic: &str) -> Result<HashMap<String, TaskCheckpoint>> {
+    let c = consumer(settings)?;
+    let (low, high) = c
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .map_err(|e| Error::kafka(format!("watermarks of {topic}"), e))?;
+    drop(c);
+    let mut out = HashMap::new();
+    read_range(settings, topic, 0, low, high, |offset, key, value| {
+        let (Some(key), Some(value)) = (key, value) else {
+            return Ok(());
+        };
+        let task = String::from_utf8_lossy(key).into_owned();
+        let cp = Checkpoint::decode(value)
+            .ok_or_else(|| Error::InvalidArgument(format!("{topic} offset {offset}: not a weir checkpoint")))?;
+        let cp = TaskCheckpoint::from_checkpoint(&cp)
+            .map_err(|e| Error::InvalidArgument(format!("{topic} offset {offset}: {e}")))?;
+        out.insert(task, cp);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// The high watermark of a partition.
+pub fn high_watermark(settings: &ClientSettings, topic: &str, partition: i32) -> Result<i64> {
+    let c = consumer(settings)?;
+    let (_, high) = c
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .map_err(|e| Error::kafka(format!("watermarks of {topic}/{partition}"), e))?;
+    Ok(high)
+}
+
+/// Bring `task` to the state `target` describes: apply each logged store's
+/// changelog from the task's own position up to the target's, then adopt
+/// the target checkpoint. Returns the number of records applied.
+pub fn restore_task(
+    settings: &ClientSettings,
+    task: &mut Task,
+    changelogs: &[(String, String)],
+    target: &TaskCheckpoint,
+) -> Result<u64> {
+    let partition = task.id().partition;
+    let started = Instant::now();
+    let mut total = 0u64;
+    for (store, topic) in changelogs {
+        let from = task.changelog_position(store).unwrap_or(0);
+        let to = target
+            .changelog
+            .iter()
+            .find(|(s, _)| s == store)
+            .map(|(_, p)| *p)
+            .unwrap_or(from);
+        let mut batch: Vec<ChangelogRecord> = Vec::with_capacity(BATCH.min((to - from).max(0) as usize));
+        let mut applied_to = from;
+        let flush = |task: &mut Task, batch: &mut Vec<ChangelogRecord>, position: i64| -> Result<()> {
+            // Each batch lands with a checkpoint that moves only this
+            // store's position: a crash mid-restore resumes from there.
+            task.set_changelog_position(store, position);
+            let cp = task.checkpoint();
+            task.state()
+                .restore(store, batch, &cp)
+                .map_err(|e| Error::InvalidArgument(format!("restoring {store}: {e}")))?;
+            batch.clear();
+            Ok(())
+        };
+        read_range(settings, topic, partition, from, to, |offset, key, value| {
+            let Some(key) = key else { return Ok(()) };
+            batch.push(ChangelogRecord {
+                key: key.to_vec(),
+                value: value.map(<[u8]>::to_vec),
+            });
+            applied_to = offset + 1;
+            total += 1;
+            if batch.len() >= BATCH {
+                flush(task, &mut batch, applied_to)?;
+            }
+            Ok(())
+        })?;
+        flush(task, &mut batch, to)?;
+    }
+    task.adopt(target);
+    task.commit_state()
+        .map_err(|e| Error::InvalidArgument(format!("task {}: {e}", task.id())))?;
+    let secs = started.elapsed().as_secs_f64();
+    if total > 0 {
+        tracing::info!(
+            task = %task.id(),
+            records = total,
+            seconds = format!("{secs:.2}"),
+            records_per_s = format!("{:.0}", total as f64 / secs.max(1e-9)),
+            "restore done"
+        );
+    }
+    Ok(total)
+}

@@ -1,0 +1,676 @@
+//! A stream thread: one consumer in the application's group, the tasks of
+//! the partitions it was assigned, one producer, and the commit protocol.
+//!
+//! Records are processed synchronously on this thread in batches (a
+//! `BaseConsumer` poll loop; no async call per record). Rebalance callbacks
+//! run inside `poll` on this same thread, so the thread's tasks live in a
+//! thread-local the callbacks can reach: a revoke commits and closes the
+//! tasks *before* the partitions are given up, and an assignment restores
+//! the new tasks and hands the consumer the exact offsets their state
+//! reflects.
+//!
+//! ## The commit protocol (exact state after a crash)
+//! Every commit interval, for every task:
+//! 1. flush the task: cached aggregates go downstream, stores stage their
+//!    changes, and the changelog records are produced (tagged with nothing
+//!    but their partition: the checkpoint says how far to read);
+//! 2. wait until everything produced is delivered (outputs, repartition
+//!    records, changelog records): a delivery error stops the thread before
+//!    anything is committed;
+//! 3. produce the task's checkpoint (commit sequence, next input offsets,
+//!    each changelog's end offset, the origins of applied repartition
+//!    records) to `{application_id}-checkpoints` and wait for it;
+//! 4. write the staged store changes and the same checkpoint to sled in one
+//!    atomic batch;
+//! 5. commit the consumer offsets (for lag and for stateless tasks; state
+//!    never depends on them).
+//!
+//! A restart (or another instance taking the task over) starts from the
+//! newest of the local sled checkpoint and the checkpoints topic, restoring
+//! the changelog up to exactly the offsets that checkpoint names, and
+//! consumes from exactly the input offsets it names. Records produced after
+//! the last checkpoint are ignored by restores. Repartition records carry
+//! their origin (upstream partition, input offset, index) in a header, and a
+//! downstream task skips origins it has applied already, so a replay
+//! upstream never counts twice. Outputs to sink topics are at-least-once:
+//! records produced between the last commit and a crash are produced again.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use weir_runtime::{Origin, Task, TaskCheckpoint, TaskConfig, TaskId};
+use weir_state::StateDb;
+use weir_topology::Topology;
+
+use super::plan::Plan;
+use super::restore;
+use crate::kafka::{default_partitioner, flush_producer, ClientSettings};
+use crate::{Error, Result};
+
+/// Header carrying a repartition record's origin (16 bytes: upstream
+/// partition key i32, input offset i64, index u32, big-endian).
+pub const ORIGIN_HEADER: &str = "weir.origin";
+/// Records taken from the consumer per batch before outputs are sent.
+const BATCH: usize = 10_000;
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What every thread of an application shares (read-only).
+pub struct AppShared {
+    pub topology: Topology,
+    pub plan: Plan,
+    pub settings: ClientSettings,
+    pub db: Arc<StateDb>,
+    pub task_config: TaskConfig,
+    pub commit_interval: Duration,
+    pub stop: Arc<AtomicBool>,
+    /// Tasks whose restore is finished, per thread; for readiness.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Delivery reports: the first error, and how far each changelog partition
+/// got (the producer's opaque is 1 for changelog records).
+#[derive(Default)]
+pub struct DeliveryState {
+    first_error: Mutex<Option<String>>,
+    positions: Mutex<HashMap<(String, i32), i64>>,
+}
+
+pub struct DeliveryContext(Arc<DeliveryState>);
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, track: usize) {
+        match result {
+            Ok(m) => {
+                if track == 1 {
+                    let mut p = self.0.positions.lock().expect("delivery lock");
+                    let e = p.entry((m.topic().to_string(), m.partition())).or_insert(0);
+                    *e = (*e).max(m.offset() + 1);
+                }
+            }
+            Err((e, m)) => {
+                let mut first = self.0.first_error.lock().expect("delivery lock");
+                if first.is_none() {
+                    *first = Some(format!("{} (topic {})", e, m.topic()));
+                }
+            }
+        }
+    }
+}
+
+/// The consumer's context: forwards rebalances to the thread's state.
+pub struct StreamContext;
+
+impl ClientContext for StreamContext {}
+
+impl ConsumerContext for StreamContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        THREAD.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let Some(state) = guard.as_mut() else { return };
+            let result = match err {
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => state.on_assign(consumer, tpl),
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => state.on_revoke(consumer),
+                other => {
+                    tracing::warn!(error = ?other, "rebalance error; dropping the assignment");
+                    state.on_revoke(consumer)
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "rebalance handling failed");
+                state.fatal.get_or_insert(e);
+                let _ = consumer.unassign();
+            }
+        });
+    }
+}
+
+thread_local! {
+    static THREAD: RefCell<Option<ThreadState>> = const { RefCell::new(None) };
+}
+
+struct ThreadState {
+    app: Arc<AppShared>,
+    name: String,
+    tasks: BTreeMap<TaskId, Task>,
+    producer: BaseProducer<DeliveryContext>,
+    delivery: Arc<DeliveryState>,
+    last_commit: Instant,
+    fatal: Option<Error>,
+    /// Scratch for numbering outputs per origin.
+    origin_counters: Vec<(u32, (u32, i64), u32)>,
+}
+
+/// Run one stream thread until `stop` is set or a fatal error occurs.
+pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
+    let name = format!("{}-thread-{index}", app.plan.application_id);
+    let delivery = Arc::new(DeliveryState::default());
+    let producer: BaseProducer<DeliveryContext> = app
+        .settings
+        .producer_config()
+        .create_with_context(DeliveryContext(delivery.clone()))
+        .map_err(|e| Error::kafka("creating the producer", e))?;
+    let consumer: BaseConsumer<StreamContext> = app
+        .settings
+        .consumer_config(&app.plan.application_id)
+        .set("client.id", &name)
+        .create_with_context(StreamContext)
+        .map_err(|e| Error::kafka("creating the consumer", e))?;
+    THREAD.with(|cell| {
+        *cell.borrow_mut() = Some(ThreadState {
+            app: app.clone(),
+            name: name.clone(),
+            tasks: BTreeMap::new(),
+            producer,
+            delivery,
+            last_commit: Instant::now(),
+            fatal: None,
+            origin_counters: Vec::new(),
+        })
+    });
+    let topics = app.plan.source_topics();
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&refs)
+        .map_err(|e| Error::kafka(format!("subscribing to {topics:?}"), e))?;
+    tracing::info!(thread = %name, topics = ?topics, "stream thread started");
+
+    let result = poll_loop(&app, &consumer);
+
+    // Leave the group: the revoke callback commits and closes the tasks.
+    consumer.unsubscribe();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && with_state(|s| !s.tasks.is_empty()) {
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
+    let leftover = with_state(|s| {
+        let r = if s.tasks.is_empty() || s.fatal.is_some() {
+            Ok(())
+        } else {
+            s.commit(&consumer)
+        };
+        s.tasks.clear();
+        r
+    });
+    drop(consumer);
+    let state = THREAD.with(|cell| cell.borrow_mut().take());
+    if let Some(mut s) = state {
+        let _ = flush_producer(&s.producer, Duration::from_secs(10));
+        if let Some(e) = s.fatal.take() {
+            return Err(e);
+        }
+    }
+    app.db
+        .flush_to_disk()
+        .map_err(|e| Error::InvalidArgument(format!("writing state to disk: {e}")))?;
+    result.and(leftover)
+}
+
+fn with_state<R>(f: impl FnOnce(&mut ThreadState) -> R) -> R {
+    THREAD.with(|cell| f(cell.borrow_mut().as_mut().expect("thread state")))
+}
+
+fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
+    while !app.stop.load(Ordering::Relaxed) {
+        // Never hold the thread state across poll(): rebalance callbacks run
+        // inside it and need the state.
+        let first = consumer.poll(Duration::from_millis(50));
+        let mut n = 0;
+        let mut next = first;
+        while let Some(item) = next {
+            let msg = item.map_err(|e| Error::kafka("consuming", e))?;
+            with_state(|s| s.process(&msg))?;
+            n += 1;
+            if n >= BATCH {
+                break;
+            }
+            next = consumer.poll(Duration::ZERO);
+        }
+        with_state(|s| -> Result<()> {
+            if let Some(e) = s.fatal.take() {
+                return Err(e);
+            }
+            s.after_batch()?;
+            let due = s.last_commit.elapsed() >= s.app.commit_interval;
+            let wants = s.tasks.values_mut().any(|t| t.wants_flush());
+            if due || wants {
+                s.commit(consumer)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+fn origin_bytes(o: &Origin) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&o.upstream_partition.to_be_bytes());
+    b[4..12].copy_from_slice(&o.offset.to_be_bytes());
+    b[12..].copy_from_slice(&o.index.to_be_bytes());
+    b
+}
+
+fn parse_origin(msg: &BorrowedMessage<'_>) -> Option<Origin> {
+    let headers = msg.headers()?;
+    for h in headers.iter() {
+        if h.key == ORIGIN_HEADER {
+            let v = h.value?;
+            if v.len() != 16 {
+                return None;
+            }
+            return Some(Origin {
+                upstream_partition: i32::from_be_bytes(v[..4].try_into().ok()?),
+                offset: i64::from_be_bytes(v[4..12].try_into().ok()?),
+                index: u32::from_be_bytes(v[12..].try_into().ok()?),
+            });
+        }
+    }
+    None
+}
+
+/// Send one record, waiting while librdkafka's local queue is full.
+#[allow(clippy::too_many_arguments)]
+fn send(
+    producer: &BaseProducer<DeliveryContext>,
+    topic: &str,
+    partition: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    timestamp: i64,
+    headers: Option<OwnedHeaders>,
+    track: usize,
+) -> Result<()> {
+    let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(topic, track)
+        .partition(partition)
+        .timestamp(timestamp);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                producer.poll(Duration::from_millis(5));
+                record = r;
+            }
+            Err((e, _)) => return Err(Error::kafka(format!("producing to {topic}"), e)),
+        }
+    }
+}
+
+impl ThreadState {
+    fn process(&mut self, msg: &BorrowedMessage<'_>) -> Result<()> {
+        let plan = &self.app.plan;
+        let Some(&topic) = plan.by_name.get(msg.topic()) else {
+            return Ok(());
+        };
+        let Some(id) = plan.task_of(topic, msg.partition()) else {
+            return Ok(());
+        };
+        let Some(task) = self.tasks.get_mut(&id) else {
+            // Not (or no longer) ours: the consumer will drop it at the
+            // next rebalance.
+            return Ok(());
+        };
+        let ts = msg.timestamp().to_millis().unwrap_or_else(now_ms);
+        let origin = if plan.internal[topic as usize] {
+            parse_origin(msg)
+        } else {
+            None
+        };
+        match origin {
+            Some(o) => {
+                task.process_from(topic, msg.offset(), ts, msg.key(), msg.payload(), o);
+            }
+            None => task.process(topic, msg.offset(), ts, msg.key(), msg.payload()),
+        }
+        if !task.ctx.dead_letters.is_empty() {
+            let letters = std::mem::take(&mut task.ctx.dead_letters);
+            for d in letters {
+                let mut headers = OwnedHeaders::new_with_capacity(4);
+                let partition = d.partition.to_string();
+                let offset = d.offset.to_string();
+                headers = headers
+                    .insert(Header {
+                        key: "error",
+                        value: Some(d.error.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "topic",
+                        value: Some(msg.topic().as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "partition",
+                        value: Some(partition.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "offset",
+                        value: Some(offset.as_bytes()),
+                    });
+                // The dead-letter topic has one partition (see Plan).
+                send(
+                    &self.producer,
+                    &self.app.plan.dlq_topic,
+                    0,
+                    msg.key(),
+                    msg.payload(),
+                    ts,
+                    Some(headers),
+                    0,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send every task's pending outputs and punctuate.
+    fn after_batch(&mut self) -> Result<()> {
+        let now = now_ms();
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            let task = self.tasks.get_mut(&id).expect("task");
+            task.punctuate(now);
+            self.drain(id)?;
+        }
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Produce the records task `id` collected.
+    fn drain(&mut self, id: TaskId) -> Result<()> {
+        let task = self.tasks.get_mut(&id).expect("task");
+        if task.ctx.collector.is_empty() {
+            return Ok(());
+        }
+        let mut collector = std::mem::take(&mut task.ctx.collector);
+        let plan = &self.app.plan;
+        self.origin_counters.clear();
+        for rec in collector.records() {
+            let t = rec.topic as usize;
+            let key = collector.slice(&rec.key);
+            let value = collector.slice(&rec.value);
+            let partitions = plan.topic_partitions[t].max(1);
+            let partition = match key {
+                Some(k) => default_partitioner(k, partitions),
+                None => id.partition % partitions,
+            };
+            let headers = match (plan.internal[t], rec.origin) {
+                (true, Some((src_topic, offset))) => {
+                    let index = match self
+                        .origin_counters
+                        .iter_mut()
+                        .find(|(tt, o, _)| *tt == rec.topic && *o == (src_topic, offset))
+                    {
+                        Some((_, _, n)) => {
+                            *n += 1;
+                            *n
+                        }
+                        None => {
+                            self.origin_counters.push((rec.topic, (src_topic, offset), 0));
+                            0
+                        }
+                    };
+                    // The upstream key folds the source topic into the
+                    // partition number: offsets are ordered per topic.
+                    let o = Origin {
+                        upstream_partition: ((src_topic as i32) << 20) | id.partition,
+                        offset,
+                        index,
+                    };
+                    Some(OwnedHeaders::new_with_capacity(1).insert(Header {
+                        key: ORIGIN_HEADER,
+                        value: Some(&origin_bytes(&o)[..]),
+                    }))
+                }
+                _ => None,
+            };
+            send(
+                &self.producer,
+                &plan.topic_names[t],
+                partition,
+                key,
+                value,
+                rec.timestamp,
+                headers,
+                0,
+            )?;
+        }
+        collector.clear();
+        self.tasks.get_mut(&id).expect("task").ctx.collector = collector;
+        Ok(())
+    }
+
+    fn check_delivery(&self) -> Result<()> {
+        if let Some(e) = self.delivery.first_error.lock().expect("delivery lock").clone() {
+            return Err(Error::Delivery {
+                topic: "(several)".into(),
+                failed: 1,
+                first_error: e,
+            });
+        }
+        Ok(())
+    }
+
+    /// The commit protocol; see the module docs.
+    fn commit(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
+        self.last_commit = Instant::now();
+        if self.tasks.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        // 1. Flush every task (upstream sub-topologies first) and send what
+        // comes out, changelog records included.
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for &id in &ids {
+            let task = self.tasks.get_mut(&id).expect("task");
+            task.flush();
+            if let Some(e) = task.ctx.take_fatal() {
+                return Err(Error::InvalidArgument(format!("task {id}: {e}")));
+            }
+            self.drain(id)?;
+            let task = self.tasks.get_mut(&id).expect("task");
+            let changes = std::mem::take(&mut task.ctx.changelog);
+            let changelogs = &self.app.plan.changelogs[id.subtopology];
+            for (store, rec) in &changes {
+                let Some((_, topic)) = changelogs.iter().find(|(s, _)| s.as_str() == &**store) else {
+                    continue; // not logged
+                };
+                send(
+                    &self.producer,
+                    topic,
+                    id.partition,
+                    Some(&rec.key),
+                    rec.value.as_deref(),
+                    now_ms(),
+                    None,
+                    1,
+                )?;
+            }
+            task.ctx.counters = Default::default();
+        }
+        // 2. Everything delivered, or nothing is committed.
+        flush_producer(&self.producer, DELIVERY_TIMEOUT)?;
+        self.check_delivery()?;
+        // 3. The checkpoints.
+        let positions = std::mem::take(&mut *self.delivery.positions.lock().expect("delivery lock"));
+        let mut checkpoints: Vec<(TaskId, TaskCheckpoint)> = Vec::new();
+        for &id in &ids {
+            let task = self.tasks.get_mut(&id).expect("task");
+            for (store, topic) in &self.app.plan.changelogs[id.subtopology] {
+                if let Some(p) = positions.get(&(topic.clone(), id.partition)) {
+                    task.set_changelog_position(store, *p);
+                }
+            }
+            task.next_seq();
+            let cp = task.task_checkpoint();
+            let bytes = cp.to_checkpoint(id.partition).encode();
+            send(
+                &self.producer,
+                &self.app.plan.checkpoints_topic,
+                0,
+                Some(id.to_string().as_bytes()),
+                Some(&bytes),
+                now_ms(),
+                None,
+                0,
+            )?;
+            checkpoints.push((id, cp));
+        }
+        flush_producer(&self.producer, DELIVERY_TIMEOUT)?;
+        self.check_delivery()?;
+        // 4. Local state, atomically with the same checkpoint.
+        for &id in &ids {
+            self.tasks
+                .get_mut(&id)
+                .expect("task")
+                .commit_state()
+                .map_err(|e| Error::InvalidArgument(format!("task {id}: {e}")))?;
+        }
+        // 5. Consumer offsets (informational for stateful tasks).
+        let mut tpl = TopicPartitionList::new();
+        for (id, cp) in &checkpoints {
+            for (topic, offset) in &cp.inputs {
+                let _ = tpl.add_partition_offset(topic, id.partition, Offset::Offset(*offset));
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(thread = %self.name, error = %e, "committing consumer offsets failed (state is safe)");
+            }
+        }
+        tracing::debug!(thread = %self.name, ms = started.elapsed().as_millis() as u64, "commit");
+        Ok(())
+    }
+
+    fn on_revoke(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
+        if !self.tasks.is_empty() {
+            let r = self.commit(consumer);
+            for t in self.tasks.values_mut() {
+                t.close();
+            }
+            let n = self.tasks.len();
+            self.tasks.clear();
+            tracing::info!(thread = %self.name, tasks = n, "partitions revoked; tasks committed and closed");
+            r?;
+        }
+        consumer
+            .unassign()
+            .map_err(|e| Error::kafka("unassigning partitions", e))
+    }
+
+    fn on_assign(&mut self, consumer: &BaseConsumer<StreamContext>, tpl: &mut TopicPartitionList) -> Result<()> {
+        let plan = self.app.plan.clone();
+        let mut ids: Vec<TaskId> = Vec::new();
+        for e in tpl.elements() {
+            if let Some(&t) = plan.by_name.get(e.topic()) {
+                if let Some(id) = plan.task_of(t, e.partition()) {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        ids.sort();
+        self.app.ready.store(false, Ordering::Relaxed);
+        let remote = restore::read_checkpoints(&self.app.settings, &plan.checkpoints_topic)?;
+        for id in &ids {
+            if self.tasks.contains_key(id) {
+                continue;
+            }
+            let mut task = Task::new(
+                &self.app.topology,
+                &plan.application_id,
+                *id,
+                &self.app.db,
+                self.app.task_config.clone(),
+            )
+            .map_err(|e| Error::InvalidArgument(format!("creating task {id}: {e}")))?;
+            let local = task.task_checkpoint();
+            let changelogs = &plan.changelogs[id.subtopology];
+            // Local state that is ahead of the changelog means the cluster
+            // lost data (a fresh development broker): start over.
+            let mut stale = false;
+            for (store, topic) in changelogs {
+                if let Some(p) = task.changelog_position(store) {
+                    if p > restore::high_watermark(&self.app.settings, topic, id.partition)? {
+                        stale = true;
+                    }
+                }
+            }
+            if stale {
+                tracing::warn!(task = %id, "local state is ahead of its changelog; wiping it");
+                task.state()
+                    .wipe()
+                    .map_err(|e| Error::InvalidArgument(format!("wiping task {id}: {e}")))?;
+                drop(task);
+                task = Task::new(
+                    &self.app.topology,
+                    &plan.application_id,
+                    *id,
+                    &self.app.db,
+                    self.app.task_config.clone(),
+                )
+                .map_err(|e| Error::InvalidArgument(format!("creating task {id}: {e}")))?;
+            }
+            match remote.get(&id.to_string()) {
+                Some(target) if target.seq > local.seq || stale => {
+                    tracing::info!(task = %id, from_seq = local.seq, to_seq = target.seq, "restoring state from changelog");
+                    restore::restore_task(&self.app.settings, &mut task, changelogs, target)?;
+                }
+                _ => {}
+            }
+            self.tasks.insert(*id, task);
+        }
+        // Hand the consumer the offsets the tasks' state reflects.
+        let mut offsets: Vec<(String, i32, i64)> = Vec::new();
+        for e in tpl.elements() {
+            let Some(&t) = plan.by_name.get(e.topic()) else {
+                continue;
+            };
+            let Some(id) = plan.task_of(t, e.partition()) else {
+                continue;
+            };
+            if let Some(task) = self.tasks.get(&id) {
+                if let Some((_, o)) = task.consumed().iter().find(|(tt, _)| *tt == t) {
+                    offsets.push((e.topic().to_string(), e.partition(), *o));
+                }
+            }
+        }
+        for (topic, partition, offset) in offsets {
+            tpl.set_partition_offset(&topic, partition, Offset::Offset(offset))
+                .map_err(|e| Error::kafka(format!("positioning {topic}/{partition}"), e))?;
+        }
+        consumer
+            .assign(tpl)
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+        self.last_commit = Instant::now();
+        self.app.ready.store(true, Ordering::Relaxed);
+        tracing::info!(thread = %self.name, tasks = ?ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(), "partitions assigned; tasks ready");
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
