@@ -1,12 +1,22 @@
-//! The `weir` command: list, describe and (soon) run the registered
-//! topologies, and benchmark the engine.
+//! The `weir` command: list, describe and run the registered topologies on
+//! Kafka, run a standalone embedded broker, produce and tail topics, and
+//! benchmark the engine.
 
 mod bench;
 mod scenarios;
 
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use weir_connectors::kafka::stream::{AppSpec, RunConfig};
+use weir_connectors::kafka::{self, EmbeddedBroker, TailLimit};
 
 #[derive(Parser)]
 #[command(
@@ -28,11 +38,114 @@ enum Command {
         /// The registered topology name (see `weir list`).
         name: String,
     },
+    /// Run one or more topologies on Kafka until SIGINT or SIGTERM.
+    ///
+    /// Each topology runs as its own application (its name is the
+    /// application id and consumer group). Without --brokers weir starts an
+    /// embedded in-memory broker in this process and prints its address.
+    Run(RunArgs),
+    /// Run a standalone embedded Kafka broker (in memory) until SIGINT or SIGTERM.
+    ///
+    /// Prints `embedded Kafka broker at 127.0.0.1:PORT` as the first line on
+    /// stdout; give that address to `weir run --brokers`, `weir produce`,
+    /// `weir tail`, kcat or any Kafka client. Its data is lost when it stops.
+    DevBroker {
+        /// Partition count of topics created without an explicit one (input
+        /// topics created by `weir produce`, for example).
+        #[arg(long, env = "WEIR_PARTITIONS", default_value_t = 3, value_name = "N",
+              value_parser = clap::value_parser!(i32).range(1..=i64::from(kafka::MAX_PARTITIONS)))]
+        partitions: i32,
+    },
+    /// Produce the lines of stdin to a topic, one record per line.
+    ///
+    /// Empty lines are skipped. A missing topic is created with the
+    /// cluster's default partition count. Prints the number of records
+    /// delivered on stderr.
+    Produce {
+        /// The topic to write to.
+        topic: String,
+        #[command(flatten)]
+        brokers: BrokersArg,
+        /// Split each line at its first TAB into key and value; a line
+        /// without a TAB is a value with no key.
+        #[arg(long)]
+        key_tab: bool,
+    },
+    /// Print a topic's records on stdout, one per line.
+    ///
+    /// Each record prints as `key<TAB>value`, or the value alone when the key
+    /// is null. Reads every partition without joining a consumer group (nothing is
+    /// committed); waits for the topic if it does not exist yet. Runs until
+    /// SIGINT/SIGTERM or one of the limits below.
+    Tail {
+        /// The topic to read.
+        topic: String,
+        #[command(flatten)]
+        brokers: BrokersArg,
+        /// Start at the oldest record instead of only printing new ones.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after printing this many records.
+        #[arg(long, value_name = "N")]
+        max_records: Option<u64>,
+        /// Stop this many milliseconds after starting.
+        #[arg(long, value_name = "MS")]
+        timeout_ms: Option<u64>,
+    },
     /// Measure throughput; see BENCHMARKS.md.
     Bench {
         #[command(subcommand)]
         workload: BenchWorkload,
     },
+}
+
+/// `--brokers` for the commands that need a cluster.
+#[derive(Args)]
+struct BrokersArg {
+    /// Kafka bootstrap servers, `host:port[,host:port...]` (for example the
+    /// address `weir dev-broker` printed).
+    #[arg(long, env = "WEIR_BROKERS", value_name = "HOST:PORT")]
+    brokers: Option<String>,
+}
+
+impl BrokersArg {
+    fn required(self) -> anyhow::Result<String> {
+        match self.brokers {
+            Some(b) if !b.trim().is_empty() => Ok(b),
+            _ => bail!(
+                "no Kafka cluster given: pass --brokers HOST:PORT or set WEIR_BROKERS \
+                 (`weir dev-broker` starts a local one and prints its address)"
+            ),
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The topologies to run (see `weir list`); each is its own application.
+    #[arg(required = true, value_name = "NAME")]
+    names: Vec<String>,
+    /// Kafka bootstrap servers, `host:port[,host:port...]`. Without it weir
+    /// starts an embedded in-memory broker in this process (for trying weir:
+    /// its data is lost when weir stops).
+    #[arg(long, env = "WEIR_BROKERS", value_name = "HOST:PORT")]
+    brokers: Option<String>,
+    /// Directory of the local state stores (sled); rebuilt from the
+    /// changelog topics when missing.
+    #[arg(long, env = "WEIR_STATE_DIR", default_value = "./weir-state", value_name = "DIR")]
+    state_dir: PathBuf,
+    /// Stream threads per topology (each one consumer in the group).
+    #[arg(long, env = "WEIR_THREADS", default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: u32,
+    /// Commit (flush stores, their changelogs and the producer, then commit
+    /// offsets) this often, in milliseconds.
+    #[arg(long, env = "WEIR_COMMIT_INTERVAL_MS", default_value_t = 1000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    commit_interval_ms: u64,
+    /// Write-cache limit per store, in bytes; a store past it commits early.
+    #[arg(long, env = "WEIR_CACHE_MAX_BYTES", default_value_t = 10 * 1024 * 1024, value_name = "BYTES")]
+    cache_max_bytes: usize,
 }
 
 #[derive(Subcommand)]
@@ -60,6 +173,7 @@ enum BenchWorkload {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(&cli.command);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -67,6 +181,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to stderr (stdout carries data: the broker address, tailed
+/// records). `RUST_LOG` overrides the default level: info for the
+/// long-running commands, warnings only for the others.
+fn init_logging(command: &Command) {
+    let default = match command {
+        Command::Run(_) | Command::DevBroker { .. } => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -78,10 +210,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Describe { name } => {
-            let s =
-                scenarios::find(&name).ok_or_else(|| anyhow::anyhow!("unknown topology {name:?} (see `weir list`)"))?;
+            let s = find_scenario(&name)?;
             let t = (s.build)()?;
             print!("{}", t.describe());
+            Ok(())
+        }
+        Command::Run(args) => run_topologies(args),
+        Command::DevBroker { partitions } => dev_broker(partitions),
+        Command::Produce {
+            topic,
+            brokers,
+            key_tab,
+        } => {
+            let brokers = brokers.required()?;
+            let stdin = std::io::stdin();
+            let n = kafka::produce_lines(&brokers, &topic, stdin.lock(), key_tab)
+                .with_context(|| format!("producing to {topic:?} on {brokers}"))?;
+            eprintln!("weir: produced {n} record(s) to {topic:?}");
+            Ok(())
+        }
+        Command::Tail {
+            topic,
+            brokers,
+            from_beginning,
+            max_records,
+            timeout_ms,
+        } => {
+            let brokers = brokers.required()?;
+            let stop = stop_on_signals()?;
+            let limit = TailLimit {
+                max_records,
+                timeout: timeout_ms.map(Duration::from_millis),
+                stop: Some(stop),
+            };
+            let stdout = std::io::stdout();
+            kafka::tail(&brokers, &topic, from_beginning, stdout.lock(), Some(limit))
+                .with_context(|| format!("tailing {topic:?} on {brokers}"))?;
             Ok(())
         }
         Command::Bench { workload } => match workload {
@@ -100,7 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let opts = bench::EngineOptions {
                     events,
                     topologies,
-                    commit_interval: std::time::Duration::from_millis(commit_interval_ms),
+                    commit_interval: Duration::from_millis(commit_interval_ms),
                     cache_max_bytes,
                 };
                 if !json {
@@ -120,4 +284,69 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
     }
+}
+
+fn find_scenario(name: &str) -> anyhow::Result<scenarios::Scenario> {
+    scenarios::find(name).ok_or_else(|| anyhow::anyhow!("unknown topology {name:?} (see weir list)"))
+}
+
+/// A flag that SIGINT and SIGTERM set. A second SIGINT or SIGTERM while the
+/// first is being handled exits at once (status 1), so a stuck shutdown can
+/// always be interrupted.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as it was before this signal.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .context("installing a signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing a signal handler")?;
+    }
+    Ok(stop)
+}
+
+fn run_topologies(args: RunArgs) -> anyhow::Result<()> {
+    // Every name is checked before anything starts.
+    let mut apps = Vec::with_capacity(args.names.len());
+    for (i, name) in args.names.iter().enumerate() {
+        let scenario = find_scenario(name)?;
+        if args.names[..i].contains(name) {
+            bail!("topology {name:?} is given twice");
+        }
+        let topology = (scenario.build)().with_context(|| format!("building topology {name:?}"))?;
+        apps.push(AppSpec {
+            application_id: scenario.name.to_string(),
+            topology,
+        });
+    }
+    let stop = stop_on_signals()?;
+    let config = RunConfig {
+        brokers: args.brokers.filter(|b| !b.trim().is_empty()),
+        state_dir: args.state_dir,
+        threads: args.threads as usize,
+        commit_interval: Duration::from_millis(args.commit_interval_ms),
+        cache_max_bytes: args.cache_max_bytes,
+        stop,
+    };
+    weir_connectors::kafka::stream::run(apps, config)?;
+    Ok(())
+}
+
+fn dev_broker(partitions: i32) -> anyhow::Result<()> {
+    // Handlers first: a signal that arrives while the broker starts still
+    // stops it cleanly.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let broker = EmbeddedBroker::start(partitions).context("starting the embedded broker")?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "embedded Kafka broker at {}", broker.bootstrap_servers())?;
+        out.flush()?;
+    }
+    eprintln!(
+        "weir: warning: the embedded broker keeps its data in memory only: everything is lost when it stops \
+         (and each partition keeps at most 5 MiB / 100,000 batches); use it for trying weir and for tests"
+    );
+    let signal = signals.forever().next();
+    tracing::info!(?signal, "stopping the embedded broker");
+    drop(broker);
+    Ok(())
 }

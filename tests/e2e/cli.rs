@@ -1,0 +1,169 @@
+//! The command line: `dev-broker`, `produce`, `tail`, and the errors a user
+//! sees for a wrong command.
+
+use std::time::Duration;
+
+use weir_connectors::kafka::default_partitioner;
+
+use crate::harness::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[test]
+fn dev_broker_prints_its_address_and_produce_and_tail_round_trip() {
+    let broker = DevBroker::start(2);
+    let addr = broker.addr();
+    assert!(
+        broker.proc.stderr().contains("in memory only"),
+        "the dev broker warns that its data is in memory only\n{}",
+        broker.proc.logs()
+    );
+
+    // Keyed and unkeyed lines, through the real binary's stdin.
+    let input: String = (0..300)
+        .map(|i| {
+            if i % 3 == 0 {
+                format!("value-{i}\n")
+            } else {
+                format!("key-{i}\tvalue-{i}\n")
+            }
+        })
+        .collect();
+    let mut produce = Proc::spawn_with_stdin(
+        "produce",
+        &["produce", "lines", "--brokers", addr, "--key-tab"],
+        input.as_bytes(),
+    );
+    produce.wait_success(DEADLINE);
+    assert!(
+        produce.stderr().contains("produced 300 record(s)"),
+        "produce reports its count\n{}",
+        produce.logs()
+    );
+    assert_eq!(produce.stdout(), "", "produce prints nothing on stdout");
+    // Created with the broker's default partition count, nothing dropped.
+    assert_eq!(watermarks(addr, "lines").len(), 2);
+    assert_topic_holds(addr, "lines", 300);
+
+    // `tail` reads the brokers from WEIR_BROKERS too.
+    let mut tail = Proc::spawn_env(
+        "tail",
+        &[
+            "tail",
+            "lines",
+            "--from-beginning",
+            "--max-records",
+            "300",
+            "--timeout-ms",
+            "30000",
+        ],
+        &[("WEIR_BROKERS", addr)],
+    );
+    tail.wait_success(DEADLINE);
+    let mut got: Vec<String> = tail.stdout().lines().map(str::to_string).collect();
+    let mut want: Vec<String> = input.lines().map(str::to_string).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "tail prints key<TAB>value, or the value alone");
+
+    // Keyed records sit where Kafka's default partitioner puts them.
+    for r in read_topic(addr, "lines") {
+        if let Some(key) = &r.key {
+            assert_eq!(r.partition, default_partitioner(key, 2), "key {}", r.key_str());
+        }
+    }
+}
+
+#[test]
+fn tail_with_a_timeout_ends_with_status_0_and_sigterm_stops_a_live_tail() {
+    let broker = DevBroker::start(1);
+    let addr = broker.addr();
+    let mut quiet = Proc::spawn(
+        "tail-timeout",
+        &["tail", "nothing-here", "--brokers", addr, "--timeout-ms", "300"],
+    );
+    quiet.wait_success(DEADLINE);
+    assert_eq!(quiet.stdout(), "");
+
+    let mut live = Proc::spawn("tail-live", &["tail", "live", "--brokers", addr, "--from-beginning"]);
+    produce(addr, "live", b"first\n");
+    // Once it printed the record, its signal handlers are installed.
+    wait_until("the live tail to print the record", DEADLINE, || {
+        live.assert_running();
+        live.stdout() == "first\n"
+    });
+    live.stop();
+}
+
+#[test]
+fn dev_broker_exits_0_on_sigterm_and_on_sigint() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut broker = DevBroker::start(1);
+        broker.proc.signal(signal);
+        broker.proc.wait_success(DEADLINE);
+        let out = broker.proc.stdout();
+        assert_eq!(out.lines().count(), 1, "stdout is only the address line: {out:?}");
+    }
+}
+
+#[test]
+fn run_with_an_unknown_topology_fails_with_one_line() {
+    for args in [
+        &["run", "nope"][..],
+        &["run", "user-clicks", "nope", "--brokers", "127.0.0.1:1"][..],
+    ] {
+        let mut p = Proc::spawn("run-unknown", args);
+        let status = p.wait(DEADLINE);
+        assert!(!status.success(), "{args:?} exited with {status}");
+        assert_eq!(
+            p.stderr(),
+            "weir: unknown topology \"nope\" (see weir list)\n",
+            "{args:?}"
+        );
+        assert_eq!(p.stdout(), "");
+    }
+    let mut p = Proc::spawn("describe-unknown", &["describe", "nope"]);
+    assert!(!p.wait(DEADLINE).success());
+    assert_eq!(p.stderr(), "weir: unknown topology \"nope\" (see weir list)\n");
+}
+
+#[test]
+fn produce_and_tail_without_a_broker_address_fail_with_one_clear_line() {
+    for args in [&["produce", "t"][..], &["tail", "t"][..]] {
+        let mut p = Proc::spawn("no-brokers", args);
+        let status = p.wait(DEADLINE);
+        assert!(!status.success(), "{args:?} exited with {status}");
+        let err = p.stderr();
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err:?}");
+        assert!(
+            err.starts_with("weir: ") && err.contains("--brokers") && err.contains("WEIR_BROKERS"),
+            "{args:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn list_and_describe_name_the_scenarios() {
+    let mut list = Proc::spawn("list", &["list"]);
+    list.wait_success(DEADLINE);
+    let names: Vec<String> = list
+        .stdout()
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "emoji-stream",
+            "hashtag-trends",
+            "clickstream-parquet",
+            "sms-delivery",
+            "user-clicks"
+        ]
+    );
+    let mut describe = Proc::spawn("describe", &["describe", "user-clicks"]);
+    describe.wait_success(DEADLINE);
+    let out = describe.stdout();
+    assert!(out.contains("clicks-per-user"), "{out}");
+    assert!(out.contains("user_click_aggregation"), "{out}");
+}

@@ -1,0 +1,647 @@
+//! The end-to-end harness: real `weir` processes and Kafka helpers.
+//!
+//! Rules every test here keeps:
+//! - every process is a [`Proc`], which kills it (SIGKILL) when dropped, on
+//!   every path, and prints its stdout/stderr when the test is failing;
+//! - every wait is on a condition with a deadline ([`wait_until`],
+//!   [`wait_for`]), never a sleep that hopes;
+//! - ports are chosen at run time by the broker (`weir dev-broker` prints
+//!   its address).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use weir_connectors::kafka::rdkafka::client::ClientContext;
+use weir_connectors::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use weir_connectors::kafka::rdkafka::error::KafkaError;
+use weir_connectors::kafka::rdkafka::message::{Headers, Message};
+use weir_connectors::kafka::rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use weir_connectors::kafka::rdkafka::types::RDKafkaErrorCode;
+use weir_connectors::kafka::rdkafka::{Offset, TopicPartitionList};
+use weir_connectors::kafka::{self, ClientSettings};
+
+/// The binary under test.
+pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+/// Environment variables the `weir` command reads; removed from every child
+/// so that a developer's shell cannot change what a test does.
+const WEIR_ENV: &[&str] = &[
+    "WEIR_BROKERS",
+    "WEIR_STATE_DIR",
+    "WEIR_THREADS",
+    "WEIR_COMMIT_INTERVAL_MS",
+    "WEIR_CACHE_MAX_BYTES",
+    "WEIR_PARTITIONS",
+];
+
+/// Bounds a hang; never a measure of speed.
+pub const STARTUP: Duration = Duration::from_secs(30);
+
+/// Tests that run daemons over many records take this lock, so that on a
+/// small machine they do not starve each other of CPU (each stays well under
+/// a minute on its own). Light tests run in parallel with them.
+pub fn heavy_test_lock() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Polls `condition` every 20 ms until it returns true; panics naming
+/// `what` if `timeout` passes first.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    wait_for(what, timeout, || if condition() { Ok(()) } else { Err(String::new()) })
+}
+
+/// Polls `attempt` every 20 ms until it returns `Ok`; panics naming `what`
+/// and the last `Err` (the state that was not yet right) if `timeout`
+/// passes first.
+#[track_caller]
+pub fn wait_for<T>(what: &str, timeout: Duration, mut attempt: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match attempt() {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            if last.is_empty() {
+                panic!("timed out after {timeout:?} waiting for {what}");
+            }
+            panic!("timed out after {timeout:?} waiting for {what}; last state: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `weir` process whose stdout and stderr go to files in its own
+/// temporary directory (which is also its working directory).
+///
+/// Dropping it kills the process with SIGKILL if it still runs; if the
+/// test is panicking, it also prints the tail of both logs, so a failure
+/// shows what the process said.
+pub struct Proc {
+    name: String,
+    child: Child,
+    status: Option<ExitStatus>,
+    dir: tempfile::TempDir,
+}
+
+impl Proc {
+    /// Starts `weir ARGS...`, with no stdin.
+    pub fn spawn(name: &str, args: &[&str]) -> Proc {
+        Proc::start(name, args, &[], None)
+    }
+
+    /// Starts `weir ARGS...` with extra environment variables.
+    pub fn spawn_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::start(name, args, env, None)
+    }
+
+    /// Starts `weir ARGS...` and writes `stdin` to it, then closes it.
+    pub fn spawn_with_stdin(name: &str, args: &[&str], stdin: &[u8]) -> Proc {
+        Proc::start(name, args, &[], Some(stdin))
+    }
+
+    fn start(name: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Proc {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("weir-e2e-{name}-"))
+            .tempdir()
+            .expect("temporary directory");
+        let stdout = fs::File::create(dir.path().join("stdout")).expect("stdout file");
+        let stderr = fs::File::create(dir.path().join("stderr")).expect("stderr file");
+        let mut cmd = Command::new(WEIR);
+        cmd.args(args)
+            .current_dir(dir.path())
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(stdout)
+            .stderr(stderr);
+        for var in WEIR_ENV {
+            cmd.env_remove(var);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // If this test process dies without running destructors (a panic
+        // in a destructor, a kill), its children die with it.
+        // SAFETY: prctl is async-signal-safe and touches only the child.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {WEIR} {args:?}: {e}"));
+        let mut proc = Proc {
+            name: name.to_string(),
+            child: {
+                if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                    // The child may exit before reading everything (a bad
+                    // flag): a broken pipe is its answer, not ours.
+                    let _ = pipe.write_all(input);
+                }
+                child
+            },
+            status: None,
+            dir,
+        };
+        proc.name = format!("{name} (pid {})", proc.pid());
+        proc
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
+    }
+
+    /// Everything it printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// Its exit status if it has exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.try_status().is_none()
+    }
+
+    /// Waits for it to exit by itself.
+    #[track_caller]
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let what = format!("{} to exit", self.name);
+        wait_until(&what, timeout, || self.try_status().is_some());
+        self.status.expect("exited")
+    }
+
+    /// Waits for it to exit and asserts it exited with status 0.
+    #[track_caller]
+    pub fn wait_success(&mut self, timeout: Duration) {
+        let status = self.wait(timeout);
+        assert!(status.success(), "{} exited with {status}\n{}", self.name, self.logs());
+    }
+
+    /// Sends `signal` (a libc signal number).
+    pub fn signal(&mut self, signal: i32) {
+        if self.is_running() {
+            // SAFETY: kill(2) on our own child's pid, which cannot have
+            // been reused: we have not reaped it (try_status said running).
+            let rc = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
+            assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+        }
+    }
+
+    /// Kills it with SIGKILL (no chance to commit or clean up) and reaps it.
+    pub fn kill9(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+            self.status = Some(self.child.wait().expect("wait after SIGKILL"));
+        }
+    }
+
+    /// Stops it gracefully: SIGTERM, then waits (up to 20 s) and asserts
+    /// that it exited with status 0.
+    #[track_caller]
+    pub fn stop(&mut self) {
+        assert!(self.is_running(), "{} had already exited\n{}", self.name, self.logs());
+        self.signal(libc::SIGTERM);
+        self.wait_success(Duration::from_secs(20));
+    }
+
+    /// Asserts it is still running (has not died on its own).
+    #[track_caller]
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.try_status() {
+            panic!("{} exited unexpectedly with {status}\n{}", self.name, self.logs());
+        }
+    }
+
+    /// The last lines of both logs, for failure messages.
+    pub fn logs(&self) -> String {
+        fn tail(s: &str, n: usize) -> String {
+            let lines: Vec<&str> = s.lines().collect();
+            let skip = lines.len().saturating_sub(n);
+            let mut out = String::new();
+            if skip > 0 {
+                out.push_str(&format!("  ... ({skip} earlier lines)\n"));
+            }
+            for l in &lines[skip..] {
+                out.push_str("  ");
+                out.push_str(l);
+                out.push('\n');
+            }
+            out
+        }
+        format!(
+            "--- {} stdout ---\n{}--- {} stderr ---\n{}",
+            self.name,
+            tail(&self.stdout(), 40),
+            self.name,
+            tail(&self.stderr(), 80)
+        )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// `weir dev-broker` in its own process: a broker that outlives the
+/// daemons a test starts and kills. Dropped, it is killed.
+pub struct DevBroker {
+    pub proc: Proc,
+    addr: String,
+}
+
+impl DevBroker {
+    /// Starts `weir dev-broker --partitions N` and reads the address it
+    /// prints as its first line.
+    pub fn start(partitions: i32) -> DevBroker {
+        let mut proc = Proc::spawn("dev-broker", &["dev-broker", "--partitions", &partitions.to_string()]);
+        let line = wait_for("the dev broker to print its address", STARTUP, || {
+            proc.assert_running();
+            let out = proc.stdout();
+            match out.split_once('\n') {
+                Some((first, _)) => Ok(first.to_string()),
+                None => Err(format!("stdout so far: {out:?}")),
+            }
+        });
+        let addr = line
+            .strip_prefix("embedded Kafka broker at ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        DevBroker { proc, addr }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+/// A `weir run` daemon with its own state directory, which survives the
+/// process (so that a restart finds it) until the `Daemon` is dropped.
+pub struct Daemon {
+    pub name: String,
+    brokers: String,
+    names: Vec<String>,
+    extra_args: Vec<String>,
+    state: tempfile::TempDir,
+    pub proc: Option<Proc>,
+    previous: Vec<Proc>,
+}
+
+impl Daemon {
+    /// A daemon running `topologies` against `brokers`, not started yet.
+    pub fn new(name: &str, brokers: &str, topologies: &[&str], extra_args: &[&str]) -> Daemon {
+        Daemon {
+            name: name.to_string(),
+            brokers: brokers.to_string(),
+            names: topologies.iter().map(|s| s.to_string()).collect(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            state: tempfile::Builder::new()
+                .prefix(&format!("weir-e2e-state-{name}-"))
+                .tempdir()
+                .expect("state directory"),
+            proc: None,
+            previous: Vec::new(),
+        }
+    }
+
+    /// The state directory given as `--state-dir`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state.path().join("state")
+    }
+
+    /// Starts (or restarts) the process.
+    pub fn start(&mut self) -> &mut Self {
+        if let Some(mut previous) = self.proc.take() {
+            assert!(!previous.is_running(), "{} is already running", self.name);
+            // Kept so that a failing test still prints its logs.
+            self.previous.push(previous);
+        }
+        let state = self.state_dir();
+        let state = state.to_str().expect("utf-8 temp path");
+        let mut args: Vec<&str> = vec!["run"];
+        args.extend(self.names.iter().map(String::as_str));
+        args.extend(["--brokers", &self.brokers, "--state-dir", state]);
+        args.extend(self.extra_args.iter().map(String::as_str));
+        let name = format!("{}#{}", self.name, self.previous.len() + 1);
+        self.proc = Some(Proc::spawn(&name, &args));
+        self
+    }
+
+    pub fn proc(&mut self) -> &mut Proc {
+        self.proc.as_mut().expect("daemon started")
+    }
+
+    pub fn kill9(&mut self) {
+        self.proc().kill9();
+    }
+
+    pub fn stop(&mut self) {
+        self.proc().stop();
+    }
+
+    pub fn assert_running(&mut self) {
+        self.proc().assert_running();
+    }
+
+    /// Deletes the state directory (the daemon must not be running).
+    pub fn wipe_state(&mut self) {
+        assert!(!self.proc().is_running(), "wiping the state of a running daemon");
+        let dir = self.state_dir();
+        if dir.exists() {
+            fs::remove_dir_all(&dir).expect("remove state dir");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Kafka
+
+/// One record read back from a topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Record {
+    /// The value as text (lossy).
+    pub fn value_str(&self) -> String {
+        String::from_utf8_lossy(self.value.as_deref().unwrap_or_default()).into_owned()
+    }
+
+    /// The key as text (lossy), "" for a null key.
+    pub fn key_str(&self) -> String {
+        String::from_utf8_lossy(self.key.as_deref().unwrap_or_default()).into_owned()
+    }
+
+    /// The value of header `name` as text, if present and not null.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_deref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Produces `lines` (newline-separated, no keys) to `topic` through weir's
+/// batched, zstd-compressed producer, creating the topic with the broker's
+/// default partition count if it is missing. Asserts every line was
+/// delivered.
+pub fn produce(brokers: &str, topic: &str, lines: &[u8]) -> u64 {
+    let want = lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+    let n = kafka::produce_lines(brokers, topic, lines, false)
+        .unwrap_or_else(|e| panic!("producing {want} lines to {topic}: {e}"));
+    assert_eq!(n, want, "records delivered to {topic}");
+    n
+}
+
+/// A producer for tests that write in many small steps (one producer for
+/// all of them: creating one per step costs a connection and a metadata
+/// round trip each time).
+pub struct LineProducer {
+    topic: String,
+    producer: BaseProducer<Deliveries>,
+}
+
+/// Counts failed deliveries.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            eprintln!("delivery failed: {e}");
+            self.failed.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl LineProducer {
+    /// A producer to `topic`, which is created (with the broker's default
+    /// partition count) if missing.
+    pub fn new(brokers: &str, topic: &str) -> LineProducer {
+        kafka::Admin::connect(brokers)
+            .and_then(|a| a.ensure_topics(&[kafka::TopicSpec::with_default_partitions(topic)]))
+            .unwrap_or_else(|e| panic!("creating {topic}: {e}"));
+        let producer = ClientSettings::new(brokers)
+            .producer_config()
+            .create_with_context(Deliveries::default())
+            .expect("producer");
+        LineProducer {
+            topic: topic.to_string(),
+            producer,
+        }
+    }
+
+    /// Produces every non-empty line of `lines` (no keys) and waits until
+    /// all were delivered.
+    pub fn send_lines(&self, lines: &[u8]) {
+        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(line);
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        self.producer.poll(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => panic!("producing to {}: {e}", self.topic),
+                }
+            }
+        }
+        kafka::flush_producer(&self.producer, Duration::from_secs(60)).expect("flush");
+        assert_eq!(
+            self.producer.context().failed.load(Ordering::Acquire),
+            0,
+            "records to {} were not delivered",
+            self.topic
+        );
+    }
+}
+
+/// `(partition, low, high)` watermarks of every partition of `topic`.
+pub fn watermarks(brokers: &str, topic: &str) -> Vec<(i32, i64, i64)> {
+    let consumer = reader_consumer(brokers);
+    let partitions = partition_count(&consumer, topic).unwrap_or_else(|| panic!("topic {topic} does not exist"));
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"));
+            (p, low, high)
+        })
+        .collect()
+}
+
+/// Asserts the broker still holds every record ever written to `topic`
+/// (the embedded broker drops old data silently when a partition is full)
+/// and that there are `expected` of them.
+#[track_caller]
+pub fn assert_topic_holds(brokers: &str, topic: &str, expected: u64) {
+    let marks = watermarks(brokers, topic);
+    for (p, low, _) in &marks {
+        assert_eq!(*low, 0, "{topic}/{p} lost its oldest records (watermarks {marks:?})");
+    }
+    let total: i64 = marks.iter().map(|(_, _, high)| high).sum();
+    assert_eq!(total, expected as i64, "records in {topic} (watermarks {marks:?})");
+}
+
+fn reader_consumer(brokers: &str) -> BaseConsumer {
+    ClientSettings::new(brokers)
+        .with("client.id", "weir-e2e-reader")
+        // See everything the daemon wrote, committed or not.
+        .with("isolation.level", "read_uncommitted")
+        .standalone_consumer_config()
+        .create()
+        .expect("reader consumer")
+}
+
+fn partition_count(consumer: &BaseConsumer, topic: &str) -> Option<i32> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).ok()?;
+    md.topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len() as i32)
+        .filter(|&n| n > 0)
+}
+
+/// Reads a topic incrementally: each [`catch_up`](Self::catch_up) reads
+/// every partition up to the high watermark it had when the call started.
+pub struct TopicReader {
+    topic: String,
+    consumer: BaseConsumer,
+    next: Vec<i64>,
+    /// Every record read so far, in the order read (offset order within a
+    /// partition).
+    pub records: Vec<Record>,
+}
+
+impl TopicReader {
+    /// Opens `topic` from its beginning, waiting (up to `timeout`) for it to
+    /// exist.
+    pub fn open(brokers: &str, topic: &str, timeout: Duration) -> TopicReader {
+        let consumer = reader_consumer(brokers);
+        let partitions = wait_for(&format!("topic {topic} to exist"), timeout, || {
+            partition_count(&consumer, topic).ok_or_else(|| "absent".to_string())
+        });
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
+        }
+        kafka::assign_at(&consumer, &tpl, Duration::from_secs(10)).expect("assign");
+        TopicReader {
+            topic: topic.to_string(),
+            consumer,
+            next: vec![0; partitions as usize],
+            records: Vec::new(),
+        }
+    }
+
+    /// Reads everything written before this call; returns how many new
+    /// records were read.
+    pub fn catch_up(&mut self, timeout: Duration) -> usize {
+        let before = self.records.len();
+        let targets: Vec<i64> = (0..self.next.len() as i32)
+            .map(|p| {
+                self.consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("watermarks of {}/{p}: {e}", self.topic))
+                    .1
+            })
+            .collect();
+        let deadline = Instant::now() + timeout;
+        while self.next.iter().zip(&targets).any(|(n, t)| n < t) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out reading {} up to {targets:?}; at {:?}",
+                self.topic,
+                self.next
+            );
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) => {
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    self.next[m.partition() as usize] = m.offset() + 1;
+                    self.records.push(Record {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers,
+                    });
+                }
+                // Transient (a reconnect); librdkafka recovers by itself.
+                Some(Err(e)) => eprintln!("reading {}: {e}", self.topic),
+                None => {}
+            }
+        }
+        self.records.len() - before
+    }
+
+    /// The latest value of each key (by offset within its partition), as
+    /// text. Errors if a key shows in two partitions.
+    pub fn latest_by_key(&self) -> Result<BTreeMap<String, String>, String> {
+        let mut latest: BTreeMap<String, (i32, String)> = BTreeMap::new();
+        for r in &self.records {
+            let key = r.key_str();
+            if let Some((p, _)) = latest.get(&key) {
+                if *p != r.partition {
+                    return Err(format!(
+                        "key {key:?} is in partitions {p} and {} of {}",
+                        r.partition, self.topic
+                    ));
+                }
+            }
+            latest.insert(key, (r.partition, r.value_str()));
+        }
+        Ok(latest.into_iter().map(|(k, (_, v))| (k, v)).collect())
+    }
+}
+
+/// Reads all of `topic` (it must exist) up to its high watermarks.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
+    let mut r = TopicReader::open(brokers, topic, Duration::from_secs(10));
+    r.catch_up(Duration::from_secs(30));
+    r.records
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the `weir` binary: real processes (`weir dev-broker`,
+//! `weir run`, `weir produce`, `weir tail`) on ports chosen at run time,
+//! killed and restarted the way an operator (or a crash) would.
+//!
+//! One test binary with modules inside, so the harness compiles once.
+
+mod cli;
+mod harness;
+mod user_clicks;

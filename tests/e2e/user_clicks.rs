@@ -1,0 +1,514 @@
+//! The user-clicks scenario through `weir dev-broker` and `weir run`, with a
+//! known answer: exact counts after a clean run, after SIGKILLs, after a
+//! wiped state directory, with two instances sharing the work, and with
+//! malformed lines going to the dead-letter topic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use weir_connectors::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use weir_connectors::kafka::rdkafka::{Offset, TopicPartitionList};
+use weir_connectors::kafka::ClientSettings;
+
+use crate::harness::*;
+
+const APP: &str = "user-clicks";
+const INPUT: &str = "user_clickstream";
+const OUTPUT: &str = "user_click_aggregation";
+const REPARTITION: &str = "user-clicks-clicks-per-user-repartition";
+const DLQ: &str = "user-clicks-dlq";
+
+/// How long the daemon may take to reach the final answer: bounds a hang.
+const ANSWER: Duration = Duration::from_secs(60);
+/// How long it may take to show output after a (re)start, which includes a
+/// consumer-group rebalance and, after a wipe, a restore.
+const PROGRESS: Duration = Duration::from_secs(40);
+
+/// Deterministic click lines with a known answer: users 1..=100, pages
+/// 1..=10, times increasing by a millisecond per line (SplitMix64).
+struct Clicks {
+    state: u64,
+    index: u64,
+    counts: BTreeMap<u32, u64>,
+}
+
+impl Clicks {
+    fn new(seed: u64) -> Clicks {
+        Clicks {
+            state: seed,
+            index: 0,
+            counts: BTreeMap::new(),
+        }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// The next valid line (and counts it).
+    fn click(&mut self) -> String {
+        let r = self.next_u64();
+        let user = (r % 100) as u32 + 1;
+        let page = (r >> 32) % 10 + 1;
+        let (secs, millis) = (1_763_719_200 + self.index / 1000, self.index % 1000);
+        self.index += 1;
+        *self.counts.entry(user).or_default() += 1;
+        format!("User {user} clicked on /page{page} at {secs}.{millis:03}")
+    }
+
+    /// `n` valid lines, newline-terminated.
+    fn lines(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n * 48);
+        for _ in 0..n {
+            out.extend_from_slice(self.click().as_bytes());
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// The final output text per user key, as the daemon must leave it.
+    fn answer(&self) -> BTreeMap<String, String> {
+        self.counts
+            .iter()
+            .map(|(u, n)| (u.to_string(), format!("User {u} has clicked {n} times.")))
+            .collect()
+    }
+}
+
+/// Compares the latest output per key with the answer.
+fn check_answer(reader: &TopicReader, answer: &BTreeMap<String, String>) -> Result<(), String> {
+    let latest = reader.latest_by_key()?;
+    let mut wrong: Vec<String> = Vec::new();
+    for (user, want) in answer {
+        match latest.get(user) {
+            Some(got) if got == want => {}
+            Some(got) => wrong.push(format!("user {user}: {got:?}, want {want:?}")),
+            None => wrong.push(format!("user {user}: no output yet, want {want:?}")),
+        }
+    }
+    for (user, got) in &latest {
+        if !answer.contains_key(user) {
+            wrong.push(format!("unexpected key {user:?}: {got:?}"));
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} users differ ({} output records read), e.g. {}",
+            wrong.len(),
+            answer.len(),
+            reader.records.len(),
+            wrong[..wrong.len().min(3)].join("; ")
+        ))
+    }
+}
+
+/// Records in `topic` so far (0 if it does not exist yet).
+fn total_records(brokers: &str, topic: &str) -> i64 {
+    match topic_exists(brokers, topic) {
+        true => watermarks(brokers, topic).iter().map(|(_, _, high)| high).sum(),
+        false => 0,
+    }
+}
+
+fn topic_exists(brokers: &str, topic: &str) -> bool {
+    let c: BaseConsumer = ClientSettings::new(brokers)
+        .standalone_consumer_config()
+        .create()
+        .expect("consumer");
+    c.fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map(|md| {
+            md.topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        })
+        .unwrap_or(false)
+}
+
+/// `(topic, partition, committed offset or -1, high watermark)` of every
+/// partition of `topics`, for the application's consumer group.
+fn committed_positions(brokers: &str, topics: &[&str]) -> Result<Vec<(String, i32, i64, i64)>, String> {
+    let group: BaseConsumer = ClientSettings::new(brokers)
+        .with("client.id", "weir-e2e-offsets")
+        .consumer_config(APP)
+        .create()
+        .expect("group consumer");
+    let mut tpl = TopicPartitionList::new();
+    let mut highs = BTreeMap::new();
+    for &topic in topics {
+        if !topic_exists(brokers, topic) {
+            return Err(format!("{topic} does not exist yet"));
+        }
+        for (p, _, high) in watermarks(brokers, topic) {
+            tpl.add_partition(topic, p);
+            highs.insert((topic.to_string(), p), high);
+        }
+    }
+    let committed = group
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map_err(|e| format!("fetching committed offsets: {e}"))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let at = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            };
+            (
+                e.topic().to_string(),
+                e.partition(),
+                at,
+                highs[&(e.topic().to_string(), e.partition())],
+            )
+        })
+        .collect())
+}
+
+/// `Ok` when the application's consumer group has committed every input
+/// record (source and repartition topics at their high watermarks): after
+/// that, nothing will be replayed and the output is final.
+fn all_input_committed(brokers: &str) -> Result<(), String> {
+    let behind: Vec<String> = committed_positions(brokers, &[INPUT, REPARTITION])?
+        .into_iter()
+        .filter(|(_, _, at, high)| at != high)
+        .map(|(t, p, at, high)| format!("{t}/{p} committed {at} of {high}"))
+        .collect();
+    if behind.is_empty() {
+        Ok(())
+    } else {
+        Err(behind.join(", "))
+    }
+}
+
+/// "committed C of H input records", for logs.
+fn input_committed_summary(brokers: &str) -> String {
+    match committed_positions(brokers, &[INPUT]) {
+        Ok(positions) => {
+            let committed: i64 = positions.iter().map(|(_, _, at, _)| (*at).max(0)).sum();
+            let high: i64 = positions.iter().map(|(_, _, _, high)| high).sum();
+            format!("committed {committed} of {high} input records")
+        }
+        Err(e) => e,
+    }
+}
+
+/// Waits until the output shows the exact answer and every input record is
+/// committed, then checks the answer once more (the output written before
+/// that commit is complete, and nothing will be replayed any more).
+fn wait_for_exact_answer(brokers: &str, answer: &BTreeMap<String, String>, daemons: &mut [&mut Daemon]) {
+    let mut reader = TopicReader::open(brokers, OUTPUT, PROGRESS);
+    wait_for(
+        "every user's latest count in user_click_aggregation to be exact",
+        ANSWER,
+        || {
+            for d in daemons.iter_mut() {
+                d.assert_running();
+            }
+            reader.catch_up(Duration::from_secs(30));
+            check_answer(&reader, answer)
+        },
+    );
+    wait_for("the application to commit all its input", ANSWER, || {
+        for d in daemons.iter_mut() {
+            d.assert_running();
+        }
+        all_input_committed(brokers)
+    });
+    reader.catch_up(Duration::from_secs(30));
+    if let Err(e) = check_answer(&reader, answer) {
+        panic!("the answer changed after all input was committed: {e}");
+    }
+}
+
+/// Waits until `daemon` has written more output than `mark` records.
+fn wait_for_progress(brokers: &str, daemon: &mut Daemon, mark: i64) -> i64 {
+    wait_for("the daemon's output to grow", PROGRESS, || {
+        daemon.assert_running();
+        let now = total_records(brokers, OUTPUT);
+        if now > mark {
+            Ok(now)
+        } else {
+            Err(format!("{now} output records, {mark} before"))
+        }
+    })
+}
+
+/// A random seed for the moments of kills, printed so that a failing run
+/// can be repeated (`WEIR_E2E_SEED=...`).
+fn moment_rng(test: &str) -> SmallRng {
+    let seed = std::env::var("WEIR_E2E_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+    eprintln!("{test}: kill moments from seed {seed} (WEIR_E2E_SEED={seed} repeats them)");
+    SmallRng::seed_from_u64(seed)
+}
+
+#[test]
+fn user_clicks_counts_200k_lines_exactly() {
+    let _heavy = heavy_test_lock();
+    let broker = DevBroker::start(4);
+    let addr = broker.addr();
+    let mut clicks = Clicks::new(1);
+    produce(addr, INPUT, &clicks.lines(200_000));
+    assert_topic_holds(addr, INPUT, 200_000);
+
+    let mut daemon = Daemon::new("user-clicks", addr, &[APP], &[]);
+    daemon.start();
+    wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut daemon]);
+    daemon.stop();
+    assert_topic_holds(addr, INPUT, 200_000);
+}
+
+/// Produces `chunks` one after the other with `pause` between them, so
+/// that input keeps arriving while the test kills and restarts daemons.
+fn produce_paced(brokers: &str, chunks: &[Vec<u8>], pause: Duration) {
+    let producer = LineProducer::new(brokers, INPUT);
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(pause);
+        }
+        producer.send_lines(chunk);
+    }
+}
+
+/// 200,000 clicks in 200 chunks.
+fn paced_chunks(clicks: &mut Clicks) -> Vec<Vec<u8>> {
+    (0..200).map(|_| clicks.lines(1_000)).collect()
+}
+
+/// Kills the daemon with SIGKILL `kills` times at random moments while
+/// input arrives (each time once its output has grown since its last
+/// start), restarting it each time, optionally with its state directory
+/// deleted; then checks the counts are exact.
+fn user_clicks_with_kills(test: &str, seed: u64, kills: usize, wipe_state: bool) {
+    let mut moments = moment_rng(test);
+    let broker = DevBroker::start(4);
+    let addr = broker.addr();
+    let mut clicks = Clicks::new(seed);
+    let chunks = paced_chunks(&mut clicks);
+    // Input arrives continuously and commits are a second apart, so a kill
+    // finds processed but uncommitted records (and, at times, a commit in
+    // progress) to be replayed.
+    let mut daemon = Daemon::new("user-clicks", addr, &[APP], &[]);
+    daemon.start();
+    std::thread::scope(|s| {
+        let producer = s.spawn(|| produce_paced(addr, &chunks, Duration::from_millis(60)));
+        let mut mark = 0;
+        for round in 1..=kills {
+            wait_for_progress(addr, &mut daemon, mark);
+            let delay = Duration::from_millis(moments.gen_range(0..1000));
+            std::thread::sleep(delay);
+            daemon.kill9();
+            eprintln!(
+                "{test}: SIGKILL {round} {delay:?} after the output grew; {}",
+                input_committed_summary(addr)
+            );
+            if wipe_state {
+                assert!(
+                    daemon.state_dir().exists(),
+                    "the daemon keeps its state under --state-dir"
+                );
+                daemon.wipe_state();
+            }
+            mark = total_records(addr, OUTPUT);
+            daemon.start();
+        }
+        producer.join().expect("producer thread");
+    });
+    assert_topic_holds(addr, INPUT, 200_000);
+    wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut daemon]);
+    daemon.stop();
+}
+
+#[test]
+fn user_clicks_exact_after_three_sigkills() {
+    let _heavy = heavy_test_lock();
+    user_clicks_with_kills("user_clicks_exact_after_three_sigkills", 2, 3, false);
+}
+
+#[test]
+fn user_clicks_restores_a_deleted_state_dir_from_the_changelog() {
+    let _heavy = heavy_test_lock();
+    user_clicks_with_kills(
+        "user_clicks_restores_a_deleted_state_dir_from_the_changelog",
+        3,
+        1,
+        true,
+    );
+}
+
+#[test]
+fn user_clicks_two_instances_one_stopped_mid_run() {
+    let _heavy = heavy_test_lock();
+    let mut moments = moment_rng("user_clicks_two_instances_one_stopped_mid_run");
+    let broker = DevBroker::start(4);
+    let addr = broker.addr();
+    let mut clicks = Clicks::new(4);
+    let chunks = paced_chunks(&mut clicks);
+    let mut a = Daemon::new("instance-a", addr, &[APP], &[]);
+    let mut b = Daemon::new("instance-b", addr, &[APP], &[]);
+    a.start();
+    b.start();
+    std::thread::scope(|s| {
+        let producer = s.spawn(|| produce_paced(addr, &chunks, Duration::from_millis(40)));
+        // B must have had a share of the work before it leaves.
+        wait_until("instance B to be assigned tasks", PROGRESS, || {
+            a.assert_running();
+            b.assert_running();
+            b.proc()
+                .stderr()
+                .lines()
+                .any(|l| l.contains("partitions assigned") && !l.contains("tasks=[]"))
+        });
+        let mark = total_records(addr, OUTPUT);
+        wait_for_progress(addr, &mut b, mark);
+        std::thread::sleep(Duration::from_millis(moments.gen_range(0..1000)));
+        // B leaves mid-run; A takes over its tasks, restores their state and
+        // counts the rest.
+        b.stop();
+        eprintln!("instance B stopped; {}", input_committed_summary(addr));
+        producer.join().expect("producer thread");
+    });
+    assert_topic_holds(addr, INPUT, 200_000);
+    wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut a]);
+    a.stop();
+}
+
+/// A malformed line of one of several kinds, unique by `i`, and a part of
+/// the error the daemon must give for it.
+fn malformed(i: usize) -> (Vec<u8>, &'static str) {
+    match i % 5 {
+        0 => (format!("garbage line {i}").into_bytes(), "not a click line"),
+        1 => (
+            format!("User 0 clicked on /page1 at {i}.5").into_bytes(),
+            "out of range",
+        ),
+        2 => (
+            format!("User 17 clicked on page3 at {i}").into_bytes(),
+            "does not start with '/'",
+        ),
+        3 => (
+            format!("User x{i} clicked on /page3 at 1.0").into_bytes(),
+            "not a decimal number",
+        ),
+        _ => {
+            let mut line = b"\xff\xfe not utf-8 ".to_vec();
+            line.extend_from_slice(i.to_string().as_bytes());
+            (line, "UTF-8")
+        }
+    }
+}
+
+#[test]
+fn user_clicks_malformed_lines_go_to_the_dlq_with_their_offsets() {
+    let _heavy = heavy_test_lock();
+    let broker = DevBroker::start(3);
+    let addr = broker.addr();
+    let mut clicks = Clicks::new(5);
+    let mut bad: BTreeMap<Vec<u8>, &'static str> = BTreeMap::new();
+    let mut input = Vec::new();
+    for i in 0..40_000usize {
+        if i % 97 == 13 {
+            let (line, why) = malformed(bad.len());
+            input.extend_from_slice(&line);
+            bad.insert(line, why);
+        } else {
+            input.extend_from_slice(clicks.click().as_bytes());
+        }
+        input.push(b'\n');
+    }
+    produce(addr, INPUT, &input);
+    assert_topic_holds(addr, INPUT, 40_000);
+
+    // Where each malformed line landed.
+    let mut expected: BTreeMap<(i32, i64), Vec<u8>> = BTreeMap::new();
+    for r in read_topic(addr, INPUT) {
+        let value = r.value.clone().unwrap_or_default();
+        if bad.contains_key(&value) {
+            expected.insert((r.partition, r.offset), value);
+        }
+    }
+    assert_eq!(expected.len(), bad.len(), "every malformed line was produced");
+
+    let mut daemon = Daemon::new("user-clicks", addr, &[APP], &[]);
+    daemon.start();
+    wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut daemon]);
+
+    let mut dlq = TopicReader::open(addr, DLQ, PROGRESS);
+    dlq.catch_up(Duration::from_secs(30));
+    daemon.stop();
+    let mut seen: BTreeSet<(i32, i64)> = BTreeSet::new();
+    for r in &dlq.records {
+        let header = |name: &str| {
+            r.header(name)
+                .unwrap_or_else(|| panic!("DLQ record {r:?} has no {name:?} header"))
+        };
+        assert_eq!(header("topic"), INPUT, "{r:?}");
+        let partition: i32 = header("partition")
+            .parse()
+            .expect("partition header is a decimal number");
+        let offset: i64 = header("offset").parse().expect("offset header is a decimal number");
+        let want = expected
+            .get(&(partition, offset))
+            .unwrap_or_else(|| panic!("DLQ record for {INPUT}/{partition}@{offset}, which is no malformed line"));
+        assert_eq!(r.value.as_deref(), Some(&want[..]), "the DLQ keeps the raw value");
+        let error = header("error");
+        let why = bad[want];
+        assert!(
+            error.contains(why),
+            "error {error:?} for {:?} should say {why:?}",
+            r.value_str()
+        );
+        assert!(
+            seen.insert((partition, offset)),
+            "{INPUT}/{partition}@{offset} dead-lettered twice"
+        );
+    }
+    let missing: Vec<_> = expected.keys().filter(|k| !seen.contains(k)).collect();
+    assert!(missing.is_empty(), "malformed lines missing from {DLQ}: {missing:?}");
+}
+
+#[test]
+fn run_without_brokers_starts_an_embedded_broker_and_prints_its_address() {
+    // No --brokers and no --state-dir: the embedded broker, and
+    // ./weir-state in the process's (temporary) working directory.
+    let mut daemon = Proc::spawn("run-embedded", &["run", APP]);
+    let line = wait_for("the daemon to print the embedded broker's address", STARTUP, || {
+        daemon.assert_running();
+        let out = daemon.stdout();
+        match out.split_once('\n') {
+            Some((first, _)) => Ok(first.to_string()),
+            None => Err(format!("stdout so far: {out:?}")),
+        }
+    });
+    let addr = line
+        .strip_prefix("embedded Kafka broker at ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let mut clicks = Clicks::new(6);
+    produce(addr, INPUT, &clicks.lines(2_000));
+    let mut reader = TopicReader::open(addr, OUTPUT, PROGRESS);
+    wait_for(
+        "every user's latest count in user_click_aggregation to be exact",
+        ANSWER,
+        || {
+            daemon.assert_running();
+            reader.catch_up(Duration::from_secs(30));
+            check_answer(&reader, &clicks.answer())
+        },
+    );
+    daemon.stop();
+}
