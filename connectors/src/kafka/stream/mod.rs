@@ -7,7 +7,10 @@
 
 pub mod plan;
 pub mod restore;
+pub mod status;
 pub mod thread;
+
+pub use status::{RunStatus, ThreadStatus};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +53,12 @@ pub const EMBEDDED_PARTITIONS: i32 = 3;
 /// Run `apps` until `config.stop` is set. Returns the first error of any
 /// stream thread (after stopping the others).
 pub fn run(apps: Vec<AppSpec>, config: RunConfig) -> Result<()> {
+    run_with_status(apps, config, Arc::new(RunStatus::default()))
+}
+
+/// [`run`], reporting each stream thread's assignment and restore progress
+/// in `status` (what `/readyz` answers from).
+pub fn run_with_status(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>) -> Result<()> {
     if apps.is_empty() {
         return Err(Error::InvalidArgument("no topology to run".into()));
     }
@@ -97,13 +106,14 @@ pub fn run(apps: Vec<AppSpec>, config: RunConfig) -> Result<()> {
             },
             commit_interval: config.commit_interval,
             stop: config.stop.clone(),
-            ready: Arc::new(AtomicBool::new(false)),
+            status: status.clone(),
         }));
     }
 
     let mut handles = Vec::new();
     for app in &shared {
         for i in 0..config.threads {
+            status.register(&format!("{}-thread-{i}", app.plan.application_id));
             let app = app.clone();
             let name = format!("{}-{i}", app.plan.application_id);
             let stop = config.stop.clone();

@@ -73,8 +73,8 @@ pub struct AppShared {
     pub task_config: TaskConfig,
     pub commit_interval: Duration,
     pub stop: Arc<AtomicBool>,
-    /// Tasks whose restore is finished, per thread; for readiness.
-    pub ready: Arc<AtomicBool>,
+    /// Where each thread stands (assignment, restore); for readiness.
+    pub status: Arc<super::RunStatus>,
 }
 
 /// Delivery reports: the first error, and how far each changelog partition
@@ -568,6 +568,7 @@ impl ThreadState {
             }
             let n = self.tasks.len();
             self.tasks.clear();
+            self.app.status.update(&self.name, |t| t.tasks.clear());
             tracing::info!(thread = %self.name, tasks = n, "partitions revoked; tasks committed and closed");
             r?;
         }
@@ -589,7 +590,10 @@ impl ThreadState {
             }
         }
         ids.sort();
-        self.app.ready.store(false, Ordering::Relaxed);
+        self.app.status.update(&self.name, |t| {
+            t.ready = false;
+            t.restoring = ids.iter().map(|i| i.to_string()).collect();
+        });
         let remote = restore::read_checkpoints(&self.app.settings, &plan.checkpoints_topic)?;
         for id in &ids {
             if self.tasks.contains_key(id) {
@@ -633,7 +637,8 @@ impl ThreadState {
             match remote.get(&id.to_string()) {
                 Some(target) if target.seq > local.seq || stale => {
                     tracing::info!(task = %id, from_seq = local.seq, to_seq = target.seq, "restoring state from changelog");
-                    restore::restore_task(&self.app.settings, &mut task, changelogs, target)?;
+                    let n = restore::restore_task(&self.app.settings, &mut task, changelogs, target)?;
+                    self.app.status.update(&self.name, |t| t.restored_records += n);
                 }
                 _ => {}
             }
@@ -662,7 +667,12 @@ impl ThreadState {
             .assign(tpl)
             .map_err(|e| Error::kafka("assigning partitions", e))?;
         self.last_commit = Instant::now();
-        self.app.ready.store(true, Ordering::Relaxed);
+        let tasks: Vec<String> = self.tasks.keys().map(|i| i.to_string()).collect();
+        self.app.status.update(&self.name, |t| {
+            t.ready = true;
+            t.restoring.clear();
+            t.tasks = tasks;
+        });
         tracing::info!(thread = %self.name, tasks = ?ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(), "partitions assigned; tasks ready");
         Ok(())
     }
