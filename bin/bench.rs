@@ -245,7 +245,8 @@ fn hand_parse_user(line: &[u8]) -> Option<u32> {
     user.parse().ok()
 }
 
-const EMOJIS: [&str; 8] = ["🔥", "😂", "❤️", "👍", "🎉", "😮", "😢", "👏"];
+/// The emojis of the generated reactions (shared with `weir bench e2e`).
+pub const EMOJIS: [&str; 8] = ["🔥", "😂", "❤️", "👍", "🎉", "😮", "😢", "👏"];
 
 fn engine_emoji(opts: &EngineOptions) -> Result<BenchResult> {
     let n = opts.events as usize;

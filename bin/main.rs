@@ -3,6 +3,8 @@
 //! benchmark the engine.
 
 mod bench;
+mod bench_e2e;
+mod http;
 mod scenarios;
 
 use std::io::{IsTerminal, Write};
@@ -15,8 +17,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
-use weir_connectors::kafka::stream::{AppSpec, RunConfig};
+use weir_connectors::kafka::stream::{AppSpec, RunConfig, RunStatus};
 use weir_connectors::kafka::{self, EmbeddedBroker, TailLimit};
+use weir_runtime::metrics::Metrics;
 
 #[derive(Parser)]
 #[command(
@@ -146,6 +149,11 @@ struct RunArgs {
     /// Write-cache limit per store, in bytes; a store past it commits early.
     #[arg(long, env = "WEIR_CACHE_MAX_BYTES", default_value_t = 10 * 1024 * 1024, value_name = "BYTES")]
     cache_max_bytes: usize,
+    /// Address of the HTTP API (`/metrics`, `/healthz`, `/readyz`,
+    /// `/topologies`); port 0 picks a free port (the bound address is
+    /// printed on stderr as `HTTP on http://ADDR`).
+    #[arg(long, env = "WEIR_HTTP", default_value = "127.0.0.1:9898", value_name = "HOST:PORT")]
+    http: String,
 }
 
 #[derive(Subcommand)]
@@ -165,6 +173,24 @@ enum BenchWorkload {
         /// Write-cache limit per store, in bytes.
         #[arg(long, default_value_t = 10 * 1024 * 1024)]
         cache_max_bytes: usize,
+        /// Print one JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Records pre-produced to a `weir dev-broker` (started and stopped by
+    /// the bench, in its own process), consumed by the topology on Kafka
+    /// until all input is committed and all output delivered, next to a
+    /// plain rdkafka consume-and-produce loop on the same records.
+    E2e {
+        /// Number of input records per topology.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+        events: u64,
+        /// Topologies to run (repeat the flag); default: user-clicks and emoji-stream.
+        #[arg(long = "topology", value_name = "NAME")]
+        topologies: Vec<String>,
+        /// weir's commit interval (and the ceiling's), in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        commit_interval_ms: u64,
         /// Print one JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
@@ -273,17 +299,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
                 let results = bench::run_engine(&opts)?;
-                if json {
-                    for r in &results {
-                        println!("{}", serde_json::to_string(r)?);
-                    }
+                print_results(&results, json)
+            }
+            BenchWorkload::E2e {
+                events,
+                topologies,
+                commit_interval_ms,
+                json,
+            } => {
+                let topologies = if topologies.is_empty() {
+                    vec!["user-clicks".to_string(), "emoji-stream".to_string()]
                 } else {
-                    bench::print_table(&results);
+                    topologies
+                };
+                if !json {
+                    eprintln!(
+                        "weir bench e2e: {events} events per topology, pre-produced to a dev broker in its own \
+                         process; the rdkafka ceiling first, then weir"
+                    );
                 }
-                Ok(())
+                let opts = bench_e2e::E2eOptions {
+                    events,
+                    topologies,
+                    commit_interval: Duration::from_millis(commit_interval_ms),
+                    verbose: !json,
+                };
+                let results = bench_e2e::run_e2e(&opts)?;
+                print_results(&results, json)
             }
         },
     }
+}
+
+/// A benchmark's results: one JSON object per line, or the table.
+fn print_results(results: &[bench::BenchResult], json: bool) -> anyhow::Result<()> {
+    if json {
+        for r in results {
+            println!("{}", serde_json::to_string(r)?);
+        }
+    } else {
+        bench::print_table(results);
+    }
+    Ok(())
 }
 
 fn find_scenario(name: &str) -> anyhow::Result<scenarios::Scenario> {
@@ -307,18 +364,35 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 fn run_topologies(args: RunArgs) -> anyhow::Result<()> {
     // Every name is checked before anything starts.
     let mut apps = Vec::with_capacity(args.names.len());
+    let mut infos = Vec::with_capacity(args.names.len());
     for (i, name) in args.names.iter().enumerate() {
         let scenario = find_scenario(name)?;
         if args.names[..i].contains(name) {
             bail!("topology {name:?} is given twice");
         }
         let topology = (scenario.build)().with_context(|| format!("building topology {name:?}"))?;
+        infos.push(http::TopologyInfo {
+            name: scenario.name.to_string(),
+            description: scenario.description.to_string(),
+            describe: topology.describe(),
+        });
         apps.push(AppSpec {
             application_id: scenario.name.to_string(),
             topology,
         });
     }
     let stop = stop_on_signals()?;
+    let status = Arc::new(RunStatus::default());
+    let metrics = Arc::new(Metrics::new());
+    let bound = http::serve(
+        &args.http,
+        http::HttpState {
+            metrics: metrics.clone(),
+            status: status.clone(),
+            topologies: infos,
+        },
+    )?;
+    eprintln!("HTTP on http://{bound}");
     let config = RunConfig {
         brokers: args.brokers.filter(|b| !b.trim().is_empty()),
         state_dir: args.state_dir,
@@ -327,7 +401,7 @@ fn run_topologies(args: RunArgs) -> anyhow::Result<()> {
         cache_max_bytes: args.cache_max_bytes,
         stop,
     };
-    weir_connectors::kafka::stream::run(apps, config)?;
+    weir_connectors::kafka::stream::run_with(apps, config, status, metrics)?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! broker. The Kafka stream threads build on the same [`task::Task`].
 
 pub mod local;
+pub mod metrics;
 pub mod task;
 pub mod testing;
 

@@ -6,7 +6,7 @@
 //! - every wait is on a condition with a deadline ([`wait_until`],
 //!   [`wait_for`]), never a sleep that hopes;
 //! - ports are chosen at run time by the broker (`weir dev-broker` prints
-//!   its address).
+//!   its address) and by the daemon's HTTP server (`HTTP on http://ADDR`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -38,6 +38,7 @@ const WEIR_ENV: &[&str] = &[
     "WEIR_COMMIT_INTERVAL_MS",
     "WEIR_CACHE_MAX_BYTES",
     "WEIR_PARTITIONS",
+    "WEIR_HTTP",
 ];
 
 /// Bounds a hang; never a measure of speed.
@@ -124,6 +125,9 @@ impl Proc {
         for var in WEIR_ENV {
             cmd.env_remove(var);
         }
+        // Daemons run side by side: each takes a free port for its HTTP API
+        // (printed as `HTTP on http://ADDR`) unless the test says otherwise.
+        cmd.env("WEIR_HTTP", "127.0.0.1:0");
         for (k, v) in env {
             cmd.env(k, v);
         }

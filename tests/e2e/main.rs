@@ -6,4 +6,5 @@
 
 mod cli;
 mod harness;
+mod http;
 mod user_clicks;

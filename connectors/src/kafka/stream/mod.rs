@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use weir_runtime::metrics::Metrics;
 use weir_runtime::TaskConfig;
 use weir_state::StateDb;
 use weir_topology::Topology;
@@ -59,6 +60,12 @@ pub fn run(apps: Vec<AppSpec>, config: RunConfig) -> Result<()> {
 /// [`run`], reporting each stream thread's assignment and restore progress
 /// in `status` (what `/readyz` answers from).
 pub fn run_with_status(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>) -> Result<()> {
+    run_with(apps, config, status, Arc::new(Metrics::new()))
+}
+
+/// [`run_with_status`], counting the work in `metrics` (what `/metrics`
+/// exposes).
+pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, metrics: Arc<Metrics>) -> Result<()> {
     if apps.is_empty() {
         return Err(Error::InvalidArgument("no topology to run".into()));
     }
@@ -107,6 +114,7 @@ pub fn run_with_status(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunSta
             commit_interval: config.commit_interval,
             stop: config.stop.clone(),
             status: status.clone(),
+            metrics: metrics.topology(&app.application_id),
         }));
     }
 

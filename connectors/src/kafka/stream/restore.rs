@@ -119,17 +119,20 @@ pub fn high_watermark(settings: &ClientSettings, topic: &str, partition: i32) ->
 
 /// Bring `task` to the state `target` describes: apply each logged store's
 /// changelog from the task's own position up to the target's, then adopt
-/// the target checkpoint. Returns the number of records applied.
+/// the target checkpoint. Returns the number of records applied per store,
+/// in the order of `changelogs`.
 pub fn restore_task(
     settings: &ClientSettings,
     task: &mut Task,
     changelogs: &[(String, String)],
     target: &TaskCheckpoint,
-) -> Result<u64> {
+) -> Result<Vec<u64>> {
+    let mut per_store = Vec::with_capacity(changelogs.len());
     let partition = task.id().partition;
     let started = Instant::now();
     let mut total = 0u64;
     for (store, topic) in changelogs {
+        let before = total;
         let from = task.changelog_position(store).unwrap_or(0);
         let to = target
             .changelog
@@ -164,6 +167,7 @@ pub fn restore_task(
             Ok(())
         })?;
         flush(task, &mut batch, to)?;
+        per_store.push(total - before);
     }
     task.adopt(target);
     task.commit_state()
@@ -178,5 +182,5 @@ pub fn restore_task(
             "restore done"
         );
     }
-    Ok(total)
+    Ok(per_store)
 }

@@ -33,7 +33,9 @@ impl RunStatus {
             .or_default();
     }
 
-    pub(crate) fn update(&self, thread: &str, f: impl FnOnce(&mut ThreadStatus)) {
+    /// Change `thread`'s status (adding it if new). The stream threads call
+    /// this; tests of what reads the status may too.
+    pub fn update(&self, thread: &str, f: impl FnOnce(&mut ThreadStatus)) {
         f(self
             .threads
             .lock()

@@ -48,8 +48,10 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
+use weir_runtime::metrics::{TaskMetrics, TopologyMetrics};
 use weir_runtime::{Origin, Task, TaskCheckpoint, TaskConfig, TaskId};
 use weir_state::StateDb;
+use weir_topology::StoreRef;
 use weir_topology::Topology;
 
 use super::plan::Plan;
@@ -75,6 +77,8 @@ pub struct AppShared {
     pub stop: Arc<AtomicBool>,
     /// Where each thread stands (assignment, restore); for readiness.
     pub status: Arc<super::RunStatus>,
+    /// This application's metric handles.
+    pub metrics: TopologyMetrics,
 }
 
 /// Delivery reports: the first error, and how far each changelog partition
@@ -151,6 +155,20 @@ struct ThreadState {
     fatal: Option<Error>,
     /// Scratch for numbering outputs per origin.
     origin_counters: Vec<(u32, (u32, i64), u32)>,
+    /// Metric handles per task, and the cache counters last reported.
+    meters: BTreeMap<TaskId, Meters>,
+    /// Records since start, for sampling latencies (one clock read per
+    /// `SAMPLE` records keeps timing off the hot path).
+    seen: u64,
+}
+
+/// Latencies are measured on one record in this many.
+const SAMPLE: u64 = 64;
+
+struct Meters {
+    handles: TaskMetrics,
+    /// (hits, misses) per store, as last reported.
+    cache_seen: Vec<(u64, u64)>,
 }
 
 /// Run one stream thread until `stop` is set or a fatal error occurs.
@@ -178,6 +196,8 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             last_commit: Instant::now(),
             fatal: None,
             origin_counters: Vec::new(),
+            meters: BTreeMap::new(),
+            seen: 0,
         })
     });
     let topics = app.plan.source_topics();
@@ -336,14 +356,23 @@ impl ThreadState {
         } else {
             None
         };
+        self.seen += 1;
+        let timed = self.seen.is_multiple_of(SAMPLE).then(Instant::now);
         match origin {
             Some(o) => {
                 task.process_from(topic, msg.offset(), ts, msg.key(), msg.payload(), o);
             }
             None => task.process(topic, msg.offset(), ts, msg.key(), msg.payload()),
         }
+        if let Some(t) = timed {
+            self.app.metrics.process_latency.observe(t.elapsed().as_secs_f64());
+        }
+        if let Some(m) = self.meters.get(&id) {
+            m.handles.consumed(topic, 1);
+        }
         if !task.ctx.dead_letters.is_empty() {
             let letters = std::mem::take(&mut task.ctx.dead_letters);
+            self.app.metrics.dlq_records.inc_by(letters.len() as u64);
             for d in letters {
                 let mut headers = OwnedHeaders::new_with_capacity(4);
                 let partition = d.partition.to_string();
@@ -403,8 +432,19 @@ impl ThreadState {
         let mut collector = std::mem::take(&mut task.ctx.collector);
         let plan = &self.app.plan;
         self.origin_counters.clear();
-        for rec in collector.records() {
+        let meters = self.meters.get(&id);
+        let now = now_ms();
+        for (i, rec) in collector.records().iter().enumerate() {
             let t = rec.topic as usize;
+            if let Some(m) = meters {
+                m.handles.produced(rec.topic, 1);
+            }
+            if !plan.internal[t] && (i as u64).is_multiple_of(SAMPLE) {
+                self.app
+                    .metrics
+                    .end_to_end_latency
+                    .observe((now - rec.timestamp).max(0) as f64 / 1000.0);
+            }
             let key = collector.slice(&rec.key);
             let value = collector.slice(&rec.value);
             let partitions = plan.topic_partitions[t].max(1);
@@ -504,7 +544,11 @@ impl ThreadState {
                     1,
                 )?;
             }
-            task.ctx.counters = Default::default();
+            let counters = std::mem::take(&mut task.ctx.counters);
+            self.app
+                .metrics
+                .late_records_dropped
+                .inc_by(counters.late_records_dropped);
         }
         // 2. Everything delivered, or nothing is committed.
         flush_producer(&self.producer, DELIVERY_TIMEOUT)?;
@@ -556,8 +600,67 @@ impl ThreadState {
                 tracing::warn!(thread = %self.name, error = %e, "committing consumer offsets failed (state is safe)");
             }
         }
+        self.report_state(consumer);
+        self.app
+            .metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
         tracing::debug!(thread = %self.name, ms = started.elapsed().as_millis() as u64, "commit");
         Ok(())
+    }
+
+    /// Gauges and counters read at commit time: store sizes and cache
+    /// hits, consumer lag (from the partitions' high watermarks).
+    fn report_state(&mut self, consumer: &BaseConsumer<StreamContext>) {
+        for (id, task) in &self.tasks {
+            let Some(m) = self.meters.get_mut(id) else { continue };
+            for (i, (_, store)) in task.stores().iter().enumerate() {
+                let (len, stats) = match store {
+                    StoreRef::KeyValue(s) => {
+                        let s = s.borrow();
+                        (s.approximate_len(), s.cache_stats())
+                    }
+                    StoreRef::Window(s) => {
+                        let s = s.borrow();
+                        (s.approximate_len(), s.cache_stats())
+                    }
+                };
+                if let (Some(h), Some(seen)) = (m.handles.stores.get(i), m.cache_seen.get_mut(i)) {
+                    h.entries.set(len as i64);
+                    h.cache_hits.inc_by(stats.hits.saturating_sub(seen.0));
+                    h.cache_misses.inc_by(stats.misses.saturating_sub(seen.1));
+                    *seen = (stats.hits, stats.misses);
+                }
+            }
+            for (topic, next) in task.consumed() {
+                let name = &self.app.plan.topic_names[*topic as usize];
+                if let Ok((_, high)) = consumer.fetch_watermarks(name, id.partition, Duration::from_millis(500)) {
+                    m.handles.set_lag(*topic, high - next);
+                }
+            }
+        }
+    }
+
+    /// Metric handles for a new task.
+    fn meters_for(&self, task: &Task) -> Meters {
+        let plan = &self.app.plan;
+        let sub = &self.app.topology.subtopologies()[task.id().subtopology];
+        let sources: Vec<(u32, &str)> = sub
+            .source_topics
+            .iter()
+            .map(|t| (*t, plan.topic_names[*t as usize].as_str()))
+            .collect();
+        let sinks: Vec<(u32, &str)> = sub
+            .sink_topics
+            .iter()
+            .map(|t| (*t, plan.topic_names[*t as usize].as_str()))
+            .collect();
+        let stores: Vec<&str> = task.stores().iter().map(|(n, _)| n.as_str()).collect();
+        let handles = self.app.metrics.task(task.id().partition, &sources, &sinks, &stores);
+        Meters {
+            cache_seen: vec![(0, 0); stores.len()],
+            handles,
+        }
     }
 
     fn on_revoke(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
@@ -568,6 +671,8 @@ impl ThreadState {
             }
             let n = self.tasks.len();
             self.tasks.clear();
+            self.meters.clear();
+            self.app.metrics.active_tasks.sub(n as i64);
             self.app.status.update(&self.name, |t| t.tasks.clear());
             tracing::info!(thread = %self.name, tasks = n, "partitions revoked; tasks committed and closed");
             r?;
@@ -590,6 +695,8 @@ impl ThreadState {
             }
         }
         ids.sort();
+        self.app.metrics.rebalances.inc();
+        let restore_started = Instant::now();
         self.app.status.update(&self.name, |t| {
             t.ready = false;
             t.restoring = ids.iter().map(|i| i.to_string()).collect();
@@ -637,13 +744,27 @@ impl ThreadState {
             match remote.get(&id.to_string()) {
                 Some(target) if target.seq > local.seq || stale => {
                     tracing::info!(task = %id, from_seq = local.seq, to_seq = target.seq, "restoring state from changelog");
-                    let n = restore::restore_task(&self.app.settings, &mut task, changelogs, target)?;
+                    let per_store = restore::restore_task(&self.app.settings, &mut task, changelogs, target)?;
+                    let meters = self.meters_for(&task);
+                    for ((store, _), n) in changelogs.iter().zip(&per_store) {
+                        if let Some(i) = task.stores().iter().position(|(s, _)| s == store) {
+                            meters.handles.stores[i].restore_records.inc_by(*n);
+                        }
+                    }
+                    let n: u64 = per_store.iter().sum();
                     self.app.status.update(&self.name, |t| t.restored_records += n);
                 }
                 _ => {}
             }
+            let meters = self.meters_for(&task);
+            self.meters.insert(*id, meters);
             self.tasks.insert(*id, task);
+            self.app.metrics.active_tasks.inc();
         }
+        self.app
+            .metrics
+            .restore_duration
+            .observe(restore_started.elapsed().as_secs_f64());
         // Hand the consumer the offsets the tasks' state reflects.
         let mut offsets: Vec<(String, i32, i64)> = Vec::new();
         for e in tpl.elements() {

@@ -1,0 +1,426 @@
+//! The daemon's HTTP API: `GET /metrics` (Prometheus text format),
+//! `/healthz`, `/readyz` and `/topologies`.
+//!
+//! Routing is a plain function from request to response ([`handle`]), so
+//! every route is tested without a socket. [`serve`] binds the address in
+//! the caller (a bind error stops the daemon before anything starts) and
+//! runs the server on its own thread with a current-thread tokio runtime.
+//! Request bodies are never read; hyper bounds header sizes, and a client
+//! that does not finish its headers in time is dropped.
+
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+use weir_connectors::kafka::stream::RunStatus;
+use weir_runtime::metrics::{Metrics, TEXT_CONTENT_TYPE};
+
+/// A running topology as `/topologies` shows it.
+pub struct TopologyInfo {
+    pub name: String,
+    pub description: String,
+    /// `Topology::describe()`.
+    pub describe: String,
+}
+
+/// What the handlers answer from.
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<RunStatus>,
+    pub topologies: Vec<TopologyInfo>,
+}
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+const ROUTES: &[&str] = &["/metrics", "/healthz", "/readyz", "/topologies"];
+
+/// Answer one request. Only the method and the path are looked at; the
+/// query string is ignored and the body never read.
+pub fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if !ROUTES.contains(&path) {
+        return not_found(path);
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} not allowed on {path}: use GET\n", req.method()),
+        );
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match path {
+        "/metrics" => {
+            let mut r = text(StatusCode::OK, state.metrics.encode());
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE));
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n".to_string()),
+        "/readyz" => readyz(state),
+        "/topologies" => json_response(StatusCode::OK, &topologies(state)),
+        _ => not_found(path),
+    }
+}
+
+fn readyz(state: &HttpState) -> Response<Full<Bytes>> {
+    let ready = state.status.is_ready();
+    let snapshot = state.status.snapshot();
+    let mut pending = Vec::new();
+    let mut threads = serde_json::Map::new();
+    for (name, t) in &snapshot {
+        if !t.ready {
+            pending.push(json!({
+                "thread": name,
+                "reason": if t.restoring.is_empty() { "waiting for an assignment" } else { "restoring" },
+                "restoring": t.restoring,
+            }));
+        }
+        threads.insert(name.clone(), thread_json(t));
+    }
+    let body = json!({
+        "ready": ready,
+        "pending": pending,
+        "threads": threads,
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(code, &body)
+}
+
+fn thread_json(t: &weir_connectors::kafka::stream::ThreadStatus) -> serde_json::Value {
+    json!({
+        "ready": t.ready,
+        "tasks": t.tasks,
+        "restoring": t.restoring,
+        "restored_records": t.restored_records,
+    })
+}
+
+/// The threads of application `name` are `{name}-thread-{i}`.
+fn thread_of<'a>(thread: &'a str, name: &str) -> Option<&'a str> {
+    let rest = thread.strip_prefix(name)?.strip_prefix("-thread-")?;
+    (!rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())).then_some(rest)
+}
+
+fn topologies(state: &HttpState) -> serde_json::Value {
+    let snapshot = state.status.snapshot();
+    let list: Vec<serde_json::Value> = state
+        .topologies
+        .iter()
+        .map(|t| {
+            let mut tasks = Vec::new();
+            let mut threads = serde_json::Map::new();
+            for (thread, s) in &snapshot {
+                if thread_of(thread, &t.name).is_none() {
+                    continue;
+                }
+                threads.insert(thread.clone(), thread_json(s));
+                for id in &s.tasks {
+                    let (sub, part) = id.split_once('_').unwrap_or((id.as_str(), ""));
+                    tasks.push(json!({
+                        "id": id,
+                        "subtopology": sub.parse::<u64>().ok(),
+                        "partition": part.parse::<i64>().ok(),
+                        "thread": thread,
+                        "restoring": s.restoring.contains(id),
+                    }));
+                }
+            }
+            json!({
+                "name": t.name,
+                "description": t.description,
+                "describe": t.describe,
+                "tasks": tasks,
+                "threads": threads,
+            })
+        })
+        .collect();
+    json!({ "topologies": list })
+}
+
+fn not_found(path: &str) -> Response<Full<Bytes>> {
+    // The path is echoed (shortened) as plain text only.
+    let shown: String = path.chars().take(200).collect();
+    text(
+        StatusCode::NOT_FOUND,
+        format!("no route {shown:?}; the routes are {}\n", ROUTES.join(", ")),
+    )
+}
+
+fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn json_response(code: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut s = serde_json::to_string_pretty(body).unwrap_or_else(|_| "{}".to_string());
+    s.push('\n');
+    let mut r = text(code, s);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Bind `addr` now and serve on a thread of its own until the process
+/// exits. Returns the bound address (useful with port 0).
+pub fn serve(addr: &str, state: HttpState) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+    let bound = listener.local_addr().context("reading the HTTP listener's address")?;
+    listener
+        .set_nonblocking(true)
+        .context("setting the HTTP listener non-blocking")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("starting the HTTP runtime")?;
+    let state = Arc::new(state);
+    std::thread::Builder::new()
+        .name("weir-http".into())
+        .spawn(move || runtime.block_on(accept_loop(listener, state)))
+        .context("starting the HTTP thread")?;
+    Ok(bound)
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<HttpState>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "HTTP server stopped");
+            return;
+        }
+    };
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait and go on.
+                tracing::warn!(error = %e, "accepting an HTTP connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let response = handle(&state, &req);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn state() -> HttpState {
+        HttpState {
+            metrics: Arc::new(Metrics::new()),
+            status: Arc::new(RunStatus::default()),
+            topologies: vec![TopologyInfo {
+                name: "user-clicks".into(),
+                description: "counts clicks".into(),
+                describe: "Topologies:\n   Sub-topology: 0\n".into(),
+            }],
+        }
+    }
+
+    fn get(state: &HttpState, method: Method, uri: &str) -> (StatusCode, String, String) {
+        let req = Request::builder().method(method).uri(uri).body(()).unwrap();
+        let resp = handle(state, &req);
+        let code = resp.status();
+        let ctype = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = futures_body(resp.into_body());
+        (code, ctype, body)
+    }
+
+    fn futures_body(body: Full<Bytes>) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let bytes = rt.block_on(body.collect()).unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn set(status: &RunStatus, thread: &str, ready: bool, tasks: &[&str], restoring: &[&str]) {
+        status.update(thread, |t| {
+            t.ready = ready;
+            t.tasks = tasks.iter().map(|s| s.to_string()).collect();
+            t.restoring = restoring.iter().map(|s| s.to_string()).collect();
+        });
+    }
+
+    fn json(body: &str) -> serde_json::Value {
+        serde_json::from_str(body).expect("JSON body")
+    }
+
+    #[test]
+    fn healthz_is_ok() {
+        let (code, ctype, body) = get(&state(), Method::GET, "/healthz");
+        assert_eq!(code, StatusCode::OK);
+        assert!(ctype.starts_with("text/plain"));
+        assert_eq!(body.trim(), "ok");
+    }
+
+    #[test]
+    fn metrics_is_the_text_exposition() {
+        let s = state();
+        s.metrics.topology("user-clicks").dlq_records.inc_by(3);
+        let (code, ctype, body) = get(&s, Method::GET, "/metrics?ignored=1");
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(ctype, TEXT_CONTENT_TYPE);
+        let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+        let dlq = scrape
+            .samples
+            .iter()
+            .find(|x| x.metric == "weir_dlq_records_total" && x.labels.get("topology") == Some("user-clicks"))
+            .expect("dlq sample");
+        assert!(matches!(dlq.value, prometheus_parse::Value::Counter(v) if v == 3.0));
+    }
+
+    #[test]
+    fn readyz_is_503_until_every_thread_is_ready() {
+        let s = state();
+        // No thread registered yet: not ready.
+        let (code, ctype, body) = get(&s, Method::GET, "/readyz");
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ctype, "application/json");
+        assert_eq!(json(&body)["ready"], false);
+
+        set(&s.status, "user-clicks-thread-0", false, &["0_0", "0_1"], &["0_1"]);
+        set(&s.status, "user-clicks-thread-1", true, &["0_2"], &[]);
+        let (code, _, body) = get(&s, Method::GET, "/readyz");
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        let v = json(&body);
+        assert_eq!(v["ready"], false);
+        let pending = v["pending"].as_array().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0]["thread"], "user-clicks-thread-0");
+        assert_eq!(pending[0]["restoring"], json!(["0_1"]));
+        assert_eq!(v["threads"]["user-clicks-thread-1"]["ready"], true);
+
+        set(&s.status, "user-clicks-thread-0", true, &["0_0", "0_1"], &[]);
+        let (code, _, body) = get(&s, Method::GET, "/readyz");
+        assert_eq!(code, StatusCode::OK);
+        let v = json(&body);
+        assert_eq!(v["ready"], true);
+        assert_eq!(v["pending"], json!([]));
+        assert_eq!(v["threads"]["user-clicks-thread-0"]["tasks"], json!(["0_0", "0_1"]));
+    }
+
+    #[test]
+    fn topologies_lists_names_describe_and_tasks() {
+        let s = state();
+        set(&s.status, "user-clicks-thread-0", true, &["0_0", "1_2"], &[]);
+        set(&s.status, "other-thread-0", true, &["0_5"], &[]);
+        let (code, ctype, body) = get(&s, Method::GET, "/topologies");
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(ctype, "application/json");
+        let v = json(&body);
+        let list = v["topologies"].as_array().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["name"], "user-clicks");
+        assert_eq!(list[0]["description"], "counts clicks");
+        assert!(list[0]["describe"].as_str().unwrap().starts_with("Topologies:"));
+        let tasks = list[0]["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks[1]["id"], "1_2");
+        assert_eq!(tasks[1]["subtopology"], 1);
+        assert_eq!(tasks[1]["partition"], 2);
+        assert_eq!(tasks[1]["thread"], "user-clicks-thread-0");
+        assert!(list[0]["threads"].get("other-thread-0").is_none());
+    }
+
+    #[test]
+    fn unknown_paths_are_404_with_a_reason() {
+        for uri in ["/", "/nope", "/metrics/", "/../etc/passwd", "/healthz%00", "//healthz"] {
+            let (code, _, body) = get(&state(), Method::GET, uri);
+            assert_eq!(code, StatusCode::NOT_FOUND, "{uri}");
+            assert!(body.contains("no route"), "{uri}: {body}");
+        }
+        let long = format!("/{}", "a".repeat(10_000));
+        let (code, _, body) = get(&state(), Method::GET, &long);
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert!(body.len() < 400);
+    }
+
+    #[test]
+    fn wrong_methods_are_405() {
+        for m in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            let req = Request::builder().method(m.clone()).uri("/metrics").body(()).unwrap();
+            let resp = handle(&state(), &req);
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{m}");
+            assert_eq!(resp.headers().get(ALLOW).unwrap(), "GET, HEAD");
+        }
+        let (code, _, _) = get(&state(), Method::HEAD, "/healthz");
+        assert_eq!(code, StatusCode::OK);
+    }
+
+    #[test]
+    fn thread_names_match_their_application_only() {
+        assert_eq!(thread_of("a-thread-0", "a"), Some("0"));
+        assert_eq!(thread_of("a-thread-12", "a"), Some("12"));
+        assert_eq!(thread_of("a-b-thread-0", "a"), None);
+        assert_eq!(thread_of("a-thread-", "a"), None);
+        assert_eq!(thread_of("a-thread-x", "a"), None);
+    }
+
+    #[test]
+    fn serve_answers_over_tcp_and_reports_bind_errors() {
+        use std::io::{Read, Write};
+        let addr = serve("127.0.0.1:0", state()).unwrap();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.ends_with("ok\n"), "{out}");
+
+        // Garbage gets a 400 from hyper, and the server lives on.
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"\x00\x01garbage\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+
+        let err = serve(&addr.to_string(), state()).unwrap_err();
+        let line = format!("{err:#}");
+        assert!(line.contains(&addr.to_string()), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+    }
+}

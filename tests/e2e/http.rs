@@ -1,0 +1,171 @@
+//! The daemon's HTTP API over a real socket: `weir run --http 127.0.0.1:0`
+//! prints the address it bound; `/healthz`, `/readyz` (503, then 200 once
+//! the tasks run), `/topologies` and a parseable `/metrics`; a port in use
+//! stops the daemon with one line naming the address.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// One HTTP/1.1 request on a fresh connection: (status code, body).
+fn request(addr: &str, method: &str, path: &str) -> Result<(u16, String), String> {
+    let mut c = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        c,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).map_err(|e| format!("read: {e}"))?;
+    let (head, body) = out
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {out:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok((code, body.to_string()))
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    request(addr, "GET", path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// Waits for `HTTP on http://ADDR` on the daemon's stderr.
+fn http_addr(proc: &mut Proc) -> String {
+    wait_for("the daemon to print its HTTP address", STARTUP, || {
+        proc.assert_running();
+        let err = proc.stderr();
+        err.lines()
+            .find_map(|l| l.strip_prefix("HTTP on http://"))
+            .map(|a| a.trim().to_string())
+            .ok_or_else(|| format!("stderr so far: {err:?}"))
+    })
+}
+
+#[test]
+fn http_api_serves_health_readiness_topologies_and_metrics() {
+    let broker = DevBroker::start(3);
+    let mut daemon = Daemon::new("http", broker.addr(), &["user-clicks"], &["--http", "127.0.0.1:0"]);
+    daemon.start();
+    let addr = http_addr(daemon.proc());
+    assert!(!addr.ends_with(":0"), "the bound port is printed, not 0: {addr}");
+
+    let (code, body) = get(&addr, "/healthz");
+    assert_eq!((code, body.trim()), (200, "ok"));
+
+    // 503 (with what is pending) until every task runs, then 200.
+    let ready = wait_for("/readyz to answer 200", Duration::from_secs(60), || {
+        daemon.assert_running();
+        let (code, body) = request(&addr, "GET", "/readyz")?;
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        match code {
+            200 => Ok(v),
+            503 => {
+                assert_eq!(v["ready"], false, "{body}");
+                assert!(v["pending"].is_array(), "{body}");
+                Err(body)
+            }
+            other => panic!("/readyz answered {other}: {body}"),
+        }
+    });
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["pending"], serde_json::json!([]));
+
+    let (code, body) = get(&addr, "/topologies");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = v["topologies"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{body}");
+    assert_eq!(list[0]["name"], "user-clicks");
+    assert!(list[0]["describe"].as_str().unwrap().contains("Sub-topology"), "{body}");
+    assert!(!list[0]["tasks"].as_array().unwrap().is_empty(), "{body}");
+
+    let (code, body) = get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("exposition parses");
+    let build = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "weir_build_info")
+        .unwrap_or_else(|| panic!("no weir_build_info in {body}"));
+    assert!(matches!(build.value, prometheus_parse::Value::Gauge(v) if v == 1.0));
+
+    // The counters move with the work: 1,000 clicks and 3 malformed lines.
+    let mut lines = String::new();
+    for i in 0..1000 {
+        lines.push_str(&format!("User {} clicked on /p at 1763719200.{i:03}\n", i % 100 + 1));
+    }
+    lines.push_str("not a click\nUser x clicked on /p at 1\nUser 1 clicked on p at 1\n");
+    produce(broker.addr(), "user_clickstream", lines.as_bytes());
+    let sum = |scrape: &prometheus_parse::Scrape, metric: &str, label: (&str, &str)| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == metric && s.labels.get(label.0) == Some(label.1))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    wait_for("the metrics to count every record", Duration::from_secs(60), || {
+        daemon.assert_running();
+        let (_, body) = get(&addr, "/metrics");
+        let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("parses");
+        let consumed = sum(&scrape, "weir_records_consumed_total", ("topic", "user_clickstream"));
+        let repartitioned = sum(
+            &scrape,
+            "weir_records_produced_total",
+            ("topic", "user-clicks-clicks-per-user-repartition"),
+        );
+        let dlq = sum(&scrape, "weir_dlq_records_total", ("topology", "user-clicks"));
+        let lag = sum(&scrape, "weir_consumer_lag_records", ("topic", "user_clickstream"));
+        let latencies = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "weir_process_latency_seconds_count")
+            .map(|s| match s.value {
+                prometheus_parse::Value::Untyped(v) | prometheus_parse::Value::Counter(v) => v,
+                _ => 0.0,
+            })
+            .sum::<f64>();
+        let got = (consumed, repartitioned, dlq, lag);
+        if got == (1003.0, 1000.0, 3.0, 0.0) && latencies > 0.0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "(consumed, repartitioned, dlq, lag) = {got:?}, latency observations {latencies}"
+            ))
+        }
+    });
+
+    let (code, body) = get(&addr, "/no/such/route");
+    assert_eq!(code, 404, "{body}");
+    let (code, _) = request(&addr, "POST", "/metrics").unwrap();
+    assert_eq!(code, 405);
+    daemon.assert_running();
+}
+
+#[test]
+fn a_port_in_use_stops_the_daemon_with_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    // The HTTP port is bound before any broker is contacted.
+    let mut daemon = Proc::spawn(
+        "http-port-in-use",
+        &["run", "user-clicks", "--brokers", "127.0.0.1:1", "--http", &addr],
+    );
+    let status = daemon.wait(STARTUP);
+    assert!(!status.success());
+    let err = daemon.stderr();
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("weir:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains(&addr), "{err}");
+    assert!(lines[0].contains("HTTP"), "{err}");
+}
