@@ -64,6 +64,8 @@ pub struct E2eOptions {
     pub verbose: bool,
 }
 
+/// Runs the benchmark for each topology in turn, each on its own dev broker
+/// (a fresh broker per topology, so one's leftovers cannot slow the next).
 pub fn run_e2e(opts: &E2eOptions) -> Result<Vec<BenchResult>> {
     let mut results = Vec::new();
     for name in &opts.topologies {
@@ -604,9 +606,12 @@ fn run_weir(
         // record it caused had been delivered, so these ends are final.
         let elapsed = started.elapsed().as_secs_f64();
         let mut done = true;
-        for topic in sources.iter().filter(|s| *s != input) {
-            for (p, end) in end_offsets(settings, topic)?.iter().enumerate() {
-                if offsets.get(&(topic.clone(), p as i32)).copied().unwrap_or(0) < *end {
+        for (topic, n) in partitions.iter().filter(|(t, _)| *t != input) {
+            for p in 0..*n {
+                let (_, end) = monitor
+                    .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
+                    .with_context(|| format!("watermarks of {topic}/{p}"))?;
+                if offsets.get(&(topic.clone(), p)).copied().unwrap_or(0) < end {
                     done = false;
                 }
             }

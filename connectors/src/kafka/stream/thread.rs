@@ -153,8 +153,11 @@ struct ThreadState {
     delivery: Arc<DeliveryState>,
     last_commit: Instant,
     fatal: Option<Error>,
-    /// Scratch for numbering outputs per origin.
-    origin_counters: Vec<(u32, (u32, i64), u32)>,
+    /// Numbering of the outputs of the current origin, per topic. A
+    /// record's outputs are contiguous in the collector (processing is
+    /// depth-first), so only the current origin's counters are needed.
+    origin_counters: Vec<(u32, u32)>,
+    current_origin: Option<(u32, i64)>,
     /// Metric handles per task, and the cache counters last reported.
     meters: BTreeMap<TaskId, Meters>,
     /// Records since start, for sampling latencies (one clock read per
@@ -196,6 +199,7 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             last_commit: Instant::now(),
             fatal: None,
             origin_counters: Vec::new(),
+            current_origin: None,
             meters: BTreeMap::new(),
             seen: 0,
         })
@@ -432,6 +436,7 @@ impl ThreadState {
         let mut collector = std::mem::take(&mut task.ctx.collector);
         let plan = &self.app.plan;
         self.origin_counters.clear();
+        self.current_origin = None;
         let meters = self.meters.get(&id);
         let now = now_ms();
         for (i, rec) in collector.records().iter().enumerate() {
@@ -454,17 +459,17 @@ impl ThreadState {
             };
             let headers = match (plan.internal[t], rec.origin) {
                 (true, Some((src_topic, offset))) => {
-                    let index = match self
-                        .origin_counters
-                        .iter_mut()
-                        .find(|(tt, o, _)| *tt == rec.topic && *o == (src_topic, offset))
-                    {
-                        Some((_, _, n)) => {
+                    if self.current_origin != Some((src_topic, offset)) {
+                        self.current_origin = Some((src_topic, offset));
+                        self.origin_counters.clear();
+                    }
+                    let index = match self.origin_counters.iter_mut().find(|(tt, _)| *tt == rec.topic) {
+                        Some((_, n)) => {
                             *n += 1;
                             *n
                         }
                         None => {
-                            self.origin_counters.push((rec.topic, (src_topic, offset), 0));
+                            self.origin_counters.push((rec.topic, 0));
                             0
                         }
                     };
