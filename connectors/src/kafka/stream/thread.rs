@@ -158,6 +158,8 @@ struct ThreadState {
     /// depth-first), so only the current origin's counters are needed.
     origin_counters: Vec<(u32, u32)>,
     current_origin: Option<(u32, i64)>,
+    /// The topic of the last record consumed and its topology index.
+    last_topic: (String, u32),
     /// Metric handles per task, and the cache counters last reported.
     meters: BTreeMap<TaskId, Meters>,
     /// Records since start, for sampling latencies (one clock read per
@@ -200,6 +202,7 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             fatal: None,
             origin_counters: Vec::new(),
             current_origin: None,
+            last_topic: (String::new(), 0),
             meters: BTreeMap::new(),
             seen: 0,
         })
@@ -343,8 +346,17 @@ fn send(
 impl ThreadState {
     fn process(&mut self, msg: &BorrowedMessage<'_>) -> Result<()> {
         let plan = &self.app.plan;
-        let Some(&topic) = plan.by_name.get(msg.topic()) else {
-            return Ok(());
+        // Consecutive records mostly share a topic: compare with the last
+        // one before hashing the name.
+        let name = msg.topic();
+        let topic = if name == self.last_topic.0 {
+            self.last_topic.1
+        } else {
+            let Some(&t) = plan.by_name.get(name) else {
+                return Ok(());
+            };
+            self.last_topic = (name.to_string(), t);
+            t
         };
         let Some(id) = plan.task_of(topic, msg.partition()) else {
             return Ok(());
