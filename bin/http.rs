@@ -10,6 +10,7 @@
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub struct TopologyInfo {
     pub description: String,
     /// `Topology::describe()`.
     pub describe: String,
+    /// (store, key serde name, value serde name) of its queryable stores.
+    pub store_formats: Vec<(String, &'static str, &'static str)>,
 }
 
 /// What the handlers answer from.
@@ -46,6 +49,17 @@ const ROUTES: &[&str] = &["/metrics", "/healthz", "/readyz", "/topologies"];
 /// query string is ignored and the body never read.
 pub fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
+    if let Some(store) = path.strip_prefix("/stores/") {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {} not allowed on {path}: use GET\n", req.method()),
+            );
+            r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        return query_store(state, store, req.uri().query().unwrap_or(""));
+    }
     if !ROUTES.contains(&path) {
         return not_found(path);
     }
@@ -69,6 +83,119 @@ pub fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Full<Bytes>> {
         "/topologies" => json_response(StatusCode::OK, &topologies(state)),
         _ => not_found(path),
     }
+}
+
+fn error_json(code: StatusCode, message: String) -> Response<Full<Bytes>> {
+    json_response(code, &serde_json::json!({ "error": message }))
+}
+
+/// `GET /stores/{store}?key=K` or `?from=A&to=B` (both inclusive, either
+/// may be left out): committed data of the store partitions this instance
+/// hosts.
+fn query_store(state: &HttpState, store: &str, query: &str) -> Response<Full<Bytes>> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|c| c.into_owned())
+    };
+    let store = match decode(store) {
+        Ok(s) => s,
+        Err(_) => return error_json(StatusCode::BAD_REQUEST, "the store name is not UTF-8".into()),
+    };
+    let Some((_, key_format, value_format)) = state
+        .topologies
+        .iter()
+        .flat_map(|t| t.store_formats.iter())
+        .find(|(s, _, _)| *s == store)
+        .cloned()
+    else {
+        let shown: String = store.chars().take(200).collect();
+        return error_json(StatusCode::NOT_FOUND, format!("no queryable store {shown:?}"));
+    };
+    let mut params: Vec<(String, String)> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match (decode(k), decode(v)) {
+            (Ok(k), Ok(v)) => params.push((k, v)),
+            _ => return error_json(StatusCode::BAD_REQUEST, "query parameters must be UTF-8".into()),
+        }
+    }
+    if let Some((name, _)) = params
+        .iter()
+        .find(|(k, _)| !matches!(k.as_str(), "key" | "from" | "to"))
+    {
+        let shown: String = name.chars().take(50).collect();
+        return error_json(
+            StatusCode::BAD_REQUEST,
+            format!("unknown parameter {shown:?} (use key=, or from= and to=)"),
+        );
+    }
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let readers = state.status.store_readers(&store);
+    let encode = |text: &str| crate::query::encode_key(key_format, text);
+    if let Some(key) = get("key") {
+        if get("from").is_some() || get("to").is_some() {
+            return error_json(StatusCode::BAD_REQUEST, "use key= alone, or from=/to=".into());
+        }
+        let bytes = match encode(key) {
+            Ok(b) => b,
+            Err(e) => return error_json(StatusCode::BAD_REQUEST, e),
+        };
+        for (_, _, reader) in &readers {
+            match reader.read_kv(&store, &bytes) {
+                Ok(Some(v)) => {
+                    return json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({
+                            "store": store,
+                            "key": key,
+                            "value": crate::query::decode(value_format, &v),
+                        }),
+                    )
+                }
+                Ok(None) => {}
+                Err(e) => return error_json(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        return error_json(
+            StatusCode::NOT_FOUND,
+            format!("no key {key:?} in store {store:?} on this instance"),
+        );
+    }
+    let from = match get("from").map(encode).transpose() {
+        Ok(b) => b,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, e),
+    };
+    let to = match get("to").map(encode).transpose() {
+        Ok(b) => b,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, e),
+    };
+    if from.is_none() && to.is_none() {
+        return error_json(StatusCode::BAD_REQUEST, "give key=, or from= and/or to=".into());
+    }
+    let lower = from.as_deref().map_or(Bound::Unbounded, Bound::Included);
+    let upper = to.as_deref().map_or(Bound::Unbounded, Bound::Included);
+    let mut entries = Vec::new();
+    for (_, _, reader) in &readers {
+        match reader.scan_kv(&store, lower, upper) {
+            Ok(found) => entries.extend(found),
+            Err(e) => return error_json(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+    entries.sort();
+    let entries: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(k, v)| {
+            serde_json::json!({
+                "key": crate::query::decode(key_format, k),
+                "value": crate::query::decode(value_format, v),
+            })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "store": store, "entries": entries }),
+    )
 }
 
 fn readyz(state: &HttpState) -> Response<Full<Bytes>> {
@@ -247,8 +374,78 @@ mod tests {
                 name: "user-clicks".into(),
                 description: "counts clicks".into(),
                 describe: "Topologies:\n   Sub-topology: 0\n".into(),
+                store_formats: vec![("clicks-per-user".into(), "u32", "u64")],
             }],
         }
+    }
+
+    #[test]
+    fn stores_answer_interactive_queries_on_committed_data() {
+        use weir::state::{Checkpoint, KeyValueStore, StateDb, StateStore};
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let task = db.task("user-clicks/1_0", 1 << 20).unwrap();
+        {
+            let store = task.open_key_value("clicks-per-user").unwrap();
+            let mut s = store.borrow_mut();
+            s.put(&17u32.to_be_bytes(), &42u64.to_be_bytes()).unwrap();
+            s.put(&3u32.to_be_bytes(), &5u64.to_be_bytes()).unwrap();
+            s.flush().unwrap();
+        }
+        task.commit(&Checkpoint::default()).unwrap();
+        let st = state();
+        st.status
+            .host("user-clicks", 0, &["clicks-per-user".to_string()], &task.reader());
+
+        let (code, _, body) = get(&st, Method::GET, "/stores/clicks-per-user?key=17");
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"store": "clicks-per-user", "key": "17", "value": 42})
+        );
+        let (code, _, body) = get(&st, Method::GET, "/stores/clicks-per-user?from=1&to=20");
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["entries"],
+            serde_json::json!([{"key": 3, "value": 5}, {"key": 17, "value": 42}])
+        );
+        let cases = [
+            (
+                "/stores/clicks-per-user?key=18",
+                StatusCode::NOT_FOUND,
+                "no key \"18\" in store \"clicks-per-user\" on this instance",
+            ),
+            (
+                "/stores/clicks-per-user?key=abc",
+                StatusCode::BAD_REQUEST,
+                "key \"abc\" is not a u32",
+            ),
+            (
+                "/stores/nope?key=1",
+                StatusCode::NOT_FOUND,
+                "no queryable store \"nope\"",
+            ),
+            (
+                "/stores/clicks-per-user?user=1",
+                StatusCode::BAD_REQUEST,
+                "unknown parameter \"user\" (use key=, or from= and to=)",
+            ),
+            (
+                "/stores/clicks-per-user",
+                StatusCode::BAD_REQUEST,
+                "give key=, or from= and/or to=",
+            ),
+        ];
+        for (uri, want, message) in cases {
+            let (code, _, body) = get(&st, Method::GET, uri);
+            assert_eq!(code, want, "{uri}: {body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["error"], message, "{uri}");
+        }
+        let (code, _, _) = get(&st, Method::POST, "/stores/clicks-per-user?key=17");
+        assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
     }
 
     fn get(state: &HttpState, method: Method, uri: &str) -> (StatusCode, String, String) {

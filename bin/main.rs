@@ -5,6 +5,7 @@
 mod bench;
 mod bench_e2e;
 mod http;
+mod query;
 mod scenarios;
 
 use std::io::{IsTerminal, Write};
@@ -375,6 +376,11 @@ fn run_topologies(args: RunArgs) -> anyhow::Result<()> {
             name: scenario.name.to_string(),
             description: scenario.description.to_string(),
             describe: topology.describe(),
+            store_formats: topology
+                .stores()
+                .iter()
+                .filter_map(|s| topology.store_format(&s.name).map(|(k, v)| (s.name.clone(), k, v)))
+                .collect(),
         });
         apps.push(AppSpec {
             application_id: scenario.name.to_string(),

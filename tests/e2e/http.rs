@@ -145,6 +145,19 @@ fn http_api_serves_health_readiness_topologies_and_metrics() {
         }
     });
 
+    // Interactive queries read the committed counts: 10 clicks per user.
+    wait_for("the store to answer user 17's count", Duration::from_secs(30), || {
+        let (code, body) = get(&addr, "/stores/clicks-per-user?key=17");
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        if code == 200 && v["value"] == 10 {
+            Ok(())
+        } else {
+            Err(format!("{code} {body}"))
+        }
+    });
+    let (code, body) = get(&addr, "/stores/clicks-per-user?key=seventeen");
+    assert_eq!(code, 400, "{body}");
+
     let (code, body) = get(&addr, "/no/such/route");
     assert_eq!(code, 404, "{body}");
     let (code, _) = request(&addr, "POST", "/metrics").unwrap();

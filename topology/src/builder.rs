@@ -27,6 +27,9 @@ pub(crate) struct GraphBuilder {
     pub(crate) stores: Vec<StoreSpec>,
     pub(crate) sources: Vec<SourceEntry>,
     pub(crate) errors: Vec<TopologyError>,
+    /// (store, key serde name, value serde name) of key-value stores whose
+    /// keys and values the DSL knows, for interactive queries.
+    pub(crate) store_formats: Vec<(String, &'static str, &'static str)>,
 }
 
 pub(crate) type Graph = Rc<RefCell<GraphBuilder>>;
@@ -216,6 +219,7 @@ impl StreamsBuilder {
                 stores: Vec::new(),
                 sources: Vec::new(),
                 errors: Vec::new(),
+                store_formats: Vec::new(),
             })),
         }
     }
@@ -300,6 +304,7 @@ impl StreamsBuilder {
                 stores: std::mem::take(&mut g.stores),
                 sources: std::mem::take(&mut g.sources),
                 errors: std::mem::take(&mut g.errors),
+                store_formats: std::mem::take(&mut g.store_formats),
             }
         });
         if let Some(e) = g.errors.into_iter().next() {
@@ -322,6 +327,7 @@ impl StreamsBuilder {
             stores: g.stores,
             sources: g.sources,
             subtopologies,
+            store_formats: g.store_formats,
         })))
     }
 }

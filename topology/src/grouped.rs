@@ -102,6 +102,8 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
             });
             let id = g.add_node(kind, NodeKind::Processor, vec![input.node]);
             g.connect_store(id, &store);
+            g.store_formats
+                .push((store.clone(), self.key_serde.name(), aggregate_serde.name()));
             id
         };
         let out = ChildSlot::<K, Option<A>>::new();

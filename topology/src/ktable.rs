@@ -386,6 +386,8 @@ pub(crate) fn source_table<K: Data, V: Data>(
             logged: materialized.logged,
         });
         g.connect_store(id, &store);
+        g.store_formats
+            .push((store.clone(), key_serde.name(), value_serde.name()));
         let slot = ChildSlot::<K, Option<V>>::new();
         let (slot2, store2, ks, vs) = (slot.clone(), store.clone(), key_serde.clone(), value_serde.clone());
         g.sources.push(SourceEntry {

@@ -68,6 +68,7 @@ pub struct TopologyInner {
     pub(crate) stores: Vec<StoreSpec>,
     pub(crate) sources: Vec<SourceEntry>,
     pub(crate) subtopologies: Vec<SubTopology>,
+    pub(crate) store_formats: Vec<(String, &'static str, &'static str)>,
 }
 
 impl TopologyInner {
@@ -99,6 +100,18 @@ impl Topology {
     }
     pub fn nodes(&self) -> &[NodeInfo] {
         &self.0.nodes
+    }
+
+    /// The serde names (key, value) of a key-value store the DSL created
+    /// (aggregations, tables), e.g. `("u32", "u64")`: what an interactive
+    /// query needs to turn a key typed by a person into store bytes and the
+    /// stored value into JSON.
+    pub fn store_format(&self, store: &str) -> Option<(&'static str, &'static str)> {
+        self.0
+            .store_formats
+            .iter()
+            .find(|(s, _, _)| s == store)
+            .map(|(_, k, v)| (*k, *v))
     }
 
     /// The Kafka topic name of topic `index` for an application.

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use weir_state::StoreReader;
+
 /// One stream thread's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ThreadStatus {
@@ -19,9 +21,18 @@ pub struct ThreadStatus {
 }
 
 /// The status of every stream thread of a `run`, by thread name.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RunStatus {
     threads: Mutex<BTreeMap<String, ThreadStatus>>,
+    /// The stores this instance hosts: (application, store, partition) →
+    /// a reader of their committed data, for interactive queries.
+    stores: Mutex<BTreeMap<(String, String, i32), StoreReader>>,
+}
+
+impl std::fmt::Debug for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunStatus").field("threads", &self.snapshot()).finish()
+    }
 }
 
 impl RunStatus {
@@ -42,6 +53,35 @@ impl RunStatus {
             .expect("status lock")
             .entry(thread.to_string())
             .or_default());
+    }
+
+    /// Record that this instance now hosts `stores` of `application` on
+    /// `partition`, readable through `reader`.
+    pub fn host(&self, application: &str, partition: i32, stores: &[String], reader: &StoreReader) {
+        let mut map = self.stores.lock().expect("status lock");
+        for s in stores {
+            map.insert((application.to_string(), s.clone(), partition), reader.clone());
+        }
+    }
+
+    /// Forget the stores of `application` on `partition` (the task left).
+    pub fn unhost(&self, application: &str, partition: i32, stores: &[String]) {
+        let mut map = self.stores.lock().expect("status lock");
+        for s in stores {
+            map.remove(&(application.to_string(), s.clone(), partition));
+        }
+    }
+
+    /// The readers of every local partition of `store`: (application,
+    /// partition, reader).
+    pub fn store_readers(&self, store: &str) -> Vec<(String, i32, StoreReader)> {
+        self.stores
+            .lock()
+            .expect("status lock")
+            .iter()
+            .filter(|((_, s, _), _)| s == store)
+            .map(|((app, _, p), r)| (app.clone(), *p, r.clone()))
+            .collect()
     }
 
     /// Ready when every thread has finished restoring its assignment.

@@ -685,6 +685,10 @@ impl ThreadState {
             let r = self.commit(consumer);
             for t in self.tasks.values_mut() {
                 t.close();
+                let stores: Vec<String> = t.stores().iter().map(|(n, _)| n.clone()).collect();
+                self.app
+                    .status
+                    .unhost(&self.app.plan.application_id, t.id().partition, &stores);
             }
             let n = self.tasks.len();
             self.tasks.clear();
@@ -775,6 +779,10 @@ impl ThreadState {
             }
             let meters = self.meters_for(&task);
             self.meters.insert(*id, meters);
+            let stores: Vec<String> = task.stores().iter().map(|(n, _)| n.clone()).collect();
+            self.app
+                .status
+                .host(&plan.application_id, id.partition, &stores, &task.state().reader());
             self.tasks.insert(*id, task);
             self.app.metrics.active_tasks.inc();
         }
