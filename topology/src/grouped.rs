@@ -282,6 +282,21 @@ pub(crate) fn decode_stored<A: 'static>(serde: &Serde<A>, store: &str, bytes: &[
         .map_err(|e| StoreError::new(store, format!("stored value does not decode: {e}")))
 }
 
+/// Split a window-store key into (window start, decoded record key); a key
+/// that does not decode is store corruption, as for [`decode_stored`].
+pub(crate) fn decode_window_key<K: 'static>(
+    serde: &Serde<K>,
+    store: &str,
+    store_key: &[u8],
+) -> Result<(i64, K), StoreError> {
+    let (start, kb) =
+        split_window_key(store_key).ok_or_else(|| StoreError::new(store, "window key shorter than 8 bytes"))?;
+    let key = serde
+        .deserialize(kb)
+        .map_err(|e| StoreError::new(store, format!("stored key does not decode: {e}")))?;
+    Ok((start, key))
+}
+
 struct KvAggregateNode<K, V, A> {
     store: KvStoreRef,
     name: Arc<str>,
@@ -446,16 +461,7 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for WindowAggregateNode<K, V, A> {
         let ts = ctx.timestamp;
         let size = self.windows.size_ms;
         for rec in records {
-            let decoded = split_window_key(&rec.key)
-                .ok_or_else(|| StoreError::new(&*self.name, "window key shorter than 8 bytes"))
-                .and_then(|(start, kb)| {
-                    let key = self
-                        .key_serde
-                        .deserialize(kb)
-                        .map_err(|e| StoreError::new(&*self.name, format!("stored key does not decode: {e}")))?;
-                    Ok((start, key))
-                });
-            let (start, key) = match decoded {
+            let (start, key) = match decode_window_key(&self.key_serde, &self.name, &rec.key) {
                 Ok(d) => d,
                 Err(e) => {
                     ctx.fail(e);

@@ -42,14 +42,12 @@
 use std::sync::Arc;
 
 use crate::context::ProcessorContext;
-use crate::grouped::{decode_stored, SessionWindowedKStream};
+use crate::grouped::{decode_stored, decode_window_key, SessionWindowedKStream};
 use crate::ktable::KTable;
 use crate::materialized::Materialized;
 use crate::node::{ChildSlot, Children, Node};
 use crate::serde::{Serde, Serdes};
-use crate::store::{
-    decode_window_start, encode_window_start, split_window_key, StoreError, StoreKind, StoreSpec, WindowStoreRef,
-};
+use crate::store::{decode_window_start, encode_window_start, StoreError, StoreKind, StoreSpec, WindowStoreRef};
 use crate::topology::NodeKind;
 use crate::windows::{SessionWindows, Window, Windowed};
 use crate::Data;
@@ -365,22 +363,16 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for SessionAggregateNode<K, V, A> {
             self.children.forward(ctx, wk, None);
         }
         for rec in records {
-            let decoded = split_window_key(&rec.key)
-                .ok_or_else(|| StoreError::new(&*self.name, "window key shorter than 8 bytes"))
-                .and_then(|(start, kb)| {
-                    let key = self
-                        .key_serde
-                        .deserialize(kb)
-                        .map_err(|e| StoreError::new(&*self.name, format!("stored key does not decode: {e}")))?;
-                    let value = match rec.value.as_deref() {
-                        Some(b) => {
-                            let (end, agg) = split_session_value(&self.name, b)?;
-                            Some((end, decode_stored(&self.agg_serde, &self.name, agg)?))
-                        }
-                        None => None,
-                    };
-                    Ok((start, key, value))
-                });
+            let decoded = decode_window_key(&self.key_serde, &self.name, &rec.key).and_then(|(start, key)| {
+                let value = match rec.value.as_deref() {
+                    Some(b) => {
+                        let (end, agg) = split_session_value(&self.name, b)?;
+                        Some((end, decode_stored(&self.agg_serde, &self.name, agg)?))
+                    }
+                    None => None,
+                };
+                Ok((start, key, value))
+            });
             let (start, key, value) = match decoded {
                 Ok(d) => d,
                 Err(e) => {
