@@ -17,6 +17,8 @@ use crate::{Error, Result};
 const POLL: Duration = Duration::from_millis(100);
 /// How long a restore may see no progress before it gives up.
 const STALL: Duration = Duration::from_secs(30);
+/// How often a long restore logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Records applied per sled batch during a restore.
 const BATCH: usize = 20_000;
 
@@ -153,7 +155,22 @@ pub fn restore_task(
             batch.clear();
             Ok(())
         };
+        let mut last_report = Instant::now();
         read_range(settings, topic, partition, from, to, |offset, key, value| {
+            // Long restores say how far they got (the daemon is not ready
+            // meanwhile, and an operator wants to know why).
+            if last_report.elapsed() >= PROGRESS_EVERY {
+                last_report = Instant::now();
+                let secs = started.elapsed().as_secs_f64();
+                tracing::info!(
+                    task = %task.id(),
+                    store = %store,
+                    at = offset,
+                    of = to,
+                    records_per_s = format!("{:.0}", total as f64 / secs.max(1e-9)),
+                    "restoring"
+                );
+            }
             let Some(key) = key else { return Ok(()) };
             batch.push(ChangelogRecord {
                 key: key.to_vec(),
