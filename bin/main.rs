@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_e2e;
+mod bench_state;
 mod http;
 mod query;
 mod scenarios;
@@ -196,6 +197,19 @@ enum BenchWorkload {
         #[arg(long)]
         json: bool,
     },
+    /// Put/get operations per second on weir's sled store with and without
+    /// the write cache, next to raw sled.
+    State {
+        /// Puts (and then gets) per variant.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(10..))]
+        ops: u64,
+        /// Distinct keys the operations draw from.
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+        keys: u64,
+        /// Print one JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -326,6 +340,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     verbose: !json,
                 };
                 let results = bench_e2e::run_e2e(&opts)?;
+                print_results(&results, json)
+            }
+            BenchWorkload::State { ops, keys, json } => {
+                let results = bench_state::run_state(&bench_state::StateOptions { ops, keys })?;
                 print_results(&results, json)
             }
         },
