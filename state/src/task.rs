@@ -25,6 +25,11 @@ pub type KvEntries = Vec<(Vec<u8>, Vec<u8>)>;
 ///
 /// One database rather than one per task because sled runs a flusher thread
 /// and keeps a page cache per database; a tree is cheap. `StateDb` is
+/// sled's own page cache. Its default is 1 GiB, which a large store would
+/// fill; weir's write cache keeps the hot keys, so sled's cache only needs
+/// to hold recently read pages.
+pub const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// `Send + Sync`, so stream threads can share it and open their tasks.
 pub struct StateDb {
     db: sled::Db,
@@ -51,7 +56,7 @@ impl StateDb {
         std::fs::create_dir_all(dir).map_err(|e| err("cannot create the state directory", &e))?;
         let deadline = Instant::now() + lock_wait;
         let db = loop {
-            match sled::Config::new().path(dir).open() {
+            match sled::Config::new().path(dir).cache_capacity(SLED_CACHE_BYTES).open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e)) if is_lock_conflict(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(2));
