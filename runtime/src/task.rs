@@ -68,6 +68,8 @@ pub struct Task {
     /// Per (repartition topic, upstream partition): the origin of the last
     /// record applied, to skip replayed duplicates.
     origins: Vec<(u32, Origin)>,
+    /// Metric handles, when the task runs in a daemon that exports them.
+    metrics: Option<crate::metrics::TaskMetrics>,
 }
 
 /// Where a repartition record came from: the upstream input record's offset
@@ -180,6 +182,7 @@ impl Task {
             seq: 0,
             changelog_positions: Vec::new(),
             origins: Vec::new(),
+            metrics: None,
         };
         if let Some(cp) = task.state.checkpoint()? {
             let cp = TaskCheckpoint::from_checkpoint(&cp)
@@ -276,6 +279,9 @@ impl Task {
             Some((_, last)) if origin <= *last => {
                 // Already applied: only move the input position on.
                 self.set_consumed(topic, offset + 1);
+                if let Some(m) = &self.metrics {
+                    m.consumed(topic, 1);
+                }
                 return false;
             }
             Some((_, last)) => *last = origin,
@@ -287,6 +293,16 @@ impl Task {
 
     pub fn id(&self) -> TaskId {
         self.id
+    }
+
+    /// Count this task's work in `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: crate::metrics::TaskMetrics) {
+        self.metrics = Some(metrics);
+    }
+
+    /// The task's metric handles, if it has any.
+    pub fn metrics(&self) -> Option<&crate::metrics::TaskMetrics> {
+        self.metrics.as_ref()
     }
 
     /// The state of this task (stores, checkpoint, restore).
@@ -320,6 +336,9 @@ impl Task {
         self.last_record_wall_ms = self.ctx.wall_clock_ms();
         self.nodes.process(&mut self.ctx, topic, key, value);
         self.set_consumed(topic, offset + 1);
+        if let Some(m) = &self.metrics {
+            m.consumed(topic, 1);
+        }
     }
 
     /// Let time-driven nodes emit what is due, at wall-clock time `now_ms`.

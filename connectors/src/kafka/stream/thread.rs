@@ -160,8 +160,8 @@ struct ThreadState {
     current_origin: Option<(u32, i64)>,
     /// The topic of the last record consumed and its topology index.
     last_topic: (String, u32),
-    /// Metric handles per task, and the cache counters last reported.
-    meters: BTreeMap<TaskId, Meters>,
+    /// Per task, the (hits, misses) of each store's cache as last reported.
+    cache_seen: BTreeMap<TaskId, Vec<(u64, u64)>>,
     /// Records since start, for sampling latencies (one clock read per
     /// `SAMPLE` records keeps timing off the hot path).
     seen: u64,
@@ -169,12 +169,6 @@ struct ThreadState {
 
 /// Latencies are measured on one record in this many.
 const SAMPLE: u64 = 64;
-
-struct Meters {
-    handles: TaskMetrics,
-    /// (hits, misses) per store, as last reported.
-    cache_seen: Vec<(u64, u64)>,
-}
 
 /// Run one stream thread until `stop` is set or a fatal error occurs.
 pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
@@ -203,7 +197,7 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             origin_counters: Vec::new(),
             current_origin: None,
             last_topic: (String::new(), 0),
-            meters: BTreeMap::new(),
+            cache_seen: BTreeMap::new(),
             seen: 0,
         })
     });
@@ -383,9 +377,6 @@ impl ThreadState {
         if let Some(t) = timed {
             self.app.metrics.process_latency.observe(t.elapsed().as_secs_f64());
         }
-        if let Some(m) = self.meters.get(&id) {
-            m.handles.consumed(topic, 1);
-        }
         if !task.ctx.dead_letters.is_empty() {
             let letters = std::mem::take(&mut task.ctx.dead_letters);
             self.app.metrics.dlq_records.inc_by(letters.len() as u64);
@@ -449,12 +440,12 @@ impl ThreadState {
         let plan = &self.app.plan;
         self.origin_counters.clear();
         self.current_origin = None;
-        let meters = self.meters.get(&id);
+        let meters = self.tasks.get(&id).and_then(Task::metrics);
         let now = now_ms();
         for (i, rec) in collector.records().iter().enumerate() {
             let t = rec.topic as usize;
             if let Some(m) = meters {
-                m.handles.produced(rec.topic, 1);
+                m.produced(rec.topic, 1);
             }
             if !plan.internal[t] && (i as u64).is_multiple_of(SAMPLE) {
                 self.app
@@ -630,7 +621,9 @@ impl ThreadState {
     /// hits, consumer lag (from the partitions' high watermarks).
     fn report_state(&mut self, consumer: &BaseConsumer<StreamContext>) {
         for (id, task) in &self.tasks {
-            let Some(m) = self.meters.get_mut(id) else { continue };
+            let Some(m) = task.metrics() else { continue };
+            let seen_all = self.cache_seen.entry(*id).or_default();
+            seen_all.resize(task.stores().len(), (0, 0));
             for (i, (_, store)) in task.stores().iter().enumerate() {
                 let (len, stats) = match store {
                     StoreRef::KeyValue(s) => {
@@ -642,7 +635,7 @@ impl ThreadState {
                         (s.approximate_len(), s.cache_stats())
                     }
                 };
-                if let (Some(h), Some(seen)) = (m.handles.stores.get(i), m.cache_seen.get_mut(i)) {
+                if let (Some(h), Some(seen)) = (m.stores.get(i), seen_all.get_mut(i)) {
                     h.entries.set(len as i64);
                     h.cache_hits.inc_by(stats.hits.saturating_sub(seen.0));
                     h.cache_misses.inc_by(stats.misses.saturating_sub(seen.1));
@@ -652,14 +645,14 @@ impl ThreadState {
             for (topic, next) in task.consumed() {
                 let name = &self.app.plan.topic_names[*topic as usize];
                 if let Ok((_, high)) = consumer.fetch_watermarks(name, id.partition, Duration::from_millis(500)) {
-                    m.handles.set_lag(*topic, high - next);
+                    m.set_lag(*topic, high - next);
                 }
             }
         }
     }
 
     /// Metric handles for a new task.
-    fn meters_for(&self, task: &Task) -> Meters {
+    fn meters_for(&self, task: &Task) -> TaskMetrics {
         let plan = &self.app.plan;
         let sub = &self.app.topology.subtopologies()[task.id().subtopology];
         let sources: Vec<(u32, &str)> = sub
@@ -673,11 +666,7 @@ impl ThreadState {
             .map(|t| (*t, plan.topic_names[*t as usize].as_str()))
             .collect();
         let stores: Vec<&str> = task.stores().iter().map(|(n, _)| n.as_str()).collect();
-        let handles = self.app.metrics.task(task.id().partition, &sources, &sinks, &stores);
-        Meters {
-            cache_seen: vec![(0, 0); stores.len()],
-            handles,
-        }
+        self.app.metrics.task(task.id().partition, &sources, &sinks, &stores)
     }
 
     fn on_revoke(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
@@ -692,7 +681,7 @@ impl ThreadState {
             }
             let n = self.tasks.len();
             self.tasks.clear();
-            self.meters.clear();
+            self.cache_seen.clear();
             self.app.metrics.active_tasks.sub(n as i64);
             self.app.status.update(&self.name, |t| t.tasks.clear());
             tracing::info!(thread = %self.name, tasks = n, "partitions revoked; tasks committed and closed");
@@ -762,14 +751,14 @@ impl ThreadState {
                 )
                 .map_err(|e| Error::InvalidArgument(format!("creating task {id}: {e}")))?;
             }
+            let meters = self.meters_for(&task);
             match remote.get(&id.to_string()) {
                 Some(target) if target.seq > local.seq || stale => {
                     tracing::info!(task = %id, from_seq = local.seq, to_seq = target.seq, "restoring state from changelog");
                     let per_store = restore::restore_task(&self.app.settings, &mut task, changelogs, target)?;
-                    let meters = self.meters_for(&task);
                     for ((store, _), n) in changelogs.iter().zip(&per_store) {
                         if let Some(i) = task.stores().iter().position(|(s, _)| s == store) {
-                            meters.handles.stores[i].restore_records.inc_by(*n);
+                            meters.stores[i].restore_records.inc_by(*n);
                         }
                     }
                     let n: u64 = per_store.iter().sum();
@@ -777,8 +766,7 @@ impl ThreadState {
                 }
                 _ => {}
             }
-            let meters = self.meters_for(&task);
-            self.meters.insert(*id, meters);
+            task.set_metrics(meters);
             let stores: Vec<String> = task.stores().iter().map(|(n, _)| n.clone()).collect();
             self.app
                 .status
