@@ -4,6 +4,16 @@
 //! ([`weir_state`]) and the runtime with its test driver
 //! ([`weir_runtime`]). Write topologies with `use weir::prelude::*;`.
 
+// The scenarios are written against the public `weir::` paths, exactly as
+// a user's crate would be.
+extern crate self as weir;
+
+pub mod bench;
+pub mod daemon;
+pub mod scenarios;
+
+pub use daemon::Daemon;
+pub use weir_connectors as connectors;
 pub use weir_runtime as runtime;
 pub use weir_state as state;
 pub use weir_topology as topology;

@@ -49,6 +49,10 @@ pub mod names {
     pub const REBALANCES: &str = "weir_rebalances_total";
     pub const ACTIVE_TASKS: &str = "weir_active_tasks";
     pub const BUILD_INFO: &str = "weir_build_info";
+    pub const GENERATED_RECORDS: &str = "weir_generated_records_total";
+    pub const INGRESS_RECORDS: &str = "weir_http_ingress_records_total";
+    pub const SINK_ROWS: &str = "weir_sink_rows_written_total";
+    pub const SINK_FILES: &str = "weir_sink_files_written_total";
 }
 
 /// The content type of [`Metrics::encode`]'s output.
@@ -89,6 +93,13 @@ pub struct Metrics {
     dlq_records: IntCounterVec,
     rebalances: IntCounterVec,
     active_tasks: IntGaugeVec,
+    /// Records written by the built-in data generators (`--generate`).
+    pub generated_records: IntCounterVec,
+    /// Records produced by HTTP ingress routes (`POST /emoji`, ...).
+    pub ingress_records: IntCounterVec,
+    /// Rows and files written by file sinks (the Parquet sink).
+    pub sink_rows: IntCounterVec,
+    pub sink_files: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -190,6 +201,22 @@ impl Metrics {
                 &["topology"],
             ),
             active_tasks: gauge(ACTIVE_TASKS, "Tasks running in this process.", &["topology"]),
+            generated_records: counter(
+                GENERATED_RECORDS,
+                "Records a built-in data generator produced to an input topic.",
+                &["topology", "topic"],
+            ),
+            ingress_records: counter(
+                INGRESS_RECORDS,
+                "Records an HTTP ingress route produced to a topic.",
+                &["topology", "topic"],
+            ),
+            sink_rows: counter(
+                SINK_ROWS,
+                "Rows a file sink wrote to completed (renamed) files.",
+                &["topology", "topic"],
+            ),
+            sink_files: counter(SINK_FILES, "Files a file sink completed.", &["topology", "topic"]),
             registry: registry.clone(),
         };
         let build_info = gauge(

@@ -36,7 +36,7 @@ use weir_connectors::kafka::rdkafka::{Offset, TopicPartitionList};
 use weir_connectors::kafka::stream::{self, AppSpec, RunConfig};
 use weir_connectors::kafka::{assign_at, default_partitioner, flush_producer, Admin, ClientSettings, TopicSpec};
 
-use crate::bench::{peak_rss_bytes, BenchResult};
+use super::{peak_rss_bytes, BenchResult};
 use crate::scenarios::{emoji_stream, user_clicks};
 
 /// Partitions of the input topic (and so of weir's tasks per
@@ -796,7 +796,7 @@ impl Workload for EmojiStream {
     }
     fn record(&mut self, i: u64, key: &mut Vec<u8>, value: &mut Vec<u8>) -> Result<i64> {
         use std::io::Write;
-        let emojis = crate::bench::EMOJIS;
+        let emojis = super::EMOJIS;
         let r: f64 = self.rng.gen();
         let idx = ((r * r * r) * emojis.len() as f64) as usize;
         let emoji = emojis[idx.min(emojis.len() - 1)];

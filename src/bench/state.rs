@@ -14,7 +14,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use weir::state::{Checkpoint, KeyValueStore, StateDb, StateStore};
 
-use crate::bench::{peak_rss_bytes, BenchResult};
+use super::{peak_rss_bytes, BenchResult};
 
 /// Options of `weir bench state`.
 pub struct StateOptions {

@@ -53,7 +53,8 @@ pub const TOP_LISTS: &str = "hashtag-top10";
 pub const TOP_N: usize = 10;
 
 /// Settings of the topology.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// Size of the hopping windows, ms.
     pub window_size_ms: i64,
@@ -314,6 +315,12 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
         .map(|_, r| (r.window_start.clone(), r))
         .to(OUTPUT_TOPIC, Serdes::string(), Serdes::json());
     b.build()
+}
+
+/// The registration of this scenario with the daemon (parameters from
+/// `[topologies.{NAME}]` of the config).
+pub fn app() -> weir::daemon::App {
+    weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| Ok(weir::daemon::AppParts::new(topology(p)?)))
 }
 
 #[cfg(test)]

@@ -34,7 +34,8 @@ pub const OUTPUT_TOPIC: &str = "emoji-aggregated";
 pub const STORE: &str = "emoji-counts";
 
 /// Settings of the topology.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// Tumbling window size, ms.
     pub window_ms: i64,
@@ -154,6 +155,12 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
     }
     aggregates.to(OUTPUT_TOPIC, Serdes::string(), Serdes::json());
     b.build()
+}
+
+/// The registration of this scenario with the daemon (parameters from
+/// `[topologies.{NAME}]` of the config).
+pub fn app() -> weir::daemon::App {
+    weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| Ok(weir::daemon::AppParts::new(topology(p)?)))
 }
 
 #[cfg(test)]

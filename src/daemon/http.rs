@@ -1,11 +1,14 @@
-//! The daemon's HTTP API: `GET /metrics` (Prometheus text format),
-//! `/healthz`, `/readyz` and `/topologies`.
+//! The daemon's HTTP API: the dashboard (`/`), `GET /metrics` (Prometheus
+//! text format), `/healthz`, `/readyz`, `/topologies`, `/stats`,
+//! `/stores/{store}`, and the routes the running apps register.
 //!
-//! Routing is a plain function from request to response ([`handle`]), so
-//! every route is tested without a socket. [`serve`] binds the address in
-//! the caller (a bind error stops the daemon before anything starts) and
-//! runs the server on its own thread with a current-thread tokio runtime.
-//! Request bodies are never read; hyper bounds header sizes, and a client
+//! The built-in routes are a plain function from request to response
+//! ([`handle`]), so every one is tested without a socket. App routes get
+//! the request body, read up to [`MAX_BODY_BYTES`] (more is a 413), and run
+//! on tokio's blocking pool, since they may wait for Kafka. [`serve`] binds
+//! the address in the caller (a bind error stops the daemon before
+//! anything starts) and runs the server on its own thread with a
+//! current-thread tokio runtime. hyper bounds header sizes, and a client
 //! that does not finish its headers in time is dropped.
 
 use std::convert::Infallible;
@@ -14,14 +17,16 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use http_body_util::Full;
+use anyhow::Context as _;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use weir_connectors::kafka::stream::RunStatus;
 use weir_runtime::metrics::{Metrics, TEXT_CONTENT_TYPE};
+
+use super::app::{Body, Context, Route};
 
 /// A running topology as `/topologies` shows it.
 pub struct TopologyInfo {
@@ -31,6 +36,10 @@ pub struct TopologyInfo {
     pub describe: String,
     /// (store, key serde name, value serde name) of its queryable stores.
     pub store_formats: Vec<(String, &'static str, &'static str)>,
+    /// Paths of the app's own routes.
+    pub routes: Vec<String>,
+    /// Whether its data generator runs.
+    pub generating: bool,
 }
 
 /// What the handlers answer from.
@@ -38,12 +47,27 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub status: Arc<RunStatus>,
     pub topologies: Vec<TopologyInfo>,
+    /// The running apps' routes.
+    pub routes: Vec<Route>,
+    /// What app routes run with (`None` in tests of the built-in routes).
+    pub ctx: Option<Arc<Context>>,
 }
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-const ROUTES: &[&str] = &["/metrics", "/healthz", "/readyz", "/topologies"];
+const ROUTES: &[&str] = &["/", "/metrics", "/healthz", "/readyz", "/topologies", "/stats"];
+
+/// The largest request body an app route reads.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Whether `path` is one of the daemon's own routes (apps may not take it).
+pub fn is_builtin(path: &str) -> bool {
+    ROUTES.contains(&path) || path.starts_with("/stores/") || path.starts_with("/assets/")
+}
+
+/// The dashboard: one page, no build step, no CDN.
+const DASHBOARD_HTML: &[u8] = include_bytes!("dashboard/index.html");
 
 /// Answer one request. Only the method and the path are looked at; the
 /// query string is ignored and the body never read.
@@ -79,6 +103,15 @@ pub fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Full<Bytes>> {
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n".to_string()),
+        "/" => {
+            let mut r = Response::new(Full::new(Bytes::from_static(DASHBOARD_HTML)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            r.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        "/stats" => json_response(StatusCode::OK, &stats(state)),
         "/readyz" => readyz(state),
         "/topologies" => json_response(StatusCode::OK, &topologies(state)),
         _ => not_found(path),
@@ -132,7 +165,7 @@ fn query_store(state: &HttpState, store: &str, query: &str) -> Response<Full<Byt
     }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let readers = state.status.store_readers(&store);
-    let encode = |text: &str| crate::query::encode_key(key_format, text);
+    let encode = |text: &str| super::query::encode_key(key_format, text);
     if let Some(key) = get("key") {
         if get("from").is_some() || get("to").is_some() {
             return error_json(StatusCode::BAD_REQUEST, "use key= alone, or from=/to=".into());
@@ -149,7 +182,7 @@ fn query_store(state: &HttpState, store: &str, query: &str) -> Response<Full<Byt
                         &serde_json::json!({
                             "store": store,
                             "key": key,
-                            "value": crate::query::decode(value_format, &v),
+                            "value": super::query::decode(value_format, &v),
                         }),
                     )
                 }
@@ -187,8 +220,8 @@ fn query_store(state: &HttpState, store: &str, query: &str) -> Response<Full<Byt
         .iter()
         .map(|(k, v)| {
             serde_json::json!({
-                "key": crate::query::decode(key_format, k),
-                "value": crate::query::decode(value_format, v),
+                "key": super::query::decode(key_format, k),
+                "value": super::query::decode(value_format, v),
             })
         })
         .collect();
@@ -269,6 +302,9 @@ fn topologies(state: &HttpState) -> serde_json::Value {
                 "name": t.name,
                 "description": t.description,
                 "describe": t.describe,
+                "routes": t.routes,
+                "generating": t.generating,
+                "stores": t.store_formats.iter().map(|(s, _, _)| s).collect::<Vec<_>>(),
                 "tasks": tasks,
                 "threads": threads,
             })
@@ -347,8 +383,8 @@ async fn accept_loop(listener: TcpListener, state: Arc<HttpState>) {
         let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let response = handle(&state, &req);
-                async move { Ok::<_, Infallible>(response) }
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(respond(state, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -359,6 +395,117 @@ async fn accept_loop(listener: TcpListener, state: Arc<HttpState>) {
             }
         });
     }
+}
+
+/// Route one request: an app route if one has the path, else [`handle`].
+async fn respond(state: Arc<HttpState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let Some(route) = state.routes.iter().find(|r| r.path == req.uri().path()) else {
+        return handle(&state, &req).map(|b| b.boxed_unsync());
+    };
+    let method = req.method().clone();
+    let allowed = route.methods.contains(&method) || (method == Method::HEAD && route.methods.contains(&Method::GET));
+    if !allowed {
+        let names: Vec<&str> = route.methods.iter().map(Method::as_str).collect();
+        let mut r = super::app::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} not allowed on {}: use {}", route.path, names.join(" or ")),
+        );
+        if let Ok(v) = HeaderValue::from_str(&names.join(", ")) {
+            r.headers_mut().insert(ALLOW, v);
+        }
+        return r;
+    }
+    let Some(ctx) = state.ctx.clone() else {
+        return super::app::error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is not running topologies");
+    };
+    let query = match parse_query(req.uri().query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(e) => return super::app::error(StatusCode::BAD_REQUEST, e),
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return super::app::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                );
+            }
+            return super::app::error(StatusCode::BAD_REQUEST, format!("reading the request body: {e}"));
+        }
+    };
+    let handler = route.handler.clone();
+    let request = super::app::Request { method, query, body };
+    match tokio::task::spawn_blocking(move || handler(&ctx, &request)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "an HTTP handler panicked");
+            super::app::error(StatusCode::INTERNAL_SERVER_ERROR, "the handler failed; see the daemon's log")
+        }
+    }
+}
+
+/// Decode `a=1&b=x%20y` (`+` is a space).
+pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, String> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| "query parameters must be UTF-8".to_string())
+    };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
+
+/// `/stats`: the totals the dashboard turns into rates, per topology.
+fn stats(state: &HttpState) -> serde_json::Value {
+    use prometheus::proto::MetricType;
+    use weir_runtime::metrics::names;
+    let families = state.metrics.registry().gather();
+    let mut out = serde_json::Map::new();
+    for t in &state.topologies {
+        let sum = |name: &str, topic: Option<&str>| -> f64 {
+            families
+                .iter()
+                .filter(|f| f.name() == name)
+                .flat_map(|f| {
+                    let kind = f.get_field_type();
+                    f.get_metric().iter().map(move |m| (kind, m))
+                })
+                .filter(|(_, m)| {
+                    let labels = m.get_label();
+                    labels.iter().any(|l| l.name() == "topology" && l.value() == t.name)
+                        && topic.is_none_or(|want| labels.iter().any(|l| l.name() == "topic" && l.value() == want))
+                })
+                .map(|(kind, m)| match kind {
+                    MetricType::COUNTER => m.get_counter().get_value(),
+                    MetricType::GAUGE => m.get_gauge().get_value(),
+                    _ => 0.0,
+                })
+                .sum()
+        };
+        out.insert(
+            t.name.clone(),
+            json!({
+                "consumed": sum(names::RECORDS_CONSUMED, None),
+                "produced": sum(names::RECORDS_PRODUCED, None),
+                "lag": sum(names::CONSUMER_LAG, None),
+                "dlq": sum(names::DLQ_RECORDS, None),
+                "late": sum(names::LATE_RECORDS_DROPPED, None),
+                "generated": sum(names::GENERATED_RECORDS, None),
+                "ingress": sum(names::INGRESS_RECORDS, None),
+                "sink_rows": sum(names::SINK_ROWS, None),
+                "active_tasks": sum(names::ACTIVE_TASKS, None),
+            }),
+        );
+    }
+    json!({ "topologies": out })
 }
 
 #[cfg(test)]
@@ -375,7 +522,11 @@ mod tests {
                 description: "counts clicks".into(),
                 describe: "Topologies:\n   Sub-topology: 0\n".into(),
                 store_formats: vec![("clicks-per-user".into(), "u32", "u64")],
+                routes: vec![],
+                generating: false,
             }],
+            routes: vec![],
+            ctx: None,
         }
     }
 
@@ -559,7 +710,7 @@ mod tests {
 
     #[test]
     fn unknown_paths_are_404_with_a_reason() {
-        for uri in ["/", "/nope", "/metrics/", "/../etc/passwd", "/healthz%00", "//healthz"] {
+        for uri in ["/nope", "/metrics/", "/../etc/passwd", "/healthz%00", "//healthz"] {
             let (code, _, body) = get(&state(), Method::GET, uri);
             assert_eq!(code, StatusCode::NOT_FOUND, "{uri}");
             assert!(body.contains("no route"), "{uri}: {body}");

@@ -5,6 +5,9 @@
 //! slow. Each run does check that the engine's results are right, so a fast
 //! wrong engine cannot post a figure.
 
+pub mod e2e;
+pub mod state;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

@@ -29,7 +29,8 @@ pub const OUTPUT_TOPIC: &str = "user_click_aggregation";
 pub const STORE: &str = "clicks-per-user";
 
 /// Settings of the topology.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// The largest user id accepted. The contract defines users 1–100, so a
     /// line naming user 0 or user 101 is not a click of this system and goes
@@ -163,6 +164,12 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
         .map_values(|user, n| aggregation_text(*user, n))
         .to(OUTPUT_TOPIC, Serdes::u32_string(), Serdes::string());
     b.build()
+}
+
+/// The registration of this scenario with the daemon (parameters from
+/// `[topologies.{NAME}]` of the config).
+pub fn app() -> weir::daemon::App {
+    weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| Ok(weir::daemon::AppParts::new(topology(p)?)))
 }
 
 #[cfg(test)]

@@ -62,11 +62,15 @@ pub const STATUS_STORE: &str = "sender-status";
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 pub struct Probability(f64);
 
+impl<'de> serde::Deserialize<'de> for Probability {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let p = f64::deserialize(d)?;
+        Probability::new(p).ok_or_else(|| serde::de::Error::custom(format!("{p} is not a probability in [0, 1]")))
+    }
+}
+
 impl Probability {
     /// `None` unless `0 <= p <= 1`.
-    // Called by the tests now, and by the daemon's flags once `weir run`
-    // takes scenario parameters.
-    #[allow(dead_code)]
     pub fn new(p: f64) -> Option<Self> {
         (0.0..=1.0).contains(&p).then_some(Probability(p))
     }
@@ -76,7 +80,8 @@ impl Probability {
 }
 
 /// Settings of the topology.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// Mean simulated duration of one send attempt, ms.
     pub send_time_mean_ms: u64,
@@ -309,6 +314,12 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
         Materialized::named(STATUS_STORE),
     );
     b.build()
+}
+
+/// The registration of this scenario with the daemon (parameters from
+/// `[topologies.{NAME}]` of the config).
+pub fn app() -> weir::daemon::App {
+    weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| Ok(weir::daemon::AppParts::new(topology(p)?)))
 }
 
 #[cfg(test)]

@@ -40,7 +40,8 @@ pub const VIEWS_TOPIC: &str = "views";
 pub const RATINGS_TOPIC: &str = "ratings";
 
 /// Settings of the validation stage (the Parquet sink has its own).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// Largest accepted `user_id` (the contract: 1–1000).
     pub max_user_id: u32,
@@ -280,6 +281,12 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
     views.for_each(|_, _| {});
     ratings.for_each(|_, _| {});
     b.build()
+}
+
+/// The registration of this scenario with the daemon (parameters from
+/// `[topologies.{NAME}]` of the config).
+pub fn app() -> weir::daemon::App {
+    weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| Ok(weir::daemon::AppParts::new(topology(p)?)))
 }
 
 #[cfg(test)]

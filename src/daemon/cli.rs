@@ -1,0 +1,403 @@
+//! The daemon's command line: list, describe and run the registered
+//! topologies on Kafka, run a standalone embedded broker, produce and tail
+//! topics, and benchmark the engine.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use weir_connectors::kafka::{self, EmbeddedBroker, TailLimit};
+
+use crate::bench;
+use super::Daemon;
+
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "Kafka Streams-style stream processing: run, inspect and benchmark topologies"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the registered topologies with a one-line description each.
+    List,
+    /// Print a topology's sub-topologies, sources, processors, stores and sinks.
+    Describe {
+        /// The registered topology name (see `weir list`).
+        name: String,
+    },
+    /// Run one or more topologies on Kafka until SIGINT or SIGTERM.
+    ///
+    /// Each topology runs as its own application (its name is the
+    /// application id and consumer group). Without --brokers weir starts an
+    /// embedded in-memory broker in this process and prints its address.
+    Run(RunArgs),
+    /// Run a standalone embedded Kafka broker (in memory) until SIGINT or SIGTERM.
+    ///
+    /// Prints `embedded Kafka broker at 127.0.0.1:PORT` as the first line on
+    /// stdout; give that address to `weir run --brokers`, `weir produce`,
+    /// `weir tail`, kcat or any Kafka client. Its data is lost when it stops.
+    DevBroker {
+        /// Partition count of topics created without an explicit one (input
+        /// topics created by `weir produce`, for example).
+        #[arg(long, env = "WEIR_PARTITIONS", default_value_t = 3, value_name = "N",
+              value_parser = clap::value_parser!(i32).range(1..=i64::from(kafka::MAX_PARTITIONS)))]
+        partitions: i32,
+    },
+    /// Produce the lines of stdin to a topic, one record per line.
+    ///
+    /// Empty lines are skipped. A missing topic is created with the
+    /// cluster's default partition count. Prints the number of records
+    /// delivered on stderr.
+    Produce {
+        /// The topic to write to.
+        topic: String,
+        #[command(flatten)]
+        brokers: BrokersArg,
+        /// Split each line at its first TAB into key and value; a line
+        /// without a TAB is a value with no key.
+        #[arg(long)]
+        key_tab: bool,
+    },
+    /// Print a topic's records on stdout, one per line.
+    ///
+    /// Each record prints as `key<TAB>value`, or the value alone when the key
+    /// is null. Reads every partition without joining a consumer group (nothing is
+    /// committed); waits for the topic if it does not exist yet. Runs until
+    /// SIGINT/SIGTERM or one of the limits below.
+    Tail {
+        /// The topic to read.
+        topic: String,
+        #[command(flatten)]
+        brokers: BrokersArg,
+        /// Start at the oldest record instead of only printing new ones.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after printing this many records.
+        #[arg(long, value_name = "N")]
+        max_records: Option<u64>,
+        /// Stop this many milliseconds after starting.
+        #[arg(long, value_name = "MS")]
+        timeout_ms: Option<u64>,
+    },
+    /// Measure throughput; see BENCHMARKS.md.
+    Bench {
+        #[command(subcommand)]
+        workload: BenchWorkload,
+    },
+}
+
+/// `--brokers` for the commands that need a cluster.
+#[derive(Args)]
+struct BrokersArg {
+    /// Kafka bootstrap servers, `host:port[,host:port...]` (for example the
+    /// address `weir dev-broker` printed).
+    #[arg(long, env = "WEIR_BROKERS", value_name = "HOST:PORT")]
+    brokers: Option<String>,
+}
+
+impl BrokersArg {
+    fn required(self) -> anyhow::Result<String> {
+        match self.brokers {
+            Some(b) if !b.trim().is_empty() => Ok(b),
+            _ => bail!(
+                "no Kafka cluster given: pass --brokers HOST:PORT or set WEIR_BROKERS \
+                 (`weir dev-broker` starts a local one and prints its address)"
+            ),
+        }
+    }
+}
+
+/// `weir run`'s flags. Settings left out here come from `--config`, then
+/// from the defaults named in each flag's help.
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// The topologies to run (see `weir list`); each is its own application.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+    /// A TOML file with these settings (same names, with `_` for `-`) and
+    /// per-topology parameters under `[topologies.NAME]`; flags and
+    /// environment variables win over it. See the README.
+    #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers, `host:port[,host:port...]`. Without it weir
+    /// starts an embedded in-memory broker in this process (for trying weir:
+    /// its data is lost when weir stops).
+    #[arg(long, env = "WEIR_BROKERS", value_name = "HOST:PORT")]
+    pub brokers: Option<String>,
+    /// Directory of the local state stores (sled); rebuilt from the
+    /// changelog topics when missing. [default: ./weir-state]
+    #[arg(long, env = "WEIR_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Directory of the files topologies write (clickstream-parquet's
+    /// Parquet files go under DIR/parquet/). [default: ./data]
+    #[arg(long, env = "WEIR_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Stream threads per topology (each one consumer in the group). [default: 1]
+    #[arg(long, env = "WEIR_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+    /// Commit (flush stores, their changelogs and the producer, then commit
+    /// offsets) this often, in milliseconds. [default: 1000]
+    #[arg(long, env = "WEIR_COMMIT_INTERVAL_MS", value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub commit_interval_ms: Option<u64>,
+    /// Write-cache limit per task, in bytes; a task past it commits early.
+    /// [default: 10485760]
+    #[arg(long, env = "WEIR_CACHE_MAX_BYTES", value_name = "BYTES")]
+    pub cache_max_bytes: Option<usize>,
+    /// Address of the HTTP API and dashboard (`/`, `/metrics`, `/healthz`,
+    /// `/readyz`, `/topologies`, `/stores/...` and each topology's routes);
+    /// port 0 picks a free port (the bound address is printed on stderr as
+    /// `HTTP on http://ADDR`). [default: 127.0.0.1:9898]
+    #[arg(long, env = "WEIR_HTTP", value_name = "HOST:PORT")]
+    pub http: Option<String>,
+    /// Run the topologies' data generators (the default on the embedded
+    /// broker; off against --brokers unless given).
+    #[arg(long, overrides_with = "no_generate")]
+    pub generate: bool,
+    /// Do not run the data generators, even on the embedded broker.
+    #[arg(long, overrides_with = "generate")]
+    pub no_generate: bool,
+    /// Events per second of every generator (default: each topology's own,
+    /// e.g. 1/s for user-clicks; `[topologies.NAME] rate` sets one).
+    #[arg(long, env = "WEIR_RATE", value_name = "N")]
+    pub rate: Option<f64>,
+}
+
+#[derive(Subcommand)]
+enum BenchWorkload {
+    /// Records through the topologies in-process (sled stores, write cache,
+    /// no broker), next to a hand-written loop doing the same work.
+    Engine {
+        /// Number of input records per topology.
+        #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+        events: u64,
+        /// Topologies to run (repeat the flag); default: user-clicks and emoji-stream.
+        #[arg(long = "topology", value_name = "NAME")]
+        topologies: Vec<String>,
+        /// Commit (flush caches, write sled) this often, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        commit_interval_ms: u64,
+        /// Write-cache limit per store, in bytes.
+        #[arg(long, default_value_t = 10 * 1024 * 1024)]
+        cache_max_bytes: usize,
+        /// Print one JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Records pre-produced to a `weir dev-broker` (started and stopped by
+    /// the bench, in its own process), consumed by the topology on Kafka
+    /// until all input is committed and all output delivered, next to a
+    /// plain rdkafka consume-and-produce loop on the same records.
+    E2e {
+        /// Number of input records per topology.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+        events: u64,
+        /// Topologies to run (repeat the flag); default: user-clicks and emoji-stream.
+        #[arg(long = "topology", value_name = "NAME")]
+        topologies: Vec<String>,
+        /// weir's commit interval (and the ceiling's), in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        commit_interval_ms: u64,
+        /// Print one JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put/get operations per second on weir's sled store with and without
+    /// the write cache, next to raw sled.
+    State {
+        /// Puts (and then gets) per variant.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(10..))]
+        ops: u64,
+        /// Distinct keys the operations draw from.
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+        keys: u64,
+        /// Print one JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+
+/// Logs go to stderr (stdout carries data: the broker address, tailed
+/// records). `RUST_LOG` overrides the default level: info for the
+/// long-running commands, warnings only for the others.
+pub(crate) fn init_logging(cli: &Cli) {
+    let default = match &cli.command {
+        Command::Run(_) | Command::DevBroker { .. } => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+pub(crate) fn run(daemon: Daemon, cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::List => {
+            for app in &daemon.apps {
+                println!("{:<22} {}", app.name, app.description);
+            }
+            Ok(())
+        }
+        Command::Describe { name } => {
+            let app = daemon.find(&name)?;
+            let parts = (app.build)(&toml::Table::new())?;
+            print!("{}", parts.topology.describe());
+            Ok(())
+        }
+        Command::Run(args) => super::run::run(daemon, args),
+        Command::DevBroker { partitions } => dev_broker(partitions),
+        Command::Produce {
+            topic,
+            brokers,
+            key_tab,
+        } => {
+            let brokers = brokers.required()?;
+            let stdin = std::io::stdin();
+            let n = kafka::produce_lines(&brokers, &topic, stdin.lock(), key_tab)
+                .with_context(|| format!("producing to {topic:?} on {brokers}"))?;
+            eprintln!("weir: produced {n} record(s) to {topic:?}");
+            Ok(())
+        }
+        Command::Tail {
+            topic,
+            brokers,
+            from_beginning,
+            max_records,
+            timeout_ms,
+        } => {
+            let brokers = brokers.required()?;
+            let stop = stop_on_signals()?;
+            let limit = TailLimit {
+                max_records,
+                timeout: timeout_ms.map(Duration::from_millis),
+                stop: Some(stop),
+            };
+            let stdout = std::io::stdout();
+            kafka::tail(&brokers, &topic, from_beginning, stdout.lock(), Some(limit))
+                .with_context(|| format!("tailing {topic:?} on {brokers}"))?;
+            Ok(())
+        }
+        Command::Bench { workload } => match workload {
+            BenchWorkload::Engine {
+                events,
+                topologies,
+                commit_interval_ms,
+                cache_max_bytes,
+                json,
+            } => {
+                let topologies = if topologies.is_empty() {
+                    vec!["user-clicks".to_string(), "emoji-stream".to_string()]
+                } else {
+                    topologies
+                };
+                let opts = bench::EngineOptions {
+                    events,
+                    topologies,
+                    commit_interval: Duration::from_millis(commit_interval_ms),
+                    cache_max_bytes,
+                };
+                if !json {
+                    eprintln!(
+                        "weir bench engine: {events} events per topology (inputs are generated first, then timed)"
+                    );
+                }
+                let results = bench::run_engine(&opts)?;
+                print_results(&results, json)
+            }
+            BenchWorkload::E2e {
+                events,
+                topologies,
+                commit_interval_ms,
+                json,
+            } => {
+                let topologies = if topologies.is_empty() {
+                    vec!["user-clicks".to_string(), "emoji-stream".to_string()]
+                } else {
+                    topologies
+                };
+                if !json {
+                    eprintln!(
+                        "weir bench e2e: {events} events per topology, pre-produced to a dev broker in its own \
+                         process; the rdkafka ceiling first, then weir"
+                    );
+                }
+                let opts = bench::e2e::E2eOptions {
+                    events,
+                    topologies,
+                    commit_interval: Duration::from_millis(commit_interval_ms),
+                    verbose: !json,
+                };
+                let results = bench::e2e::run_e2e(&opts)?;
+                print_results(&results, json)
+            }
+            BenchWorkload::State { ops, keys, json } => {
+                let results = bench::state::run_state(&bench::state::StateOptions { ops, keys })?;
+                print_results(&results, json)
+            }
+        },
+    }
+}
+
+/// A benchmark's results: one JSON object per line, or the table.
+fn print_results(results: &[bench::BenchResult], json: bool) -> anyhow::Result<()> {
+    if json {
+        for r in results {
+            println!("{}", serde_json::to_string(r)?);
+        }
+    } else {
+        bench::print_table(results);
+    }
+    Ok(())
+}
+
+/// A flag that SIGINT and SIGTERM set. A second SIGINT or SIGTERM while the
+/// first is being handled exits at once (status 1), so a stuck shutdown can
+/// always be interrupted.
+pub(crate) fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as it was before this signal.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .context("installing a signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing a signal handler")?;
+    }
+    Ok(stop)
+}
+
+fn dev_broker(partitions: i32) -> anyhow::Result<()> {
+    // Handlers first: a signal that arrives while the broker starts still
+    // stops it cleanly.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let broker = EmbeddedBroker::start(partitions).context("starting the embedded broker")?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "embedded Kafka broker at {}", broker.bootstrap_servers())?;
+        out.flush()?;
+    }
+    eprintln!(
+        "weir: warning: the embedded broker keeps its data in memory only: everything is lost when it stops \
+         (and each partition keeps at most 5 MiB / 100,000 batches); use it for trying weir and for tests"
+    );
+    let signal = signals.forever().next();
+    tracing::info!(?signal, "stopping the embedded broker");
+    drop(broker);
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! `weir run`: resolve the settings, build the topologies, start the broker
+//! (when none is given), the HTTP server, the apps' services and
+//! generators, then run the stream threads until a signal.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use weir_connectors::kafka::stream::{self, AppSpec, RunConfig, RunStatus, EMBEDDED_PARTITIONS};
+use weir_connectors::kafka::{Admin, ClientSettings, EmbeddedBroker};
+use weir_runtime::metrics::Metrics;
+
+use super::app::{AppParts, Context};
+use super::cli::{stop_on_signals, RunArgs};
+use super::config::{check_rate, FileConfig};
+use super::{generate, http, Daemon};
+
+/// Settings after flags, environment, config file and defaults.
+struct Settings {
+    brokers: Option<String>,
+    state_dir: PathBuf,
+    data_dir: PathBuf,
+    threads: usize,
+    commit_interval: Duration,
+    cache_max_bytes: usize,
+    http: String,
+    generate: Option<bool>,
+    rate: Option<f64>,
+}
+
+fn resolve(args: &RunArgs, file: &FileConfig) -> anyhow::Result<Settings> {
+    let rate = match args.rate.or(file.rate) {
+        Some(r) => Some(check_rate(r, "--rate")?),
+        None => None,
+    };
+    let generate = if args.generate {
+        Some(true)
+    } else if args.no_generate {
+        Some(false)
+    } else {
+        file.generate
+    };
+    Ok(Settings {
+        brokers: args
+            .brokers
+            .clone()
+            .or_else(|| file.brokers.clone())
+            .filter(|b| !b.trim().is_empty()),
+        state_dir: args
+            .state_dir
+            .clone()
+            .or_else(|| file.state_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("./weir-state")),
+        data_dir: args
+            .data_dir
+            .clone()
+            .or_else(|| file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("./data")),
+        threads: args.threads.or(file.threads).unwrap_or(1) as usize,
+        commit_interval: Duration::from_millis(args.commit_interval_ms.or(file.commit_interval_ms).unwrap_or(1000)),
+        cache_max_bytes: args
+            .cache_max_bytes
+            .or(file.cache_max_bytes)
+            .unwrap_or(10 * 1024 * 1024),
+        http: args
+            .http
+            .clone()
+            .or_else(|| file.http.clone())
+            .unwrap_or_else(|| "127.0.0.1:9898".to_string()),
+        generate,
+        rate,
+    })
+}
+
+/// A service or generator, ready to start on its own thread.
+type Work = Box<dyn FnOnce() -> anyhow::Result<()> + Send>;
+
+/// One app ready to run.
+struct Prepared {
+    name: String,
+    description: String,
+    parts: AppParts,
+    rate: Option<f64>,
+    generate: Option<bool>,
+}
+
+pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    if let Some(name) = file.unknown_topology(&daemon.names()) {
+        bail!(
+            "unknown topology {name:?} in [topologies] of the config (registered: {})",
+            daemon.names().join(", ")
+        );
+    }
+    let settings = resolve(&args, &file)?;
+
+    // Every name and parameter is checked before anything starts.
+    let mut prepared = Vec::with_capacity(args.names.len());
+    for (i, name) in args.names.iter().enumerate() {
+        let app = daemon.find(name)?;
+        if args.names[..i].contains(name) {
+            bail!("topology {name:?} is given twice");
+        }
+        let tc = file.topology(name)?;
+        let parts = (app.build)(&tc.params).with_context(|| format!("topology {name:?}"))?;
+        prepared.push(Prepared {
+            name: app.name.clone(),
+            description: app.description.clone(),
+            parts,
+            rate: tc.rate,
+            generate: tc.generate,
+        });
+    }
+    let mut paths: Vec<&str> = Vec::new();
+    for p in &prepared {
+        for r in &p.parts.routes {
+            if http::is_builtin(&r.path) || paths.contains(&r.path.as_str()) {
+                bail!("route {} of topology {:?} is already taken", r.path, p.name);
+            }
+            paths.push(&r.path);
+        }
+    }
+
+    let stop = stop_on_signals()?;
+    let mut _embedded = None;
+    let brokers = match &settings.brokers {
+        Some(b) => b.clone(),
+        None => {
+            let broker = EmbeddedBroker::start(EMBEDDED_PARTITIONS).context("starting the embedded broker")?;
+            let addr = broker.bootstrap_servers();
+            println!("embedded Kafka broker at {addr}");
+            eprintln!(
+                "weir: the embedded broker keeps everything in memory (no replication, no compaction, no real \
+                 transactions): it is for trying weir and for tests. Use --brokers for a real cluster."
+            );
+            _embedded = Some(broker);
+            addr
+        }
+    };
+    let generate_default = _embedded.is_some();
+    let mut client = ClientSettings::new(&brokers);
+    if Admin::new(&client)?.is_embedded_broker()? {
+        client = client.for_embedded_broker();
+    }
+    let status = Arc::new(RunStatus::default());
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Arc::new(Context::new(
+        brokers.clone(),
+        client,
+        status.clone(),
+        metrics.clone(),
+        settings.data_dir.clone(),
+        stop.clone(),
+    ));
+
+    let mut infos = Vec::new();
+    let mut routes = Vec::new();
+    let mut specs = Vec::new();
+    let mut workers: Vec<(String, Work)> = Vec::new();
+    for p in prepared {
+        let topology = p.parts.topology;
+        let generating = settings.generate.or(p.generate).unwrap_or(generate_default);
+        let gen_rate = settings.rate.or(p.rate);
+        infos.push(http::TopologyInfo {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            describe: topology.describe(),
+            store_formats: topology
+                .stores()
+                .iter()
+                .filter_map(|s| topology.store_format(&s.name).map(|(k, v)| (s.name.clone(), k, v)))
+                .collect(),
+            routes: p.parts.routes.iter().map(|r| r.path.clone()).collect(),
+            generating: generating && p.parts.generator.is_some(),
+        });
+        routes.extend(p.parts.routes);
+        for s in p.parts.services {
+            let ctx = ctx.clone();
+            let run = s.run;
+            workers.push((format!("{}/{}", p.name, s.name), Box::new(move || run(ctx))));
+        }
+        if let (true, Some(g)) = (generating, p.parts.generator) {
+            let rate = gen_rate.unwrap_or(g.default_rate);
+            let ctx = ctx.clone();
+            let name = p.name.clone();
+            let topics = g.topics;
+            let make = g.make;
+            workers.push((
+                format!("{}/generator", p.name),
+                Box::new(move || generate::run(ctx, name, topics, rate, make())),
+            ));
+        }
+        specs.push(AppSpec {
+            application_id: p.name,
+            topology,
+        });
+    }
+
+    let bound = http::serve(
+        &settings.http,
+        http::HttpState {
+            metrics: metrics.clone(),
+            status: status.clone(),
+            topologies: infos,
+            routes,
+            ctx: Some(ctx.clone()),
+        },
+    )?;
+    eprintln!("HTTP on http://{bound}");
+    eprintln!("weir: dashboard at http://{bound}/ , metrics at http://{bound}/metrics");
+
+    let mut handles = Vec::new();
+    for (name, work) in workers {
+        let ctx = ctx.clone();
+        let thread_name = name.clone();
+        handles.push((
+            name.clone(),
+            std::thread::Builder::new().name(thread_name).spawn(move || {
+                let r = work();
+                if let Err(e) = &r {
+                    tracing::error!(service = %name, error = %format!("{e:#}"), "stopping the daemon");
+                    ctx.request_stop();
+                }
+                r
+            })?,
+        ));
+    }
+
+    let config = RunConfig {
+        brokers: Some(brokers),
+        state_dir: settings.state_dir,
+        threads: settings.threads,
+        commit_interval: settings.commit_interval,
+        cache_max_bytes: settings.cache_max_bytes,
+        stop: stop.clone(),
+    };
+    let result = stream::run_with(specs, config, status, metrics);
+    ctx.request_stop();
+    let mut first_error = result.err().map(anyhow::Error::from);
+    for (name, h) in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e.context(name));
+            }
+            Err(_) => {
+                first_error.get_or_insert(anyhow::anyhow!("{name} panicked"));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
