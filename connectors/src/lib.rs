@@ -7,5 +7,6 @@
 
 pub mod error;
 pub mod kafka;
+pub mod parquet;
 
 pub use error::{Error, Result};

@@ -16,6 +16,7 @@
 //! | `weir_commit_duration_seconds` | histogram | topology |
 //! | `weir_consumer_lag_records` | gauge | topology, topic, partition |
 //! | `weir_store_entries` | gauge | topology, store, partition |
+//! | `weir_store_cache_bytes` | gauge | topology, store, partition |
 //! | `weir_store_cache_hits_total` | counter | topology, store |
 //! | `weir_store_cache_misses_total` | counter | topology, store |
 //! | `weir_restore_records_total` | counter | topology, store |
@@ -40,6 +41,7 @@ pub mod names {
     pub const COMMIT_DURATION: &str = "weir_commit_duration_seconds";
     pub const CONSUMER_LAG: &str = "weir_consumer_lag_records";
     pub const STORE_ENTRIES: &str = "weir_store_entries";
+    pub const STORE_CACHE_BYTES: &str = "weir_store_cache_bytes";
     pub const STORE_CACHE_HITS: &str = "weir_store_cache_hits_total";
     pub const STORE_CACHE_MISSES: &str = "weir_store_cache_misses_total";
     pub const RESTORE_RECORDS: &str = "weir_restore_records_total";
@@ -85,6 +87,7 @@ pub struct Metrics {
     commit_duration: HistogramVec,
     consumer_lag: IntGaugeVec,
     store_entries: IntGaugeVec,
+    cache_bytes: IntGaugeVec,
     cache_hits: IntCounterVec,
     cache_misses: IntCounterVec,
     restore_records: IntCounterVec,
@@ -166,6 +169,12 @@ impl Metrics {
             store_entries: gauge(
                 STORE_ENTRIES,
                 "Entries in a state store partition, as of the last commit.",
+                &["topology", "store", "partition"],
+            ),
+            cache_bytes: gauge(
+                STORE_CACHE_BYTES,
+                "Bytes held by a store partition's write cache (keys, values and per-entry overhead), as of the \
+                 last commit; bounded by --cache-max-bytes for dirty data.",
                 &["topology", "store", "partition"],
             ),
             cache_hits: counter(
@@ -263,6 +272,7 @@ impl Metrics {
             records_produced: self.records_produced.clone(),
             consumer_lag: self.consumer_lag.clone(),
             store_entries: self.store_entries.clone(),
+            cache_bytes: self.cache_bytes.clone(),
             cache_hits: self.cache_hits.clone(),
             cache_misses: self.cache_misses.clone(),
             restore_records: self.restore_records.clone(),
@@ -286,6 +296,7 @@ pub struct TopologyMetrics {
     records_produced: IntCounterVec,
     consumer_lag: IntGaugeVec,
     store_entries: IntGaugeVec,
+    cache_bytes: IntGaugeVec,
     cache_hits: IntCounterVec,
     cache_misses: IntCounterVec,
     restore_records: IntCounterVec,
@@ -320,6 +331,7 @@ impl TopologyMetrics {
                 .iter()
                 .map(|&store| StoreMetrics {
                     entries: self.store_entries.with_label_values(&[t, store, &p]),
+                    cache_bytes: self.cache_bytes.with_label_values(&[t, store, &p]),
                     cache_hits: self.cache_hits.with_label_values(&[t, store]),
                     cache_misses: self.cache_misses.with_label_values(&[t, store]),
                     restore_records: self.restore_records.with_label_values(&[t, store]),
@@ -342,6 +354,7 @@ pub struct SourceMetrics {
 #[derive(Clone)]
 pub struct StoreMetrics {
     pub entries: IntGauge,
+    pub cache_bytes: IntGauge,
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub restore_records: IntCounter,
@@ -431,6 +444,7 @@ mod tests {
         task0.set_lag(0, 42);
         task1.set_lag(0, -5);
         task0.stores[0].entries.set(11);
+        task1.stores[0].cache_bytes.set(4096);
         task0.stores[0].cache_hits.inc_by(8);
         task1.stores[0].cache_misses.inc();
         task1.stores[0].restore_records.inc_by(1000);
@@ -461,6 +475,10 @@ mod tests {
         assert_eq!(
             n(names::STORE_ENTRIES, &[ut, ("store", "counts"), ("partition", "0")]),
             11.0
+        );
+        assert_eq!(
+            n(names::STORE_CACHE_BYTES, &[ut, ("store", "counts"), ("partition", "1")]),
+            4096.0
         );
         assert_eq!(n(names::STORE_CACHE_HITS, &[ut, ("store", "counts")]), 8.0);
         assert_eq!(n(names::STORE_CACHE_MISSES, &[ut, ("store", "counts")]), 1.0);

@@ -46,14 +46,14 @@ const PARTITIONS: i32 = 3;
 const CEILING_GROUP: &str = "weir-bench-ceiling";
 const CEILING_OUTPUT: &str = "weir-bench-ceiling-out";
 /// Write-cache limit per store: `weir run`'s default.
-const CACHE_MAX_BYTES: usize = 10 * 1024 * 1024;
+pub(super) const CACHE_MAX_BYTES: usize = 10 * 1024 * 1024;
 /// How often the bench asks the broker how far weir has committed. Small
 /// next to the commit interval, so it adds little to the measured time.
 const PROGRESS_POLL: Duration = Duration::from_millis(10);
 /// Timeout of one request to the broker.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// First event time: 2025-11-21T10:00:00Z, as in `weir bench engine`.
-const BASE_MS: i64 = 1_763_719_200_000;
+pub(super) const BASE_MS: i64 = 1_763_719_200_000;
 
 /// Options of `weir bench e2e`.
 pub struct E2eOptions {
@@ -163,21 +163,22 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
         ceiling_events_per_s: events / ceiling_seconds,
         ratio: ceiling_seconds / seconds,
         peak_rss_bytes: peak_rss_bytes(),
+        latency: None,
     })
 }
 
 /// `weir dev-broker` in a child process. Dropping it kills and reaps the
 /// process, so no path of the bench (errors included) leaves a broker
 /// running.
-struct BrokerProcess {
-    child: Child,
-    addr: String,
+pub(super) struct BrokerProcess {
+    pub(super) child: Child,
+    pub(super) addr: String,
 }
 
 impl BrokerProcess {
     /// Starts `weir dev-broker --partitions N` (this same executable) and
     /// reads the address it prints as its first line on stdout.
-    fn start(partitions: i32) -> Result<BrokerProcess> {
+    pub(super) fn start(partitions: i32) -> Result<BrokerProcess> {
         let exe = std::env::current_exe().context("locating the weir executable")?;
         // stderr goes to a file: a pipe nobody reads could fill and block
         // the broker, and the file says why the broker died if it does.
@@ -241,7 +242,7 @@ impl Drop for BrokerProcess {
 /// A producer context that keeps delivery failures: a flush says nothing
 /// was left in flight, not that everything arrived.
 #[derive(Default)]
-struct DeliveryErrors {
+pub(super) struct DeliveryErrors {
     failed: AtomicU64,
     first: Mutex<Option<String>>,
 }
@@ -271,9 +272,9 @@ impl ProducerContext for DeliveryErrors {
     }
 }
 
-type Producer = BaseProducer<DeliveryErrors>;
+pub(super) type Producer = BaseProducer<DeliveryErrors>;
 
-fn producer(settings: &ClientSettings) -> Result<Producer> {
+pub(super) fn producer(settings: &ClientSettings) -> Result<Producer> {
     settings
         .producer_config()
         .create_with_context(DeliveryErrors::default())
@@ -281,7 +282,7 @@ fn producer(settings: &ClientSettings) -> Result<Producer> {
 }
 
 /// Sends one record, waiting for room while the local queue is full.
-fn send(producer: &Producer, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+pub(super) fn send(producer: &Producer, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -295,7 +296,7 @@ fn send(producer: &Producer, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(
 }
 
 /// Delivers everything sent through `producer`; fails on any lost record.
-fn deliver(producer: &Producer, what: &str) -> Result<()> {
+pub(super) fn deliver(producer: &Producer, what: &str) -> Result<()> {
     flush_producer(producer, Duration::from_secs(120)).with_context(|| format!("delivering records to {what}"))?;
     producer.context().check(what)
 }
@@ -321,7 +322,7 @@ fn produce_input(settings: &ClientSettings, topic: &str, n: u64, w: &mut dyn Wor
 }
 
 /// (low, high) watermark of every partition of `topic`, by partition.
-fn watermarks(consumer: &BaseConsumer, topic: &str) -> Result<Vec<(i64, i64)>> {
+pub(super) fn watermarks(consumer: &BaseConsumer, topic: &str) -> Result<Vec<(i64, i64)>> {
     let md = consumer
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
         .with_context(|| format!("metadata of {topic}"))?;
@@ -343,7 +344,7 @@ fn watermarks(consumer: &BaseConsumer, topic: &str) -> Result<Vec<(i64, i64)>> {
         .collect()
 }
 
-fn standalone_consumer(settings: &ClientSettings) -> Result<BaseConsumer> {
+pub(super) fn standalone_consumer(settings: &ClientSettings) -> Result<BaseConsumer> {
     settings
         .standalone_consumer_config()
         .create()
@@ -351,7 +352,7 @@ fn standalone_consumer(settings: &ClientSettings) -> Result<BaseConsumer> {
 }
 
 /// The high watermark of every partition of `topic`.
-fn end_offsets(settings: &ClientSettings, topic: &str) -> Result<Vec<i64>> {
+pub(super) fn end_offsets(settings: &ClientSettings, topic: &str) -> Result<Vec<i64>> {
     Ok(watermarks(&standalone_consumer(settings)?, topic)?
         .into_iter()
         .map(|(_, high)| high)
@@ -459,13 +460,13 @@ fn ceiling(settings: &ClientSettings, input: &str, ends: &[i64], commit_interval
 
 /// weir's run on its own thread. Dropping it sets `stop` and joins, so no
 /// error path leaves weir running against a broker about to be killed.
-struct WeirRun {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<weir_connectors::Result<()>>>,
+pub(super) struct WeirRun {
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) handle: Option<JoinHandle<weir_connectors::Result<()>>>,
 }
 
 impl WeirRun {
-    fn is_finished(&self) -> bool {
+    pub(super) fn is_finished(&self) -> bool {
         match &self.handle {
             Some(h) => h.is_finished(),
             None => true,
@@ -473,7 +474,7 @@ impl WeirRun {
     }
 
     /// Stops weir (it commits and leaves the group) and returns how its run ended.
-    fn finish(&mut self) -> Result<()> {
+    pub(super) fn finish(&mut self) -> Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         match self.handle.take() {
             Some(h) => match h.join() {
@@ -626,7 +627,7 @@ fn run_weir(
 
 /// Every record of `topic`, from the oldest the broker holds to the end,
 /// handed to `f` as (key, value). Returns how many there were.
-fn read_topic(
+pub(super) fn read_topic(
     settings: &ClientSettings,
     topic: &str,
     mut f: impl FnMut(Option<&[u8]>, Option<&[u8]>) -> Result<()>,

@@ -6,6 +6,8 @@
 //! wrong engine cannot post a figure.
 
 pub mod e2e;
+pub mod latency;
+pub mod restore;
 pub mod state;
 
 use std::collections::HashMap;
@@ -19,7 +21,7 @@ use weir::runtime::TaskConfig;
 use weir::state::StateDb;
 use weir::Topology;
 
-use crate::scenarios::{emoji_stream, user_clicks};
+use crate::scenarios::{emoji_stream, hashtag_trends, user_clicks};
 
 /// One line of results.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -32,6 +34,22 @@ pub struct BenchResult {
     pub ceiling_events_per_s: f64,
     pub ratio: f64,
     pub peak_rss_bytes: u64,
+    /// Latency percentiles (`weir bench latency` only).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+}
+
+/// End-to-end latency percentiles of a `weir bench latency` run, in
+/// milliseconds.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Latency {
+    pub commit_interval_ms: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Output records measured.
+    pub samples: u64,
 }
 
 /// Options of `weir bench engine`.
@@ -94,7 +112,10 @@ pub fn run_engine(opts: &EngineOptions) -> Result<Vec<BenchResult>> {
         let r = match name.as_str() {
             user_clicks::NAME => engine_user_clicks(opts)?,
             emoji_stream::NAME => engine_emoji(opts)?,
-            other => bail!("no engine benchmark for topology {other:?} (use user-clicks or emoji-stream)"),
+            hashtag_trends::NAME => engine_hashtags(opts)?,
+            other => bail!(
+                "no engine benchmark for topology {other:?} (use user-clicks, emoji-stream or hashtag-trends)"
+            ),
         };
         results.push(r);
     }
@@ -111,6 +132,20 @@ fn drive(
     inputs: &Inputs,
     opts: &EngineOptions,
     sink: &mut dyn OutputSink,
+) -> Result<f64> {
+    drive_checked(topology, app, input_topic, inputs, opts, sink, &mut |_| Ok(()))
+}
+
+/// [`drive`], then `check` looks at the runner's committed state (after
+/// the timing stopped).
+fn drive_checked(
+    topology: &Topology,
+    app: &str,
+    input_topic: &str,
+    inputs: &Inputs,
+    opts: &EngineOptions,
+    sink: &mut dyn OutputSink,
+    check: &mut dyn FnMut(&LocalRunner) -> Result<()>,
 ) -> Result<f64> {
     let dir = tempfile::tempdir().context("temporary state directory")?;
     let db = StateDb::open(dir.path())?;
@@ -136,7 +171,9 @@ fn drive(
     runner.commit(sink)?;
     runner.punctuate(sink)?;
     runner.commit(sink)?;
-    Ok(started.elapsed().as_secs_f64())
+    let seconds = started.elapsed().as_secs_f64();
+    check(&runner)?;
+    Ok(seconds)
 }
 
 fn result(workload: &'static str, topology: &str, events: u64, seconds: f64, ceiling_seconds: f64) -> BenchResult {
@@ -151,6 +188,7 @@ fn result(workload: &'static str, topology: &str, events: u64, seconds: f64, cei
         ceiling_events_per_s: ceiling,
         ratio: eps / ceiling,
         peak_rss_bytes: peak_rss_bytes(),
+        latency: None,
     }
 }
 
@@ -351,6 +389,173 @@ fn engine_emoji(opts: &EngineOptions) -> Result<BenchResult> {
     ))
 }
 
+/// Tweets per second of event time in the hashtag-trends workload.
+const TWEETS_PER_S: i64 = 1_000;
+
+/// hashtag-trends: JSON tweets (`{"id", "user", "text", "created_at"}`)
+/// of four words, two hashtags and a stop word drawn from skewed
+/// vocabularies (2,000 words, 500 hashtags), 1,000 tweets per second of
+/// event time; the running count of every term, hopping-window hashtag
+/// counts, and a top 10 per window. The ceiling decodes the same tweets,
+/// splits them with the same `terms()`, counts every term and every
+/// (hashtag, window) in `HashMap`s and ranks each window at the end.
+fn engine_hashtags(opts: &EngineOptions) -> Result<BenchResult> {
+    let n = opts.events as usize;
+    let params = hashtag_trends::Params::default();
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut inputs = Inputs::with_capacity(n, 140);
+    let base_ms: i64 = 1_763_719_200_000;
+    // Skewed draws: a cube of a uniform favours the first entries.
+    let draw = |rng: &mut SmallRng, n: usize| {
+        let r: f64 = rng.gen();
+        ((r * r * r) * n as f64) as usize
+    };
+    let mut text = String::with_capacity(96);
+    for i in 0..n {
+        let ts = base_ms + (i as i64) * 1000 / TWEETS_PER_S;
+        text.clear();
+        use std::fmt::Write;
+        let (w1, w2, w3, w4) = (
+            draw(&mut rng, 2000),
+            draw(&mut rng, 2000),
+            draw(&mut rng, 2000),
+            draw(&mut rng, 2000),
+        );
+        let (h1, h2) = (draw(&mut rng, 500), draw(&mut rng, 500));
+        let _ = write!(text, "Word{w1} the #Tag{h1} word{w2}, WORD{w3} #tag{h2} word{w4}!");
+        let time = chrono::DateTime::from_timestamp_millis(ts)
+            .context("timestamp in range")?
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        let json = format!(r#"{{"id": {i}, "user": "u{}", "text": "{text}", "created_at": "{time}"}}"#, i % 977);
+        inputs.push(json.as_bytes(), ts);
+    }
+
+    let topology = hashtag_trends::topology(&params)?;
+    let ranking_topic = topology
+        .topic_index(hashtag_trends::OUTPUT_TOPIC, hashtag_trends::NAME)
+        .context("hashtag-trends writes hashtag-ranking")?;
+    let mut rankings: HashMap<String, Vec<hashtag_trends::TermCount>> = HashMap::new();
+    let mut bad_output: Option<String> = None;
+    let mut store_counts: HashMap<String, u64> = HashMap::new();
+    let mut terms_to_check: Vec<String> = Vec::new();
+    // The hand loop runs first (its answer is what the engine is checked
+    // against); the engine's timing does not depend on the order.
+    let started = Instant::now();
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    let mut windows: HashMap<(String, i64), u64> = HashMap::new();
+    let (size, advance) = (params.window_size_ms, params.advance_ms);
+    for i in 0..inputs.len() {
+        let (value, _) = inputs.get(i);
+        let Ok(tweet) = serde_json::from_slice::<hashtag_trends::Tweet>(value) else {
+            continue;
+        };
+        let ts = tweet.created_at.map_or(0, |t| t.timestamp_millis());
+        for term in hashtag_trends::terms(&tweet.text) {
+            if term.starts_with('#') {
+                // Every hopping window containing ts: starts in (ts - size, ts].
+                let last = ts - ts.rem_euclid(advance);
+                let mut start = last;
+                while start > ts - size {
+                    *windows.entry((term.clone(), start)).or_default() += 1;
+                    start -= advance;
+                }
+            }
+            *counts.entry(term).or_default() += 1;
+        }
+    }
+    let mut by_window: HashMap<i64, Vec<hashtag_trends::TermCount>> = HashMap::new();
+    for ((term, start), count) in &windows {
+        by_window.entry(*start).or_default().push(hashtag_trends::TermCount {
+            term: term.clone(),
+            count: *count,
+        });
+    }
+    for top in by_window.values_mut() {
+        top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.term.cmp(&b.term)));
+        top.truncate(hashtag_trends::TOP_N);
+    }
+    let ceiling_seconds = started.elapsed().as_secs_f64();
+    terms_to_check.extend(counts.keys().cloned());
+
+    let seconds = drive_checked(
+        &topology,
+        hashtag_trends::NAME,
+        hashtag_trends::INPUT_TOPIC,
+        &inputs,
+        opts,
+        &mut |topic: u32, _: Option<&[u8]>, v: Option<&[u8]>, _: i64| {
+            if topic != ranking_topic {
+                return;
+            }
+            match v.and_then(|v| serde_json::from_slice::<hashtag_trends::Ranking>(v).ok()) {
+                Some(r) => {
+                    if rankings.insert(r.window_start.clone(), r.ranking).is_some() {
+                        bad_output = Some(format!("window {} ranked twice", r.window_start));
+                    }
+                }
+                None => bad_output = Some(String::from_utf8_lossy(v.unwrap_or_default()).into_owned()),
+            }
+        },
+        &mut |runner: &LocalRunner| {
+            // The running count of every term, from the committed store.
+            for task in runner.tasks() {
+                if !task.stores().iter().any(|(s, _)| s == hashtag_trends::TERM_COUNTS) {
+                    continue;
+                }
+                for term in &terms_to_check {
+                    if let Some(v) = task.state().read_kv(hashtag_trends::TERM_COUNTS, term.as_bytes())? {
+                        let n = u64::from_be_bytes(v.as_slice().try_into().context("a u64 count")?);
+                        store_counts.insert(term.clone(), n);
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(b) = bad_output {
+        bail!("hashtag-trends wrote a ranking the benchmark cannot accept: {b}");
+    }
+    if store_counts != counts {
+        let wrong = counts.iter().find(|(t, c)| store_counts.get(*t) != Some(c));
+        bail!("hashtag-trends term counts wrong (first: {wrong:?}, engine has {} terms)", store_counts.len());
+    }
+    // Every window ranked must be exact; every window that surely closed
+    // (its end + grace, then one advance + the ranking grace, passed
+    // before the last tweet, with an advance to spare) must be ranked.
+    let last_ts = inputs.timestamps.last().copied().unwrap_or(0);
+    let iso = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default()
+    };
+    let mut closed = 0;
+    for (start, want) in &by_window {
+        let got = rankings.get(&iso(*start));
+        let surely_closed = start + size + params.grace_ms + 2 * advance + params.ranking_grace_ms <= last_ts;
+        if surely_closed {
+            closed += 1;
+        }
+        if (surely_closed || got.is_some()) && got != Some(want) {
+            bail!("hashtag-trends ranking wrong for the window at {}: expected {want:?}, got {got:?}", iso(*start));
+        }
+    }
+    if rankings.len() > by_window.len() || closed == 0 {
+        bail!(
+            "hashtag-trends ranked {} windows ({} closed surely, {} in the input): use more --events",
+            rankings.len(),
+            closed,
+            by_window.len()
+        );
+    }
+    Ok(result(
+        "engine",
+        hashtag_trends::NAME,
+        opts.events,
+        seconds,
+        ceiling_seconds,
+    ))
+}
+
 /// The human-readable table.
 pub fn print_table(results: &[BenchResult]) {
     println!(
@@ -369,5 +574,19 @@ pub fn print_table(results: &[BenchResult]) {
             r.ratio * 100.0,
             r.peak_rss_bytes / (1024 * 1024)
         );
+    }
+    let latencies: Vec<&Latency> = results.iter().filter_map(|r| r.latency.as_ref()).collect();
+    if !latencies.is_empty() {
+        println!();
+        println!(
+            "{:>16} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "commit interval", "p50", "p99", "p99.9", "max", "samples"
+        );
+        for l in latencies {
+            println!(
+                "{:>13} ms {:>6.1} ms {:>6.1} ms {:>6.1} ms {:>6.1} ms {:>9}",
+                l.commit_interval_ms, l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
+            );
+        }
     }
 }

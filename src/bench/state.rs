@@ -106,6 +106,7 @@ pub fn run_state(opts: &StateOptions) -> Result<Vec<BenchResult>> {
             ceiling_events_per_s: n as f64 / ceiling_seconds,
             ratio: ceiling_seconds / seconds,
             peak_rss_bytes: peak_rss_bytes(),
+            latency: None,
         })
     };
     push("sled put", raw_put, raw_put);

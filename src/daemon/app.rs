@@ -20,6 +20,7 @@ use hyper::body::Bytes;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
 use serde::de::DeserializeOwned;
+use weir_connectors::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use weir_connectors::kafka::rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use weir_connectors::kafka::rdkafka::ClientContext;
 use weir_connectors::kafka::stream::RunStatus;
@@ -154,6 +155,21 @@ pub struct Service {
     pub run: Box<dyn FnOnce(Arc<Context>) -> anyhow::Result<()> + Send>,
 }
 
+impl Service {
+    /// Start the live feed of `topic` with the daemon, so that its recent
+    /// records are there before the first client asks.
+    pub fn feed(topic: &str) -> Service {
+        let topic = topic.to_string();
+        Service {
+            name: format!("feed-{topic}"),
+            run: Box::new(move |ctx| {
+                ctx.feed(&topic);
+                Ok(())
+            }),
+        }
+    }
+}
+
 /// An HTTP route of an app: an exact path and the methods it answers.
 pub struct Route {
     pub path: String,
@@ -204,6 +220,7 @@ pub struct Context {
     pub data_dir: PathBuf,
     pub(crate) stop: Arc<AtomicBool>,
     producer: Mutex<Option<Arc<DeliveryProducer>>>,
+    watermarks: Mutex<Option<Arc<BaseConsumer>>>,
     feeds: Mutex<BTreeMap<String, Arc<Feed>>>,
 }
 
@@ -245,6 +262,7 @@ impl Context {
             data_dir,
             stop,
             producer: Mutex::new(None),
+            watermarks: Mutex::new(None),
             feeds: Mutex::new(BTreeMap::new()),
         }
     }
@@ -319,6 +337,35 @@ impl Context {
             anyhow::bail!("{failed} of {} record(s) were not delivered", records.len());
         }
         Ok(())
+    }
+
+    /// Records in `topic` now (high minus low watermark, summed over its
+    /// partitions); 0 for a topic that does not exist yet.
+    pub fn record_count(&self, topic: &str) -> anyhow::Result<i64> {
+        let consumer = {
+            let mut guard = self.watermarks.lock().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref() {
+                Some(c) => c.clone(),
+                None => {
+                    let c: Arc<BaseConsumer> = Arc::new(self.settings.standalone_consumer_config().create()?);
+                    *guard = Some(c.clone());
+                    c
+                }
+            }
+        };
+        let timeout = Duration::from_secs(5);
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let mut total = 0;
+        for t in metadata.topics() {
+            if t.error().is_some() {
+                continue;
+            }
+            for p in t.partitions() {
+                let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+                total += (high - low).max(0);
+            }
+        }
+        Ok(total)
     }
 
     /// The live feed of `topic`: records appended from now on, broadcast to

@@ -183,7 +183,7 @@ enum BenchWorkload {
         /// Number of input records per topology.
         #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1..))]
         events: u64,
-        /// Topologies to run (repeat the flag); default: user-clicks and emoji-stream.
+        /// Topologies to run (repeat the flag); default: user-clicks, emoji-stream and hashtag-trends.
         #[arg(long = "topology", value_name = "NAME")]
         topologies: Vec<String>,
         /// Commit (flush caches, write sled) this often, in milliseconds.
@@ -210,6 +210,33 @@ enum BenchWorkload {
         /// weir's commit interval (and the ceiling's), in milliseconds.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
         commit_interval_ms: u64,
+        /// Print one JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End-to-end latency of user-clicks on a `weir dev-broker` at a steady
+    /// input rate: from each output's timestamp (its newest input's send
+    /// time) to its arrival at a consumer, per commit interval.
+    Latency {
+        /// Input records per second.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        rate: u64,
+        /// Measured seconds per commit interval (after a 3 s warm-up).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        /// Commit intervals to measure, in milliseconds (repeat the flag); default: 100 and 1000.
+        #[arg(long = "commit-interval-ms", value_name = "MS")]
+        commit_intervals_ms: Vec<u64>,
+        /// Print one JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A store of N keys rebuilt from its changelog on a `weir dev-broker`
+    /// into an empty state directory, next to fetching the same records.
+    Restore {
+        /// Distinct keys (changelog records).
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=4_000_000))]
+        keys: u64,
         /// Print one JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
@@ -304,7 +331,11 @@ pub(crate) fn run(daemon: Daemon, cli: Cli) -> anyhow::Result<()> {
                 json,
             } => {
                 let topologies = if topologies.is_empty() {
-                    vec!["user-clicks".to_string(), "emoji-stream".to_string()]
+                    vec![
+                        "user-clicks".to_string(),
+                        "emoji-stream".to_string(),
+                        "hashtag-trends".to_string(),
+                    ]
                 } else {
                     topologies
                 };
@@ -346,6 +377,30 @@ pub(crate) fn run(daemon: Daemon, cli: Cli) -> anyhow::Result<()> {
                     verbose: !json,
                 };
                 let results = bench::e2e::run_e2e(&opts)?;
+                print_results(&results, json)
+            }
+            BenchWorkload::Latency {
+                rate,
+                seconds,
+                commit_intervals_ms,
+                json,
+            } => {
+                let intervals = if commit_intervals_ms.is_empty() {
+                    vec![100, 1000]
+                } else {
+                    commit_intervals_ms
+                };
+                let opts = bench::latency::LatencyOptions {
+                    rate,
+                    seconds,
+                    commit_intervals: intervals.into_iter().map(Duration::from_millis).collect(),
+                    verbose: !json,
+                };
+                let results = bench::latency::run_latency(&opts)?;
+                print_results(&results, json)
+            }
+            BenchWorkload::Restore { keys, json } => {
+                let results = bench::restore::run_restore(&bench::restore::RestoreOptions { keys, verbose: !json })?;
                 print_results(&results, json)
             }
             BenchWorkload::State { ops, keys, json } => {

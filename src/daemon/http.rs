@@ -470,7 +470,10 @@ fn stats(state: &HttpState) -> serde_json::Value {
     let families = state.metrics.registry().gather();
     let mut out = serde_json::Map::new();
     for t in &state.topologies {
-        let sum = |name: &str, topic: Option<&str>| -> f64 {
+        // Internal topics (repartition, changelog) are named after the
+        // application: `input` counts only what came from outside.
+        let internal = format!("{}-", t.name);
+        let sum = |name: &str, external_only: bool| -> f64 {
             families
                 .iter()
                 .filter(|f| f.name() == name)
@@ -481,27 +484,32 @@ fn stats(state: &HttpState) -> serde_json::Value {
                 .filter(|(_, m)| {
                     let labels = m.get_label();
                     labels.iter().any(|l| l.name() == "topology" && l.value() == t.name)
-                        && topic.is_none_or(|want| labels.iter().any(|l| l.name() == "topic" && l.value() == want))
+                        && (!external_only
+                            || labels
+                                .iter()
+                                .any(|l| l.name() == "topic" && !l.value().starts_with(&internal)))
                 })
                 .map(|(kind, m)| match kind {
                     MetricType::COUNTER => m.get_counter().get_value(),
                     MetricType::GAUGE => m.get_gauge().get_value(),
                     _ => 0.0,
                 })
-                .sum()
+                .fold(0.0, |a, b| a + b)
         };
         out.insert(
             t.name.clone(),
             json!({
-                "consumed": sum(names::RECORDS_CONSUMED, None),
-                "produced": sum(names::RECORDS_PRODUCED, None),
-                "lag": sum(names::CONSUMER_LAG, None),
-                "dlq": sum(names::DLQ_RECORDS, None),
-                "late": sum(names::LATE_RECORDS_DROPPED, None),
-                "generated": sum(names::GENERATED_RECORDS, None),
-                "ingress": sum(names::INGRESS_RECORDS, None),
-                "sink_rows": sum(names::SINK_ROWS, None),
-                "active_tasks": sum(names::ACTIVE_TASKS, None),
+                "consumed": sum(names::RECORDS_CONSUMED, false),
+                "input": sum(names::RECORDS_CONSUMED, true),
+                "output": sum(names::RECORDS_PRODUCED, true),
+                "produced": sum(names::RECORDS_PRODUCED, false),
+                "lag": sum(names::CONSUMER_LAG, false),
+                "dlq": sum(names::DLQ_RECORDS, false),
+                "late": sum(names::LATE_RECORDS_DROPPED, false),
+                "generated": sum(names::GENERATED_RECORDS, false),
+                "ingress": sum(names::INGRESS_RECORDS, false),
+                "sink_rows": sum(names::SINK_ROWS, false),
+                "active_tasks": sum(names::ACTIVE_TASKS, false),
             }),
         );
     }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod feed;
 mod generate;
 pub mod http;
+pub mod ingress;
 mod query;
 mod run;
 
@@ -35,6 +36,11 @@ use clap::Parser;
 use weir_topology::{Topology, TopologyError};
 
 pub use app::{App, AppParts, Context, GeneratedRecord, Generator, GeneratorSpec, Request, Route, Service};
+pub use app::Body;
+pub use hyper::{Method, StatusCode};
+
+/// What a route handler returns.
+pub type Response = hyper::Response<Body>;
 
 /// A set of registered topologies and the `weir` command line to run them.
 #[derive(Default)]

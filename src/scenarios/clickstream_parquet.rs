@@ -286,7 +286,11 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
 /// The registration of this scenario with the daemon (parameters from
 /// `[topologies.{NAME}]` of the config).
 pub fn app() -> weir::daemon::App {
-    weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| Ok(weir::daemon::AppParts::new(topology(p)?)))
+    weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| {
+        let mut parts = weir::daemon::AppParts::new(topology(p)?);
+        parts.generator = Some(super::generators::clickstream_parquet_spec());
+        Ok(parts)
+    })
 }
 
 #[cfg(test)]

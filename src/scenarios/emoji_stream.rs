@@ -159,8 +159,28 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
 
 /// The registration of this scenario with the daemon (parameters from
 /// `[topologies.{NAME}]` of the config).
+///
+/// Routes: `POST /emoji` (one reaction or an array; all checked before any
+/// is produced) and `GET /emoji/live` (the aggregates as Server-Sent
+/// Events).
 pub fn app() -> weir::daemon::App {
-    weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| Ok(weir::daemon::AppParts::new(topology(p)?)))
+    use weir::daemon::ingress::{json_route, string_field, time_field};
+    use weir::daemon::{AppParts, Method, Route, Service};
+    weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| {
+        let mut parts = AppParts::new(topology(p)?);
+        parts.generator = Some(super::generators::emoji_stream_spec());
+        parts.routes.push(json_route("/emoji", NAME, INPUT_TOPIC, |obj| {
+            let user = string_field(obj, "user_id")?;
+            string_field(obj, "emoji_type")?;
+            time_field(obj, "timestamp")?;
+            Ok(Some(user.to_string()))
+        }));
+        parts
+            .routes
+            .push(Route::new("/emoji/live", &[Method::GET], |ctx, _| ctx.feed(OUTPUT_TOPIC).sse(50)));
+        parts.services.push(Service::feed(OUTPUT_TOPIC));
+        Ok(parts)
+    })
 }
 
 #[cfg(test)]

@@ -319,8 +319,26 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
 
 /// The registration of this scenario with the daemon (parameters from
 /// `[topologies.{NAME}]` of the config).
+///
+/// Route: `GET /hashtags/top`, the latest ranking written to
+/// `hashtag-ranking` since the daemon started (`{"latest": null}` before
+/// the first). The running counts answer at `/stores/term-counts?key=…`.
 pub fn app() -> weir::daemon::App {
-    weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| Ok(weir::daemon::AppParts::new(topology(p)?)))
+    use weir::daemon::{AppParts, Method, Route, Service, StatusCode};
+    weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| {
+        let mut parts = AppParts::new(topology(p)?);
+        parts.generator = Some(super::generators::hashtag_trends_spec());
+        parts.routes.push(Route::new("/hashtags/top", &[Method::GET], |ctx, _| {
+            let latest = ctx
+                .feed(OUTPUT_TOPIC)
+                .recent(1)
+                .first()
+                .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok());
+            weir::daemon::app::json(StatusCode::OK, &serde_json::json!({ "latest": latest }))
+        }));
+        parts.services.push(Service::feed(OUTPUT_TOPIC));
+        Ok(parts)
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod clickstream_parquet;
 pub mod emoji_stream;
+pub mod generators;
 pub mod hashtag_trends;
 pub mod sms_delivery;
 pub mod user_clicks;

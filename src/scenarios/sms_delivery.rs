@@ -318,8 +318,113 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
 
 /// The registration of this scenario with the daemon (parameters from
 /// `[topologies.{NAME}]` of the config).
+///
+/// Routes: `POST|GET /produce-messages?count=N` (N random messages, 1 ≤ N ≤
+/// [`MAX_PRODUCE`]) and `GET /monitor` (every sender's latest status and
+/// the totals).
 pub fn app() -> weir::daemon::App {
-    weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| Ok(weir::daemon::AppParts::new(topology(p)?)))
+    use weir::daemon::{AppParts, Method, Route};
+    weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| {
+        let mut parts = AppParts::new(topology(p)?);
+        parts.generator = Some(super::generators::sms_delivery_spec());
+        parts
+            .routes
+            .push(Route::new("/produce-messages", &[Method::POST, Method::GET], produce_messages));
+        parts.routes.push(Route::new("/monitor", &[Method::GET], monitor));
+        Ok(parts)
+    })
+}
+
+/// The most messages one `/produce-messages` request may ask for.
+pub const MAX_PRODUCE: u64 = 100_000;
+
+fn produce_messages(ctx: &weir::daemon::Context, req: &weir::daemon::Request) -> Response {
+    use weir::daemon::StatusCode;
+    let count = match req.param("count") {
+        None => return error(StatusCode::BAD_REQUEST, "missing parameter count (?count=N)"),
+        Some(c) => match c.trim().parse::<u64>() {
+            Ok(n) if (1..=MAX_PRODUCE).contains(&n) => n,
+            Ok(n) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("count must be between 1 and {MAX_PRODUCE}, got {n}"),
+                )
+            }
+            Err(_) => {
+                let shown: String = c.chars().take(40).collect();
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("count must be a whole number between 1 and {MAX_PRODUCE}, got {shown:?}"),
+                );
+            }
+        },
+    };
+    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::from_entropy();
+    let records: Vec<(String, Option<String>, String)> = (0..count)
+        .map(|_| {
+            let (key, value) = super::generators::sms_message(&mut rng, next_message_id());
+            (INPUT_TOPIC.to_string(), key, value)
+        })
+        .collect();
+    if let Err(e) = ctx.produce(&records) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, format!("producing to {INPUT_TOPIC:?}: {e:#}"));
+    }
+    ctx.metrics
+        .ingress_records
+        .with_label_values(&[NAME, INPUT_TOPIC])
+        .inc_by(count);
+    weir::daemon::app::json(
+        StatusCode::OK,
+        &serde_json::json!({ "produced": count, "topic": INPUT_TOPIC }),
+    )
+}
+
+/// Message ids unique across requests and restarts: microseconds since the
+/// epoch at the first call, then counting up.
+pub fn next_message_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = chrono::Utc::now().timestamp_micros().max(1) as u64;
+    let _ = NEXT.compare_exchange(0, seed, Ordering::Relaxed, Ordering::Relaxed);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `GET /monitor`: the latest status of every sender (committed state of
+/// the `sender-status` table on this instance) and the totals; `pending`
+/// is what `sms-messages` holds beyond the delivered and failed ones.
+fn monitor(ctx: &weir::daemon::Context, _: &weir::daemon::Request) -> Response {
+    use weir::daemon::StatusCode;
+    let mut senders: Vec<SenderStatus> = Vec::new();
+    for (_, _, reader) in ctx.status.store_readers(STATUS_STORE) {
+        match reader.scan_kv(STATUS_STORE, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded) {
+            Ok(entries) => senders.extend(entries.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok())),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+    senders.sort_by(|a, b| a.sender_id.cmp(&b.sender_id));
+    senders.dedup_by(|a, b| a.sender_id == b.sender_id);
+    let delivered: u64 = senders.iter().map(|s| s.success_count).sum();
+    let failed: u64 = senders.iter().map(|s| s.failed_count).sum();
+    let produced = match ctx.record_count(INPUT_TOPIC) {
+        Ok(n) => n as u64,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("reading {INPUT_TOPIC:?}: {e:#}")),
+    };
+    weir::daemon::app::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "senders": senders,
+            "delivered": delivered,
+            "failed": failed,
+            "pending": produced.saturating_sub(delivered + failed),
+            "produced": produced,
+        }),
+    )
+}
+
+use weir::daemon::Response;
+
+fn error(code: weir::daemon::StatusCode, message: impl Into<String>) -> Response {
+    weir::daemon::app::error(code, message)
 }
 
 #[cfg(test)]

@@ -233,6 +233,45 @@ impl Cache {
         prev
     }
 
+    /// Read-modify-write of a cached key: `f` sees the cached value and
+    /// writes the new one into `new` (cleared first); if it returns true,
+    /// the entry is overwritten exactly as [`write`](Self::write) would.
+    /// The new value's buffer is swapped in (the old one is left in `new`
+    /// for the next call), so a hot key costs one probe and no copy.
+    /// Returns `None` if the key is not cached (nothing was called), else
+    /// `Some(None)` if `f` declined and `Some(Some(prev))` with the
+    /// previous presence after a write.
+    #[inline]
+    pub fn update_cached(
+        &mut self,
+        key: &[u8],
+        new: &mut Vec<u8>,
+        commits: u64,
+        f: &mut dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> bool,
+    ) -> Option<Option<bool>> {
+        let e = self.map.get_mut(key)?;
+        new.clear();
+        if !f(e.value.as_deref(), new) {
+            return Some(None);
+        }
+        self.bytes.sub(key.len(), e, commits);
+        let prev = e.value.is_some();
+        match &mut e.value {
+            Some(buf) => std::mem::swap(buf, new),
+            slot => *slot = Some(std::mem::take(new)),
+        }
+        e.dirty = true;
+        self.bytes.add(key.len(), e, commits);
+        if !e.in_set {
+            e.in_set = true;
+            self.unsynced.insert(key.to_vec());
+        }
+        if self.bytes.total > self.max_bytes {
+            self.maybe_evict(commits);
+        }
+        Some(Some(prev))
+    }
+
     /// Turn every dirty entry into a pinned one, in key order, handing each
     /// to `stage` (which puts it into the task's pending batch), and return
     /// the changelog records. Entries that a commit has made clean leave the

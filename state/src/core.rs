@@ -124,6 +124,33 @@ impl StoreCore {
         Ok(())
     }
 
+    /// `KeyValueStore::update`: one cache probe for a cached key, else a
+    /// read (from sled, caching the answer) and a write, as
+    /// `get_into` + `write` would do.
+    pub fn update(
+        &mut self,
+        key: &[u8],
+        old: &mut Vec<u8>,
+        new: &mut Vec<u8>,
+        f: &mut dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> bool,
+    ) -> StoreResult<()> {
+        self.sync()?;
+        let commits = self.task.commits();
+        if let Some(written) = self.cache.update_cached(key, new, commits, f) {
+            self.stats.hits += 1;
+            if let Some(prev) = written {
+                self.len += 1 - i64::from(prev);
+            }
+            return Ok(());
+        }
+        let found = self.get_into(key, old)?;
+        new.clear();
+        if f(found.then_some(&old[..]), new) {
+            self.write(key, Some(new), None)?;
+        }
+        Ok(())
+    }
+
     pub fn flush(&mut self) -> StoreResult<Vec<ChangelogRecord>> {
         self.sync()?;
         // First the fallible part: settle the length guesses of blind
@@ -233,5 +260,11 @@ impl StoreCore {
 
     pub fn cache_stats(&self) -> CacheStats {
         self.stats
+    }
+
+    /// Bytes the write cache holds now (dirty, pinned and clean entries,
+    /// with [`ENTRY_OVERHEAD`](crate::cache::ENTRY_OVERHEAD) each).
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache.bytes.total as u64
     }
 }

@@ -20,6 +20,11 @@ impl SledKeyValueStore {
             core: StoreCore::open(task, name)?,
         })
     }
+
+    /// Bytes the store's write cache holds now.
+    pub fn cache_bytes(&self) -> u64 {
+        self.core.cache_bytes()
+    }
 }
 
 impl StateStore for SledKeyValueStore {
@@ -51,6 +56,16 @@ impl KeyValueStore for SledKeyValueStore {
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()> {
         self.core.write(key, Some(value), None)
+    }
+
+    fn update(
+        &mut self,
+        key: &[u8],
+        old: &mut Vec<u8>,
+        new: &mut Vec<u8>,
+        f: &mut dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> bool,
+    ) -> StoreResult<()> {
+        self.core.update(key, old, new, f)
     }
 
     fn delete(&mut self, key: &[u8]) -> StoreResult<()> {

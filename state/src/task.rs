@@ -305,6 +305,23 @@ impl TaskState {
         scan_kv(&self.inner.tree, store, from, to)
     }
 
+    /// Bytes held by the write cache of the open store `name` (0 if it is
+    /// not open, or is in use right now). Read at commit time for the
+    /// `weir_store_cache_bytes` gauge; never on the per-record path.
+    pub fn cache_bytes(&self, name: &str) -> u64 {
+        match self.inner.stores.borrow().get(name) {
+            Some(Slot::Kv(w)) => w
+                .upgrade()
+                .and_then(|s| s.try_borrow().ok().map(|s| s.cache_bytes()))
+                .unwrap_or(0),
+            Some(Slot::Window(w)) => w
+                .upgrade()
+                .and_then(|s| s.try_borrow().ok().map(|s| s.cache_bytes()))
+                .unwrap_or(0),
+            None => 0,
+        }
+    }
+
     /// The key-value store `name` of this task, opened on first use and
     /// shared afterwards.
     pub fn open_key_value(&self, name: &str) -> StoreResult<Rc<RefCell<SledKeyValueStore>>> {

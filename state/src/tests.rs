@@ -448,3 +448,60 @@ fn thread_safety_of_the_public_types() {
     cloneable::<StoreReader>();
     cloneable::<TaskState>();
 }
+
+#[test]
+fn cache_bytes_are_reported_per_store() {
+    let dir = TempDir::new().unwrap();
+    let db = StateDb::open(dir.path()).unwrap();
+    let mut task = db.task("0_0", 1 << 20).unwrap();
+    let kv = task.key_value(&kv_spec("counts")).unwrap();
+    let win = task.window(&window_spec("windows")).unwrap();
+    assert_eq!(task.cache_bytes("counts"), 0);
+    kv.borrow_mut().put(b"abc", b"12345").unwrap();
+    assert_eq!(task.cache_bytes("counts"), (3 + 5 + crate::cache::ENTRY_OVERHEAD) as u64);
+    win.borrow_mut().put(b"k", 0, b"v").unwrap();
+    assert!(task.cache_bytes("windows") > 0);
+    assert_eq!(task.cache_bytes("unknown"), 0);
+    // Flushed and committed entries stay cached (clean) and still count.
+    let _ = kv.borrow_mut().flush().unwrap();
+    task.commit(&cp(1)).unwrap();
+    assert_eq!(task.cache_bytes("counts"), (3 + 5 + crate::cache::ENTRY_OVERHEAD) as u64);
+}
+
+#[test]
+fn update_is_get_then_put_with_one_probe() {
+    let dir = TempDir::new().unwrap();
+    let db = StateDb::open(dir.path()).unwrap();
+    let mut task = db.task("0_0", 1 << 20).unwrap();
+    let store = task.key_value(&kv_spec("counts")).unwrap();
+    let mut s = store.borrow_mut();
+    let (mut old, mut new) = (Vec::new(), Vec::new());
+    let mut add_one = |cur: Option<&[u8]>, out: &mut Vec<u8>| {
+        let n = cur.map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap()));
+        out.extend_from_slice(&(n + 1).to_be_bytes());
+        true
+    };
+    // A miss (sled), then hits (the cache).
+    for _ in 0..3 {
+        s.update(b"k", &mut old, &mut new, &mut add_one).unwrap();
+    }
+    assert_eq!(s.get(b"k").unwrap(), Some(3u64.to_be_bytes().to_vec()));
+    assert_eq!(s.cache_stats(), CacheStats { hits: 3, misses: 1 });
+    assert_eq!(s.approximate_len(), 1);
+    // Declining writes nothing.
+    s.update(b"k", &mut old, &mut new, &mut |_, _| false).unwrap();
+    s.update(b"absent", &mut old, &mut new, &mut |_, _| false).unwrap();
+    assert_eq!(s.get(b"absent").unwrap(), None);
+    assert_eq!(s.approximate_len(), 1);
+    // Committed, the value is in sled; updating again dirties it.
+    let records = s.flush().unwrap();
+    assert_eq!(records, vec![rec(b"k", Some(&3u64.to_be_bytes()))]);
+    task.commit(&cp(1)).unwrap();
+    assert_eq!(
+        task.read_kv("counts", b"k").unwrap(),
+        Some(3u64.to_be_bytes().to_vec())
+    );
+    s.update(b"k", &mut old, &mut new, &mut add_one).unwrap();
+    let records = s.flush().unwrap();
+    assert_eq!(records, vec![rec(b"k", Some(&4u64.to_be_bytes()))]);
+}

@@ -42,6 +42,11 @@ impl SledWindowStore {
         self.retention_ms
     }
 
+    /// Bytes the store's write cache holds now.
+    pub fn cache_bytes(&self) -> u64 {
+        self.core.cache_bytes()
+    }
+
     fn store_key(&mut self, window_start: i64, key: &[u8]) {
         self.kbuf.clear();
         self.kbuf.extend_from_slice(&encode_window_start(window_start));

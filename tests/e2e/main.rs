@@ -5,6 +5,7 @@
 //! One test binary with modules inside, so the harness compiles once.
 
 mod cli;
+mod dashboard;
 mod harness;
 mod http;
 mod user_clicks;

@@ -123,6 +123,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
                 children: out2.instantiate(ictx)?,
                 kbuf: Vec::new(),
                 vbuf: Vec::new(),
+                nbuf: Vec::new(),
             }) as Box<dyn Node<K, V>>)
         }));
         KTable::new(
@@ -306,6 +307,8 @@ struct KvAggregateNode<K, V, A> {
     children: Children<K, Option<A>>,
     kbuf: Vec<u8>,
     vbuf: Vec<u8>,
+    /// The new aggregate's bytes (see `KeyValueStore::update`).
+    nbuf: Vec<u8>,
 }
 
 impl<K: Data, V: Data, A: Data> Node<K, V> for KvAggregateNode<K, V, A> {
@@ -316,20 +319,32 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for KvAggregateNode<K, V, A> {
             return ctx.dead_letter(format!("key serialization failed: {e}"));
         }
         let mut store = self.store.borrow_mut();
-        let old = match store.get_into(&self.kbuf, &mut self.vbuf) {
-            Ok(true) => match decode_stored(&self.agg_serde, &self.name, &self.vbuf) {
-                Ok(a) => Some(a),
-                Err(e) => return ctx.fail(e),
-            },
-            Ok(false) => None,
-            Err(e) => return ctx.fail(e),
-        };
-        let new = (self.step)(&key, value, old);
-        self.vbuf.clear();
-        if let Err(e) = self.agg_serde.serialize(&new, &mut self.vbuf) {
-            return ctx.dead_letter(format!("aggregate serialization failed: {e}"));
+        // One read-modify-write: a cached key is looked up once.
+        let (step, agg_serde, name) = (&self.step, &self.agg_serde, &self.name);
+        let mut value = Some(value);
+        let mut failed: Option<Result<String, StoreError>> = None;
+        let r = store.update(&self.kbuf, &mut self.vbuf, &mut self.nbuf, &mut |old, out| {
+            let old = match old.map(|b| decode_stored(agg_serde, name, b)).transpose() {
+                Ok(a) => a,
+                Err(e) => {
+                    failed = Some(Err(e));
+                    return false;
+                }
+            };
+            let Some(value) = value.take() else { return false };
+            let new = step(&key, value, old);
+            if let Err(e) = agg_serde.serialize(&new, out) {
+                failed = Some(Ok(format!("aggregate serialization failed: {e}")));
+                return false;
+            }
+            true
+        });
+        match failed {
+            Some(Err(e)) => return ctx.fail(e),
+            Some(Ok(msg)) => return ctx.dead_letter(msg),
+            None => {}
         }
-        if let Err(e) = store.put(&self.kbuf, &self.vbuf) {
+        if let Err(e) = r {
             return ctx.fail(e);
         }
         if store.wants_flush() {

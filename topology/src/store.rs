@@ -148,6 +148,28 @@ pub trait KeyValueStore: StateStore {
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()>;
 
+    /// Read-modify-write of one key, the hot path of aggregations: `f`
+    /// gets the current value (`None` if absent) and writes the new value
+    /// into its second argument (cleared first), returning true to store it.
+    /// `old` and `new` are the caller's scratch buffers. The effect
+    /// (statistics included) is that of [`get_into`](Self::get_into)
+    /// followed, if `f` returns true, by [`put`](Self::put); a store may
+    /// override it to look the key up once.
+    fn update(
+        &mut self,
+        key: &[u8],
+        old: &mut Vec<u8>,
+        new: &mut Vec<u8>,
+        f: &mut dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> bool,
+    ) -> StoreResult<()> {
+        let found = self.get_into(key, old)?;
+        new.clear();
+        if f(found.then_some(&old[..]), new) {
+            self.put(key, new)?;
+        }
+        Ok(())
+    }
+
     fn delete(&mut self, key: &[u8]) -> StoreResult<()>;
 
     /// All live entries with `from <= key < to` (as bounds say), in key order,

@@ -637,6 +637,7 @@ impl ThreadState {
                 };
                 if let (Some(h), Some(seen)) = (m.stores.get(i), seen_all.get_mut(i)) {
                     h.entries.set(len as i64);
+                    h.cache_bytes.set(task.state().cache_bytes(&task.stores()[i].0) as i64);
                     h.cache_hits.inc_by(stats.hits.saturating_sub(seen.0));
                     h.cache_misses.inc_by(stats.misses.saturating_sub(seen.1));
                     *seen = (stats.hits, stats.misses);

@@ -1,0 +1,189 @@
+// Drives the weir dashboard in a real headless Chromium (Debian's
+// /usr/bin/chromium) through playwright-core:
+//
+//   node tests/browser/dashboard.mjs http://127.0.0.1:PORT/ target/dashboard.png
+//
+// against a daemon running at least emoji-stream with its generator. Checks
+// that the topology list shows emoji-stream, that its consumed count moves,
+// that clicking the 🔥 button three times is acknowledged ("sent by you: 3"),
+// and that the live 🔥 total (from the SSE stream /emoji/live) rises; then
+// saves a 1280x900 screenshot and prints a JSON summary on stdout.
+// Exit status 0 on success; 1 with a "dashboard test failed: ..." line (and
+// a screenshot next to the requested one, suffixed -failure) otherwise.
+//
+// Run by tests/e2e/dashboard.rs. Setup: `apt-get install chromium` and
+// `npm ci --prefix tests/browser` (.ci/run does both).
+
+import { existsSync, mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { chromium } from "playwright-core";
+
+const CHROMIUM = process.env.WEIR_CHROMIUM || "/usr/bin/chromium";
+const ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-component-update",
+  "--disable-sync",
+];
+// Bounds a hang of the whole script; each step has its own deadline below.
+const OVERALL_MS = 150_000;
+
+const FIRE = "🔥";
+const CLICKS = 3;
+
+function fail(message) {
+  const err = new Error(message);
+  err.expected = true;
+  throw err;
+}
+
+/** Polls `attempt` (async, returns a value or undefined) until it returns a value; fails naming `what` and the last state. */
+async function waitFor(what, timeoutMs, attempt, state) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await attempt();
+    if (v !== undefined) return v;
+    if (Date.now() >= deadline) {
+      const last = state ? await state().catch((e) => `(cannot read the state: ${e.message})`) : "";
+      fail(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? `; last state: ${last}` : ""}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function main() {
+  const [url, screenshot] = process.argv.slice(2);
+  if (!url || !screenshot) {
+    fail("usage: node dashboard.mjs <dashboard-url> <screenshot.png>");
+  }
+  if (!existsSync(CHROMIUM)) {
+    fail(`${CHROMIUM} is missing: run .ci/run, or apt-get install chromium`);
+  }
+  mkdirSync(dirname(screenshot), { recursive: true });
+  const started = Date.now();
+  const pageErrors = [];
+  const consoleErrors = [];
+  const failedRequests = [];
+
+  // launch() gives the browser a fresh temporary user data dir of its own
+  // (and deletes it on close); it also passes --headless by itself.
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 60_000 });
+  let page;
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    page = await context.newPage();
+    page.on("pageerror", (e) => pageErrors.push(String(e && e.stack ? e.stack : e)));
+    page.on("console", (m) => {
+      if (m.type() === "error") consoleErrors.push(m.text());
+    });
+    page.on("requestfailed", (r) => failedRequests.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
+
+    const res = await page.goto(url, { waitUntil: "load", timeout: 30_000 });
+    if (!res || res.status() !== 200) fail(`GET ${url} answered ${res ? res.status() : "nothing"}`);
+    const title = await page.title();
+
+    const byId = (id) => page.getByTestId(id);
+    const attr = async (id, name) => byId(id).getAttribute(name, { timeout: 2_000 }).catch(() => null);
+    const text = async (id) => byId(id).textContent({ timeout: 2_000 }).catch(() => null);
+    const state = async () =>
+      JSON.stringify({
+        topologies: await text("topology-list"),
+        updated: await text("updated"),
+        emoji_live: await text("emoji-live-status"),
+        emoji_error: await text("emoji-error"),
+        page_errors: pageErrors,
+      });
+
+    // 1. The topology list shows emoji-stream.
+    await waitFor("the topology list to show emoji-stream", 20_000, async () =>
+      (await byId("topology-row-emoji-stream").count()) > 0 ? true : undefined, state);
+    const topologies = await page.$$eval("[data-testid^='topology-row-']", (rows) => rows.map((r) => r.getAttribute("data-name")));
+
+    // 2. Its live numbers move: "records in" (and so the in-rate) changes between two reads.
+    const inTotal = async () => {
+      const v = await attr("in-total-emoji-stream", "data-value");
+      return v === null || v === "" ? null : Number(v);
+    };
+    const in0 = await waitFor('a first "records in" count of emoji-stream', 15_000, async () => (await inTotal()) ?? undefined, state);
+    const in1 = await waitFor(`the "records in" count of emoji-stream to change from ${in0}`, 30_000, async () => {
+      const v = await inTotal();
+      return v !== null && v !== in0 ? v : undefined;
+    }, state);
+    const rateIn = await waitFor("a records/s in rate for emoji-stream", 15_000, async () => {
+      const t = (await text("rate-in-emoji-stream"))?.trim();
+      return t && t !== "–" ? t : undefined;
+    }, state);
+
+    // 3. Click 🔥 three times; each POST /emoji is acknowledged.
+    const emojiPanel = byId("panel-emoji-stream");
+    await emojiPanel.waitFor({ state: "visible", timeout: 10_000 }).catch(() => fail("the emoji-stream panel is not shown"));
+    const totalOf = async () => Number((await attr(`emoji-total-${FIRE}`, "data-value")) ?? NaN);
+    const fireBefore = await totalOf();
+    if (!Number.isFinite(fireBefore)) fail(`no live total for ${FIRE} on the page`);
+    const button = byId(`emoji-button-${FIRE}`);
+    for (let i = 0; i < CLICKS; i++) {
+      await button.click({ timeout: 5_000 });
+    }
+    const sent = await waitFor(`"sent by you" for ${FIRE} to reach ${CLICKS}`, 10_000, async () => {
+      const v = Number(await attr(`emoji-sent-${FIRE}`, "data-value"));
+      return v >= CLICKS ? v : undefined;
+    }, async () => `sent=${await text(`emoji-sent-${FIRE}`)}; ${await state()}`);
+
+    // 4. The live 🔥 total (sum of the SSE windows seen) rises above its value before the clicks.
+    const fireAfter = await waitFor(`the live ${FIRE} total to rise above ${fireBefore}`, 20_000, async () => {
+      const v = await totalOf();
+      return v > fireBefore ? v : undefined;
+    }, state);
+    const emojiLive = await text("emoji-live-status");
+
+    if (pageErrors.length) fail(`the page threw: ${pageErrors.join(" | ")}`);
+
+    // Let the bars' transitions settle so the picture shows the numbers.
+    await page.waitForTimeout(600);
+    await page.screenshot({ path: screenshot, fullPage: false });
+
+    const summary = {
+      ok: true,
+      url,
+      title,
+      topologies,
+      records_in: [in0, in1],
+      rate_in: rateIn,
+      fire: { before: fireBefore, after: fireAfter, sent },
+      emoji_live: emojiLive,
+      console_errors: consoleErrors,
+      failed_requests: failedRequests,
+      screenshot,
+      elapsed_ms: Date.now() - started,
+    };
+    console.log(JSON.stringify(summary, null, 2));
+  } catch (e) {
+    if (page) {
+      const failure = screenshot.replace(/(\.png)?$/, "-failure.png");
+      await page.screenshot({ path: failure }).then(() => console.error(`failure screenshot: ${failure}`), () => {});
+    }
+    if (consoleErrors.length) console.error(`console errors: ${JSON.stringify(consoleErrors)}`);
+    if (failedRequests.length) console.error(`failed requests: ${JSON.stringify(failedRequests)}`);
+    throw e;
+  } finally {
+    await browser.close().catch(() => {});
+  }
+}
+
+const guard = setTimeout(() => {
+  console.error(`dashboard test failed: no result after ${OVERALL_MS / 1000} s`);
+  process.exit(1);
+}, OVERALL_MS);
+guard.unref();
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(`dashboard test failed: ${e && e.expected ? e.message : e && e.stack ? e.stack : e}`);
+    process.exit(1);
+  },
+);
