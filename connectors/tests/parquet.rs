@@ -782,3 +782,53 @@ fn files_roll_on_time_while_the_sink_runs() {
     rows.sort();
     assert_eq!(table_rows(&files, "events"), rows);
 }
+
+#[test]
+fn a_range_of_only_dead_letters_becomes_an_empty_file_and_is_not_dead_lettered_again() {
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let brokers = broker.bootstrap_servers();
+    broker.create_topic("events", 1).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let bad: Vec<In> = (0..3).map(|seq| event(seq, 0, true).0).collect();
+    produce(&brokers, "events", &bad, &BTreeMap::new());
+
+    let start = || {
+        let mut cfg = config(&brokers, root.path(), vec![events_table()]);
+        cfg.roll_interval = Duration::from_millis(200);
+        Running::start(cfg)
+    };
+    let sink = start();
+    wait_until("the empty file", || sink.stat(|s| &s.files_written) >= 1);
+    sink.stop();
+    let files = list_files(root.path()).unwrap();
+    assert_eq!(
+        files
+            .iter()
+            .map(|f| (f.first_offset, f.last_offset, f.rows))
+            .collect::<Vec<_>>(),
+        vec![(0, 2, 0)]
+    );
+    let (schema, rows, kv) = read_file(&files[0].path);
+    assert_eq!(schema.fields().len(), 3);
+    assert!(rows.is_empty());
+    assert_eq!(kv["weir.dead_letters"], "3");
+
+    // A restart continues after the empty file's range.
+    let (good, row) = event(3, 0, false);
+    produce(&brokers, "events", &[good], &[(0, 3)].into());
+    let sink = start();
+    wait_until("the good row", || sink.stat(|s| &s.rows_written) >= 1);
+    assert_eq!(sink.stat(|s| &s.dlq_records), 0);
+    sink.stop();
+    let files = list_files(root.path()).unwrap();
+    assert_eq!(
+        files
+            .iter()
+            .map(|f| (f.first_offset, f.last_offset, f.rows))
+            .collect::<Vec<_>>(),
+        vec![(0, 2, 0), (3, 3, 1)]
+    );
+    assert_eq!(table_rows(&files, "events"), vec![row.unwrap()]);
+    let dead: Vec<i64> = read_dlq(&brokers).iter().map(|d| d.offset).collect();
+    assert_eq!(dead, vec![0, 1, 2]);
+}

@@ -97,6 +97,14 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let settings = resolve(&args, &file)?;
+    // Parameters of topologies not run now are checked too: a typo in the
+    // file is found today, not on the day that topology is started.
+    for name in file.topologies.keys() {
+        if !args.names.contains(name) {
+            let tc = file.topology(name)?;
+            (daemon.find(name)?.build)(&tc.params).with_context(|| format!("topology {name:?}"))?;
+        }
+    }
 
     // Every name and parameter is checked before anything starts.
     let mut prepared = Vec::with_capacity(args.names.len());

@@ -242,7 +242,7 @@ pub fn emoji_stream_spec() -> GeneratorSpec {
     GeneratorSpec {
         default_rate: 200.0,
         topics: vec![emoji_stream::INPUT_TOPIC.to_string()],
-        make: Box::new(|| Box::new(EmojiGenerator::new(0xe30_1d))),
+        make: Box::new(|| Box::new(EmojiGenerator::new(0xe301))),
     }
 }
 
@@ -352,12 +352,18 @@ impl HashtagGenerator {
                 w = w.to_uppercase();
             }
             if i + 1 < n_words && rng.gen_bool(0.08) {
-                w.push_str(*weighted(rng, &[(",", 5), ("!", 2), ("...", 1), (":", 1), ("?", 1)]));
+                w.push_str(weighted::<&str>(
+                    rng,
+                    &[(",", 5), ("!", 2), ("...", 1), (":", 1), ("?", 1)],
+                ));
             }
             tokens.push(w);
         }
         if let Some(last) = tokens.last_mut() {
-            last.push_str(*weighted(rng, &[("", 4), (".", 3), ("!", 2), ("!!", 1), ("?", 1)]));
+            last.push_str(weighted::<&str>(
+                rng,
+                &[("", 4), (".", 3), ("!", 2), ("!!", 1), ("?", 1)],
+            ));
         }
         if rng.gen_bool(0.15) {
             let mention = format!("@{}", user_name(self.users.sample(rng)));
@@ -398,7 +404,7 @@ impl HashtagGenerator {
     }
 }
 
-fn capitalize(w: &mut String) {
+fn capitalize(w: &mut str) {
     if let Some(first) = w.get_mut(0..1) {
         first.make_ascii_uppercase();
     }

@@ -91,7 +91,11 @@ async function main() {
     const text = async (id) => byId(id).textContent({ timeout: 2_000 }).catch(() => null);
     const state = async () =>
       JSON.stringify({
-        topologies: await text("topology-list"),
+        topologies: await page
+          .$$eval("[data-testid^='topology-row-']", (rows) => rows.map((r) => r.getAttribute("data-name")))
+          .catch(() => null),
+        in_total: await attr("in-total-emoji-stream", "data-value"),
+        fire_total: await attr(`emoji-total-${FIRE}`, "data-value"),
         updated: await text("updated"),
         emoji_live: await text("emoji-live-status"),
         emoji_error: await text("emoji-error"),

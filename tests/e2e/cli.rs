@@ -117,14 +117,76 @@ fn run_with_an_unknown_topology_fails_with_one_line() {
         assert!(!status.success(), "{args:?} exited with {status}");
         assert_eq!(
             p.stderr(),
-            "weir: unknown topology \"nope\" (see weir list)\n",
+            UNKNOWN_NOPE,
             "{args:?}"
         );
         assert_eq!(p.stdout(), "");
     }
     let mut p = Proc::spawn("describe-unknown", &["describe", "nope"]);
     assert!(!p.wait(DEADLINE).success());
-    assert_eq!(p.stderr(), "weir: unknown topology \"nope\" (see weir list)\n");
+    assert_eq!(p.stderr(), UNKNOWN_NOPE);
+}
+
+const UNKNOWN_NOPE: &str = "weir: unknown topology \"nope\" (registered: emoji-stream, hashtag-trends, \
+                            clickstream-parquet, sms-delivery, user-clicks)\n";
+
+/// A bad `weir.toml` stops `weir run` before anything starts, with one line
+/// naming the key (and where it is).
+#[test]
+fn bad_config_files_stop_the_daemon_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str)] = &[
+        (
+            "threds = 2\n",
+            "weir: config CONFIG: line 1: unknown field `threds`, expected one of `brokers`, `state_dir`, \
+             `data_dir`, `threads`, `commit_interval_ms`, `cache_max_bytes`, `http`, `generate`, `rate`, `topologies`\n",
+        ),
+        (
+            "http = \"127.0.0.1:0\"\ncommit_interval_ms = \"fast\"\n",
+            "weir: config CONFIG: line 2: invalid type: string \"fast\", expected u64\n",
+        ),
+        (
+            "[topologies.emoji-stream]\nscale = 0\n",
+            "weir: topology \"emoji-stream\": [topologies.emoji-stream]: invalid value: integer `0`, expected a nonzero u64\n",
+        ),
+        (
+            "[topologies.emoji-stream]\nwindow_size = 5\n",
+            "weir: topology \"emoji-stream\": [topologies.emoji-stream]: unknown field `window_size`, expected one of \
+             `window_ms`, `grace_ms`, `scale`, `clusters`\n",
+        ),
+        (
+            "[topologies.sms-delivery]\nfailure_probability = 1.5\n",
+            "weir: topology \"sms-delivery\": [topologies.sms-delivery]: 1.5 is not a probability in [0, 1]\n",
+        ),
+        (
+            "[topologies.nope]\nrate = 1\n",
+            "weir: unknown topology \"nope\" in [topologies] of the config (registered: emoji-stream, hashtag-trends, \
+             clickstream-parquet, sms-delivery, user-clicks)\n",
+        ),
+        (
+            "[topologies.user-clicks]\nrate = 0\n",
+            "weir: [topologies.user-clicks] rate must be a number of events per second in (0, 10000000], got 0\n",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("weir-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap();
+        let mut p = Proc::spawn(
+            "bad-config",
+            &["run", "emoji-stream", "--config", path, "--brokers", "127.0.0.1:1"],
+        );
+        let status = p.wait(DEADLINE);
+        assert_eq!(status.code(), Some(1), "{text:?}");
+        assert_eq!(p.stderr(), want.replace("CONFIG", path), "{text:?}");
+        assert_eq!(p.stdout(), "", "{text:?}");
+    }
+    let mut p = Proc::spawn("bad-rate", &["run", "user-clicks", "--rate=-5", "--brokers", "127.0.0.1:1"]);
+    assert_eq!(p.wait(DEADLINE).code(), Some(1));
+    assert_eq!(
+        p.stderr(),
+        "weir: --rate must be a number of events per second in (0, 10000000], got -5\n"
+    );
 }
 
 #[test]

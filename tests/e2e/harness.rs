@@ -39,6 +39,9 @@ const WEIR_ENV: &[&str] = &[
     "WEIR_CACHE_MAX_BYTES",
     "WEIR_PARTITIONS",
     "WEIR_HTTP",
+    "WEIR_CONFIG",
+    "WEIR_DATA_DIR",
+    "WEIR_RATE",
 ];
 
 /// Bounds a hang; never a measure of speed.
@@ -648,4 +651,111 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
     let mut r = TopicReader::open(brokers, topic, Duration::from_secs(10));
     r.catch_up(Duration::from_secs(30));
     r.records
+}
+
+// ------------------------------------------- HTTP helpers (scenario tests)
+
+/// Waits for `HTTP on http://ADDR` on a daemon's stderr and returns ADDR.
+pub fn daemon_http_addr(proc: &mut Proc) -> String {
+    wait_for("the daemon to print its HTTP address", STARTUP, || {
+        proc.assert_running();
+        let err = proc.stderr();
+        err.lines()
+            .find_map(|l| l.strip_prefix("HTTP on http://"))
+            .map(|a| a.trim().to_string())
+            .ok_or_else(|| format!("stderr so far: {err:?}"))
+    })
+}
+
+/// One HTTP/1.1 request on a fresh connection, with `body` (sent as
+/// `application/json`) if given: (status code, body). A chunked response
+/// body is decoded.
+pub fn http_request(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16, String), String> {
+    use std::io::Read;
+    let mut c = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n").into_bytes();
+    if let Some(b) = body {
+        req.extend_from_slice(
+            format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()).as_bytes(),
+        );
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body.unwrap_or_default());
+    c.write_all(&req).map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).map_err(|e| format!("read: {e}"))?;
+    let out = String::from_utf8(out).map_err(|e| format!("response is not UTF-8: {e}"))?;
+    let (head, body) = out
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {out:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
+    if !chunked {
+        return Ok((code, body.to_string()));
+    }
+    let mut rest = body;
+    let mut decoded = String::new();
+    loop {
+        let (size, after) = rest
+            .split_once("\r\n")
+            .ok_or_else(|| format!("bad chunk in {body:?}"))?;
+        let size = usize::from_str_radix(size.trim(), 16).map_err(|e| format!("bad chunk size {size:?}: {e}"))?;
+        if size == 0 {
+            return Ok((code, decoded));
+        }
+        decoded.push_str(after.get(..size).ok_or_else(|| format!("short chunk in {body:?}"))?);
+        rest = after.get(size + 2..).ok_or_else(|| format!("short chunk in {body:?}"))?;
+    }
+}
+
+/// [`http_request`] that panics on a transport error.
+#[track_caller]
+pub fn http_call(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
+    http_request(addr, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Waits until `/readyz` answers 200 (every task of the daemon runs).
+pub fn wait_ready(addr: &str, proc: &mut Proc) {
+    wait_for("/readyz to answer 200", Duration::from_secs(60), || {
+        proc.assert_running();
+        match http_request(addr, "GET", "/readyz", None)? {
+            (200, _) => Ok(()),
+            (code, body) => Err(format!("{code} {body}")),
+        }
+    })
+}
+
+/// The sum of the samples of `metric` on `/metrics` whose labels include
+/// every `(name, value)` of `labels` (0 when there is none).
+pub fn metric_sum(addr: &str, metric: &str, labels: &[(&str, &str)]) -> Result<f64, String> {
+    let (code, body) = http_request(addr, "GET", "/metrics", None)?;
+    if code != 200 {
+        return Err(format!("/metrics answered {code}: {body}"));
+    }
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .map_err(|e| format!("/metrics does not parse: {e}"))?;
+    Ok(scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum())
+}
+
+/// The total number of records in `topic` (sum of its high watermarks).
+pub fn topic_total(brokers: &str, topic: &str) -> i64 {
+    watermarks(brokers, topic).iter().map(|(_, _, high)| high).sum()
 }

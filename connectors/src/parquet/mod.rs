@@ -66,6 +66,11 @@
 //! deployments must run one. The partition count is read at start: a
 //! partition added later is picked up by the next start.
 //!
+//! At start, missing topics are created: the dead-letter topic with one
+//! partition (dead letters are sent to partition 0: one ordered log), a
+//! table's topic with the cluster's default partition count (as `weir
+//! produce` would create it).
+//!
 //! # API shape
 //! [`run`] blocks the calling thread until [`ParquetSinkConfig::stop`] is
 //! set, then finishes (renames) every open file, waits for the dead
