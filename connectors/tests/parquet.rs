@@ -89,9 +89,9 @@ fn events_schema() -> SchemaRef {
     ]))
 }
 
-fn click_validator(v: &serde_json::Value) -> Result<(), String> {
+fn click_validator(v: &serde_json::Value) -> Result<Option<serde_json::Value>, String> {
     match v.get("event_type").and_then(|e| e.as_str()) {
-        Some("click") => Ok(()),
+        Some("click") => Ok(None),
         _ => Err("event_type must be \"click\"".to_string()),
     }
 }

@@ -47,6 +47,10 @@ pub struct Params {
     pub max_user_id: u32,
     /// Largest accepted `item_id` (the contract: 1–500).
     pub max_item_id: u32,
+    /// A Parquet file is finished this long after its first record, ms.
+    pub roll_interval_ms: u64,
+    /// ... or once it covers this many records.
+    pub max_file_rows: usize,
 }
 
 impl Default for Params {
@@ -54,6 +58,8 @@ impl Default for Params {
         Params {
             max_user_id: 1000,
             max_item_id: 500,
+            roll_interval_ms: 10_000,
+            max_file_rows: 1_000_000,
         }
     }
 }
@@ -269,11 +275,14 @@ pub fn rows(
     (clicks, views, ratings)
 }
 
-/// The registered topology: the validation stage, each stream ending in a
-/// `for_each` that does nothing yet. The Parquet sink attaches there (one
-/// per topic, writing `data/parquet/{clicks,views,ratings}/`); until it
-/// exists, running this topology validates the input and dead-letters bad
-/// records, and nothing else.
+/// The registered topology: the validation stage. It dead-letters every
+/// record that does not fit (to `clickstream-parquet-dlq`, counted in
+/// `weir_dlq_records_total`). The files are written by the app's Parquet
+/// sink ([`app`]), which applies the same validation to the same topics and
+/// writes the rows that pass: it reads the topics itself because its
+/// exactly-once guarantee rests on input offsets (each file's name holds
+/// the offsets it covers), which records passed on by the topology would
+/// not have.
 pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
     let mut b = StreamsBuilder::new();
     let (clicks, views, ratings) = rows(&mut b, p);
@@ -283,12 +292,140 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
     b.build()
 }
 
+/// The dead-letter topic (the application's).
+pub const DLQ_TOPIC: &str = "clickstream-parquet-dlq";
+
+/// The Arrow schema of a topic's files: the contract's fields, integers as
+/// Int32, durations as Float64, `timestamp` as a UTC millisecond TIMESTAMP.
+pub fn schema(topic: &str) -> weir::connectors::parquet::arrow_schema::SchemaRef {
+    use weir::connectors::parquet::arrow_schema::{DataType, Field, Schema, TimeUnit};
+    let common = |extra: Vec<Field>| {
+        let mut fields = vec![
+            Field::new("event_type", DataType::Utf8, false),
+            Field::new("user_id", DataType::Int32, false),
+            Field::new("item_id", DataType::Int32, false),
+            Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        ];
+        fields.extend(extra);
+        std::sync::Arc::new(Schema::new(fields))
+    };
+    match topic {
+        CLICKS_TOPIC => common(vec![
+            Field::new("page_url", DataType::Utf8, false),
+            Field::new("click_duration", DataType::Float64, false),
+        ]),
+        VIEWS_TOPIC => common(vec![
+            Field::new("view_duration", DataType::Float64, false),
+            Field::new("device_type", DataType::Utf8, false),
+        ]),
+        _ => common(vec![
+            Field::new("rating", DataType::Int32, false),
+            Field::new("review_text", DataType::Utf8, false),
+        ]),
+    }
+}
+
+/// A validated row as the sink writes it: `timestamp_ms` becomes the
+/// `timestamp` column.
+fn file_row<T: Serialize>(row: &T) -> Result<Option<Value>, String> {
+    let mut v = serde_json::to_value(row).map_err(|e| e.to_string())?;
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(ts) = obj.remove("timestamp_ms") {
+            obj.insert("timestamp".to_string(), ts);
+        }
+    }
+    Ok(Some(v))
+}
+
 /// The registration of this scenario with the daemon (parameters from
-/// `[topologies.{NAME}]` of the config).
+/// `[topologies.clickstream-parquet]` of the config): the validation
+/// topology, the Parquet sink writing `{data_dir}/parquet/{topic}/`, and
+/// `GET /parquet/files`.
 pub fn app() -> weir::daemon::App {
+    use weir::connectors::parquet::{self, ParquetSinkConfig, SinkStats, TableSpec};
+    use weir::daemon::{AppParts, Method, Route, Service, StatusCode};
     weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| {
-        let mut parts = weir::daemon::AppParts::new(topology(p)?);
+        let mut parts = AppParts::new(topology(p)?);
         parts.generator = Some(super::generators::clickstream_parquet_spec());
+        let params = p.clone();
+        parts.services.push(Service {
+            name: "parquet-sink".into(),
+            run: Box::new(move |ctx| {
+                let (p1, p2, p3) = (params.clone(), params.clone(), params.clone());
+                let tables = vec![
+                    TableSpec::new(CLICKS_TOPIC, schema(CLICKS_TOPIC))
+                        .with_validator(move |v| file_row(&ClickRow::from_json(v, &p1)?)),
+                    TableSpec::new(VIEWS_TOPIC, schema(VIEWS_TOPIC))
+                        .with_validator(move |v| file_row(&ViewRow::from_json(v, &p2)?)),
+                    TableSpec::new(RATINGS_TOPIC, schema(RATINGS_TOPIC))
+                        .with_validator(move |v| file_row(&RatingRow::from_json(v, &p3)?)),
+                ];
+                let mut config = ParquetSinkConfig::new(ctx.brokers.clone(), ctx.data_dir.join("parquet"), tables);
+                config.group_id = format!("{NAME}-parquet-sink");
+                config.dlq_topic = DLQ_TOPIC.to_string();
+                // The topology dead-letters what the validators reject.
+                config.dead_letter_rejects = false;
+                config.roll_interval = std::time::Duration::from_millis(params.roll_interval_ms.max(1));
+                config.max_file_rows = params.max_file_rows.max(1);
+                config.stop = ctx.stop_flag();
+                let stats = std::sync::Arc::new(SinkStats::default());
+                std::thread::scope(|s| {
+                    // Mirror the sink's counters into the daemon's metrics.
+                    let mirror = s.spawn(|| {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        let rows = ctx.metrics.sink_rows.with_label_values(&[NAME, "all"]);
+                        let files = ctx.metrics.sink_files.with_label_values(&[NAME, "all"]);
+                        let (mut r0, mut f0) = (0, 0);
+                        loop {
+                            let stopping = ctx.stopping();
+                            let (r, f) = (stats.rows_written.load(Relaxed), stats.files_written.load(Relaxed));
+                            rows.inc_by(r - r0);
+                            files.inc_by(f - f0);
+                            (r0, f0) = (r, f);
+                            if stopping {
+                                break;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(250));
+                        }
+                    });
+                    let result = parquet::run(config, stats.clone());
+                    ctx.request_stop();
+                    let _ = mirror.join();
+                    result.map_err(anyhow::Error::from)
+                })
+            }),
+        });
+        parts.routes.push(Route::new("/parquet/files", &[Method::GET], |ctx, _| {
+            let root = ctx.data_dir.join("parquet");
+            let files = match parquet::list_files(&root) {
+                Ok(f) => f,
+                Err(e) => {
+                    return weir::daemon::app::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("listing {}: {e}", root.display()),
+                    )
+                }
+            };
+            let mut rows = serde_json::Map::new();
+            for t in [CLICKS_TOPIC, VIEWS_TOPIC, RATINGS_TOPIC] {
+                let n: u64 = files.iter().filter(|f| f.topic == t).map(|f| f.rows).sum();
+                rows.insert(t.to_string(), n.into());
+            }
+            let list: Vec<Value> = files
+                .iter()
+                .map(|f| {
+                    serde_json::json!({
+                        "topic": f.topic, "name": f.name, "partition": f.partition,
+                        "first_offset": f.first_offset, "last_offset": f.last_offset,
+                        "rows": f.rows, "bytes": f.bytes,
+                    })
+                })
+                .collect();
+            weir::daemon::app::json(
+                StatusCode::OK,
+                &serde_json::json!({ "root": root.display().to_string(), "files": list, "rows": rows }),
+            )
+        }));
         Ok(parts)
     })
 }

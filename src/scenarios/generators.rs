@@ -8,13 +8,13 @@
 //! `*_spec()` functions register them with a fixed seed per scenario and
 //! the default rate of that scenario.
 //!
-//! | scenario              | topics                     | default rate |
-//! |-----------------------|----------------------------|--------------|
-//! | `user-clicks`         | `user_clickstream`         | 1/s          |
-//! | `emoji-stream`        | `emoji-events`             | 200/s        |
-//! | `hashtag-trends`      | `twitter`                  | 50/s         |
-//! | `clickstream-parquet` | `clicks`, `views`, `ratings` | 30/s       |
-//! | `sms-delivery`        | `sms-messages`             | 10/s         |
+//! | scenario              | topics                       | default rate |
+//! |-----------------------|------------------------------|--------------|
+//! | `user-clicks`         | `user_clickstream`           | 1/s          |
+//! | `emoji-stream`        | `emoji-events`               | 200/s        |
+//! | `hashtag-trends`      | `twitter`                    | 50/s         |
+//! | `clickstream-parquet` | `clicks`, `views`, `ratings` | 30/s         |
+//! | `sms-delivery`        | `sms-messages`               | 10/s         |
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::SmallRng;
@@ -42,8 +42,10 @@ fn to_json<T: Serialize>(v: &T) -> String {
 
 /// Ids that increase and stay unique across restarts of the daemon: the
 /// first id is the wall-clock time of the first event in microseconds
-/// (like Twitter's time-based ids), later ones count up from it. Such ids
-/// stay below 2^53, so JavaScript clients read them exactly.
+/// (like Twitter's time-based ids), later ones count up from it, so a run
+/// that makes fewer than a million ids per second never reaches the ids of
+/// a later run. Such ids stay below 2^53, so JavaScript clients read them
+/// exactly.
 #[derive(Debug, Default)]
 struct IdSequence {
     next: Option<u64>,
@@ -308,8 +310,8 @@ struct TweetJson<'a> {
 }
 
 /// `hashtag-trends`: synthetic tweets `{"id", "user", "text", "created_at"}`
-/// to `twitter`, keyed by user. Ids increase (time-based, see
-/// [`IdSequence`]); the text has 6–20 Zipf-distributed words and 0–3
+/// to `twitter`, keyed by user. Ids increase (time-based: the first is
+/// the first event's time in microseconds); the text has 6–20 Zipf-distributed words and 0–3
 /// Zipf-distributed hashtags, and sometimes a URL, a mention, a retweet
 /// prefix, an emoji, capitals and punctuation, which the topology strips.
 pub struct HashtagGenerator {
@@ -785,8 +787,8 @@ pub fn sms_message(rng: &mut impl Rng, id: u64) -> (Option<String>, String) {
 }
 
 /// `sms-delivery`: one message per event to `sms-messages` (see
-/// [`sms_message`]); ids increase and are unique across restarts (see
-/// [`IdSequence`]).
+/// [`sms_message`]); ids increase and are unique across restarts (the
+/// first is the first event's time in microseconds).
 pub struct SmsGenerator {
     rng: SmallRng,
     ids: IdSequence,

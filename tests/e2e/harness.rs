@@ -677,9 +677,7 @@ pub fn http_request(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -
         .map_err(|e| e.to_string())?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n").into_bytes();
     if let Some(b) = body {
-        req.extend_from_slice(
-            format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()).as_bytes(),
-        );
+        req.extend_from_slice(format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()).as_bytes());
     }
     req.extend_from_slice(b"\r\n");
     req.extend_from_slice(body.unwrap_or_default());
@@ -712,7 +710,9 @@ pub fn http_request(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -
             return Ok((code, decoded));
         }
         decoded.push_str(after.get(..size).ok_or_else(|| format!("short chunk in {body:?}"))?);
-        rest = after.get(size + 2..).ok_or_else(|| format!("short chunk in {body:?}"))?;
+        rest = after
+            .get(size + 2..)
+            .ok_or_else(|| format!("short chunk in {body:?}"))?;
     }
 }
 

@@ -8,4 +8,6 @@ mod cli;
 mod dashboard;
 mod harness;
 mod http;
+mod scenario_emoji;
+mod scenario_hashtag;
 mod user_clicks;

@@ -93,8 +93,10 @@ pub use arrow_schema;
 pub use files::FileInfo;
 
 /// An extra check of a record after JSON parsing and before Arrow decoding;
-/// `Err` holds the message for the dead letter's `error` header.
-pub type Validator = Arc<dyn Fn(&serde_json::Value) -> Result<(), String> + Send + Sync>;
+/// `Err` holds the message for the dead letter's `error` header. `Ok(Some(row))`
+/// writes `row` instead of the record (a normalised form: only the schema's
+/// fields, the timestamp as epoch milliseconds), `Ok(None)` the record as is.
+pub type Validator = Arc<dyn Fn(&serde_json::Value) -> Result<Option<serde_json::Value>, String> + Send + Sync>;
 
 /// One topic and the table its records become.
 #[derive(Clone)]
@@ -121,7 +123,7 @@ impl TableSpec {
     /// Adds a validator.
     pub fn with_validator(
         mut self,
-        f: impl Fn(&serde_json::Value) -> Result<(), String> + Send + Sync + 'static,
+        f: impl Fn(&serde_json::Value) -> Result<Option<serde_json::Value>, String> + Send + Sync + 'static,
     ) -> Self {
         self.validate = Some(Arc::new(f));
         self
@@ -157,6 +159,13 @@ pub struct ParquetSinkConfig {
     /// Where records that do not fit go (created with one partition if
     /// missing).
     pub dlq_topic: String,
+    /// Whether records the [`Validator`] rejects go to `dlq_topic` (the
+    /// default). `false` when another stage applies the same validation and
+    /// already dead-letters them (clickstream-parquet's topology): they are
+    /// then skipped, still covered by the file's offset range, and counted
+    /// in [`SinkStats::rejected`]. Records that pass the validator but do
+    /// not decode always go to `dlq_topic`.
+    pub dead_letter_rejects: bool,
     /// Set to stop [`run`] gracefully.
     pub stop: Arc<AtomicBool>,
 }
@@ -174,6 +183,7 @@ impl ParquetSinkConfig {
             roll_interval: Duration::from_secs(10),
             max_file_rows: 1_000_000,
             dlq_topic: "weir-parquet-sink-dlq".to_string(),
+            dead_letter_rejects: true,
             stop: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -191,6 +201,9 @@ pub struct SinkStats {
     pub files_written: AtomicU64,
     /// Records sent to the dead-letter topic.
     pub dlq_records: AtomicU64,
+    /// Records the validator rejected and that were skipped
+    /// ([`ParquetSinkConfig::dead_letter_rejects`] off).
+    pub rejected: AtomicU64,
     /// Bytes of finished files.
     pub bytes_written: AtomicU64,
 }

@@ -369,7 +369,10 @@ impl Sink {
     fn write_chunk(&mut self, key: (usize, i32), chunk: &[Rec]) -> Result<()> {
         let table = &self.tables[key.0];
         let mut bad: Vec<(usize, String)> = Vec::new();
+        let mut skipped = 0usize;
         let mut candidates: Vec<usize> = Vec::with_capacity(chunk.len());
+        // Rows the validator normalised, by chunk index.
+        let mut normalised: Vec<(usize, Vec<u8>)> = Vec::new();
         for (i, r) in chunk.iter().enumerate() {
             let Some(value) = r.value.as_deref() else {
                 bad.push((i, "record has no value".to_string()));
@@ -379,16 +382,28 @@ impl Sink {
                 let checked = serde_json::from_slice::<serde_json::Value>(value)
                     .map_err(|e| format!("invalid JSON: {e}"))
                     .and_then(|v| validate(&v));
-                if let Err(e) = checked {
-                    bad.push((i, e));
-                    continue;
+                match checked {
+                    Err(_) if !self.config.dead_letter_rejects => {
+                        skipped += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        bad.push((i, e));
+                        continue;
+                    }
+                    Ok(Some(row)) => normalised.push((i, row.to_string().into_bytes())),
+                    Ok(None) => {}
                 }
             }
             candidates.push(i);
         }
+        self.stats.rejected.fetch_add(skipped as u64, Ordering::Relaxed);
         let values: Vec<&[u8]> = candidates
             .iter()
-            .map(|&i| chunk[i].value.as_deref().expect("checked"))
+            .map(|&i| match normalised.binary_search_by_key(&i, |(j, _)| *j) {
+                Ok(n) => normalised[n].1.as_slice(),
+                Err(_) => chunk[i].value.as_deref().expect("checked"),
+            })
             .collect();
         let Decoded { batch, bad: misfits } = decode_records(&table.spec.schema, &values)
             .map_err(|e| Error::InvalidArgument(format!("decoding records of {}: {e}", table.spec.topic)))?;

@@ -165,6 +165,8 @@ struct ThreadState {
     /// Records since start, for sampling latencies (one clock read per
     /// `SAMPLE` records keeps timing off the hot path).
     seen: u64,
+    /// Records processed since the last commit.
+    uncommitted: u64,
 }
 
 /// Latencies are measured on one record in this many.
@@ -199,6 +201,7 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             last_topic: (String::new(), 0),
             cache_seen: BTreeMap::new(),
             seen: 0,
+            uncommitted: 0,
         })
     });
     let topics = app.plan.source_topics();
@@ -220,7 +223,7 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
         let r = if s.tasks.is_empty() || s.fatal.is_some() {
             Ok(())
         } else {
-            s.commit(&consumer)
+            s.commit(&consumer, CommitMode::Sync)
         };
         s.tasks.clear();
         r
@@ -266,8 +269,16 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
             s.after_batch()?;
             let due = s.last_commit.elapsed() >= s.app.commit_interval;
             let wants = s.tasks.values_mut().any(|t| t.wants_flush());
-            if due || wants {
-                s.commit(consumer)?;
+            // A thread that found nothing to consume for a whole poll
+            // timeout commits what it processed at once instead of holding
+            // it until the interval: the end of a burst is delivered
+            // without waiting up to a commit interval for the next tick.
+            let idle = n == 0 && s.uncommitted > 0;
+            if due || wants || idle {
+                // Offsets are committed asynchronously here: state never
+                // depends on them (see the module docs), and a revoke or a
+                // shutdown commits synchronously.
+                s.commit(consumer, CommitMode::Async)?;
             }
             Ok(())
         })?;
@@ -367,6 +378,7 @@ impl ThreadState {
             None
         };
         self.seen += 1;
+        self.uncommitted += 1;
         let timed = self.seen.is_multiple_of(SAMPLE).then(Instant::now);
         match origin {
             Some(o) => {
@@ -518,8 +530,9 @@ impl ThreadState {
     }
 
     /// The commit protocol; see the module docs.
-    fn commit(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
+    fn commit(&mut self, consumer: &BaseConsumer<StreamContext>, offsets_mode: CommitMode) -> Result<()> {
         self.last_commit = Instant::now();
+        self.uncommitted = 0;
         if self.tasks.is_empty() {
             return Ok(());
         }
@@ -604,7 +617,7 @@ impl ThreadState {
             }
         }
         if tpl.count() > 0 {
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            if let Err(e) = consumer.commit(&tpl, offsets_mode) {
                 tracing::warn!(thread = %self.name, error = %e, "committing consumer offsets failed (state is safe)");
             }
         }
@@ -645,7 +658,7 @@ impl ThreadState {
             }
             for (topic, next) in task.consumed() {
                 let name = &self.app.plan.topic_names[*topic as usize];
-                if let Ok((_, high)) = consumer.fetch_watermarks(name, id.partition, Duration::from_millis(500)) {
+                if let Some(high) = cached_high_watermark(consumer, name, id.partition) {
                     m.set_lag(*topic, high - next);
                 }
             }
@@ -672,7 +685,7 @@ impl ThreadState {
 
     fn on_revoke(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
         if !self.tasks.is_empty() {
-            let r = self.commit(consumer);
+            let r = self.commit(consumer, CommitMode::Sync);
             for t in self.tasks.values_mut() {
                 t.close();
                 let stores: Vec<String> = t.stores().iter().map(|(n, _)| n.clone()).collect();
@@ -811,6 +824,28 @@ impl ThreadState {
         tracing::info!(thread = %self.name, tasks = ?ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(), "partitions assigned; tasks ready");
         Ok(())
     }
+}
+
+/// The high watermark of a partition as of the consumer's last fetch
+/// response for it (librdkafka's cache: no request to the broker, unlike
+/// `fetch_watermarks`, which cost one round trip per partition per commit
+/// on the stream thread). `None` until a fetch has reported one.
+fn cached_high_watermark(consumer: &BaseConsumer<StreamContext>, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; the topic
+    // is a NUL-terminated string that outlives the call; `low` and `high`
+    // are valid for writes. The function only reads librdkafka's cache.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
 fn now_ms() -> i64 {
