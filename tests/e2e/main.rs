@@ -8,6 +8,7 @@ mod cli;
 mod dashboard;
 mod harness;
 mod http;
+mod scenario_clickstream;
 mod scenario_emoji;
 mod scenario_hashtag;
 mod user_clicks;

@@ -247,10 +247,16 @@ fn with_state<R>(f: impl FnOnce(&mut ThreadState) -> R) -> R {
 }
 
 fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
+    let (mut t_poll, mut t_proc, mut t_after, mut t_commit, mut empty, mut batches, mut recs) = (0f64,0f64,0f64,0f64,0u64,0u64,0u64);
+    let r = (|| -> Result<()> {
     while !app.stop.load(Ordering::Relaxed) {
         // Never hold the thread state across poll(): rebalance callbacks run
         // inside it and need the state.
+        let t0 = Instant::now();
         let first = consumer.poll(Duration::from_millis(50));
+        t_poll += t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        if first.is_none() { empty += 1; } else { batches += 1; }
         let mut n = 0;
         let mut next = first;
         while let Some(item) = next {
@@ -262,11 +268,15 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
             }
             next = consumer.poll(Duration::ZERO);
         }
+        recs += n as u64;
+        t_proc += t1.elapsed().as_secs_f64();
+        let t2 = Instant::now();
         with_state(|s| -> Result<()> {
             if let Some(e) = s.fatal.take() {
                 return Err(e);
             }
             s.after_batch()?;
+            t_after += t2.elapsed().as_secs_f64();
             let due = s.last_commit.elapsed() >= s.app.commit_interval;
             let wants = s.tasks.values_mut().any(|t| t.wants_flush());
             // A thread that found nothing to consume for a whole poll
@@ -278,12 +288,17 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
                 // Offsets are committed asynchronously here: state never
                 // depends on them (see the module docs), and a revoke or a
                 // shutdown commits synchronously.
+                let t3 = Instant::now();
                 s.commit(consumer, CommitMode::Async)?;
+                t_commit += t3.elapsed().as_secs_f64();
             }
             Ok(())
         })?;
     }
     Ok(())
+    })();
+    eprintln!("PROFILE poll={t_poll:.3} proc={t_proc:.3} after={t_after:.3} commit={t_commit:.3} empty={empty} batches={batches} recs={recs}");
+    r
 }
 
 fn origin_bytes(o: &Origin) -> [u8; 16] {
