@@ -36,6 +36,8 @@ pub struct TopologyInfo {
     pub describe: String,
     /// (store, key serde name, value serde name) of its queryable stores.
     pub store_formats: Vec<(String, &'static str, &'static str)>,
+    /// Which of those are window stores (keys prefixed by the window start).
+    pub window_stores: Vec<String>,
     /// Paths of the app's own routes.
     pub routes: Vec<String>,
     /// Whether its data generator runs.
@@ -164,6 +166,9 @@ fn query_store(state: &HttpState, store: &str, query: &str) -> Response<Full<Byt
         );
     }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    if state.topologies.iter().any(|t| t.window_stores.contains(&store)) {
+        return query_window_store(state, &store, key_format, value_format, get("key"), get("from"), get("to"));
+    }
     let readers = state.status.store_readers(&store);
     let encode = |text: &str| super::query::encode_key(key_format, text);
     if let Some(key) = get("key") {
@@ -229,6 +234,83 @@ fn query_store(state: &HttpState, store: &str, query: &str) -> Response<Full<Byt
         StatusCode::OK,
         &serde_json::json!({ "store": store, "entries": entries }),
     )
+}
+
+/// `GET /stores/{window store}?key=K[&from=T1][&to=T2]`: every window of
+/// record key K (committed data on this instance), optionally only those
+/// starting in [T1, T2] (epoch ms or RFC 3339), oldest first.
+fn query_window_store(
+    state: &HttpState,
+    store: &str,
+    key_format: &str,
+    value_format: &str,
+    key: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let Some(key) = key else {
+        return error_json(
+            StatusCode::BAD_REQUEST,
+            format!("{store:?} is a window store: give key= (and optionally from= and to=, window starts)"),
+        );
+    };
+    let key_bytes = match super::query::encode_key(key_format, key) {
+        Ok(b) => b,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, e),
+    };
+    let time = |name: &str, v: Option<&str>, default: i64| -> Result<i64, String> {
+        match v {
+            None => Ok(default),
+            Some(t) => t
+                .parse::<i64>()
+                .ok()
+                .or_else(|| chrono::DateTime::parse_from_rfc3339(t).ok().map(|d| d.timestamp_millis()))
+                .ok_or_else(|| format!("{name}={t:?} is neither epoch milliseconds nor an RFC 3339 time")),
+        }
+    };
+    let (lo, hi) = match (time("from", from, i64::MIN), time("to", to, i64::MAX)) {
+        (Ok(lo), Ok(hi)) => (lo, hi),
+        (Err(e), _) | (_, Err(e)) => return error_json(StatusCode::BAD_REQUEST, e),
+    };
+    let lower = weir_topology::store::encode_window_start(lo);
+    let upper = weir_topology::store::encode_window_start(hi);
+    let mut windows = Vec::new();
+    for (_, _, reader) in state.status.store_readers(store) {
+        let entries = match reader.scan_kv(store, Bound::Included(&lower[..]), Bound::Unbounded) {
+            Ok(e) => e,
+            Err(e) => return error_json(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+        for (k, v) in entries {
+            let Some((start, record_key)) = weir_topology::store::split_window_key(&k) else {
+                continue;
+            };
+            if k[..8] > upper[..] {
+                break;
+            }
+            if record_key == key_bytes.as_slice() {
+                windows.push((start, super::query::decode(value_format, &v)));
+            }
+        }
+    }
+    if windows.is_empty() {
+        return error_json(
+            StatusCode::NOT_FOUND,
+            format!("no window of key {key:?} in store {store:?} on this instance"),
+        );
+    }
+    windows.sort_by_key(|(start, _)| *start);
+    let windows: Vec<serde_json::Value> = windows
+        .into_iter()
+        .map(|(start, value)| {
+            json!({
+                "window_start": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(start)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                "window_start_ms": start,
+                "value": value,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "store": store, "key": key, "windows": windows }))
 }
 
 fn readyz(state: &HttpState) -> Response<Full<Bytes>> {
@@ -530,6 +612,7 @@ mod tests {
                 description: "counts clicks".into(),
                 describe: "Topologies:\n   Sub-topology: 0\n".into(),
                 store_formats: vec![("clicks-per-user".into(), "u32", "u64")],
+                window_stores: vec![],
                 routes: vec![],
                 generating: false,
             }],
@@ -605,6 +688,49 @@ mod tests {
         }
         let (code, _, _) = get(&st, Method::POST, "/stores/clicks-per-user?key=17");
         assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn window_stores_answer_by_record_key_and_time_range() {
+        use weir::state::{Checkpoint, StateDb, StateStore, WindowStore};
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let task = db.task("emoji-stream/1_0", 1 << 20).unwrap();
+        {
+            let store = task.open_window("emoji-counts", 60_000).unwrap();
+            let mut s = store.borrow_mut();
+            for (key, start, n) in [("🔥", 2_000i64, 7u64), ("🔥", 0, 3), ("👍", 0, 1), ("🔥", 4_000, 9)] {
+                s.put(key.as_bytes(), start, &n.to_be_bytes()).unwrap();
+            }
+            s.flush().unwrap();
+        }
+        task.commit(&Checkpoint::default()).unwrap();
+        let mut st = state();
+        st.topologies[0].store_formats.push(("emoji-counts".into(), "string", "u64"));
+        st.topologies[0].window_stores.push("emoji-counts".into());
+        st.status
+            .host("emoji-stream", 0, &["emoji-counts".to_string()], &task.reader());
+
+        let (code, _, body) = get(&st, Method::GET, "/stores/emoji-counts?key=%F0%9F%94%A5");
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let v = json(&body);
+        let starts: Vec<i64> = v["windows"].as_array().unwrap().iter().map(|w| w["window_start_ms"].as_i64().unwrap()).collect();
+        let values: Vec<u64> = v["windows"].as_array().unwrap().iter().map(|w| w["value"].as_u64().unwrap()).collect();
+        assert_eq!((starts, values), (vec![0, 2_000, 4_000], vec![3, 7, 9]));
+        assert_eq!(v["windows"][1]["window_start"], "1970-01-01T00:00:02.000Z");
+
+        let (code, _, body) = get(&st, Method::GET, "/stores/emoji-counts?key=%F0%9F%94%A5&from=1000&to=1970-01-01T00:00:02Z");
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(json(&body)["windows"].as_array().unwrap().len(), 1);
+        let (code, _, body) = get(&st, Method::GET, "/stores/emoji-counts?key=x");
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(json(&body)["error"], "no window of key \"x\" in store \"emoji-counts\" on this instance");
+        let (code, _, body) = get(&st, Method::GET, "/stores/emoji-counts?from=1");
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert!(json(&body)["error"].as_str().unwrap().contains("window store: give key="));
+        let (code, _, body) = get(&st, Method::GET, "/stores/emoji-counts?key=x&from=soon");
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert_eq!(json(&body)["error"], "from=\"soon\" is neither epoch milliseconds nor an RFC 3339 time");
     }
 
     fn get(state: &HttpState, method: Method, uri: &str) -> (StatusCode, String, String) {

@@ -182,6 +182,12 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
                 .iter()
                 .filter_map(|s| topology.store_format(&s.name).map(|(k, v)| (s.name.clone(), k, v)))
                 .collect(),
+            window_stores: topology
+                .stores()
+                .iter()
+                .filter(|s| matches!(s.kind, weir_topology::store::StoreKind::Window { .. }))
+                .map(|s| s.name.clone())
+                .collect(),
             routes: p.parts.routes.iter().map(|r| r.path.clone()).collect(),
             generating: generating && p.parts.generator.is_some(),
         });

@@ -11,4 +11,6 @@ mod http;
 mod scenario_clickstream;
 mod scenario_emoji;
 mod scenario_hashtag;
+mod scenario_sms;
+mod scenario_user_clicks_client;
 mod user_clicks;

@@ -242,6 +242,10 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
             });
             let id = g.add_node(kind, NodeKind::Processor, vec![input.node]);
             g.connect_store(id, &store);
+            // Queryable by record key (`/stores/{store}?key=`): the daemon
+            // decodes the window prefix of the store key itself.
+            g.store_formats
+                .push((store.clone(), self.grouped.key_serde.name(), aggregate_serde.name()));
             id
         };
         let out = ChildSlot::<Windowed<K>, Option<A>>::new();

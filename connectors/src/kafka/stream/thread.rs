@@ -1,5 +1,5 @@
 //! A stream thread: one consumer in the application's group, the tasks of
-//! the partitions it was assigned, one producer, and the commit protocol.
+//! the partitions it was assigned, two producers (records; changelog records), and the commit protocol.
 //!
 //! Records are processed synchronously on this thread in batches (a
 //! `BaseConsumer` poll loop; no async call per record). Rebalance callbacks
@@ -150,6 +150,7 @@ struct ThreadState {
     name: String,
     tasks: BTreeMap<TaskId, Task>,
     producer: BaseProducer<DeliveryContext>,
+    changelog_producer: BaseProducer<DeliveryContext>,
     delivery: Arc<DeliveryState>,
     last_commit: Instant,
     fatal: Option<Error>,
@@ -176,11 +177,24 @@ const SAMPLE: u64 = 64;
 pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
     let name = format!("{}-thread-{index}", app.plan.application_id);
     let delivery = Arc::new(DeliveryState::default());
+    // Records (repartition, sinks, dead letters, checkpoints) need a
+    // delivery report only when they fail: successful ones are then freed
+    // on librdkafka's broker thread instead of being handed back one by
+    // one to this thread (serving those reports was the stream thread's
+    // largest single cost in `weir bench e2e`). Changelog records go
+    // through a second producer that reports every delivery, since the
+    // commit needs their offsets (the changelog positions).
     let producer: BaseProducer<DeliveryContext> = app
         .settings
         .producer_config()
+        .set("delivery.report.only.error", "true")
         .create_with_context(DeliveryContext(delivery.clone()))
         .map_err(|e| Error::kafka("creating the producer", e))?;
+    let changelog_producer: BaseProducer<DeliveryContext> = app
+        .settings
+        .producer_config()
+        .create_with_context(DeliveryContext(delivery.clone()))
+        .map_err(|e| Error::kafka("creating the changelog producer", e))?;
     let consumer: BaseConsumer<StreamContext> = app
         .settings
         .consumer_config(&app.plan.application_id)
@@ -193,6 +207,7 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             name: name.clone(),
             tasks: BTreeMap::new(),
             producer,
+            changelog_producer,
             delivery,
             last_commit: Instant::now(),
             fatal: None,
@@ -232,6 +247,7 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
     let state = THREAD.with(|cell| cell.borrow_mut().take());
     if let Some(mut s) = state {
         let _ = flush_producer(&s.producer, Duration::from_secs(10));
+        let _ = flush_producer(&s.changelog_producer, Duration::from_secs(10));
         if let Some(e) = s.fatal.take() {
             return Err(e);
         }
@@ -297,7 +313,9 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
     }
     Ok(())
     })();
-    eprintln!("PROFILE poll={t_poll:.3} proc={t_proc:.3} after={t_after:.3} commit={t_commit:.3} empty={empty} batches={batches} recs={recs}");
+    let cpu = std::fs::read_to_string("/proc/thread-self/stat").ok().and_then(|st| { let r: Vec<&str> = st.rsplit_once(") ").map(|x| x.1).unwrap_or("").split(' ').collect(); Some((r.get(11)?.parse::<f64>().ok()? + r.get(12)?.parse::<f64>().ok()?) / 100.0) });
+    let pcpu = std::fs::read_to_string("/proc/self/stat").ok().and_then(|st| { let r: Vec<&str> = st.rsplit_once(") ").map(|x| x.1).unwrap_or("").split(' ').collect(); Some((r.get(11)?.parse::<f64>().ok()? + r.get(12)?.parse::<f64>().ok()?) / 100.0) });
+    eprintln!("PROFILE thread_cpu={cpu:?} process_cpu={pcpu:?} poll={t_poll:.3} proc={t_proc:.3} after={t_after:.3} commit={t_commit:.3} empty={empty} batches={batches} recs={recs}");
     r
 }
 
@@ -570,7 +588,7 @@ impl ThreadState {
                     continue; // not logged
                 };
                 send(
-                    &self.producer,
+                    &self.changelog_producer,
                     topic,
                     id.partition,
                     Some(&rec.key),
@@ -588,6 +606,7 @@ impl ThreadState {
         }
         // 2. Everything delivered, or nothing is committed.
         flush_producer(&self.producer, DELIVERY_TIMEOUT)?;
+        flush_producer(&self.changelog_producer, DELIVERY_TIMEOUT)?;
         self.check_delivery()?;
         // 3. The checkpoints.
         let positions = std::mem::take(&mut *self.delivery.positions.lock().expect("delivery lock"));
