@@ -426,7 +426,17 @@ fn json_response(code: StatusCode, body: &serde_json::Value) -> Response<Full<By
 /// Bind `addr` now and serve on a thread of its own until the process
 /// exits. Returns the bound address (useful with port 0).
 pub fn serve(addr: &str, state: HttpState) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+    serve_on(bind(addr)?, state)
+}
+
+/// Bind the HTTP address (first thing `weir run` does: a port in use stops
+/// the daemon before any broker is contacted).
+pub fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).with_context(|| format!("cannot listen for HTTP on {addr}"))
+}
+
+/// Serve on a listener from [`bind`]; see [`serve`].
+pub fn serve_on(listener: TcpListener, state: HttpState) -> anyhow::Result<SocketAddr> {
     let bound = listener.local_addr().context("reading the HTTP listener's address")?;
     listener
         .set_nonblocking(true)

@@ -133,6 +133,7 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
+    let listener = http::bind(&settings.http)?;
     let stop = stop_on_signals()?;
     let mut _embedded = None;
     let brokers = match &settings.brokers {
@@ -214,8 +215,8 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
         });
     }
 
-    let bound = http::serve(
-        &settings.http,
+    let bound = http::serve_on(
+        listener,
         http::HttpState {
             metrics: metrics.clone(),
             status: status.clone(),
