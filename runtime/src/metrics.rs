@@ -540,6 +540,7 @@ mod tests {
         task.stores[0].cache_misses.inc();
         task.stores[0].restore_records.inc();
         task.stores[0].entries.set(1);
+        task.stores[0].cache_bytes.set(1);
         t.late_records_dropped.inc();
         t.dlq_records.inc();
         t.rebalances.inc();
@@ -549,7 +550,7 @@ mod tests {
         t.commit_duration.observe(0.0);
         t.restore_duration.observe(0.0);
         let families = m.registry().gather();
-        assert_eq!(families.len(), 16);
+        assert_eq!(families.len(), 17);
         for f in &families {
             let name = f.name();
             assert!(name.starts_with("weir_"), "{name}");

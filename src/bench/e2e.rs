@@ -45,6 +45,9 @@ const PARTITIONS: i32 = 3;
 /// The ceiling's consumer group and output topic.
 const CEILING_GROUP: &str = "weir-bench-ceiling";
 const CEILING_OUTPUT: &str = "weir-bench-ceiling-out";
+/// The two-hop ceiling's consumer group and intermediate topic.
+const TWO_HOP_GROUP: &str = "weir-bench-ceiling-2hop";
+const TWO_HOP_TOPIC: &str = "weir-bench-ceiling-mid";
 /// Write-cache limit per store: `weir run`'s default.
 pub(super) const CACHE_MAX_BYTES: usize = 10 * 1024 * 1024;
 /// How often the bench asks the broker how far weir has committed. Small
@@ -127,6 +130,7 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
         .ensure_topics(&[
             TopicSpec::new(input, PARTITIONS),
             TopicSpec::new(CEILING_OUTPUT, PARTITIONS),
+            TopicSpec::new(TWO_HOP_TOPIC, PARTITIONS),
         ])
         .context("creating the input and ceiling topics")?;
     let started = Instant::now();
@@ -141,6 +145,8 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
     // The ceiling first, on the same broker and records.
     let ceiling_seconds = ceiling(&settings, input, &input_ends, opts.commit_interval)?;
     log(&format!("ceiling: {ceiling_seconds:.3} s"));
+    let two_hop_seconds = two_hop_ceiling(&settings, input, &input_ends, opts.commit_interval)?;
+    log(&format!("two-hop ceiling: {two_hop_seconds:.3} s"));
 
     // weir.
     let topology = w.topology()?;
@@ -164,6 +170,7 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
         ratio: ceiling_seconds / seconds,
         peak_rss_bytes: peak_rss_bytes(),
         latency: None,
+        two_hop_ceiling_events_per_s: Some(events / two_hop_seconds),
     })
 }
 
@@ -456,6 +463,88 @@ fn ceiling(settings: &ClientSettings, input: &str, ends: &[i64], commit_interval
         bail!("the ceiling delivered {delivered} records for {consumed} inputs");
     }
     Ok(seconds)
+}
+
+/// What moving every record through Kafka *twice* costs, as a topology
+/// that repartitions must (user-clicks and emoji-stream both do): one
+/// consumer on the input and an intermediate topic; every input record is
+/// produced to the intermediate topic (same partition, a 4-byte key, no
+/// value: the shape of user-clicks' repartition records, without weir's
+/// origin header), and every intermediate record is consumed; deliver and
+/// commit every commit interval and at the end. It produces no output per
+/// record (weir's caching writes one per key per commit). Returns the
+/// seconds taken, client creation and the group join included.
+fn two_hop_ceiling(settings: &ClientSettings, input: &str, ends: &[i64], commit_interval: Duration) -> Result<f64> {
+    let started = Instant::now();
+    let consumer: BaseConsumer = settings
+        .consumer_config(TWO_HOP_GROUP)
+        .create()
+        .context("creating the two-hop ceiling's consumer")?;
+    let producer = producer(settings)?;
+    consumer
+        .subscribe(&[input, TWO_HOP_TOPIC])
+        .context("subscribing the two-hop ceiling")?;
+    let mut next_in = vec![0i64; ends.len()];
+    let mut next_mid = vec![0i64; ends.len()];
+    let commit = |next_in: &[i64], next_mid: &[i64]| -> Result<()> {
+        deliver(&producer, TWO_HOP_TOPIC)?;
+        let mut tpl = TopicPartitionList::new();
+        for (topic, next) in [(input, next_in), (TWO_HOP_TOPIC, next_mid)] {
+            for (p, offset) in next.iter().enumerate() {
+                if *offset > 0 {
+                    tpl.add_partition_offset(topic, p as i32, Offset::Offset(*offset))
+                        .context("two-hop ceiling commit offsets")?;
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            consumer
+                .commit(&tpl, CommitMode::Sync)
+                .context("committing the two-hop ceiling's offsets")?;
+        }
+        Ok(())
+    };
+    let done = |next_in: &[i64], next_mid: &[i64]| {
+        next_in.iter().zip(ends).all(|(n, e)| n >= e) && next_mid.iter().zip(ends).all(|(n, e)| n >= e)
+    };
+    let mut last_commit = Instant::now();
+    let mut last_record = Instant::now();
+    while !done(&next_in, &next_mid) {
+        let mut item = consumer.poll(Duration::from_millis(50));
+        let mut taken = 0;
+        while let Some(m) = item {
+            let m = m.context("the two-hop ceiling consuming")?;
+            let (p, offset) = (m.partition() as usize, m.offset());
+            if m.topic() == input {
+                let key = (offset as u32).to_be_bytes();
+                send(
+                    &producer,
+                    BaseRecord::<[u8], [u8]>::to(TWO_HOP_TOPIC)
+                        .partition(m.partition())
+                        .key(&key[..]),
+                )?;
+                *next_in.get_mut(p).context("two-hop ceiling: unknown partition")? = offset + 1;
+            } else {
+                *next_mid.get_mut(p).context("two-hop ceiling: unknown partition")? = offset + 1;
+            }
+            last_record = Instant::now();
+            taken += 1;
+            if taken >= BATCH {
+                break;
+            }
+            item = consumer.poll(Duration::ZERO);
+        }
+        producer.poll(Duration::ZERO);
+        if last_commit.elapsed() >= commit_interval {
+            commit(&next_in, &next_mid)?;
+            last_commit = Instant::now();
+        }
+        if last_record.elapsed() > Duration::from_secs(60) {
+            bail!("the two-hop ceiling received nothing for 60 s (at {next_in:?} / {next_mid:?} of {ends:?})");
+        }
+    }
+    commit(&next_in, &next_mid)?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// weir's run on its own thread. Dropping it sets `stop` and joins, so no

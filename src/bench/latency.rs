@@ -34,8 +34,7 @@ use weir_connectors::kafka::stream::{self, AppSpec, RunConfig, RunStatus};
 use weir_connectors::kafka::{assign_at, Admin, ClientSettings, TopicSpec};
 
 use super::e2e::{
-    deliver, producer, read_topic, send, standalone_consumer, BrokerProcess, WeirRun, CACHE_MAX_BYTES,
-    REQUEST_TIMEOUT,
+    deliver, producer, read_topic, send, standalone_consumer, BrokerProcess, WeirRun, CACHE_MAX_BYTES, REQUEST_TIMEOUT,
 };
 use super::{peak_rss_bytes, BenchResult, Latency};
 use crate::scenarios::user_clicks;
@@ -194,7 +193,12 @@ fn run_one(opts: &LatencyOptions, commit_interval: Duration) -> Result<BenchResu
             let page: u32 = rng.gen_range(1..=10);
             line.clear();
             use std::fmt::Write;
-            let _ = write!(line, "User {user} clicked on /page{page} at {}.{:03}", ts / 1000, ts % 1000);
+            let _ = write!(
+                line,
+                "User {user} clicked on /page{page} at {}.{:03}",
+                ts / 1000,
+                ts % 1000
+            );
             send(
                 &input,
                 BaseRecord::<[u8], [u8]>::to(user_clicks::INPUT_TOPIC)
@@ -213,7 +217,10 @@ fn run_one(opts: &LatencyOptions, commit_interval: Duration) -> Result<BenchResu
     }
     deliver(&input, user_clicks::INPUT_TOPIC)?;
     input.flush(Duration::from_secs(10)).ok();
-    log(&format!("{sent} clicks sent in {:.1} s", started.elapsed().as_secs_f64()));
+    log(&format!(
+        "{sent} clicks sent in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
     // Let the last commits land, then stop measuring and stop weir.
     std::thread::sleep(2 * commit_interval + Duration::from_millis(500));
     measuring.store(false, Ordering::Relaxed);
@@ -271,5 +278,6 @@ fn run_one(opts: &LatencyOptions, commit_interval: Duration) -> Result<BenchResu
         ratio: 1.0,
         peak_rss_bytes: peak_rss_bytes(),
         latency: Some(latency),
+        two_hop_ceiling_events_per_s: None,
     })
 }

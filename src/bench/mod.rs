@@ -37,6 +37,10 @@ pub struct BenchResult {
     /// Latency percentiles (`weir bench latency` only).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub latency: Option<Latency>,
+    /// `weir bench e2e` only: the rdkafka loop that moves every record
+    /// through Kafka twice (see `e2e::two_hop_ceiling`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub two_hop_ceiling_events_per_s: Option<f64>,
 }
 
 /// End-to-end latency percentiles of a `weir bench latency` run, in
@@ -113,9 +117,9 @@ pub fn run_engine(opts: &EngineOptions) -> Result<Vec<BenchResult>> {
             user_clicks::NAME => engine_user_clicks(opts)?,
             emoji_stream::NAME => engine_emoji(opts)?,
             hashtag_trends::NAME => engine_hashtags(opts)?,
-            other => bail!(
-                "no engine benchmark for topology {other:?} (use user-clicks, emoji-stream or hashtag-trends)"
-            ),
+            other => {
+                bail!("no engine benchmark for topology {other:?} (use user-clicks, emoji-stream or hashtag-trends)")
+            }
         };
         results.push(r);
     }
@@ -189,6 +193,7 @@ fn result(workload: &'static str, topology: &str, events: u64, seconds: f64, cei
         ratio: eps / ceiling,
         peak_rss_bytes: peak_rss_bytes(),
         latency: None,
+        two_hop_ceiling_events_per_s: None,
     }
 }
 
@@ -418,7 +423,10 @@ fn engine_hashtags(opts: &EngineOptions) -> Result<BenchResult> {
         let time = chrono::DateTime::from_timestamp_millis(ts)
             .context("timestamp in range")?
             .format("%Y-%m-%dT%H:%M:%S%.3fZ");
-        let json = format!(r#"{{"id": {i}, "user": "u{}", "text": "{text}", "created_at": "{time}"}}"#, i % 977);
+        let json = format!(
+            r#"{{"id": {i}, "user": "u{}", "text": "{text}", "created_at": "{time}"}}"#,
+            i % 977
+        );
         inputs.push(json.as_bytes(), ts);
     }
 
@@ -511,7 +519,10 @@ fn engine_hashtags(opts: &EngineOptions) -> Result<BenchResult> {
     }
     if store_counts != counts {
         let wrong = counts.iter().find(|(t, c)| store_counts.get(*t) != Some(c));
-        bail!("hashtag-trends term counts wrong (first: {wrong:?}, engine has {} terms)", store_counts.len());
+        bail!(
+            "hashtag-trends term counts wrong (first: {wrong:?}, engine has {} terms)",
+            store_counts.len()
+        );
     }
     // Every window ranked must be exact; every window that surely closed
     // (its end + grace, then one advance + the ranking grace, passed
@@ -551,7 +562,10 @@ fn engine_hashtags(opts: &EngineOptions) -> Result<BenchResult> {
             closed += 1;
         }
         if (surely_closed || got.is_some()) && got != Some(want) {
-            bail!("hashtag-trends ranking wrong for the window at {}: expected {want:?}, got {got:?}", iso(*start));
+            bail!(
+                "hashtag-trends ranking wrong for the window at {}: expected {want:?}, got {got:?}",
+                iso(*start)
+            );
         }
     }
     if rankings.len() > by_window.len() || closed == 0 {
@@ -589,6 +603,17 @@ pub fn print_table(results: &[BenchResult]) {
             r.ratio * 100.0,
             r.peak_rss_bytes / (1024 * 1024)
         );
+    }
+    for r in results {
+        if let Some(two_hop) = r.two_hop_ceiling_events_per_s {
+            println!(
+                "{:<8} {:<16} two-hop ceiling (every record through Kafka twice): {:.0}/s, weir at {:.1}% of it",
+                r.workload,
+                r.topology,
+                two_hop,
+                r.events_per_s / two_hop * 100.0
+            );
+        }
     }
     let latencies: Vec<&Latency> = results.iter().filter_map(|r| r.latency.as_ref()).collect();
     if !latencies.is_empty() {

@@ -176,7 +176,9 @@ pub fn run_restore(opts: &RestoreOptions) -> Result<Vec<BenchResult>> {
         tasks.push(task);
     }
     let seconds = started.elapsed().as_secs_f64();
-    log(&format!("weir: {restored} records restored in {seconds:.3} s; checking every key"));
+    log(&format!(
+        "weir: {restored} records restored in {seconds:.3} s; checking every key"
+    ));
     if restored != opts.keys {
         bail!("weir restored {restored} records, the changelog holds {}", opts.keys);
     }
@@ -204,5 +206,6 @@ pub fn run_restore(opts: &RestoreOptions) -> Result<Vec<BenchResult>> {
         ratio: ceiling_seconds / seconds,
         peak_rss_bytes: rss,
         latency: None,
+        two_hop_ceiling_events_per_s: None,
     }])
 }

@@ -107,6 +107,7 @@ pub fn run_state(opts: &StateOptions) -> Result<Vec<BenchResult>> {
             ratio: ceiling_seconds / seconds,
             peak_rss_bytes: peak_rss_bytes(),
             latency: None,
+            two_hop_ceiling_events_per_s: None,
         })
     };
     push("sled put", raw_put, raw_put);

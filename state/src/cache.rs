@@ -247,7 +247,7 @@ impl Cache {
         key: &[u8],
         new: &mut Vec<u8>,
         commits: u64,
-        f: &mut dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> bool,
+        f: &mut weir_topology::store::UpdateFn<'_>,
     ) -> Option<Option<bool>> {
         let e = self.map.get_mut(key)?;
         new.clear();

@@ -132,7 +132,7 @@ impl StoreCore {
         key: &[u8],
         old: &mut Vec<u8>,
         new: &mut Vec<u8>,
-        f: &mut dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> bool,
+        f: &mut weir_topology::store::UpdateFn<'_>,
     ) -> StoreResult<()> {
         self.sync()?;
         let commits = self.task.commits();

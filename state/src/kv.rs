@@ -63,7 +63,7 @@ impl KeyValueStore for SledKeyValueStore {
         key: &[u8],
         old: &mut Vec<u8>,
         new: &mut Vec<u8>,
-        f: &mut dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> bool,
+        f: &mut weir_topology::store::UpdateFn<'_>,
     ) -> StoreResult<()> {
         self.core.update(key, old, new, f)
     }

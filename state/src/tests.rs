@@ -458,14 +458,20 @@ fn cache_bytes_are_reported_per_store() {
     let win = task.window(&window_spec("windows")).unwrap();
     assert_eq!(task.cache_bytes("counts"), 0);
     kv.borrow_mut().put(b"abc", b"12345").unwrap();
-    assert_eq!(task.cache_bytes("counts"), (3 + 5 + crate::cache::ENTRY_OVERHEAD) as u64);
+    assert_eq!(
+        task.cache_bytes("counts"),
+        (3 + 5 + crate::cache::ENTRY_OVERHEAD) as u64
+    );
     win.borrow_mut().put(b"k", 0, b"v").unwrap();
     assert!(task.cache_bytes("windows") > 0);
     assert_eq!(task.cache_bytes("unknown"), 0);
     // Flushed and committed entries stay cached (clean) and still count.
     let _ = kv.borrow_mut().flush().unwrap();
     task.commit(&cp(1)).unwrap();
-    assert_eq!(task.cache_bytes("counts"), (3 + 5 + crate::cache::ENTRY_OVERHEAD) as u64);
+    assert_eq!(
+        task.cache_bytes("counts"),
+        (3 + 5 + crate::cache::ENTRY_OVERHEAD) as u64
+    );
 }
 
 #[test]
@@ -497,10 +503,7 @@ fn update_is_get_then_put_with_one_probe() {
     let records = s.flush().unwrap();
     assert_eq!(records, vec![rec(b"k", Some(&3u64.to_be_bytes()))]);
     task.commit(&cp(1)).unwrap();
-    assert_eq!(
-        task.read_kv("counts", b"k").unwrap(),
-        Some(3u64.to_be_bytes().to_vec())
-    );
+    assert_eq!(task.read_kv("counts", b"k").unwrap(), Some(3u64.to_be_bytes().to_vec()));
     s.update(b"k", &mut old, &mut new, &mut add_one).unwrap();
     let records = s.flush().unwrap();
     assert_eq!(records, vec![rec(b"k", Some(&4u64.to_be_bytes()))]);

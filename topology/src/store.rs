@@ -135,6 +135,10 @@ pub struct CacheStats {
     pub misses: u64,
 }
 
+/// The read-modify-write step of [`KeyValueStore::update`]: gets the current
+/// value and writes the new one into the buffer, returning true to store it.
+pub type UpdateFn<'a> = dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> bool + 'a;
+
 /// A key-value store: the backing of KTables and non-windowed aggregates.
 pub trait KeyValueStore: StateStore {
     /// Copy the value of `key` into `out` (cleared first); false if absent.
@@ -155,13 +159,7 @@ pub trait KeyValueStore: StateStore {
     /// (statistics included) is that of [`get_into`](Self::get_into)
     /// followed, if `f` returns true, by [`put`](Self::put); a store may
     /// override it to look the key up once.
-    fn update(
-        &mut self,
-        key: &[u8],
-        old: &mut Vec<u8>,
-        new: &mut Vec<u8>,
-        f: &mut dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> bool,
-    ) -> StoreResult<()> {
+    fn update(&mut self, key: &[u8], old: &mut Vec<u8>, new: &mut Vec<u8>, f: &mut UpdateFn<'_>) -> StoreResult<()> {
         let found = self.get_into(key, old)?;
         new.clear();
         if f(found.then_some(&old[..]), new) {

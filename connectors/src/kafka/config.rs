@@ -107,12 +107,6 @@ pub struct ClientSettings {
     /// partition from dropping data and cuts network bytes on a real
     /// cluster.
     pub compression: String,
-    /// `compression.level` (default -1: the codec's default, 3 for zstd).
-    /// zstd level 1 compresses the small records of a stream processor
-    /// nearly as well, for much less CPU: compressing and decompressing
-    /// were the largest cost of librdkafka's threads in `weir bench e2e`
-    /// (every record crosses Kafka twice in a repartitioning topology).
-    pub compression_level: i32,
     /// `queue.buffering.max.messages` (default 100,000): the producer's
     /// local queue. A stream thread produces in bursts between commits; a
     /// full queue means a retry loop on the hot path, so allow 1M.
@@ -152,7 +146,6 @@ impl ClientSettings {
             batch_size: 1_000_000,
             batch_num_messages: 100_000,
             compression: "zstd".to_string(),
-            compression_level: 1,
             queue_buffering_max_messages: 1_000_000,
             message_timeout_ms: 120_000,
             transaction_timeout_ms: 10_000,
@@ -268,7 +261,6 @@ impl ClientSettings {
             .set("batch.size", self.batch_size.to_string())
             .set("batch.num.messages", self.batch_num_messages.to_string())
             .set("compression.type", &self.compression)
-            .set("compression.level", self.compression_level.to_string())
             .set(
                 "queue.buffering.max.messages",
                 self.queue_buffering_max_messages.to_string(),

@@ -20,7 +20,7 @@ const STALL: Duration = Duration::from_secs(30);
 /// How often a long restore logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Records applied per sled batch during a restore.
-const BATCH: usize = 20_000;
+const BATCH: usize = 500;
 
 fn consumer(settings: &ClientSettings) -> Result<BaseConsumer> {
     settings

@@ -159,8 +159,13 @@ struct ThreadState {
     /// depth-first), so only the current origin's counters are needed.
     origin_counters: Vec<(u32, u32)>,
     current_origin: Option<(u32, i64)>,
-    /// The topic of the last record consumed and its topology index.
-    last_topic: (String, u32),
+    /// librdkafka's topic handle (as an address) of each source topic seen
+    /// since the last rebalance, with its topology index: a record's topic
+    /// is found by comparing one pointer, without reading (strlen, UTF-8
+    /// check) and hashing its name. The subscription of a thread never
+    /// changes, so a handle stays the same topic's while it is assigned;
+    /// the cache is cleared at every rebalance regardless.
+    topic_handles: Vec<(usize, u32)>,
     /// Per task, the (hits, misses) of each store's cache as last reported.
     cache_seen: BTreeMap<TaskId, Vec<(u64, u64)>>,
     /// Records since start, for sampling latencies (one clock read per
@@ -213,7 +218,7 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             fatal: None,
             origin_counters: Vec::new(),
             current_origin: None,
-            last_topic: (String::new(), 0),
+            topic_handles: Vec::new(),
             cache_seen: BTreeMap::new(),
             seen: 0,
             uncommitted: 0,
@@ -263,16 +268,10 @@ fn with_state<R>(f: impl FnOnce(&mut ThreadState) -> R) -> R {
 }
 
 fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
-    let (mut t_poll, mut t_proc, mut t_after, mut t_commit, mut empty, mut batches, mut recs) = (0f64,0f64,0f64,0f64,0u64,0u64,0u64);
-    let r = (|| -> Result<()> {
     while !app.stop.load(Ordering::Relaxed) {
         // Never hold the thread state across poll(): rebalance callbacks run
         // inside it and need the state.
-        let t0 = Instant::now();
         let first = consumer.poll(Duration::from_millis(50));
-        t_poll += t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        if first.is_none() { empty += 1; } else { batches += 1; }
         let mut n = 0;
         let mut next = first;
         while let Some(item) = next {
@@ -284,15 +283,11 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
             }
             next = consumer.poll(Duration::ZERO);
         }
-        recs += n as u64;
-        t_proc += t1.elapsed().as_secs_f64();
-        let t2 = Instant::now();
         with_state(|s| -> Result<()> {
             if let Some(e) = s.fatal.take() {
                 return Err(e);
             }
             s.after_batch()?;
-            t_after += t2.elapsed().as_secs_f64();
             let due = s.last_commit.elapsed() >= s.app.commit_interval;
             let wants = s.tasks.values_mut().any(|t| t.wants_flush());
             // A thread that found nothing to consume for a whole poll
@@ -304,19 +299,12 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
                 // Offsets are committed asynchronously here: state never
                 // depends on them (see the module docs), and a revoke or a
                 // shutdown commits synchronously.
-                let t3 = Instant::now();
                 s.commit(consumer, CommitMode::Async)?;
-                t_commit += t3.elapsed().as_secs_f64();
             }
             Ok(())
         })?;
     }
     Ok(())
-    })();
-    let cpu = std::fs::read_to_string("/proc/thread-self/stat").ok().and_then(|st| { let r: Vec<&str> = st.rsplit_once(") ").map(|x| x.1).unwrap_or("").split(' ').collect(); Some((r.get(11)?.parse::<f64>().ok()? + r.get(12)?.parse::<f64>().ok()?) / 100.0) });
-    let pcpu = std::fs::read_to_string("/proc/self/stat").ok().and_then(|st| { let r: Vec<&str> = st.rsplit_once(") ").map(|x| x.1).unwrap_or("").split(' ').collect(); Some((r.get(11)?.parse::<f64>().ok()? + r.get(12)?.parse::<f64>().ok()?) / 100.0) });
-    eprintln!("PROFILE thread_cpu={cpu:?} process_cpu={pcpu:?} poll={t_poll:.3} proc={t_proc:.3} after={t_after:.3} commit={t_commit:.3} empty={empty} batches={batches} recs={recs}");
-    r
 }
 
 fn origin_bytes(o: &Origin) -> [u8; 16] {
@@ -384,17 +372,16 @@ fn send(
 impl ThreadState {
     fn process(&mut self, msg: &BorrowedMessage<'_>) -> Result<()> {
         let plan = &self.app.plan;
-        // Consecutive records mostly share a topic: compare with the last
-        // one before hashing the name.
-        let name = msg.topic();
-        let topic = if name == self.last_topic.0 {
-            self.last_topic.1
-        } else {
-            let Some(&t) = plan.by_name.get(name) else {
-                return Ok(());
-            };
-            self.last_topic = (name.to_string(), t);
-            t
+        let handle = msg.topic_ptr() as usize;
+        let topic = match self.topic_handles.iter().find(|(h, _)| *h == handle) {
+            Some(&(_, t)) => t,
+            None => {
+                let Some(&t) = plan.by_name.get(msg.topic()) else {
+                    return Ok(());
+                };
+                self.topic_handles.push((handle, t));
+                t
+            }
         };
         let Some(id) = plan.task_of(topic, msg.partition()) else {
             return Ok(());
@@ -718,6 +705,7 @@ impl ThreadState {
     }
 
     fn on_revoke(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
+        self.topic_handles.clear();
         if !self.tasks.is_empty() {
             let r = self.commit(consumer, CommitMode::Sync);
             for t in self.tasks.values_mut() {
@@ -741,6 +729,7 @@ impl ThreadState {
     }
 
     fn on_assign(&mut self, consumer: &BaseConsumer<StreamContext>, tpl: &mut TopicPartitionList) -> Result<()> {
+        self.topic_handles.clear();
         let plan = self.app.plan.clone();
         let mut ids: Vec<TaskId> = Vec::new();
         for e in tpl.elements() {
