@@ -16,9 +16,8 @@
 //! whose window has already closed is dropped and counted as late.
 
 use std::num::NonZeroU64;
-use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use weir::prelude::*;
 
@@ -98,17 +97,8 @@ pub struct EmojiAggregate {
     pub scaled: u64,
 }
 
-/// Epoch ms as `2026-11-21T10:00:00.000Z`; `None` outside chrono's range
-/// (about ±262,000 years), which no window of a decoded event reaches.
-pub fn iso_millis(ms: i64) -> Option<String> {
-    DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-}
-
-fn millis(what: &str, ms: i64) -> Result<Duration, TopologyError> {
-    u64::try_from(ms)
-        .map(Duration::from_millis)
-        .map_err(|_| TopologyError::InvalidWindow(format!("{what} must not be negative, got {ms} ms")))
-}
+pub use super::iso_millis;
+use super::window_millis as millis;
 
 /// `emoji-events` → re-key by emoji → tumbling windows → count → final
 /// result per window → `emoji-aggregated` and `emoji-cluster-{1..N}`.

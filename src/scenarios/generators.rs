@@ -16,7 +16,6 @@
 //! | `clickstream-parquet` | `clicks`, `views`, `ratings` | 30/s         |
 //! | `sms-delivery`        | `sms-messages`               | 10/s         |
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -28,10 +27,7 @@ use crate::scenarios::{clickstream_parquet, emoji_stream, hashtag_trends, sms_de
 /// A time outside chrono's range (about ±262,000 years; no wall clock is
 /// there) is written as the epoch rather than failing the generator.
 pub fn iso_millis(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(
-        || "1970-01-01T00:00:00.000Z".to_string(),
-        |t| t.to_rfc3339_opts(SecondsFormat::Millis, true),
-    )
+    super::iso_millis(ms).unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_string())
 }
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -860,7 +856,7 @@ mod tests {
     }
 
     fn rfc3339_ms(s: &str) -> i64 {
-        DateTime::parse_from_rfc3339(s).expect("RFC 3339").timestamp_millis()
+        chrono::DateTime::parse_from_rfc3339(s).expect("RFC 3339").timestamp_millis()
     }
 
     fn driver(t: Topology, name: &str) -> TopologyTestDriver {

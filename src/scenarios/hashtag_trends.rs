@@ -29,9 +29,8 @@
 //! emit an updated list after every count instead of once.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use weir::prelude::*;
 use weir::{SerdeError, SerdeImpl};
@@ -239,16 +238,7 @@ pub fn add_to_top(mut top: Vec<TermCount>, entry: TermCount) -> Vec<TermCount> {
     top
 }
 
-/// Epoch ms as `2026-11-21T10:00:00.000Z`; `None` outside chrono's range.
-fn iso_millis(ms: i64) -> Option<String> {
-    DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-}
-
-fn millis(what: &str, ms: i64) -> Result<Duration, TopologyError> {
-    u64::try_from(ms)
-        .map(Duration::from_millis)
-        .map_err(|_| TopologyError::InvalidWindow(format!("{what} must not be negative, got {ms} ms")))
-}
+use super::{iso_millis, window_millis as millis};
 
 /// `twitter` → terms → (a) running count per term in `term-counts`;
 /// (b) hashtags → hopping window counts → final counts → top 10 per window

@@ -10,8 +10,6 @@
 //! (`.ci/run` installs both); without them the test fails and says so.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -49,31 +47,6 @@ fn require_browser_tools() {
     );
 }
 
-/// Waits for `HTTP on http://ADDR` on the daemon's stderr.
-fn http_addr(proc: &mut Proc) -> String {
-    wait_for("the daemon to print its HTTP address", STARTUP, || {
-        proc.assert_running();
-        let err = proc.stderr();
-        err.lines()
-            .find_map(|l| l.strip_prefix("HTTP on http://"))
-            .map(|a| a.trim().to_string())
-            .ok_or_else(|| format!("stderr so far: {err:?}"))
-    })
-}
-
-/// `GET path` on a fresh connection: the status code.
-fn status_of(addr: &str, path: &str) -> Result<u16, String> {
-    let mut c = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    c.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
-    let mut out = String::new();
-    c.read_to_string(&mut out).map_err(|e| format!("read: {e}"))?;
-    out.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status in {out:?}"))
-}
 
 /// A child process killed (SIGKILL) if still running when dropped.
 struct KillOnDrop(Child);
@@ -148,14 +121,8 @@ fn dashboard_shows_live_numbers_and_sends_emojis_in_a_real_browser() {
         "dashboard",
         &["run", "emoji-stream", "user-clicks", "--http", "127.0.0.1:0"],
     );
-    let addr = http_addr(&mut daemon);
-    wait_for("/readyz to answer 200", Duration::from_secs(60), || {
-        daemon.assert_running();
-        match status_of(&addr, "/readyz")? {
-            200 => Ok(()),
-            code => Err(format!("/readyz answered {code}")),
-        }
-    });
+    let addr = daemon_http_addr(&mut daemon);
+    wait_ready(&addr, &mut daemon);
 
     let screenshot = repo().join("target/dashboard.png");
     fs::create_dir_all(screenshot.parent().expect("target dir")).expect("create target/");

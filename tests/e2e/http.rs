@@ -3,57 +3,25 @@
 //! the tasks run), `/topologies` and a parseable `/metrics`; a port in use
 //! stops the daemon with one line naming the address.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::harness::*;
 
-/// One HTTP/1.1 request on a fresh connection: (status code, body).
 fn request(addr: &str, method: &str, path: &str) -> Result<(u16, String), String> {
-    let mut c = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    c.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        c,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("write: {e}"))?;
-    let mut out = String::new();
-    c.read_to_string(&mut out).map_err(|e| format!("read: {e}"))?;
-    let (head, body) = out
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no header end in {out:?}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    Ok((code, body.to_string()))
+    http_request(addr, method, path, None)
 }
 
 fn get(addr: &str, path: &str) -> (u16, String) {
     request(addr, "GET", path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
-/// Waits for `HTTP on http://ADDR` on the daemon's stderr.
-fn http_addr(proc: &mut Proc) -> String {
-    wait_for("the daemon to print its HTTP address", STARTUP, || {
-        proc.assert_running();
-        let err = proc.stderr();
-        err.lines()
-            .find_map(|l| l.strip_prefix("HTTP on http://"))
-            .map(|a| a.trim().to_string())
-            .ok_or_else(|| format!("stderr so far: {err:?}"))
-    })
-}
 
 #[test]
 fn http_api_serves_health_readiness_topologies_and_metrics() {
     let broker = DevBroker::start(3);
     let mut daemon = Daemon::new("http", broker.addr(), &["user-clicks"], &["--http", "127.0.0.1:0"]);
     daemon.start();
-    let addr = http_addr(daemon.proc());
+    let addr = daemon_http_addr(daemon.proc());
     assert!(!addr.ends_with(":0"), "the bound port is printed, not 0: {addr}");
 
     let (code, body) = get(&addr, "/healthz");

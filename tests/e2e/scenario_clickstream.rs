@@ -98,7 +98,7 @@ fn read_with_pyarrow(root: &str, topic: &str) -> (String, Vec<String>) {
 }
 
 fn rows_written(addr: &str) -> Result<BTreeMap<String, u64>, String> {
-    let (code, body) = http_request(addr, "GET", "/parquet/files")?;
+    let (code, body) = http_request(addr, "GET", "/parquet/files", None)?;
     if code != 200 {
         return Err(format!("{code}: {body}"));
     }
@@ -168,7 +168,7 @@ fn parquet_files_hold_every_record_exactly_once_after_two_sigkills() {
         }
         if round == 3 || round == 6 {
             // Wait until some files exist, so the kill interrupts real work.
-            let addr = http_addr_of(daemon.proc());
+            let addr = daemon_http_addr(daemon.proc());
             wait_for("some rows in files before the kill", DEADLINE, || {
                 let rows = rows_written(&addr)?;
                 (rows.values().sum::<u64>() > 0).then_some(()).ok_or(format!("{rows:?}"))
@@ -178,7 +178,7 @@ fn parquet_files_hold_every_record_exactly_once_after_two_sigkills() {
         }
     }
 
-    let addr = http_addr_of(daemon.proc());
+    let addr = daemon_http_addr(daemon.proc());
     let want: u64 = (PER_TOPIC * topics.len()) as u64;
     wait_for("every valid record in a Parquet file", DEADLINE, || {
         let rows = rows_written(&addr)?;
@@ -224,35 +224,3 @@ fn parquet_files_hold_every_record_exactly_once_after_two_sigkills() {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection: (status code, body).
-fn http_request(addr: &str, method: &str, path: &str) -> Result<(u16, String), String> {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    c.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(c, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut out = String::new();
-    c.read_to_string(&mut out).map_err(|e| format!("read: {e}"))?;
-    let (head, body) = out
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no header end in {out:?}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    Ok((code, body.to_string()))
-}
-
-/// The address a (re)started daemon printed as `HTTP on http://ADDR`.
-fn http_addr_of(proc: &mut Proc) -> String {
-    wait_for("the daemon to print its HTTP address", STARTUP, || {
-        proc.assert_running();
-        let err = proc.stderr();
-        err.lines()
-            .find_map(|l| l.strip_prefix("HTTP on http://"))
-            .map(|a| a.trim().to_string())
-            .ok_or_else(|| format!("stderr so far: {err:?}"))
-    })
-}
