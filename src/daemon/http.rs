@@ -71,24 +71,15 @@ pub fn is_builtin(path: &str) -> bool {
 /// The dashboard: one page, no build step, no CDN.
 const DASHBOARD_HTML: &[u8] = include_bytes!("dashboard/index.html");
 
-/// Answer one request. Only the method and the path are looked at; the
-/// query string is ignored and the body never read.
+/// Answer one request to a built-in route. The body is never read; only
+/// `/stores/` looks at the query string.
 pub fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if let Some(store) = path.strip_prefix("/stores/") {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut r = text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("method {} not allowed on {path}: use GET\n", req.method()),
-            );
-            r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return r;
-        }
-        return query_store(state, store, req.uri().query().unwrap_or(""));
-    }
-    if !ROUTES.contains(&path) {
+    let store = path.strip_prefix("/stores/");
+    if store.is_none() && !ROUTES.contains(&path) {
         return not_found(path);
     }
+    // Every built-in route is read-only.
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -96,6 +87,9 @@ pub fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Full<Bytes>> {
         );
         r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
+    }
+    if let Some(store) = store {
+        return query_store(state, store, req.uri().query().unwrap_or(""));
     }
     match path {
         "/metrics" => {
@@ -147,14 +141,10 @@ fn query_store(state: &HttpState, store: &str, query: &str) -> Response<Full<Byt
         let shown: String = store.chars().take(200).collect();
         return error_json(StatusCode::NOT_FOUND, format!("no queryable store {shown:?}"));
     };
-    let mut params: Vec<(String, String)> = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match (decode(k), decode(v)) {
-            (Ok(k), Ok(v)) => params.push((k, v)),
-            _ => return error_json(StatusCode::BAD_REQUEST, "query parameters must be UTF-8".into()),
-        }
-    }
+    let params = match parse_query(query) {
+        Ok(p) => p,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, e),
+    };
     if let Some((name, _)) = params
         .iter()
         .find(|(k, _)| !matches!(k.as_str(), "key" | "from" | "to"))

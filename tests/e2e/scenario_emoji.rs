@@ -139,22 +139,12 @@ impl Sse {
 fn scenario_emoji_windows_scaled_fanout_bad_posts_late_records_and_sse() {
     let broker = DevBroker::start(3);
     let brokers = broker.addr().to_string();
-    let config_dir = tempfile::tempdir().unwrap();
-    let config = config_dir.path().join("weir.toml");
-    std::fs::write(
-        &config,
-        "[topologies.emoji-stream]\nwindow_ms = 2000\ngrace_ms = 1000\nscale = 2\nclusters = 3\n",
-    )
-    .unwrap();
-    let mut daemon = Daemon::new(
+    let (mut daemon, addr, _config_dir) = ready_daemon_with_config(
         "emoji",
         &brokers,
-        &[APP],
-        &["--config", config.to_str().unwrap(), "--commit-interval-ms", "200"],
+        APP,
+        "[topologies.emoji-stream]\nwindow_ms = 2000\ngrace_ms = 1000\nscale = 2\nclusters = 3\n",
     );
-    daemon.start();
-    let addr = daemon_http_addr(daemon.proc());
-    wait_ready(&addr, daemon.proc());
 
     // Bad requests: 400 naming the field, and nothing produced.
     let before = watermarks(&brokers, INPUT);

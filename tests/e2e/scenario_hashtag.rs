@@ -56,22 +56,12 @@ fn store_value(addr: &str, key: &str) -> (u16, serde_json::Value) {
 fn scenario_hashtag_top10_per_window_and_term_counts() {
     let broker = DevBroker::start(1);
     let brokers = broker.addr().to_string();
-    let config_dir = tempfile::tempdir().unwrap();
-    let config = config_dir.path().join("weir.toml");
-    std::fs::write(
-        &config,
-        "[topologies.hashtag-trends]\nwindow_size_ms = 10000\nadvance_ms = 5000\ngrace_ms = 0\nranking_grace_ms = 0\n",
-    )
-    .unwrap();
-    let mut daemon = Daemon::new(
+    let (mut daemon, addr, _config_dir) = ready_daemon_with_config(
         "hashtag",
         &brokers,
-        &[APP],
-        &["--config", config.to_str().unwrap(), "--commit-interval-ms", "200"],
+        APP,
+        "[topologies.hashtag-trends]\nwindow_size_ms = 10000\nadvance_ms = 5000\ngrace_ms = 0\nranking_grace_ms = 0\n",
     );
-    daemon.start();
-    let addr = daemon_http_addr(daemon.proc());
-    wait_ready(&addr, daemon.proc());
 
     // Twelve hashtags in [10:00:01, 10:00:05): #rust 5, #kafka 4, #python 3,
     // #streams 3, #go 2, #java 2, #sql 2, then #ai #data #ml #web #zig once

@@ -100,25 +100,15 @@ fn monitor(addr: &str) -> Result<serde_json::Value, String> {
 fn scenario_sms_exact_statuses_monitor_and_count_checks() {
     let broker = DevBroker::start(3);
     let brokers = broker.addr().to_string();
-    let config_dir = tempfile::tempdir().unwrap();
-    let config = config_dir.path().join("weir.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (mut daemon, addr, _config_dir) = ready_daemon_with_config(
+        "sms",
+        &brokers,
+        APP,
+        &format!(
             "[topologies.sms-delivery]\nsend_time_mean_ms = {MEAN_MS}\nfailure_probability = {FAILURE}\n\
              max_retries = 0\nseed = {SEED}\nsimulate_delay = true\n"
         ),
-    )
-    .unwrap();
-    let mut daemon = Daemon::new(
-        "sms",
-        &brokers,
-        &[APP],
-        &["--config", config.to_str().unwrap(), "--commit-interval-ms", "200"],
     );
-    daemon.start();
-    let addr = daemon_http_addr(daemon.proc());
-    wait_ready(&addr, daemon.proc());
     assert_eq!(watermarks(&brokers, INPUT).len(), 3, "one partition per sender");
 
     // Bad counts: 400 with a reason, nothing produced.
