@@ -78,3 +78,41 @@ fn sessions_closed_between_commits_are_still_emitted_once() {
     assert_eq!(run(&t, &inputs, 1000), expected);
     assert_eq!(run(&t, &inputs, 1), expected);
 }
+
+/// A window's update still in the count's write cache when stream time has
+/// already closed it: suppression must wait for it, not emit the buffered
+/// older count as final and then the rest as a second result. Here `b`'s
+/// first count is buffered by the suppression at the first commit; `b@3`
+/// and `a@4` are cached upstream when `c@2500` closes window 0; at the next
+/// commit the cache forwards window 0's `a` before `b` (key order).
+#[test]
+fn a_window_closed_before_its_cached_updates_are_forwarded_is_emitted_once_with_its_final_count() {
+    let t = windowed_counts(false);
+    let inputs: Vec<(&str, i64)> = vec![("b", 2), ("b", 3), ("a", 4), ("c", 2500)];
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open(dir.path()).unwrap();
+    let mut runner = LocalRunner::new(&t, "app", &db, TaskConfig::default()).unwrap();
+    let topic = t.topic_index("in", "app").unwrap();
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut sink = |_: u32, k: Option<&[u8]>, v: Option<&[u8]>, _: i64| {
+        out.push((
+            String::from_utf8(k.unwrap().to_vec()).unwrap(),
+            String::from_utf8(v.unwrap().to_vec()).unwrap(),
+        ))
+    };
+    for (i, (v, ts)) in inputs.iter().enumerate() {
+        runner.process(topic, None, Some(v.as_bytes()), *ts, &mut sink).unwrap();
+        if i == 0 {
+            runner.commit(&mut sink).unwrap();
+        }
+    }
+    runner.commit(&mut sink).unwrap();
+    out.sort();
+    assert_eq!(
+        out,
+        vec![
+            ("a".to_string(), "0..1000=1".to_string()),
+            ("b".to_string(), "0..1000=2".to_string()),
+        ]
+    );
+}

@@ -533,26 +533,12 @@ fn engine_hashtags(opts: &EngineOptions) -> Result<BenchResult> {
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .unwrap_or_default()
     };
-    // Known engine defect (issue to be filed; see BENCHMARKS.md): with
-    // commits during the run, the suppression after the windowed count
-    // emits every window that task's stream time closed whenever a count
-    // of an already-closed window reaches it, including windows whose
-    // counts the count's write cache has not forwarded yet; their rest
-    // then reaches the ranking stage after it closed the window, and is
-    // dropped as late. The term counts are exact either way and always
-    // checked; the rankings are checked only when nothing was dropped.
+    // The input is in event-time order: nothing may be dropped as late
+    // (this bench found suppression emitting windows before the counts'
+    // write cache had forwarded their last updates; see
+    // runtime/tests/local_runner.rs).
     if late > 0 {
-        eprintln!(
-            "hashtag-trends: WARNING: {late} records dropped as late although the input is in order (the \
-             suppress-after-cache defect described in BENCHMARKS.md); rankings NOT checked, term counts exact"
-        );
-        return Ok(result(
-            "engine",
-            hashtag_trends::NAME,
-            opts.events,
-            seconds,
-            ceiling_seconds,
-        ));
+        bail!("hashtag-trends dropped {late} records as late although the input is in event-time order");
     }
     let mut closed = 0;
     for (start, want) in &by_window {

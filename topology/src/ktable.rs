@@ -340,12 +340,16 @@ impl<K: Data, V: Data> Node<Windowed<K>, Option<V>> for SuppressNode<K, V> {
         if buf.wants_flush() {
             ctx.request_commit();
         }
-        drop(buf);
-        if closed {
-            self.emit_due(ctx);
-        }
     }
 
+    /// Windows are emitted here only, never in `process` or `punctuate`:
+    /// the aggregation upstream caches its updates and forwards them at
+    /// commit, in key order, so while a commit's updates arrive (or before
+    /// it, between records) the stream time may already have closed a window
+    /// whose last update is still on its way. Emitting then would send a
+    /// partial count as final and the rest as a second, late result. At
+    /// flush every cached update has been forwarded (the parent flushes
+    /// before its children), so what is due now is final.
     fn flush(&mut self, ctx: &mut ProcessorContext) {
         self.emit_due(ctx);
         match self.buffer.borrow_mut().flush() {
@@ -358,7 +362,6 @@ impl<K: Data, V: Data> Node<Windowed<K>, Option<V>> for SuppressNode<K, V> {
     }
 
     fn punctuate(&mut self, ctx: &mut ProcessorContext) {
-        self.emit_due(ctx);
         self.children.punctuate(ctx);
     }
 
