@@ -13,8 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use weir_connectors::kafka::{self, EmbeddedBroker, TailLimit};
 
-use crate::bench;
 use super::Daemon;
+use crate::bench;
 
 #[derive(Parser)]
 #[command(
@@ -66,7 +66,7 @@ enum Command {
         brokers: BrokersArg,
         /// Split each line at its first TAB into key and value; a line
         /// without a TAB is a value with no key.
-        #[arg(long)]
+        #[arg(long, env = "WEIR_KEY_TAB")]
         key_tab: bool,
     },
     /// Print a topic's records on stdout, one per line.
@@ -81,13 +81,13 @@ enum Command {
         #[command(flatten)]
         brokers: BrokersArg,
         /// Start at the oldest record instead of only printing new ones.
-        #[arg(long)]
+        #[arg(long, env = "WEIR_FROM_BEGINNING")]
         from_beginning: bool,
         /// Stop after printing this many records.
-        #[arg(long, value_name = "N")]
+        #[arg(long, env = "WEIR_MAX_RECORDS", value_name = "N")]
         max_records: Option<u64>,
         /// Stop this many milliseconds after starting.
-        #[arg(long, value_name = "MS")]
+        #[arg(long, env = "WEIR_TIMEOUT_MS", value_name = "MS")]
         timeout_ms: Option<u64>,
     },
     /// Measure throughput; see BENCHMARKS.md.
@@ -164,10 +164,10 @@ pub(crate) struct RunArgs {
     pub http: Option<String>,
     /// Run the topologies' data generators (the default on the embedded
     /// broker; off against --brokers unless given).
-    #[arg(long, overrides_with = "no_generate")]
+    #[arg(long, env = "WEIR_GENERATE", overrides_with = "no_generate")]
     pub generate: bool,
     /// Do not run the data generators, even on the embedded broker.
-    #[arg(long, overrides_with = "generate")]
+    #[arg(long, env = "WEIR_NO_GENERATE", overrides_with = "generate")]
     pub no_generate: bool,
     /// Events per second of every generator (default: each topology's own,
     /// e.g. 1/s for user-clicks; `[topologies.NAME] rate` sets one).
@@ -255,7 +255,6 @@ enum BenchWorkload {
         json: bool,
     },
 }
-
 
 /// Logs go to stderr (stdout carries data: the broker address, tailed
 /// records). `RUST_LOG` overrides the default level: info for the

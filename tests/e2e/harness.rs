@@ -42,6 +42,12 @@ const WEIR_ENV: &[&str] = &[
     "WEIR_CONFIG",
     "WEIR_DATA_DIR",
     "WEIR_RATE",
+    "WEIR_GENERATE",
+    "WEIR_NO_GENERATE",
+    "WEIR_KEY_TAB",
+    "WEIR_FROM_BEGINNING",
+    "WEIR_MAX_RECORDS",
+    "WEIR_TIMEOUT_MS",
 ];
 
 /// Bounds a hang; never a measure of speed.

@@ -15,7 +15,6 @@ fn get(addr: &str, path: &str) -> (u16, String) {
     request(addr, "GET", path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
-
 #[test]
 fn http_api_serves_health_readiness_topologies_and_metrics() {
     let broker = DevBroker::start(3);
@@ -149,4 +148,57 @@ fn a_port_in_use_stops_the_daemon_with_one_line() {
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].contains(&addr), "{err}");
     assert!(lines[0].contains("HTTP"), "{err}");
+}
+
+/// App routes read at most 1 MiB of body: more is a 413 with a reason and
+/// nothing is produced; the daemon goes on serving.
+#[test]
+fn an_oversized_body_gets_413_and_produces_nothing() {
+    use std::io::{Read, Write};
+    let broker = DevBroker::start(1);
+    let mut daemon = Daemon::new(
+        "body-limit",
+        broker.addr(),
+        &["emoji-stream"],
+        &["--http", "127.0.0.1:0"],
+    );
+    daemon.start();
+    let addr = daemon_http_addr(daemon.proc());
+    wait_ready(&addr, daemon.proc());
+
+    // A valid JSON array just over the limit.
+    let item = r#"{"user_id": "u1", "emoji_type": "🔥", "timestamp": "2026-11-21T10:00:00.000Z"},"#;
+    let mut body = String::from("[");
+    while body.len() <= 1024 * 1024 {
+        body.push_str(item);
+    }
+    body.pop();
+    body.push(']');
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "POST /emoji HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut writer = c.try_clone().unwrap();
+    // The server may answer and close before reading everything: write on
+    // a thread and ignore its errors.
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(head.as_bytes());
+        let _ = writer.write_all(body.as_bytes());
+    });
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let _ = sender.join();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("the request body is larger than 1048576 bytes"), "{out}");
+    let produced: i64 = watermarks(broker.addr(), "emoji-events")
+        .iter()
+        .map(|(_, lo, hi)| hi - lo)
+        .sum();
+    assert_eq!(produced, 0);
+    let (code, _) = request(&addr, "GET", "/healthz").unwrap();
+    assert_eq!(code, 200);
+    daemon.assert_running();
 }
