@@ -389,7 +389,8 @@ fn is_queue_full(e: &weir_connectors::kafka::rdkafka::error::KafkaError) -> bool
 fn with_headers(mut r: Response<Body>, code: StatusCode, ctype: &'static str) -> Response<Body> {
     *r.status_mut() = code;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 

@@ -50,9 +50,13 @@ impl FileConfig {
     /// Parse the text of a config file; errors are one line.
     pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
         let config: FileConfig = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+            let line = e.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
             let message = e.message().replace('\n', " ");
             match line {
                 Some(l) => anyhow!("line {l}: {message}"),
@@ -110,7 +114,9 @@ pub fn check_rate(r: f64, what: &str) -> anyhow::Result<f64> {
     if r.is_finite() && r > 0.0 && r <= 10_000_000.0 {
         Ok(r)
     } else {
-        Err(anyhow!("{what} must be a number of events per second in (0, 10000000], got {r}"))
+        Err(anyhow!(
+            "{what} must be a number of events per second in (0, 10000000], got {r}"
+        ))
     }
 }
 
@@ -158,7 +164,10 @@ generate = true
         assert!(e.starts_with("line 2: unknown field `threds`"), "{e}");
         assert!(!e.contains('\n'), "{e}");
         let e = err("threads = \"two\"\n");
-        assert!(e.starts_with("line 1: invalid type: string \"two\", expected u32"), "{e}");
+        assert!(
+            e.starts_with("line 1: invalid type: string \"two\", expected u32"),
+            "{e}"
+        );
         assert_eq!(err("threads = 0\n"), "threads must be at least 1");
         assert_eq!(
             err("rate = -1\n"),

@@ -105,7 +105,8 @@ impl Feed {
         let mut r = Response::new(BodyExt::boxed_unsync(body));
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
     }
 }

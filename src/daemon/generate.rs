@@ -45,7 +45,9 @@ impl ProducerContext for Counting {
                     counters.push((topic.to_string(), c));
                 }
             }
-            Err((e, _)) => tracing::warn!(topology = %self.topology, error = %e, "a generated record was not delivered"),
+            Err((e, _)) => {
+                tracing::warn!(topology = %self.topology, error = %e, "a generated record was not delivered")
+            }
         }
     }
 }

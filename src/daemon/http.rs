@@ -157,7 +157,15 @@ fn query_store(state: &HttpState, store: &str, query: &str) -> Response<Full<Byt
     }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     if state.topologies.iter().any(|t| t.window_stores.contains(&store)) {
-        return query_window_store(state, &store, key_format, value_format, get("key"), get("from"), get("to"));
+        return query_window_store(
+            state,
+            &store,
+            key_format,
+            value_format,
+            get("key"),
+            get("from"),
+            get("to"),
+        );
     }
     let readers = state.status.store_readers(&store);
     let encode = |text: &str| super::query::encode_key(key_format, text);
@@ -254,7 +262,11 @@ fn query_window_store(
             Some(t) => t
                 .parse::<i64>()
                 .ok()
-                .or_else(|| chrono::DateTime::parse_from_rfc3339(t).ok().map(|d| d.timestamp_millis()))
+                .or_else(|| {
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .ok()
+                        .map(|d| d.timestamp_millis())
+                })
                 .ok_or_else(|| format!("{name}={t:?} is neither epoch milliseconds nor an RFC 3339 time")),
         }
     };
@@ -300,7 +312,10 @@ fn query_window_store(
             })
         })
         .collect();
-    json_response(StatusCode::OK, &json!({ "store": store, "key": key, "windows": windows }))
+    json_response(
+        StatusCode::OK,
+        &json!({ "store": store, "key": key, "windows": windows }),
+    )
 }
 
 fn readyz(state: &HttpState) -> Response<Full<Bytes>> {
@@ -490,7 +505,11 @@ async fn respond(state: Arc<HttpState>, req: Request<hyper::body::Incoming>) -> 
         let names: Vec<&str> = route.methods.iter().map(Method::as_str).collect();
         let mut r = super::app::error(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {method} not allowed on {}: use {}", route.path, names.join(" or ")),
+            format!(
+                "method {method} not allowed on {}: use {}",
+                route.path,
+                names.join(" or ")
+            ),
         );
         if let Ok(v) = HeaderValue::from_str(&names.join(", ")) {
             r.headers_mut().insert(ALLOW, v);
@@ -504,7 +523,10 @@ async fn respond(state: Arc<HttpState>, req: Request<hyper::body::Incoming>) -> 
         Ok(q) => q,
         Err(e) => return super::app::error(StatusCode::BAD_REQUEST, e),
     };
-    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
@@ -522,7 +544,10 @@ async fn respond(state: Arc<HttpState>, req: Request<hyper::body::Incoming>) -> 
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "an HTTP handler panicked");
-            super::app::error(StatusCode::INTERNAL_SERVER_ERROR, "the handler failed; see the daemon's log")
+            super::app::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the handler failed; see the daemon's log",
+            )
         }
     }
 }
@@ -706,7 +731,9 @@ mod tests {
         }
         task.commit(&Checkpoint::default()).unwrap();
         let mut st = state();
-        st.topologies[0].store_formats.push(("emoji-counts".into(), "string", "u64"));
+        st.topologies[0]
+            .store_formats
+            .push(("emoji-counts".into(), "string", "u64"));
         st.topologies[0].window_stores.push("emoji-counts".into());
         st.status
             .host("emoji-stream", 0, &["emoji-counts".to_string()], &task.reader());
@@ -714,23 +741,46 @@ mod tests {
         let (code, _, body) = get(&st, Method::GET, "/stores/emoji-counts?key=%F0%9F%94%A5");
         assert_eq!(code, StatusCode::OK, "{body}");
         let v = json(&body);
-        let starts: Vec<i64> = v["windows"].as_array().unwrap().iter().map(|w| w["window_start_ms"].as_i64().unwrap()).collect();
-        let values: Vec<u64> = v["windows"].as_array().unwrap().iter().map(|w| w["value"].as_u64().unwrap()).collect();
+        let starts: Vec<i64> = v["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["window_start_ms"].as_i64().unwrap())
+            .collect();
+        let values: Vec<u64> = v["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["value"].as_u64().unwrap())
+            .collect();
         assert_eq!((starts, values), (vec![0, 2_000, 4_000], vec![3, 7, 9]));
         assert_eq!(v["windows"][1]["window_start"], "1970-01-01T00:00:02.000Z");
 
-        let (code, _, body) = get(&st, Method::GET, "/stores/emoji-counts?key=%F0%9F%94%A5&from=1000&to=1970-01-01T00:00:02Z");
+        let (code, _, body) = get(
+            &st,
+            Method::GET,
+            "/stores/emoji-counts?key=%F0%9F%94%A5&from=1000&to=1970-01-01T00:00:02Z",
+        );
         assert_eq!(code, StatusCode::OK, "{body}");
         assert_eq!(json(&body)["windows"].as_array().unwrap().len(), 1);
         let (code, _, body) = get(&st, Method::GET, "/stores/emoji-counts?key=x");
         assert_eq!(code, StatusCode::NOT_FOUND);
-        assert_eq!(json(&body)["error"], "no window of key \"x\" in store \"emoji-counts\" on this instance");
+        assert_eq!(
+            json(&body)["error"],
+            "no window of key \"x\" in store \"emoji-counts\" on this instance"
+        );
         let (code, _, body) = get(&st, Method::GET, "/stores/emoji-counts?from=1");
         assert_eq!(code, StatusCode::BAD_REQUEST);
-        assert!(json(&body)["error"].as_str().unwrap().contains("window store: give key="));
+        assert!(json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("window store: give key="));
         let (code, _, body) = get(&st, Method::GET, "/stores/emoji-counts?key=x&from=soon");
         assert_eq!(code, StatusCode::BAD_REQUEST);
-        assert_eq!(json(&body)["error"], "from=\"soon\" is neither epoch milliseconds nor an RFC 3339 time");
+        assert_eq!(
+            json(&body)["error"],
+            "from=\"soon\" is neither epoch milliseconds nor an RFC 3339 time"
+        );
     }
 
     fn get(state: &HttpState, method: Method, uri: &str) -> (StatusCode, String, String) {

@@ -40,7 +40,10 @@ where
             }
         }
         if let Err(e) = ctx.produce(&records) {
-            return error(StatusCode::SERVICE_UNAVAILABLE, format!("producing to {topic:?}: {e:#}"));
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("producing to {topic:?}: {e:#}"),
+            );
         }
         ctx.metrics
             .ingress_records
@@ -105,8 +108,14 @@ mod tests {
         let obj = serde_json::json!({"user_id": "u1", "n": 5, "e": " ", "t": "yesterday"});
         let obj = obj.as_object().unwrap();
         assert_eq!(string_field(obj, "user_id"), Ok("u1"));
-        assert_eq!(string_field(obj, "emoji_type").unwrap_err(), "missing field \"emoji_type\"");
-        assert_eq!(string_field(obj, "n").unwrap_err(), "field \"n\" must be a string, got 5");
+        assert_eq!(
+            string_field(obj, "emoji_type").unwrap_err(),
+            "missing field \"emoji_type\""
+        );
+        assert_eq!(
+            string_field(obj, "n").unwrap_err(),
+            "field \"n\" must be a string, got 5"
+        );
         assert_eq!(string_field(obj, "e").unwrap_err(), "field \"e\" is empty");
         assert_eq!(
             time_field(obj, "t").unwrap_err(),

@@ -35,8 +35,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use weir_topology::{Topology, TopologyError};
 
-pub use app::{App, AppParts, Context, GeneratedRecord, Generator, GeneratorSpec, Request, Route, Service};
 pub use app::Body;
+pub use app::{App, AppParts, Context, GeneratedRecord, Generator, GeneratorSpec, Request, Route, Service};
 pub use hyper::{Method, StatusCode};
 
 /// What a route handler returns.
@@ -113,5 +113,9 @@ impl Daemon {
 
 /// Errors print on one line, whatever their sources put in them.
 fn one_line(s: &str) -> String {
-    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

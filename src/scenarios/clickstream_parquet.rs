@@ -304,7 +304,11 @@ pub fn schema(topic: &str) -> weir::connectors::parquet::arrow_schema::SchemaRef
             Field::new("event_type", DataType::Utf8, false),
             Field::new("user_id", DataType::Int32, false),
             Field::new("item_id", DataType::Int32, false),
-            Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
         ];
         fields.extend(extra);
         std::sync::Arc::new(Schema::new(fields))
@@ -395,37 +399,39 @@ pub fn app() -> weir::daemon::App {
                 })
             }),
         });
-        parts.routes.push(Route::new("/parquet/files", &[Method::GET], |ctx, _| {
-            let root = ctx.data_dir.join("parquet");
-            let files = match parquet::list_files(&root) {
-                Ok(f) => f,
-                Err(e) => {
-                    return weir::daemon::app::error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("listing {}: {e}", root.display()),
-                    )
+        parts
+            .routes
+            .push(Route::new("/parquet/files", &[Method::GET], |ctx, _| {
+                let root = ctx.data_dir.join("parquet");
+                let files = match parquet::list_files(&root) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        return weir::daemon::app::error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("listing {}: {e}", root.display()),
+                        )
+                    }
+                };
+                let mut rows = serde_json::Map::new();
+                for t in [CLICKS_TOPIC, VIEWS_TOPIC, RATINGS_TOPIC] {
+                    let n: u64 = files.iter().filter(|f| f.topic == t).map(|f| f.rows).sum();
+                    rows.insert(t.to_string(), n.into());
                 }
-            };
-            let mut rows = serde_json::Map::new();
-            for t in [CLICKS_TOPIC, VIEWS_TOPIC, RATINGS_TOPIC] {
-                let n: u64 = files.iter().filter(|f| f.topic == t).map(|f| f.rows).sum();
-                rows.insert(t.to_string(), n.into());
-            }
-            let list: Vec<Value> = files
-                .iter()
-                .map(|f| {
-                    serde_json::json!({
-                        "topic": f.topic, "name": f.name, "partition": f.partition,
-                        "first_offset": f.first_offset, "last_offset": f.last_offset,
-                        "rows": f.rows, "bytes": f.bytes,
+                let list: Vec<Value> = files
+                    .iter()
+                    .map(|f| {
+                        serde_json::json!({
+                            "topic": f.topic, "name": f.name, "partition": f.partition,
+                            "first_offset": f.first_offset, "last_offset": f.last_offset,
+                            "rows": f.rows, "bytes": f.bytes,
+                        })
                     })
-                })
-                .collect();
-            weir::daemon::app::json(
-                StatusCode::OK,
-                &serde_json::json!({ "root": root.display().to_string(), "files": list, "rows": rows }),
-            )
-        }));
+                    .collect();
+                weir::daemon::app::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "root": root.display().to_string(), "files": list, "rows": rows }),
+                )
+            }));
         Ok(parts)
     })
 }

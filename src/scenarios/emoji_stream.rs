@@ -165,9 +165,9 @@ pub fn app() -> weir::daemon::App {
             time_field(obj, "timestamp")?;
             Ok(Some(user.to_string()))
         }));
-        parts
-            .routes
-            .push(Route::new("/emoji/live", &[Method::GET], |ctx, _| ctx.feed(OUTPUT_TOPIC).sse(50)));
+        parts.routes.push(Route::new("/emoji/live", &[Method::GET], |ctx, _| {
+            ctx.feed(OUTPUT_TOPIC).sse(50)
+        }));
         parts.services.push(Service::feed(OUTPUT_TOPIC));
         Ok(parts)
     })

@@ -856,7 +856,9 @@ mod tests {
     }
 
     fn rfc3339_ms(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s).expect("RFC 3339").timestamp_millis()
+        chrono::DateTime::parse_from_rfc3339(s)
+            .expect("RFC 3339")
+            .timestamp_millis()
     }
 
     fn driver(t: Topology, name: &str) -> TopologyTestDriver {

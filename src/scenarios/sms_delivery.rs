@@ -327,9 +327,11 @@ pub fn app() -> weir::daemon::App {
     weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| {
         let mut parts = AppParts::new(topology(p)?);
         parts.generator = Some(super::generators::sms_delivery_spec());
-        parts
-            .routes
-            .push(Route::new("/produce-messages", &[Method::POST, Method::GET], produce_messages));
+        parts.routes.push(Route::new(
+            "/produce-messages",
+            &[Method::POST, Method::GET],
+            produce_messages,
+        ));
         parts.routes.push(Route::new("/monitor", &[Method::GET], monitor));
         Ok(parts)
     })
@@ -367,7 +369,10 @@ fn produce_messages(ctx: &weir::daemon::Context, req: &weir::daemon::Request) ->
         })
         .collect();
     if let Err(e) = ctx.produce(&records) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, format!("producing to {INPUT_TOPIC:?}: {e:#}"));
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("producing to {INPUT_TOPIC:?}: {e:#}"),
+        );
     }
     ctx.metrics
         .ingress_records
@@ -407,7 +412,12 @@ fn monitor(ctx: &weir::daemon::Context, _: &weir::daemon::Request) -> Response {
     let failed: u64 = senders.iter().map(|s| s.failed_count).sum();
     let produced = match ctx.record_count(INPUT_TOPIC) {
         Ok(n) => n as u64,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("reading {INPUT_TOPIC:?}: {e:#}")),
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("reading {INPUT_TOPIC:?}: {e:#}"),
+            )
+        }
     };
     weir::daemon::app::json(
         StatusCode::OK,

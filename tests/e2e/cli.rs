@@ -115,11 +115,7 @@ fn run_with_an_unknown_topology_fails_with_one_line() {
         let mut p = Proc::spawn("run-unknown", args);
         let status = p.wait(DEADLINE);
         assert!(!status.success(), "{args:?} exited with {status}");
-        assert_eq!(
-            p.stderr(),
-            UNKNOWN_NOPE,
-            "{args:?}"
-        );
+        assert_eq!(p.stderr(), UNKNOWN_NOPE, "{args:?}");
         assert_eq!(p.stdout(), "");
     }
     let mut p = Proc::spawn("describe-unknown", &["describe", "nope"]);
@@ -181,7 +177,10 @@ fn bad_config_files_stop_the_daemon_with_one_line_naming_the_key() {
         assert_eq!(p.stderr(), want.replace("CONFIG", path), "{text:?}");
         assert_eq!(p.stdout(), "", "{text:?}");
     }
-    let mut p = Proc::spawn("bad-rate", &["run", "user-clicks", "--rate=-5", "--brokers", "127.0.0.1:1"]);
+    let mut p = Proc::spawn(
+        "bad-rate",
+        &["run", "user-clicks", "--rate=-5", "--brokers", "127.0.0.1:1"],
+    );
     assert_eq!(p.wait(DEADLINE).code(), Some(1));
     assert_eq!(
         p.stderr(),

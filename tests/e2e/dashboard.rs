@@ -47,7 +47,6 @@ fn require_browser_tools() {
     );
 }
 
-
 /// A child process killed (SIGKILL) if still running when dropped.
 struct KillOnDrop(Child);
 

@@ -769,12 +769,22 @@ pub fn topic_total(brokers: &str, topic: &str) -> i64 {
 /// A daemon running `app` on `brokers` with `config` as its weir.toml and a
 /// 200 ms commit interval, started and ready: (daemon, its HTTP address,
 /// the config's directory, which must live as long as the daemon).
-pub fn ready_daemon_with_config(name: &str, brokers: &str, app: &str, config: &str) -> (Daemon, String, tempfile::TempDir) {
+pub fn ready_daemon_with_config(
+    name: &str,
+    brokers: &str,
+    app: &str,
+    config: &str,
+) -> (Daemon, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("config dir");
     let path = dir.path().join("weir.toml");
     fs::write(&path, config).expect("write weir.toml");
     let path = path.to_str().expect("utf-8 temp path");
-    let mut daemon = Daemon::new(name, brokers, &[app], &["--config", path, "--commit-interval-ms", "200"]);
+    let mut daemon = Daemon::new(
+        name,
+        brokers,
+        &[app],
+        &["--config", path, "--commit-interval-ms", "200"],
+    );
     daemon.start();
     let addr = daemon_http_addr(daemon.proc());
     wait_ready(&addr, daemon.proc());

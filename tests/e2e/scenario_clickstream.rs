@@ -171,7 +171,9 @@ fn parquet_files_hold_every_record_exactly_once_after_two_sigkills() {
             let addr = daemon_http_addr(daemon.proc());
             wait_for("some rows in files before the kill", DEADLINE, || {
                 let rows = rows_written(&addr)?;
-                (rows.values().sum::<u64>() > 0).then_some(()).ok_or(format!("{rows:?}"))
+                (rows.values().sum::<u64>() > 0)
+                    .then_some(())
+                    .ok_or(format!("{rows:?}"))
             });
             daemon.kill9();
             daemon.start();
@@ -183,7 +185,9 @@ fn parquet_files_hold_every_record_exactly_once_after_two_sigkills() {
     wait_for("every valid record in a Parquet file", DEADLINE, || {
         let rows = rows_written(&addr)?;
         let total: u64 = rows.values().sum();
-        (total >= want).then_some(()).ok_or(format!("{total} of {want}: {rows:?}"))
+        (total >= want)
+            .then_some(())
+            .ok_or(format!("{total} of {want}: {rows:?}"))
     });
     // The topology dead-letters the misfits (the sink skips them): wait
     // for its three, at least once each (a replay may repeat one).
@@ -212,7 +216,11 @@ fn parquet_files_hold_every_record_exactly_once_after_two_sigkills() {
         rows.sort();
         let mut expected: Vec<String> = (0..PER_TOPIC).map(|i| record(topic, i).1).collect();
         expected.sort();
-        assert_eq!(rows.len(), expected.len(), "{topic}: rows in files (duplicates or losses)");
+        assert_eq!(
+            rows.len(),
+            expected.len(),
+            "{topic}: rows in files (duplicates or losses)"
+        );
         assert_eq!(rows, expected, "{topic}: every record exactly once");
     }
     // No temporary file is left after a clean stop.
@@ -223,4 +231,3 @@ fn parquet_files_hold_every_record_exactly_once_after_two_sigkills() {
         }
     }
 }
-

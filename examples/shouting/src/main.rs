@@ -25,6 +25,10 @@ pub fn shouting() -> Result<Topology, TopologyError> {
 
 fn main() -> std::process::ExitCode {
     weir::Daemon::new()
-        .register("shouting", "upper-cases every chat line and counts lines per speaker", shouting)
+        .register(
+            "shouting",
+            "upper-cases every chat line and counts lines per speaker",
+            shouting,
+        )
         .main()
 }

@@ -39,7 +39,14 @@ fn parameters_for_a_topology_without_any_are_refused_in_one_line() {
     let config = dir.path().join("weir.toml");
     std::fs::write(&config, "[topologies.shouting]\nspeed = 11\n").unwrap();
     let out = Command::new(BIN)
-        .args(["run", "shouting", "--config", config.to_str().unwrap(), "--http", "127.0.0.1:0"])
+        .args([
+            "run",
+            "shouting",
+            "--config",
+            config.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -53,7 +60,14 @@ fn parameters_for_a_topology_without_any_are_refused_in_one_line() {
 fn the_daemon_runs_the_topology_on_its_embedded_broker() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .args(["run", "shouting", "--http", "127.0.0.1:0", "--commit-interval-ms", "100"])
+        .args([
+            "run",
+            "shouting",
+            "--http",
+            "127.0.0.1:0",
+            "--commit-interval-ms",
+            "100",
+        ])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
