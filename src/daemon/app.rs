@@ -319,7 +319,6 @@ impl Context {
             if let Some(k) = key {
                 record = record.key(k.as_str());
             }
-            let mut record = record;
             loop {
                 match producer.send(record) {
                     Ok(()) => break,

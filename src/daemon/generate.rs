@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 use weir_connectors::kafka::flush_producer;
+use weir_connectors::kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use weir_connectors::kafka::rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use weir_connectors::kafka::rdkafka::{ClientContext, Message};
 
@@ -71,10 +72,15 @@ pub fn run(
     let started = Instant::now();
     let mut emitted: u64 = 0;
     let mut batch: Vec<GeneratedRecord> = Vec::new();
+    let per_second = rate.ceil() as u64;
     while !ctx.stopping() {
-        let due = (started.elapsed().as_secs_f64() * rate) as u64;
-        // After a stall, do not flood: at most one second's worth at once.
-        let due = due.min(emitted + rate.ceil() as u64);
+        let mut due = (started.elapsed().as_secs_f64() * rate) as u64;
+        // After a long stall, skip ahead rather than replay the backlog;
+        // after a short one, catch up by at most one second's worth a tick.
+        if due > emitted + 10 * per_second {
+            emitted = due - per_second;
+        }
+        due = due.min(emitted + per_second);
         let now_ms = chrono::Utc::now().timestamp_millis();
         while emitted < due {
             generator.next(now_ms, &mut batch);
@@ -85,28 +91,21 @@ pub fn run(
             if let Some(k) = &r.key {
                 rec = rec.key(k.as_str());
             }
-            let mut rec = rec;
             loop {
                 match producer.send(rec) {
                     Ok(()) => break,
-                    Err((e, back)) => {
-                        if ctx.stopping() {
-                            break;
-                        }
-                        // Queue full: serve deliveries and retry.
-                        tracing::debug!(error = %e, "generator producer busy");
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if !ctx.stopping() => {
                         producer.poll(Duration::from_millis(10));
                         rec = back;
+                    }
+                    Err((e, _)) => {
+                        tracing::warn!(%topology, topic = %r.topic, error = %e, "a generated record was not produced");
+                        break;
                     }
                 }
             }
         }
         producer.poll(TICK);
-        // Keep `emitted` in step with time even when the generator fell
-        // behind by more than a second.
-        if (started.elapsed().as_secs_f64() * rate) as u64 > emitted + 10 * rate.ceil() as u64 {
-            emitted = (started.elapsed().as_secs_f64() * rate) as u64;
-        }
     }
     flush_producer(&producer, Duration::from_secs(10))?;
     Ok(())
