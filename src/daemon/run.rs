@@ -25,12 +25,16 @@ struct Settings {
     commit_interval: Duration,
     cache_max_bytes: usize,
     http: String,
+    /// `--generate` / `--no-generate`, which win over the file.
     generate: Option<bool>,
+    /// `--rate`, which wins over the file.
     rate: Option<f64>,
 }
 
 fn resolve(args: &RunArgs, file: &FileConfig) -> anyhow::Result<Settings> {
-    let rate = match args.rate.or(file.rate) {
+    // The command line's choice; the file's are applied per topology (its
+    // `[topologies.NAME]` value first, then the top-level one).
+    let rate = match args.rate {
         Some(r) => Some(check_rate(r, "--rate")?),
         None => None,
     };
@@ -39,7 +43,7 @@ fn resolve(args: &RunArgs, file: &FileConfig) -> anyhow::Result<Settings> {
     } else if args.no_generate {
         Some(false)
     } else {
-        file.generate
+        None
     };
     Ok(Settings {
         brokers: args
@@ -172,8 +176,12 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
     let mut workers: Vec<(String, Work)> = Vec::new();
     for p in prepared {
         let topology = p.parts.topology;
-        let generating = settings.generate.or(p.generate).unwrap_or(generate_default);
-        let gen_rate = settings.rate.or(p.rate);
+        let generating = settings
+            .generate
+            .or(p.generate)
+            .or(file.generate)
+            .unwrap_or(generate_default);
+        let gen_rate = settings.rate.or(p.rate).or(file.rate);
         infos.push(http::TopologyInfo {
             name: p.name.clone(),
             description: p.description.clone(),
