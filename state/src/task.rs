@@ -236,34 +236,51 @@ impl TaskState {
         }
     }
 
-    /// Write changelog records of store `store` plus `checkpoint` in one
-    /// atomic batch, bypassing the caches (later records of a key win).
+    /// Write changelog records of store `store`, then `checkpoint`,
+    /// bypassing the caches (later records of a key win).
     ///
     /// Meant for rebuilding state before the task processes records: it
     /// refuses to run while flushed changes await a commit, and the task's
     /// open stores drop their caches (dirty entries included) on their next
     /// use, since their view of the tree is stale.
+    ///
+    /// The records are written in key order (the last record of each key
+    /// only) by single-key inserts, and the checkpoint after them, not in
+    /// one atomic batch: sled copies a leaf per key either way, but a batch
+    /// holds every copy until it ends and costs about a third more per key
+    /// (BENCHMARKS.md, `bench restore`). Sled persists operations in order,
+    /// so a crash can leave records beyond the checkpoint's changelog
+    /// position but never a checkpoint ahead of its records; the resumed
+    /// restore starts at that position and writes the same records again,
+    /// in changelog order, up to a target at least as far.
     pub fn restore(&self, store: &str, records: &[ChangelogRecord], checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let prefix = store_prefix(store)?;
         if self.inner.pending_ops.get() > 0 {
             return Err(StoreError::new(store, "restore while flushed changes await a commit"));
         }
-        let mut batch = sled::Batch::default();
+        // The stores' caches are stale from the first write on.
+        self.inner.epoch.set(self.inner.epoch.get() + 1);
+        let fail = |e: sled::Error| StoreError::new(store, format!("restore: {e}"));
+        // Key order (neighbouring keys share leaves and a descent), stable
+        // so that the last record of a key is the last of its run.
+        let mut order: Vec<&ChangelogRecord> = records.iter().collect();
+        order.sort_by(|a, b| a.key.cmp(&b.key));
+        let tree = &self.inner.tree;
         let mut key = prefix.clone();
-        for r in records {
+        for (i, r) in order.iter().enumerate() {
+            if order.get(i + 1).is_some_and(|next| next.key == r.key) {
+                continue;
+            }
             key.truncate(prefix.len());
             key.extend_from_slice(&r.key);
             match &r.value {
-                Some(v) => batch.insert(&key[..], &v[..]),
-                None => batch.remove(&key[..]),
+                Some(v) => tree.insert(&key[..], &v[..]).map(drop).map_err(fail)?,
+                None => tree.remove(&key[..]).map(drop).map_err(fail)?,
             }
         }
-        batch.insert(CHECKPOINT_KEY, encode_checkpoint(checkpoint));
-        self.inner
-            .tree
-            .apply_batch(batch)
-            .map_err(|e| StoreError::new(store, format!("restore: {e}")))?;
-        self.inner.epoch.set(self.inner.epoch.get() + 1);
+        tree.insert(CHECKPOINT_KEY, encode_checkpoint(checkpoint))
+            .map(drop)
+            .map_err(fail)?;
         Ok(())
     }
 
