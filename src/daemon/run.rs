@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use weir_connectors::kafka::stream::{self, AppSpec, RunConfig, RunStatus, EMBEDDED_PARTITIONS};
-use weir_connectors::kafka::{Admin, ClientSettings, EmbeddedBroker};
+use weir_connectors::kafka::stream::{self, AppSpec, RunConfig, RunStatus};
+use weir_connectors::kafka::{Admin, ClientSettings};
 use weir_runtime::metrics::Metrics;
 
 use super::app::{AppParts, Context};
@@ -143,13 +143,8 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
     let brokers = match &settings.brokers {
         Some(b) => b.clone(),
         None => {
-            let broker = EmbeddedBroker::start(EMBEDDED_PARTITIONS).context("starting the embedded broker")?;
+            let broker = stream::start_embedded_broker().context("starting the embedded broker")?;
             let addr = broker.bootstrap_servers();
-            println!("embedded Kafka broker at {addr}");
-            eprintln!(
-                "weir: the embedded broker keeps everything in memory (no replication, no compaction, no real \
-                 transactions): it is for trying weir and for tests. Use --brokers for a real cluster."
-            );
             _embedded = Some(broker);
             addr
         }

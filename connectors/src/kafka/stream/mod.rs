@@ -51,6 +51,19 @@ pub struct RunConfig {
 /// Partitions of every topic the embedded broker creates by default.
 pub const EMBEDDED_PARTITIONS: i32 = 3;
 
+/// Start the in-process broker `weir run` uses without `--brokers`: prints
+/// `embedded Kafka broker at ADDR` on stdout (what clients connect to) and
+/// a warning that its data lives in memory only on stderr.
+pub fn start_embedded_broker() -> Result<EmbeddedBroker> {
+    let broker = EmbeddedBroker::start(EMBEDDED_PARTITIONS)?;
+    println!("embedded Kafka broker at {}", broker.bootstrap_servers());
+    eprintln!(
+        "weir: the embedded broker keeps everything in memory (no replication, no compaction, no real \
+         transactions): it is for trying weir and for tests. Use --brokers for a real cluster."
+    );
+    Ok(broker)
+}
+
 /// Run `apps` until `config.stop` is set. Returns the first error of any
 /// stream thread (after stopping the others).
 pub fn run(apps: Vec<AppSpec>, config: RunConfig) -> Result<()> {
@@ -76,13 +89,8 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
     let brokers = match &config.brokers {
         Some(b) => b.clone(),
         None => {
-            let broker = EmbeddedBroker::start(EMBEDDED_PARTITIONS)?;
+            let broker = start_embedded_broker()?;
             let addr = broker.bootstrap_servers();
-            println!("embedded Kafka broker at {addr}");
-            eprintln!(
-                "weir: the embedded broker keeps everything in memory (no replication, no compaction, no real \
-                 transactions): it is for trying weir and for tests. Use --brokers for a real cluster."
-            );
             _embedded = Some(broker);
             addr
         }
