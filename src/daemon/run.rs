@@ -229,7 +229,7 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
         },
     )?;
     eprintln!("HTTP on http://{bound}");
-    eprintln!("weir: dashboard at http://{bound}/ , metrics at http://{bound}/metrics");
+    eprintln!("weir: dashboard at http://{bound}/, metrics at http://{bound}/metrics");
 
     let mut handles = Vec::new();
     for (name, work) in workers {
