@@ -116,13 +116,7 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
     let broker = BrokerProcess::start(PARTITIONS)?;
     let addr = broker.addr.clone();
     log(&format!("dev broker (pid {}) at {addr}", broker.child.id()));
-    // The settings `weir run` uses against this broker (it retunes group
-    // timing for the embedded broker), so the ceiling gets them too.
-    let mut settings = ClientSettings::new(&addr);
-    let admin = Admin::new(&settings).context("admin client")?;
-    if admin.is_embedded_broker().context("asking the broker what it is")? {
-        settings = settings.for_embedded_broker();
-    }
+    let (settings, admin) = broker.client()?;
 
     // Pre-produce the input (not timed).
     let input = w.input_topic();
@@ -183,6 +177,18 @@ pub(super) struct BrokerProcess {
 }
 
 impl BrokerProcess {
+    /// The client settings `weir run` uses against this broker (retuned
+    /// group timing when it is the embedded broker), so that weir and the
+    /// ceilings run on the same ones, and an admin client.
+    pub(super) fn client(&self) -> Result<(ClientSettings, Admin)> {
+        let mut settings = ClientSettings::new(&self.addr);
+        let admin = Admin::new(&settings).context("admin client")?;
+        if admin.is_embedded_broker().context("asking the broker what it is")? {
+            settings = settings.for_embedded_broker();
+        }
+        Ok((settings, admin))
+    }
+
     /// Starts `weir dev-broker --partitions N` (this same executable) and
     /// reads the address it prints as its first line on stdout.
     pub(super) fn start(partitions: i32) -> Result<BrokerProcess> {
@@ -918,13 +924,7 @@ impl Workload for EmojiStream {
         let mut got: HashMap<(String, i64), u64> = HashMap::new();
         read_topic(settings, emoji_stream::OUTPUT_TOPIC, |_, v| {
             let v = v.unwrap_or_default();
-            let parsed = serde_json::from_slice::<serde_json::Value>(v).ok();
-            let fields = parsed.as_ref().and_then(|j| {
-                let emoji = j.get("emoji_type")?.as_str()?.to_string();
-                let start = chrono::DateTime::parse_from_rfc3339(j.get("window_start")?.as_str()?).ok()?;
-                Some(((emoji, start.timestamp_millis()), j.get("count")?.as_u64()?))
-            });
-            match fields {
+            match super::emoji_window_count(v) {
                 Some((k, c)) => {
                     got.insert(k, c);
                     Ok(())

@@ -31,7 +31,7 @@ use weir_connectors::kafka::rdkafka::message::Message;
 use weir_connectors::kafka::rdkafka::producer::{BaseRecord, Producer as _};
 use weir_connectors::kafka::rdkafka::{Offset, TopicPartitionList};
 use weir_connectors::kafka::stream::{self, AppSpec, RunConfig, RunStatus};
-use weir_connectors::kafka::{assign_at, Admin, ClientSettings, TopicSpec};
+use weir_connectors::kafka::{assign_at, TopicSpec};
 
 use super::e2e::{
     deliver, producer, read_topic, send, standalone_consumer, BrokerProcess, WeirRun, CACHE_MAX_BYTES, REQUEST_TIMEOUT,
@@ -93,11 +93,7 @@ fn run_one(opts: &LatencyOptions, commit_interval: Duration) -> Result<BenchResu
     };
     let broker = BrokerProcess::start(PARTITIONS)?;
     log(&format!("dev broker (pid {}) at {}", broker.child.id(), broker.addr));
-    let mut settings = ClientSettings::new(&broker.addr);
-    let admin = Admin::new(&settings).context("admin client")?;
-    if admin.is_embedded_broker().context("asking the broker what it is")? {
-        settings = settings.for_embedded_broker();
-    }
+    let (settings, admin) = broker.client()?;
     admin
         .ensure_topics(&[
             TopicSpec::new(user_clicks::INPUT_TOPIC, PARTITIONS),

@@ -327,13 +327,7 @@ fn engine_emoji(opts: &EngineOptions) -> Result<BenchResult> {
             if topic != aggregated {
                 return;
             }
-            let parsed = v.and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok());
-            let fields = parsed.as_ref().and_then(|j| {
-                let emoji = j.get("emoji_type")?.as_str()?.to_string();
-                let start = chrono::DateTime::parse_from_rfc3339(j.get("window_start")?.as_str()?).ok()?;
-                Some(((emoji, start.timestamp_millis()), j.get("count")?.as_u64()?))
-            });
-            match fields {
+            match v.and_then(emoji_window_count) {
                 Some((k, c)) => {
                     got.insert(k, c);
                 }
@@ -569,6 +563,14 @@ fn engine_hashtags(opts: &EngineOptions) -> Result<BenchResult> {
         seconds,
         ceiling_seconds,
     ))
+}
+
+/// ((emoji, window start ms), count) of an `emoji-aggregated` record, read
+/// through the scenario's own `EmojiAggregate`; `None` if it is not one.
+pub(super) fn emoji_window_count(value: &[u8]) -> Option<((String, i64), u64)> {
+    let a: emoji_stream::EmojiAggregate = serde_json::from_slice(value).ok()?;
+    let start = chrono::DateTime::parse_from_rfc3339(&a.window_start).ok()?;
+    Some(((a.emoji_type, start.timestamp_millis()), a.count))
 }
 
 /// The human-readable table.

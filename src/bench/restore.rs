@@ -24,7 +24,7 @@ use weir_connectors::kafka::rdkafka::message::Message;
 use weir_connectors::kafka::rdkafka::producer::BaseRecord;
 use weir_connectors::kafka::rdkafka::{Offset, TopicPartitionList};
 use weir_connectors::kafka::stream::restore;
-use weir_connectors::kafka::{assign_at, default_partitioner, Admin, ClientSettings, TopicSpec};
+use weir_connectors::kafka::{assign_at, default_partitioner, TopicSpec};
 
 use super::e2e::{
     deliver, end_offsets, producer, send, standalone_consumer, BrokerProcess, CACHE_MAX_BYTES, REQUEST_TIMEOUT,
@@ -75,11 +75,7 @@ pub fn run_restore(opts: &RestoreOptions) -> Result<Vec<BenchResult>> {
 
     let broker = BrokerProcess::start(PARTITIONS)?;
     log(&format!("dev broker (pid {}) at {}", broker.child.id(), broker.addr));
-    let mut settings = ClientSettings::new(&broker.addr);
-    let admin = Admin::new(&settings).context("admin client")?;
-    if admin.is_embedded_broker().context("asking the broker what it is")? {
-        settings = settings.for_embedded_broker();
-    }
+    let (settings, admin) = broker.client()?;
     admin
         .ensure_topics(&[TopicSpec::new(&changelog, PARTITIONS).compacted()])
         .context("creating the changelog topic")?;
