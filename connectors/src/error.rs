@@ -39,6 +39,22 @@ pub enum Error {
     /// A topic weir needs does not exist.
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
+    /// A task failed: its processors or its stores.
+    #[error("task {task}: {reason}")]
+    Task {
+        /// The task id, `{subtopology}_{partition}`.
+        task: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A commit was refused because something failed before it (a send, a
+    /// delivery, an earlier commit step): committing then could move the
+    /// checkpoint past records whose outputs were never delivered.
+    #[error("not committing: {0}")]
+    CommitRefused(String),
+    /// The local state store (sled) could not be read or written.
+    #[error("local state: {0}")]
+    State(String),
     /// An argument was out of range or malformed.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -40,6 +40,7 @@ impl Running {
             threads: 1,
             commit_interval: Duration::from_millis(200),
             cache_max_bytes: 1 << 20,
+            idle_advance: weir_connectors::kafka::stream::default_idle_advance(Duration::from_millis(200)),
             stop: stop.clone(),
         };
         let st = status.clone();

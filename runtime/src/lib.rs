@@ -2,6 +2,7 @@
 //! [`testing::TopologyTestDriver`] that runs a topology in-process with no
 //! broker. The Kafka stream threads build on the same [`task::Task`].
 
+pub mod dead_letter;
 pub mod local;
 pub mod metrics;
 pub mod task;

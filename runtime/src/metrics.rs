@@ -14,6 +14,8 @@
 //! | `weir_process_latency_seconds` | histogram | topology |
 //! | `weir_end_to_end_latency_seconds` | histogram | topology |
 //! | `weir_commit_duration_seconds` | histogram | topology |
+//! | `weir_commits_total` | counter | topology |
+//! | `weir_checkpoints_written_total` | counter | topology |
 //! | `weir_consumer_lag_records` | gauge | topology, topic, partition |
 //! | `weir_store_entries` | gauge | topology, store, partition |
 //! | `weir_store_cache_bytes` | gauge | topology, store, partition |
@@ -39,6 +41,8 @@ pub mod names {
     pub const PROCESS_LATENCY: &str = "weir_process_latency_seconds";
     pub const END_TO_END_LATENCY: &str = "weir_end_to_end_latency_seconds";
     pub const COMMIT_DURATION: &str = "weir_commit_duration_seconds";
+    pub const COMMITS: &str = "weir_commits_total";
+    pub const CHECKPOINTS_WRITTEN: &str = "weir_checkpoints_written_total";
     pub const CONSUMER_LAG: &str = "weir_consumer_lag_records";
     pub const STORE_ENTRIES: &str = "weir_store_entries";
     pub const STORE_CACHE_BYTES: &str = "weir_store_cache_bytes";
@@ -85,6 +89,8 @@ pub struct Metrics {
     process_latency: HistogramVec,
     end_to_end_latency: HistogramVec,
     commit_duration: HistogramVec,
+    commits: IntCounterVec,
+    checkpoints_written: IntCounterVec,
     consumer_lag: IntGaugeVec,
     store_entries: IntGaugeVec,
     cache_bytes: IntGaugeVec,
@@ -159,6 +165,16 @@ impl Metrics {
                 COMMIT_DURATION,
                 "Time to commit a stream thread's tasks (stores, changelogs, producer, offsets), in seconds.",
                 COMMIT_BUCKETS,
+                &["topology"],
+            ),
+            commits: counter(
+                COMMITS,
+                "Commits of a stream thread's tasks, including those that found nothing new and wrote nothing.",
+                &["topology"],
+            ),
+            checkpoints_written: counter(
+                CHECKPOINTS_WRITTEN,
+                "Task checkpoints written (one per task with new work per commit; an idle task writes none).",
                 &["topology"],
             ),
             consumer_lag: gauge(
@@ -263,6 +279,8 @@ impl Metrics {
             process_latency: self.process_latency.with_label_values(l),
             end_to_end_latency: self.end_to_end_latency.with_label_values(l),
             commit_duration: self.commit_duration.with_label_values(l),
+            commits: self.commits.with_label_values(l),
+            checkpoints_written: self.checkpoints_written.with_label_values(l),
             restore_duration: self.restore_duration.with_label_values(l),
             late_records_dropped: self.late_records.with_label_values(l),
             dlq_records: self.dlq_records.with_label_values(l),
@@ -287,6 +305,8 @@ pub struct TopologyMetrics {
     pub process_latency: Histogram,
     pub end_to_end_latency: Histogram,
     pub commit_duration: Histogram,
+    pub commits: IntCounter,
+    pub checkpoints_written: IntCounter,
     pub restore_duration: Histogram,
     pub late_records_dropped: IntCounter,
     pub dlq_records: IntCounter,
@@ -548,9 +568,11 @@ mod tests {
         t.process_latency.observe(0.0);
         t.end_to_end_latency.observe(0.0);
         t.commit_duration.observe(0.0);
+        t.commits.inc();
+        t.checkpoints_written.inc();
         t.restore_duration.observe(0.0);
         let families = m.registry().gather();
-        assert_eq!(families.len(), 17);
+        assert_eq!(families.len(), 19);
         for f in &families {
             let name = f.name();
             assert!(name.starts_with("weir_"), "{name}");

@@ -70,7 +70,15 @@ pub struct Task {
     origins: Vec<(u32, Origin)>,
     /// Metric handles, when the task runs in a daemon that exports them.
     metrics: Option<crate::metrics::TaskMetrics>,
+    /// The input positions and origins as of the last commit (or adoption):
+    /// a task whose positions have not moved and whose stores staged
+    /// nothing has nothing to commit.
+    committed_positions: Positions,
 }
+
+/// Input positions (topic index, next offset) and applied origins (topic
+/// index, last origin) of a task.
+type Positions = (Vec<(u32, i64)>, Vec<(u32, Origin)>);
 
 /// Where a repartition record came from: the upstream input record's offset
 /// and the record's index among that input's outputs to the topic. Ordered,
@@ -183,6 +191,7 @@ impl Task {
             changelog_positions: Vec::new(),
             origins: Vec::new(),
             metrics: None,
+            committed_positions: (Vec::new(), Vec::new()),
         };
         if let Some(cp) = task.state.checkpoint()? {
             let cp = TaskCheckpoint::from_checkpoint(&cp)
@@ -207,6 +216,17 @@ impl Task {
             .iter()
             .filter_map(|(topic, o)| self.topology.topic_index(topic, &self.application_id).map(|t| (t, *o)))
             .collect();
+        self.committed_positions = (self.consumed.clone(), self.origins.clone());
+    }
+
+    /// Whether a commit now would write anything: records were consumed (or
+    /// replays skipped) since the last commit, or the stores staged changes
+    /// (call after [`flush`](Self::flush)). An idle task's commit writes no
+    /// checkpoint and touches no store.
+    pub fn has_changes(&self) -> bool {
+        self.state.pending_len() > 0
+            || self.consumed != self.committed_positions.0
+            || self.origins != self.committed_positions.1
     }
 
     /// What the task's state reflects now (processing included).
@@ -378,6 +398,7 @@ impl Task {
             return Err(e.into());
         }
         self.state.commit(&self.checkpoint())?;
+        self.committed_positions = (self.consumed.clone(), self.origins.clone());
         Ok(())
     }
 

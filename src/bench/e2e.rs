@@ -633,6 +633,7 @@ fn run_weir(
         threads: 1,
         commit_interval,
         cache_max_bytes: CACHE_MAX_BYTES,
+        idle_advance: weir_connectors::kafka::stream::default_idle_advance(commit_interval),
         stop: stop.clone(),
     };
     let apps = vec![AppSpec {

@@ -111,6 +111,7 @@ fn run_one(opts: &LatencyOptions, commit_interval: Duration) -> Result<BenchResu
         threads: 1,
         commit_interval,
         cache_max_bytes: CACHE_MAX_BYTES,
+        idle_advance: weir_connectors::kafka::stream::default_idle_advance(commit_interval),
         stop: stop.clone(),
     };
     let apps = vec![AppSpec {

@@ -152,6 +152,14 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "WEIR_COMMIT_INTERVAL_MS", value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub commit_interval_ms: Option<u64>,
+    /// After a partition has had no record for this long, in milliseconds,
+    /// its stream time follows the wall clock, so that the windows of a
+    /// quiet topic still close and emit (a live dashboard wants that). 0
+    /// turns it off: stream time then moves with records only, as in Kafka
+    /// Streams, and a window closes only when a later record arrives.
+    /// [default: the commit interval, at least 1000]
+    #[arg(long, env = "WEIR_IDLE_ADVANCE_MS", value_name = "MS")]
+    pub idle_advance_ms: Option<u64>,
     /// Write-cache limit per task, in bytes; a task past it commits early.
     /// [default: 10485760]
     #[arg(long, env = "WEIR_CACHE_MAX_BYTES", value_name = "BYTES")]

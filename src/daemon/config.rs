@@ -21,6 +21,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub threads: Option<u32>,
     pub commit_interval_ms: Option<u64>,
+    pub idle_advance_ms: Option<u64>,
     pub cache_max_bytes: Option<usize>,
     pub http: Option<String>,
     pub generate: Option<bool>,

@@ -23,6 +23,8 @@ struct Settings {
     data_dir: PathBuf,
     threads: usize,
     commit_interval: Duration,
+    /// `None`: stream time moves with records only.
+    idle_advance: Option<Duration>,
     cache_max_bytes: usize,
     http: String,
     /// `--generate` / `--no-generate`, which win over the file.
@@ -45,6 +47,7 @@ fn resolve(args: &RunArgs, file: &FileConfig) -> anyhow::Result<Settings> {
     } else {
         None
     };
+    let commit_interval = Duration::from_millis(args.commit_interval_ms.or(file.commit_interval_ms).unwrap_or(1000));
     Ok(Settings {
         brokers: args
             .brokers
@@ -62,7 +65,12 @@ fn resolve(args: &RunArgs, file: &FileConfig) -> anyhow::Result<Settings> {
             .or_else(|| file.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from("./data")),
         threads: args.threads.or(file.threads).unwrap_or(1) as usize,
-        commit_interval: Duration::from_millis(args.commit_interval_ms.or(file.commit_interval_ms).unwrap_or(1000)),
+        commit_interval,
+        idle_advance: match args.idle_advance_ms.or(file.idle_advance_ms) {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => stream::default_idle_advance(commit_interval),
+        },
         cache_max_bytes: args
             .cache_max_bytes
             .or(file.cache_max_bytes)
@@ -253,6 +261,7 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
         state_dir: settings.state_dir,
         threads: settings.threads,
         commit_interval: settings.commit_interval,
+        idle_advance: settings.idle_advance,
         cache_max_bytes: settings.cache_max_bytes,
         stop: stop.clone(),
     };

@@ -150,9 +150,9 @@ pub fn aggregation_text(user_id: u32, clicks: u64) -> String {
 pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
     let max_user_id = p.max_user_id;
     let mut b = StreamsBuilder::new();
-    // Keys are ignored (the line names the user); a record without a key
-    // reads as "".
-    b.stream::<String, String>(INPUT_TOPIC, Serdes::string(), Serdes::string())
+    // Keys are ignored (the line names the user), so they are not decoded:
+    // any key, binary or none, is accepted.
+    b.stream::<(), String>(INPUT_TOPIC, Serdes::ignored(), Serdes::string())
         .try_map_values(move |_, line| parse_click(&line, max_user_id).map(|c| c.user_id))
         .select_key(|_, user| *user)
         // Only the key crosses the repartition topic: the count needs no
@@ -293,6 +293,25 @@ mod tests {
                 .starts_with("value deserialization failed (string): not valid UTF-8"),
             "{}",
             letters[0].error
+        );
+    }
+
+    #[test]
+    fn a_key_that_is_not_utf8_is_ignored_not_dead_lettered() {
+        let d = driver();
+        let line = b"User 7 clicked on /page1 at 1763719200.5";
+        d.pipe_raw(INPUT_TOPIC, Some(&[0xff, 0x00, 0xfe]), Some(line), 0)
+            .unwrap();
+        d.pipe_raw(INPUT_TOPIC, Some(&[]), Some(line), 1).unwrap();
+        d.pipe_raw(INPUT_TOPIC, None, Some(line), 2).unwrap();
+        let letters: Vec<String> = d.dead_letters().into_iter().map(|l| l.error).collect();
+        assert_eq!(letters, Vec::<String>::new());
+        let output = d.output_topic(OUTPUT_TOPIC, Serdes::u32_string(), Serdes::string());
+        assert_eq!(
+            output.read_key_values(),
+            (1..=3)
+                .map(|n| (7, format!("User 7 has clicked {n} times.")))
+                .collect::<Vec<_>>()
         );
     }
 

@@ -10,7 +10,7 @@
 //! (`.ci/run` installs both); without them the test fails and says so.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,10 +19,6 @@ use crate::harness::*;
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// Bounds the browser script (its own steps have shorter deadlines).
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Panics (never skips) with the way to install what is missing.
 fn require_browser_tools() {

@@ -36,6 +36,7 @@ const WEIR_ENV: &[&str] = &[
     "WEIR_STATE_DIR",
     "WEIR_THREADS",
     "WEIR_COMMIT_INTERVAL_MS",
+    "WEIR_IDLE_ADVANCE_MS",
     "WEIR_CACHE_MAX_BYTES",
     "WEIR_PARTITIONS",
     "WEIR_HTTP",
@@ -49,6 +50,25 @@ const WEIR_ENV: &[&str] = &[
     "WEIR_MAX_RECORDS",
     "WEIR_TIMEOUT_MS",
 ];
+
+/// The repository's root (the `weir` package's directory).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python of the test venv that `.ci/run` makes (`target/venv`), with
+/// the foreign clients the tests use (pyarrow, ...). Panics (never skips)
+/// with the way to make it when it is missing.
+pub fn venv_python() -> PathBuf {
+    let python = repo().join("target/venv/bin/python3");
+    assert!(
+        python.exists(),
+        "{} is missing: run .ci/run, or make it by hand: \
+         `python3 -m venv target/venv && target/venv/bin/pip install -r tests/python-requirements.txt`",
+        python.display()
+    );
+    python
+}
 
 /// Bounds a hang; never a measure of speed.
 pub const STARTUP: Duration = Duration::from_secs(30);
@@ -137,6 +157,9 @@ impl Proc {
         // Daemons run side by side: each takes a free port for its HTTP API
         // (printed as `HTTP on http://ADDR`) unless the test says otherwise.
         cmd.env("WEIR_HTTP", "127.0.0.1:0");
+        // Tests wait for some info-level log lines; a developer's RUST_LOG
+        // must not hide them.
+        cmd.env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -769,6 +792,12 @@ pub fn topic_total(brokers: &str, topic: &str) -> i64 {
 /// A daemon running `app` on `brokers` with `config` as its weir.toml and a
 /// 200 ms commit interval, started and ready: (daemon, its HTTP address,
 /// the config's directory, which must live as long as the daemon).
+///
+/// Stream time moves with records only (`--idle-advance-ms 0`): the tests
+/// that use this helper close windows with records of their own, at event
+/// times far from the wall clock, and expect exactly those windows; a
+/// quiet partition's stream time following the wall clock would close the
+/// last windows too, at a moment that depends on the machine's speed.
 pub fn ready_daemon_with_config(
     name: &str,
     brokers: &str,
@@ -783,7 +812,14 @@ pub fn ready_daemon_with_config(
         name,
         brokers,
         &[app],
-        &["--config", path, "--commit-interval-ms", "200"],
+        &[
+            "--config",
+            path,
+            "--commit-interval-ms",
+            "200",
+            "--idle-advance-ms",
+            "0",
+        ],
     );
     daemon.start();
     let addr = daemon_http_addr(daemon.proc());

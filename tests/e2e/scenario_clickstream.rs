@@ -82,13 +82,14 @@ for i in range(t.num_rows):
 "#;
 
 fn read_with_pyarrow(root: &str, topic: &str) -> (String, Vec<String>) {
-    let out = Command::new("python3")
+    let python = venv_python();
+    let out = Command::new(&python)
         .args(["-c", READER, root, topic])
         .output()
-        .expect("python3 runs");
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
     assert!(
         out.status.success(),
-        "pyarrow could not read {root}/{topic} (install it with `pip install pyarrow`, as .ci/run does): {}",
+        "pyarrow could not read {root}/{topic} (.ci/run installs it into target/venv): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();

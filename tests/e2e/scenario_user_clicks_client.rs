@@ -168,7 +168,11 @@ fn scenario_user_clicks_through_kcat_on_the_embedded_broker() {
                 panic!("kcat -C exited with {status}: {}", consumer.err());
             }
             let mut latest: BTreeMap<String, String> = BTreeMap::new();
-            for line in consumer.out().lines() {
+            // kcat writes a line in several writes (unbuffered stdout): only
+            // lines that have their newline are complete.
+            let out = consumer.out();
+            let complete = out.rfind('\n').map_or("", |end| &out[..end]);
+            for line in complete.lines() {
                 let (key, value) = line.split_once('\t').ok_or_else(|| format!("no key in {line:?}"))?;
                 let n = value
                     .strip_prefix(&format!("User {key} has clicked "))

@@ -230,15 +230,20 @@ fn wait_for_exact_answer(brokers: &str, answer: &BTreeMap<String, String>, daemo
     }
 }
 
-/// Waits until `daemon` has written more output than `mark` records.
+/// Waits until `daemon` has written more output than `mark` records, or
+/// has committed all input there is so far (when its predecessor had
+/// committed everything before it was killed, a restarted daemon has
+/// nothing to write until more input arrives).
 fn wait_for_progress(brokers: &str, daemon: &mut Daemon, mark: i64) -> i64 {
     wait_for("the daemon's output to grow", PROGRESS, || {
         daemon.assert_running();
         let now = total_records(brokers, OUTPUT);
         if now > mark {
-            Ok(now)
-        } else {
-            Err(format!("{now} output records, {mark} before"))
+            return Ok(now);
+        }
+        match all_input_committed(brokers) {
+            Ok(()) => Ok(now),
+            Err(behind) => Err(format!("{now} output records, {mark} before; {behind}")),
         }
     })
 }
@@ -487,8 +492,11 @@ fn user_clicks_malformed_lines_go_to_the_dlq_with_their_offsets() {
 #[test]
 fn run_without_brokers_starts_an_embedded_broker_and_prints_its_address() {
     // No --brokers and no --state-dir: the embedded broker, and
-    // ./weir-state in the process's (temporary) working directory.
-    let mut daemon = Proc::spawn("run-embedded", &["run", APP]);
+    // ./weir-state in the process's (temporary) working directory. The
+    // generator, on by default on the embedded broker, is off: its clicks
+    // would land on the same users as the test's lines, and the answer is
+    // exact only for the lines the test produces.
+    let mut daemon = Proc::spawn("run-embedded", &["run", APP, "--no-generate"]);
     let line = wait_for("the daemon to print the embedded broker's address", STARTUP, || {
         daemon.assert_running();
         let out = daemon.stdout();
@@ -512,5 +520,120 @@ fn run_without_brokers_starts_an_embedded_broker_and_prints_its_address() {
             check_answer(&reader, &clicks.answer())
         },
     );
+    daemon.stop();
+}
+
+/// A malformed line of any size the producer accepts is dead-lettered,
+/// counted, and processing goes on: the daemon must not stop on it, and
+/// must not commit past it without its dead letter. A 510,000-byte line
+/// once made the dead letter (value plus an `error` header quoting the
+/// whole line) too large to produce: the daemon exited and, since the
+/// revoke on the way out committed, the line was lost.
+#[test]
+fn huge_malformed_lines_are_dead_lettered_and_processing_goes_on() {
+    let _heavy = heavy_test_lock();
+    let broker = DevBroker::start(1);
+    let addr = broker.addr();
+    let mut clicks = Clicks::new(8);
+    // The error quotes the line's words: "not a click line: ... got \"...\"".
+    let shape = format!("User 5 clicked on /page1 at 1.5 {}", "z".repeat(510_000)).into_bytes();
+    // Close to librdkafka's message.max.bytes (1,000,000): the dead letter
+    // adds headers to a record that was nearly as large as a record may be.
+    let big = format!("garbage {}", "y".repeat(998_000)).into_bytes();
+    let mut input = clicks.lines(500);
+    for line in [&shape, &big] {
+        input.extend_from_slice(line);
+        input.push(b'\n');
+        input.extend_from_slice(&clicks.lines(500));
+    }
+    produce(addr, INPUT, &input);
+    assert_topic_holds(addr, INPUT, 1_502);
+
+    let mut daemon = Daemon::new("user-clicks-huge", addr, &[APP], &[]);
+    daemon.start();
+    wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut daemon]);
+    let mut dlq = TopicReader::open(addr, DLQ, PROGRESS);
+    wait_for("two dead letters", PROGRESS, || {
+        dlq.catch_up(Duration::from_secs(10));
+        match dlq.records.len() {
+            2 => Ok(()),
+            n => Err(format!("{n} dead letters")),
+        }
+    });
+    let http = daemon_http_addr(daemon.proc());
+    let dlq_total = metric_sum(&http, "weir_dlq_records_total", &[("topology", APP)]).expect("metrics");
+    daemon.stop();
+
+    let by_offset: BTreeMap<i64, &Record> = dlq
+        .records
+        .iter()
+        .map(|r| (r.header("offset").expect("offset header").parse().expect("offset"), r))
+        .collect();
+    assert_eq!(by_offset.keys().copied().collect::<Vec<_>>(), vec![500, 1001]);
+    for (offset, line) in [(500, &shape), (1001, &big)] {
+        let r = by_offset[&offset];
+        assert_eq!(
+            r.value.as_deref(),
+            Some(&line[..]),
+            "the dead letter at {offset} keeps the line whole"
+        );
+        let error = r.header("error").expect("error header");
+        assert!(error.len() <= 1024, "error header of {} bytes", error.len());
+        assert!(error.starts_with("not a click line"), "{error:?}");
+        assert_eq!(r.header("topic").as_deref(), Some(INPUT));
+        assert_eq!(r.header("original-value-size"), None, "nothing was cut");
+    }
+    assert_eq!(dlq_total, 2.0, "weir_dlq_records_total");
+}
+
+/// An idle daemon commits (every commit interval) but writes nothing: no
+/// checkpoint records, so the checkpoints topic, which every assignment
+/// reads, does not grow with uptime. It once wrote one checkpoint per task
+/// per commit, ~17 a second for an idle daemon.
+#[test]
+fn an_idle_daemon_writes_no_checkpoints() {
+    let broker = DevBroker::start(2);
+    let addr = broker.addr();
+    let mut clicks = Clicks::new(9);
+    produce(addr, INPUT, &clicks.lines(1_000));
+    let mut daemon = Daemon::new("user-clicks-idle", addr, &[APP], &["--commit-interval-ms", "100"]);
+    daemon.start();
+    wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut daemon]);
+    let http = daemon_http_addr(daemon.proc());
+    let labels = [("topology", APP)];
+    let metric = |name: &str| metric_sum(&http, name, &labels).expect("metrics");
+    let checkpoints_topic = format!("{APP}-checkpoints");
+    // Work done: every task has written checkpoints.
+    let (commits, written, records) = wait_for("the commit of the last input", PROGRESS, || {
+        let written = metric("weir_checkpoints_written_total");
+        let records = total_records(addr, &checkpoints_topic);
+        if written > 0.0 && records as f64 >= written {
+            Ok((metric("weir_commits_total"), written, records))
+        } else {
+            Err(format!("{written} checkpoints written, {records} on the topic"))
+        }
+    });
+    // Ten more commits with nothing new.
+    wait_for("ten idle commits", PROGRESS, || {
+        daemon.assert_running();
+        match metric("weir_commits_total") {
+            n if n >= commits + 10.0 => Ok(()),
+            n => Err(format!("{n} commits, {commits} before")),
+        }
+    });
+    assert_eq!(
+        metric("weir_checkpoints_written_total"),
+        written,
+        "checkpoints written while idle"
+    );
+    assert_eq!(
+        total_records(addr, &checkpoints_topic),
+        records,
+        "records on {checkpoints_topic}"
+    );
+    // New input is committed as before.
+    produce(addr, INPUT, &clicks.lines(10));
+    wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut daemon]);
+    assert!(metric("weir_checkpoints_written_total") > written);
     daemon.stop();
 }

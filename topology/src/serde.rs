@@ -94,6 +94,13 @@ impl Serdes {
     pub fn unit() -> Serde<()> {
         Serde::new(UnitSerde)
     }
+    /// For a key or value the topology ignores: reads nothing, so any
+    /// bytes (or none) are accepted; writes nothing. A topology must not
+    /// fail on what it does not use (a click line keyed by a binary id
+    /// counts like any other).
+    pub fn ignored() -> Serde<()> {
+        Serde::new(IgnoredSerde)
+    }
     /// Raw bytes, unchanged.
     pub fn bytes() -> Serde<Vec<u8>> {
         Serde::new(BytesSerde)
@@ -168,6 +175,24 @@ impl SerdeImpl<()> for UnitSerde {
     }
     fn name(&self) -> &'static str {
         "unit"
+    }
+}
+
+struct IgnoredSerde;
+impl SerdeImpl<()> for IgnoredSerde {
+    #[inline]
+    fn serialize(&self, _value: &(), _out: &mut Vec<u8>) -> Result<(), SerdeError> {
+        Ok(())
+    }
+    #[inline]
+    fn deserialize(&self, _bytes: &[u8]) -> Result<(), SerdeError> {
+        Ok(())
+    }
+    fn deserialize_null(&self) -> Result<(), SerdeError> {
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "ignored"
     }
 }
 

@@ -286,6 +286,18 @@ impl ClientSettings {
         self.finish(c)
     }
 
+    /// The largest record the producers accept (`message.max.bytes`:
+    /// librdkafka's 1,000,000 unless overridden). Dead letters are cut to
+    /// fit it, so that a bad record of any size can be dead-lettered.
+    pub fn max_record_bytes(&self) -> usize {
+        self.overrides
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "message.max.bytes")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(1_000_000)
+    }
+
     /// An admin / metadata client. It never auto-creates topics: asking for
     /// the metadata of a missing topic must not create it with the broker's
     /// default partition count behind weir's back (the embedded broker does
@@ -310,6 +322,13 @@ mod tests {
             s.transactional_producer_config("t").get("transaction.timeout.ms"),
             Some("1000")
         );
+    }
+
+    #[test]
+    fn the_record_limit_follows_message_max_bytes() {
+        assert_eq!(ClientSettings::new("b:1").max_record_bytes(), 1_000_000);
+        let s = ClientSettings::new("b:1").with("message.max.bytes", "2000000");
+        assert_eq!(s.max_record_bytes(), 2_000_000);
     }
 
     #[test]

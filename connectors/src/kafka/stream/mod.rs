@@ -44,8 +44,19 @@ pub struct RunConfig {
     pub commit_interval: Duration,
     /// Write-cache limit per store.
     pub cache_max_bytes: usize,
+    /// After a task has had no record for this long (wall clock), its
+    /// stream time follows the wall clock, so that windows of a quiet topic
+    /// still close and emit. `None`: stream time moves with records only,
+    /// as in Kafka Streams. See [`default_idle_advance`].
+    pub idle_advance: Option<Duration>,
     /// Set to stop: the threads commit, leave the group and return.
     pub stop: Arc<AtomicBool>,
+}
+
+/// The daemon's default for [`RunConfig::idle_advance`]: one commit
+/// interval, at least a second.
+pub fn default_idle_advance(commit_interval: Duration) -> Option<Duration> {
+    Some(commit_interval.max(Duration::from_secs(1)))
 }
 
 /// Partitions of every topic the embedded broker creates by default.
@@ -117,7 +128,7 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
             db: db.clone(),
             task_config: TaskConfig {
                 cache_max_bytes: config.cache_max_bytes,
-                idle_advance_after_ms: Some(config.commit_interval.as_millis().max(1000) as i64),
+                idle_advance_after_ms: config.idle_advance.map(|d| d.as_millis() as i64),
             },
             commit_interval: config.commit_interval,
             stop: config.stop.clone(),

@@ -48,6 +48,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
+use weir_runtime::dead_letter::DeadLetterOut;
 use weir_runtime::metrics::{TaskMetrics, TopologyMetrics};
 use weir_runtime::{Origin, Task, TaskCheckpoint, TaskConfig, TaskId};
 use weir_state::StateDb;
@@ -154,6 +155,12 @@ struct ThreadState {
     delivery: Arc<DeliveryState>,
     last_commit: Instant,
     fatal: Option<Error>,
+    /// Set once anything failed on the way to a commit (a send, a delivery,
+    /// a commit step): from then on nothing is committed, not even by the
+    /// revoke on the way out, since a commit could move the checkpoint past
+    /// records whose outputs were never delivered. The thread stops; the
+    /// uncommitted work is replayed by whoever owns the tasks next.
+    failed: bool,
     /// Numbering of the outputs of the current origin, per topic. A
     /// record's outputs are contiguous in the collector (processing is
     /// depth-first), so only the current origin's counters are needed.
@@ -216,6 +223,7 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             delivery,
             last_commit: Instant::now(),
             fatal: None,
+            failed: false,
             origin_counters: Vec::new(),
             current_origin: None,
             topic_handles: Vec::new(),
@@ -232,6 +240,9 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
     tracing::info!(thread = %name, topics = ?topics, "stream thread started");
 
     let result = poll_loop(&app, &consumer);
+    if result.is_err() {
+        with_state(|s| s.failed = true);
+    }
 
     // Leave the group: the revoke callback commits and closes the tasks.
     consumer.unsubscribe();
@@ -240,7 +251,7 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
         let _ = consumer.poll(Duration::from_millis(50));
     }
     let leftover = with_state(|s| {
-        let r = if s.tasks.is_empty() || s.fatal.is_some() {
+        let r = if s.tasks.is_empty() || s.fatal.is_some() || s.failed {
             Ok(())
         } else {
             s.commit(&consumer, CommitMode::Sync)
@@ -259,7 +270,7 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
     }
     app.db
         .flush_to_disk()
-        .map_err(|e| Error::InvalidArgument(format!("writing state to disk: {e}")))?;
+        .map_err(|e| Error::State(format!("writing state to disk: {e}")))?;
     result.and(leftover)
 }
 
@@ -412,34 +423,39 @@ impl ThreadState {
         if !task.ctx.dead_letters.is_empty() {
             let letters = std::mem::take(&mut task.ctx.dead_letters);
             self.app.metrics.dlq_records.inc_by(letters.len() as u64);
+            let max = self.app.settings.max_record_bytes();
             for d in letters {
-                let mut headers = OwnedHeaders::new_with_capacity(4);
-                let partition = d.partition.to_string();
-                let offset = d.offset.to_string();
-                headers = headers
-                    .insert(Header {
-                        key: "error",
-                        value: Some(d.error.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: "topic",
-                        value: Some(msg.topic().as_bytes()),
-                    })
-                    .insert(Header {
-                        key: "partition",
-                        value: Some(partition.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: "offset",
-                        value: Some(offset.as_bytes()),
+                let letter = DeadLetterOut::new(
+                    &d.error,
+                    msg.topic(),
+                    d.partition,
+                    d.offset,
+                    msg.key(),
+                    msg.payload(),
+                    max,
+                );
+                if letter.truncated() {
+                    tracing::warn!(
+                        topic = msg.topic(),
+                        partition = d.partition,
+                        offset = d.offset,
+                        "dead letter cut to fit message.max.bytes ({max}); original sizes in its headers"
+                    );
+                }
+                let mut headers = OwnedHeaders::new_with_capacity(letter.headers.len());
+                for (key, value) in &letter.headers {
+                    headers = headers.insert(Header {
+                        key,
+                        value: Some(value.as_slice()),
                     });
+                }
                 // The dead-letter topic has one partition (see Plan).
                 send(
                     &self.producer,
                     &self.app.plan.dlq_topic,
                     0,
-                    msg.key(),
-                    msg.payload(),
+                    letter.key,
+                    letter.value,
                     ts,
                     Some(headers),
                     0,
@@ -551,20 +567,43 @@ impl ThreadState {
 
     /// The commit protocol; see the module docs.
     fn commit(&mut self, consumer: &BaseConsumer<StreamContext>, offsets_mode: CommitMode) -> Result<()> {
+        if self.failed || self.fatal.is_some() {
+            return Err(Error::CommitRefused(
+                "an earlier send, delivery or commit step of this thread failed".into(),
+            ));
+        }
         self.last_commit = Instant::now();
         self.uncommitted = 0;
         if self.tasks.is_empty() {
             return Ok(());
         }
+        let result = self.commit_steps(consumer, offsets_mode);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    /// The five steps of [`commit`](Self::commit).
+    fn commit_steps(&mut self, consumer: &BaseConsumer<StreamContext>, offsets_mode: CommitMode) -> Result<()> {
         let started = Instant::now();
         // 1. Flush every task (upstream sub-topologies first) and send what
         // comes out, changelog records included.
-        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
-        for &id in &ids {
+        let all: Vec<TaskId> = self.tasks.keys().copied().collect();
+        // The tasks with something to commit; an idle task writes nothing
+        // (no checkpoint record, no sled batch, no offsets).
+        let mut ids: Vec<TaskId> = Vec::with_capacity(all.len());
+        for &id in &all {
             let task = self.tasks.get_mut(&id).expect("task");
             task.flush();
+            if task.has_changes() {
+                ids.push(id);
+            }
             if let Some(e) = task.ctx.take_fatal() {
-                return Err(Error::InvalidArgument(format!("task {id}: {e}")));
+                return Err(Error::Task {
+                    task: id.to_string(),
+                    reason: e.to_string(),
+                });
             }
             self.drain(id)?;
             let task = self.tasks.get_mut(&id).expect("task");
@@ -590,6 +629,13 @@ impl ThreadState {
                 .metrics
                 .late_records_dropped
                 .inc_by(counters.late_records_dropped);
+        }
+        self.app.metrics.commits.inc();
+        if ids.is_empty() {
+            // Outputs of punctuations may still be on their way: they are
+            // delivered (or fail) with the next commit that has changes.
+            self.report_state(consumer);
+            return Ok(());
         }
         // 2. Everything delivered, or nothing is committed.
         flush_producer(&self.producer, DELIVERY_TIMEOUT)?;
@@ -620,6 +666,7 @@ impl ThreadState {
             )?;
             checkpoints.push((id, cp));
         }
+        self.app.metrics.checkpoints_written.inc_by(checkpoints.len() as u64);
         flush_producer(&self.producer, DELIVERY_TIMEOUT)?;
         self.check_delivery()?;
         // 4. Local state, atomically with the same checkpoint.
@@ -628,7 +675,10 @@ impl ThreadState {
                 .get_mut(&id)
                 .expect("task")
                 .commit_state()
-                .map_err(|e| Error::InvalidArgument(format!("task {id}: {e}")))?;
+                .map_err(|e| Error::Task {
+                    task: id.to_string(),
+                    reason: format!("committing local state: {e}"),
+                })?;
         }
         // 5. Consumer offsets (informational for stateful tasks).
         let mut tpl = TopicPartitionList::new();
@@ -707,7 +757,13 @@ impl ThreadState {
     fn on_revoke(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
         self.topic_handles.clear();
         if !self.tasks.is_empty() {
-            let r = self.commit(consumer, CommitMode::Sync);
+            // After a failure nothing may be committed (see `failed`): the
+            // tasks are closed as they are and their work is replayed.
+            let r = if self.failed || self.fatal.is_some() {
+                Ok(())
+            } else {
+                self.commit(consumer, CommitMode::Sync)
+            };
             for t in self.tasks.values_mut() {
                 t.close();
                 let stores: Vec<String> = t.stores().iter().map(|(n, _)| n.clone()).collect();
@@ -760,7 +816,10 @@ impl ThreadState {
                 &self.app.db,
                 self.app.task_config.clone(),
             )
-            .map_err(|e| Error::InvalidArgument(format!("creating task {id}: {e}")))?;
+            .map_err(|e| Error::Task {
+                task: id.to_string(),
+                reason: format!("creating the task: {e}"),
+            })?;
             let local = task.task_checkpoint();
             let changelogs = &plan.changelogs[id.subtopology];
             // Local state that is ahead of the changelog means the cluster
@@ -775,9 +834,10 @@ impl ThreadState {
             }
             if stale {
                 tracing::warn!(task = %id, "local state is ahead of its changelog; wiping it");
-                task.state()
-                    .wipe()
-                    .map_err(|e| Error::InvalidArgument(format!("wiping task {id}: {e}")))?;
+                task.state().wipe().map_err(|e| Error::Task {
+                    task: id.to_string(),
+                    reason: format!("wiping stale local state: {e}"),
+                })?;
                 drop(task);
                 task = Task::new(
                     &self.app.topology,
@@ -786,7 +846,10 @@ impl ThreadState {
                     &self.app.db,
                     self.app.task_config.clone(),
                 )
-                .map_err(|e| Error::InvalidArgument(format!("creating task {id}: {e}")))?;
+                .map_err(|e| Error::Task {
+                    task: id.to_string(),
+                    reason: format!("creating the task: {e}"),
+                })?;
             }
             let meters = self.meters_for(&task);
             match remote.get(&id.to_string()) {
