@@ -52,6 +52,10 @@ pub enum Error {
     /// checkpoint past records whose outputs were never delivered.
     #[error("not committing: {0}")]
     CommitRefused(String),
+    /// Work stopped half-way because the daemon was told to stop; nothing
+    /// was committed past it.
+    #[error("{0}")]
+    Interrupted(String),
     /// The local state store (sled) could not be read or written.
     #[error("local state: {0}")]
     State(String),

@@ -41,6 +41,7 @@ impl Running {
             commit_interval: Duration::from_millis(200),
             cache_max_bytes: 1 << 20,
             idle_advance: weir_connectors::kafka::stream::default_idle_advance(Duration::from_millis(200)),
+            delivery_timeout: weir_connectors::kafka::stream::DEFAULT_DELIVERY_TIMEOUT,
             stop: stop.clone(),
         };
         let st = status.clone();

@@ -160,6 +160,14 @@ pub(crate) struct RunArgs {
     /// [default: the commit interval, at least 1000]
     #[arg(long, env = "WEIR_IDLE_ADVANCE_MS", value_name = "MS")]
     pub idle_advance_ms: Option<u64>,
+    /// How long weir waits for the cluster to take a commit's records, in
+    /// milliseconds. A broker outage shorter than this is ridden out
+    /// (`/readyz` answers 503 meanwhile, and the log says so once); past
+    /// it the daemon exits 1, with nothing committed past the undelivered
+    /// records, so a restart replays them. [default: 600000, ten minutes]
+    #[arg(long, env = "WEIR_DELIVERY_TIMEOUT_MS", value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1000..=2_147_483_647))]
+    pub delivery_timeout_ms: Option<u64>,
     /// Write-cache limit per task, in bytes; a task past it commits early.
     /// [default: 10485760]
     #[arg(long, env = "WEIR_CACHE_MAX_BYTES", value_name = "BYTES")]

@@ -22,6 +22,7 @@ pub struct FileConfig {
     pub threads: Option<u32>,
     pub commit_interval_ms: Option<u64>,
     pub idle_advance_ms: Option<u64>,
+    pub delivery_timeout_ms: Option<u64>,
     pub cache_max_bytes: Option<usize>,
     pub http: Option<String>,
     pub generate: Option<bool>,
@@ -72,6 +73,11 @@ impl FileConfig {
         }
         if config.commit_interval_ms == Some(0) {
             anyhow::bail!("commit_interval_ms must be at least 1");
+        }
+        if let Some(ms) = config.delivery_timeout_ms {
+            if !(1000..=2_147_483_647).contains(&ms) {
+                anyhow::bail!("delivery_timeout_ms must be from 1000 to 2147483647, got {ms}");
+            }
         }
         Ok(config)
     }

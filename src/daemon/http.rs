@@ -324,7 +324,13 @@ fn readyz(state: &HttpState) -> Response<Full<Bytes>> {
     let mut pending = Vec::new();
     let mut threads = serde_json::Map::new();
     for (name, t) in &snapshot {
-        if !t.ready {
+        if let Some(problem) = &t.problem {
+            pending.push(json!({
+                "thread": name,
+                "reason": problem,
+                "restoring": t.restoring,
+            }));
+        } else if !t.ready {
             pending.push(json!({
                 "thread": name,
                 "reason": if t.restoring.is_empty() { "waiting for an assignment" } else { "restoring" },
@@ -352,6 +358,7 @@ fn thread_json(t: &weir_connectors::kafka::stream::ThreadStatus) -> serde_json::
         "tasks": t.tasks,
         "restoring": t.restoring,
         "restored_records": t.restored_records,
+        "problem": t.problem,
     })
 }
 

@@ -25,6 +25,7 @@ struct Settings {
     commit_interval: Duration,
     /// `None`: stream time moves with records only.
     idle_advance: Option<Duration>,
+    delivery_timeout: Duration,
     cache_max_bytes: usize,
     http: String,
     /// `--generate` / `--no-generate`, which win over the file.
@@ -71,6 +72,10 @@ fn resolve(args: &RunArgs, file: &FileConfig) -> anyhow::Result<Settings> {
             Some(ms) => Some(Duration::from_millis(ms)),
             None => stream::default_idle_advance(commit_interval),
         },
+        delivery_timeout: args
+            .delivery_timeout_ms
+            .or(file.delivery_timeout_ms)
+            .map_or(stream::DEFAULT_DELIVERY_TIMEOUT, Duration::from_millis),
         cache_max_bytes: args
             .cache_max_bytes
             .or(file.cache_max_bytes)
@@ -262,6 +267,7 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
         threads: settings.threads,
         commit_interval: settings.commit_interval,
         idle_advance: settings.idle_advance,
+        delivery_timeout: settings.delivery_timeout,
         cache_max_bytes: settings.cache_max_bytes,
         stop: stop.clone(),
     };

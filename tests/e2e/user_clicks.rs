@@ -4,7 +4,7 @@
 //! malformed lines going to the dead-letter topic.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -635,5 +635,63 @@ fn an_idle_daemon_writes_no_checkpoints() {
     produce(addr, INPUT, &clicks.lines(10));
     wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut daemon]);
     assert!(metric("weir_checkpoints_written_total") > written);
+    daemon.stop();
+}
+
+/// The broker stops answering (SIGSTOP) for longer than a minute while the
+/// daemon has work in flight: the daemon stays up, `/readyz` answers 503
+/// with the reason during the outage and 200 after it, the log says so
+/// once (not once per failed connection attempt), and the counts are
+/// exact. A commit once gave up after 60 s of waiting and the daemon exited.
+#[test]
+fn a_broker_outage_longer_than_a_minute_is_ridden_out() {
+    let _heavy = heavy_test_lock();
+    let mut broker = DevBroker::start(2);
+    let addr = broker.addr().to_string();
+    let mut clicks = Clicks::new(10);
+    produce(&addr, INPUT, &clicks.lines(200_000));
+    let mut daemon = Daemon::new("user-clicks-outage", &addr, &[APP], &["--commit-interval-ms", "100"]);
+    daemon.start();
+    let http = daemon_http_addr(daemon.proc());
+    // Mid-run: the first counts are out, most of the input is still to do.
+    wait_for_progress(&addr, &mut daemon, 0);
+    broker.proc.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    let reason = wait_for(
+        "/readyz to answer 503 with the problem",
+        Duration::from_secs(30),
+        || {
+            daemon.assert_running();
+            let (code, body) = http_request(&http, "GET", "/readyz", None)?;
+            let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+            let problem = v["threads"]
+                .as_object()
+                .and_then(|threads| threads.values().find_map(|t| t["problem"].as_str().map(str::to_string)));
+            match (code, problem) {
+                (503, Some(problem)) => Ok(problem),
+                _ => Err(format!("{code} {body}")),
+            }
+        },
+    );
+    assert!(
+        reason.contains("delivered") || reason.contains("unreachable"),
+        "{reason:?}"
+    );
+    // The outage lasts past the 60 s a commit used to wait before giving
+    // up; the daemon must stay up all along.
+    while stopped.elapsed() < Duration::from_secs(70) {
+        daemon.assert_running();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    broker.proc.signal(libc::SIGCONT);
+    wait_ready(&http, daemon.proc());
+    wait_for_exact_answer(&addr, &clicks.answer(), &mut [&mut daemon]);
+    let log = daemon.proc().stderr();
+    let said = log.lines().filter(|l| l.contains("retrying until it answers")).count();
+    assert!(
+        (1..=3).contains(&said),
+        "the outage should be logged once, not per connection attempt; {said} lines:\n{}",
+        daemon.proc().logs()
+    );
     daemon.stop();
 }

@@ -5,6 +5,7 @@
 //! threads ([`thread`]) until asked to stop. Without brokers it starts the
 //! embedded broker first and prints its address.
 
+pub mod health;
 pub mod plan;
 pub mod restore;
 pub mod status;
@@ -49,6 +50,11 @@ pub struct RunConfig {
     /// still close and emit. `None`: stream time moves with records only,
     /// as in Kafka Streams. See [`default_idle_advance`].
     pub idle_advance: Option<Duration>,
+    /// How long a commit waits for the cluster to take its records before
+    /// the daemon gives up (exit 1, nothing committed past them): a broker
+    /// outage shorter than this is ridden out. Also librdkafka's
+    /// `message.timeout.ms`. [`DEFAULT_DELIVERY_TIMEOUT`] by default.
+    pub delivery_timeout: Duration,
     /// Set to stop: the threads commit, leave the group and return.
     pub stop: Arc<AtomicBool>,
 }
@@ -58,6 +64,10 @@ pub struct RunConfig {
 pub fn default_idle_advance(commit_interval: Duration) -> Option<Duration> {
     Some(commit_interval.max(Duration::from_secs(1)))
 }
+
+/// The default [`RunConfig::delivery_timeout`]: ten minutes, long enough to
+/// ride out a broker restart or a network blip.
+pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Partitions of every topic the embedded broker creates by default.
 pub const EMBEDDED_PARTITIONS: i32 = 3;
@@ -111,6 +121,9 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
     if admin.is_embedded_broker()? {
         settings = settings.for_embedded_broker();
     }
+    // librdkafka fails a record it could not deliver in this time; the
+    // commit waits as long (see `thread::ThreadState::await_delivery`).
+    settings.message_timeout_ms = config.delivery_timeout.as_millis().min(u32::MAX as u128) as u32;
     std::fs::create_dir_all(&config.state_dir)?;
     let db = Arc::new(
         StateDb::open(&config.state_dir)
@@ -131,6 +144,7 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
                 idle_advance_after_ms: config.idle_advance.map(|d| d.as_millis() as i64),
             },
             commit_interval: config.commit_interval,
+            delivery_timeout: config.delivery_timeout,
             stop: config.stop.clone(),
             status: status.clone(),
             metrics: metrics.topology(&app.application_id),

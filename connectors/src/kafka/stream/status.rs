@@ -18,6 +18,9 @@ pub struct ThreadStatus {
     pub restoring: Vec<String>,
     /// Changelog records restored by this thread so far.
     pub restored_records: u64,
+    /// Why the thread's work does not flow right now (the cluster is
+    /// unreachable, a commit waits for delivery); not ready meanwhile.
+    pub problem: Option<String>,
 }
 
 /// The status of every stream thread of a `run`, by thread name.
@@ -84,10 +87,11 @@ impl RunStatus {
             .collect()
     }
 
-    /// Ready when every thread has finished restoring its assignment.
+    /// Ready when every thread has finished restoring its assignment and
+    /// none has a problem reaching the cluster.
     pub fn is_ready(&self) -> bool {
         let threads = self.threads.lock().expect("status lock");
-        !threads.is_empty() && threads.values().all(|t| t.ready)
+        !threads.is_empty() && threads.values().all(|t| t.ready && t.problem.is_none())
     }
 
     /// A copy of every thread's status.

@@ -42,10 +42,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use weir_runtime::dead_letter::DeadLetterOut;
@@ -55,6 +56,7 @@ use weir_state::StateDb;
 use weir_topology::StoreRef;
 use weir_topology::Topology;
 
+use super::health::{health_client_context, is_connectivity, Health, ReportsHealth};
 use super::plan::Plan;
 use super::restore;
 use crate::kafka::{default_partitioner, flush_producer, ClientSettings};
@@ -65,7 +67,20 @@ use crate::{Error, Result};
 pub const ORIGIN_HEADER: &str = "weir.origin";
 /// Records taken from the consumer per batch before outputs are sent.
 const BATCH: usize = 10_000;
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// A commit that has waited this long for delivery reports the wait as a
+/// problem (`/readyz` 503) while it goes on waiting.
+const SLOW_DELIVERY: Duration = Duration::from_secs(2);
+/// While the thread has a problem, how often it asks the cluster for
+/// metadata to learn that it answers again (an idle thread has no other
+/// way to notice).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// A thread that has heard nothing from the cluster for this long (no
+/// record, no delivery) asks it for metadata, so that an outage shows on
+/// `/readyz` even when there is no work in flight to wait for.
+const QUIET_PROBE_AFTER: Duration = Duration::from_secs(5);
+/// How long that question may take before the cluster counts as
+/// unreachable.
+const QUIET_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What every thread of an application shares (read-only).
 pub struct AppShared {
@@ -75,6 +90,10 @@ pub struct AppShared {
     pub db: Arc<StateDb>,
     pub task_config: TaskConfig,
     pub commit_interval: Duration,
+    /// How long a commit waits for its records to be delivered (riding out
+    /// a broker outage) before the thread gives up; also librdkafka's
+    /// `message.timeout.ms`.
+    pub delivery_timeout: Duration,
     pub stop: Arc<AtomicBool>,
     /// Where each thread stands (assignment, restore); for readiness.
     pub status: Arc<super::RunStatus>,
@@ -90,9 +109,17 @@ pub struct DeliveryState {
     positions: Mutex<HashMap<(String, i32), i64>>,
 }
 
-pub struct DeliveryContext(Arc<DeliveryState>);
+pub struct DeliveryContext {
+    state: Arc<DeliveryState>,
+    health: Arc<Health>,
+}
 
-impl ClientContext for DeliveryContext {}
+impl ReportsHealth for DeliveryContext {
+    fn health(&self) -> &Health {
+        &self.health
+    }
+}
+health_client_context!(DeliveryContext);
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
@@ -100,13 +127,13 @@ impl ProducerContext for DeliveryContext {
         match result {
             Ok(m) => {
                 if track == 1 {
-                    let mut p = self.0.positions.lock().expect("delivery lock");
+                    let mut p = self.state.positions.lock().expect("delivery lock");
                     let e = p.entry((m.topic().to_string(), m.partition())).or_insert(0);
                     *e = (*e).max(m.offset() + 1);
                 }
             }
             Err((e, m)) => {
-                let mut first = self.0.first_error.lock().expect("delivery lock");
+                let mut first = self.state.first_error.lock().expect("delivery lock");
                 if first.is_none() {
                     *first = Some(format!("{} (topic {})", e, m.topic()));
                 }
@@ -116,11 +143,30 @@ impl ProducerContext for DeliveryContext {
 }
 
 /// The consumer's context: forwards rebalances to the thread's state.
-pub struct StreamContext;
+pub struct StreamContext {
+    health: Arc<Health>,
+    /// Set when an offset commit failed (a rebalance or an outage got in
+    /// its way): the next commit sends every task's offsets again, even if
+    /// no task has changed since.
+    offsets_outdated: AtomicBool,
+}
 
-impl ClientContext for StreamContext {}
+impl ReportsHealth for StreamContext {
+    fn health(&self) -> &Health {
+        &self.health
+    }
+}
+health_client_context!(StreamContext);
 
 impl ConsumerContext for StreamContext {
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            if !self.offsets_outdated.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "committing consumer offsets failed (state is safe); sending them again at the next commit");
+            }
+        }
+    }
+
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         THREAD.with(|cell| {
             let mut guard = cell.borrow_mut();
@@ -153,6 +199,7 @@ struct ThreadState {
     producer: BaseProducer<DeliveryContext>,
     changelog_producer: BaseProducer<DeliveryContext>,
     delivery: Arc<DeliveryState>,
+    health: Arc<Health>,
     last_commit: Instant,
     fatal: Option<Error>,
     /// Set once anything failed on the way to a commit (a send, a delivery,
@@ -182,6 +229,15 @@ struct ThreadState {
     uncommitted: u64,
 }
 
+/// Which producers a commit step waits for.
+#[derive(Clone, Copy)]
+enum Producers {
+    /// Sink, repartition, dead-letter and checkpoint records.
+    Records,
+    /// Those and the changelog records.
+    Both,
+}
+
 /// Latencies are measured on one record in this many.
 const SAMPLE: u64 = 64;
 
@@ -189,6 +245,7 @@ const SAMPLE: u64 = 64;
 pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
     let name = format!("{}-thread-{index}", app.plan.application_id);
     let delivery = Arc::new(DeliveryState::default());
+    let health = Health::new(&name, app.status.clone());
     // Records (repartition, sinks, dead letters, checkpoints) need a
     // delivery report only when they fail: successful ones are then freed
     // on librdkafka's broker thread instead of being handed back one by
@@ -200,18 +257,27 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
         .settings
         .producer_config()
         .set("delivery.report.only.error", "true")
-        .create_with_context(DeliveryContext(delivery.clone()))
+        .create_with_context(DeliveryContext {
+            state: delivery.clone(),
+            health: health.clone(),
+        })
         .map_err(|e| Error::kafka("creating the producer", e))?;
     let changelog_producer: BaseProducer<DeliveryContext> = app
         .settings
         .producer_config()
-        .create_with_context(DeliveryContext(delivery.clone()))
+        .create_with_context(DeliveryContext {
+            state: delivery.clone(),
+            health: health.clone(),
+        })
         .map_err(|e| Error::kafka("creating the changelog producer", e))?;
     let consumer: BaseConsumer<StreamContext> = app
         .settings
         .consumer_config(&app.plan.application_id)
         .set("client.id", &name)
-        .create_with_context(StreamContext)
+        .create_with_context(StreamContext {
+            health: health.clone(),
+            offsets_outdated: AtomicBool::new(false),
+        })
         .map_err(|e| Error::kafka("creating the consumer", e))?;
     THREAD.with(|cell| {
         *cell.borrow_mut() = Some(ThreadState {
@@ -221,6 +287,7 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             producer,
             changelog_producer,
             delivery,
+            health,
             last_commit: Instant::now(),
             fatal: None,
             failed: false,
@@ -262,8 +329,16 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
     drop(consumer);
     let state = THREAD.with(|cell| cell.borrow_mut().take());
     if let Some(mut s) = state {
-        let _ = flush_producer(&s.producer, Duration::from_secs(10));
-        let _ = flush_producer(&s.changelog_producer, Duration::from_secs(10));
+        if s.failed {
+            // Nothing was committed past these records: they are replayed,
+            // so a stop need not wait for a cluster that may not answer.
+            let purge = PurgeConfig::default().queue().inflight();
+            s.producer.purge(purge);
+            s.changelog_producer.purge(purge);
+        } else {
+            let _ = flush_producer(&s.producer, Duration::from_secs(10));
+            let _ = flush_producer(&s.changelog_producer, Duration::from_secs(10));
+        }
         if let Some(e) = s.fatal.take() {
             return Err(e);
         }
@@ -279,14 +354,46 @@ fn with_state<R>(f: impl FnOnce(&mut ThreadState) -> R) -> R {
 }
 
 fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
+    let health = consumer.context().health.clone();
+    let mut last_probe = Instant::now();
+    // The last time the cluster gave this thread a record or a probe answer.
+    let mut last_contact = Instant::now();
     while !app.stop.load(Ordering::Relaxed) {
+        if health.has_problem() {
+            if last_probe.elapsed() >= PROBE_EVERY {
+                last_probe = Instant::now();
+                if probe(app, consumer, Duration::from_millis(500)) {
+                    health.ok();
+                    last_contact = Instant::now();
+                }
+            }
+        } else if last_contact.elapsed() >= QUIET_PROBE_AFTER && last_probe.elapsed() >= QUIET_PROBE_AFTER {
+            last_probe = Instant::now();
+            if probe(app, consumer, QUIET_PROBE_TIMEOUT) {
+                last_contact = Instant::now();
+            } else {
+                health.problem(format!(
+                    "cluster unreachable: no answer to a metadata request in {} s",
+                    QUIET_PROBE_TIMEOUT.as_secs()
+                ));
+            }
+        }
         // Never hold the thread state across poll(): rebalance callbacks run
         // inside it and need the state.
         let first = consumer.poll(Duration::from_millis(50));
         let mut n = 0;
         let mut next = first;
         while let Some(item) = next {
-            let msg = item.map_err(|e| Error::kafka("consuming", e))?;
+            let msg = match item {
+                Ok(msg) => msg,
+                // librdkafka retries these by itself: report, go on.
+                Err(e) if is_connectivity(&e) => {
+                    health.problem(format!("consuming: {e}"));
+                    break;
+                }
+                Err(e) => return Err(Error::kafka("consuming", e)),
+            };
+            last_contact = Instant::now();
             with_state(|s| s.process(&msg))?;
             n += 1;
             if n >= BATCH {
@@ -316,6 +423,13 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
         })?;
     }
     Ok(())
+}
+
+/// Asks the cluster for the metadata of one source topic: whether it
+/// answered within `timeout`.
+fn probe(app: &AppShared, consumer: &BaseConsumer<StreamContext>, timeout: Duration) -> bool {
+    let topic = app.plan.source_topics().into_iter().next();
+    consumer.fetch_metadata(topic.as_deref(), timeout).is_ok()
 }
 
 fn origin_bytes(o: &Origin) -> [u8; 16] {
@@ -355,6 +469,7 @@ fn send(
     timestamp: i64,
     headers: Option<OwnedHeaders>,
     track: usize,
+    stop: &AtomicBool,
 ) -> Result<()> {
     let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(topic, track)
         .partition(partition)
@@ -372,6 +487,13 @@ fn send(
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                // The cluster does not take records as fast as they come
+                // (or not at all, in an outage): wait, unless told to stop.
+                if stop.load(Ordering::Relaxed) {
+                    return Err(Error::Interrupted(format!(
+                        "stopping while producing to {topic}: the producer's queue is full"
+                    )));
+                }
                 producer.poll(Duration::from_millis(5));
                 record = r;
             }
@@ -459,6 +581,7 @@ impl ThreadState {
                     ts,
                     Some(headers),
                     0,
+                    &self.app.stop,
                 )?;
             }
         }
@@ -547,11 +670,58 @@ impl ThreadState {
                 rec.timestamp,
                 headers,
                 0,
+                &self.app.stop,
             )?;
         }
         collector.clear();
         self.tasks.get_mut(&id).expect("task").ctx.collector = collector;
         Ok(())
+    }
+
+    /// Waits until everything sent through `which` is delivered, riding
+    /// out an outage up to the delivery timeout: after [`SLOW_DELIVERY`]
+    /// the wait is a problem (`/readyz` 503, one log line); a stop request
+    /// ends the wait (nothing is committed then, the work is replayed).
+    fn await_delivery(&self, which: Producers) -> Result<()> {
+        const STEP: Duration = Duration::from_millis(200);
+        let started = Instant::now();
+        let in_flight = |s: &Self| match which {
+            Producers::Records => s.producer.in_flight_count(),
+            Producers::Both => s.producer.in_flight_count() + s.changelog_producer.in_flight_count(),
+        };
+        loop {
+            let done = flush_producer(&self.producer, STEP).is_ok()
+                && (matches!(which, Producers::Records) || flush_producer(&self.changelog_producer, STEP).is_ok());
+            let waited = started.elapsed();
+            if done {
+                if waited >= SLOW_DELIVERY {
+                    self.health.ok();
+                }
+                return Ok(());
+            }
+            if self.app.stop.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted(format!(
+                    "stopping while {} record(s) wait for delivery",
+                    in_flight(self)
+                )));
+            }
+            if waited >= self.app.delivery_timeout {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "{} record(s) to be delivered (the delivery timeout; see --delivery-timeout-ms)",
+                        in_flight(self)
+                    ),
+                    after: waited,
+                });
+            }
+            if waited >= SLOW_DELIVERY {
+                self.health.problem(format!(
+                    "a commit has waited {} s for {} record(s) to be delivered",
+                    waited.as_secs(),
+                    in_flight(self)
+                ));
+            }
+        }
     }
 
     fn check_delivery(&self) -> Result<()> {
@@ -622,6 +792,7 @@ impl ThreadState {
                     now_ms(),
                     None,
                     1,
+                    &self.app.stop,
                 )?;
             }
             let counters = std::mem::take(&mut task.ctx.counters);
@@ -634,12 +805,16 @@ impl ThreadState {
         if ids.is_empty() {
             // Outputs of punctuations may still be on their way: they are
             // delivered (or fail) with the next commit that has changes.
+            if consumer.context().offsets_outdated.swap(false, Ordering::Relaxed) {
+                let all: Vec<(TaskId, TaskCheckpoint)> =
+                    self.tasks.iter().map(|(id, t)| (*id, t.task_checkpoint())).collect();
+                self.commit_offsets(consumer, &all, offsets_mode);
+            }
             self.report_state(consumer);
             return Ok(());
         }
         // 2. Everything delivered, or nothing is committed.
-        flush_producer(&self.producer, DELIVERY_TIMEOUT)?;
-        flush_producer(&self.changelog_producer, DELIVERY_TIMEOUT)?;
+        self.await_delivery(Producers::Both)?;
         self.check_delivery()?;
         // 3. The checkpoints.
         let positions = std::mem::take(&mut *self.delivery.positions.lock().expect("delivery lock"));
@@ -663,11 +838,12 @@ impl ThreadState {
                 now_ms(),
                 None,
                 0,
+                &self.app.stop,
             )?;
             checkpoints.push((id, cp));
         }
         self.app.metrics.checkpoints_written.inc_by(checkpoints.len() as u64);
-        flush_producer(&self.producer, DELIVERY_TIMEOUT)?;
+        self.await_delivery(Producers::Records)?;
         self.check_delivery()?;
         // 4. Local state, atomically with the same checkpoint.
         for &id in &ids {
@@ -681,17 +857,7 @@ impl ThreadState {
                 })?;
         }
         // 5. Consumer offsets (informational for stateful tasks).
-        let mut tpl = TopicPartitionList::new();
-        for (id, cp) in &checkpoints {
-            for (topic, offset) in &cp.inputs {
-                let _ = tpl.add_partition_offset(topic, id.partition, Offset::Offset(*offset));
-            }
-        }
-        if tpl.count() > 0 {
-            if let Err(e) = consumer.commit(&tpl, offsets_mode) {
-                tracing::warn!(thread = %self.name, error = %e, "committing consumer offsets failed (state is safe)");
-            }
-        }
+        self.commit_offsets(consumer, &checkpoints, offsets_mode);
         self.report_state(consumer);
         self.app
             .metrics
@@ -699,6 +865,29 @@ impl ThreadState {
             .observe(started.elapsed().as_secs_f64());
         tracing::debug!(thread = %self.name, ms = started.elapsed().as_millis() as u64, "commit");
         Ok(())
+    }
+
+    /// Commits the consumer offsets that `checkpoints` name. They are
+    /// informational (lag, stateless tasks): state never depends on them,
+    /// so a failure is logged and the offsets sent again next time.
+    fn commit_offsets(
+        &self,
+        consumer: &BaseConsumer<StreamContext>,
+        checkpoints: &[(TaskId, TaskCheckpoint)],
+        mode: CommitMode,
+    ) {
+        let mut tpl = TopicPartitionList::new();
+        for (id, cp) in checkpoints {
+            for (topic, offset) in &cp.inputs {
+                let _ = tpl.add_partition_offset(topic, id.partition, Offset::Offset(*offset));
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, mode) {
+                consumer.context().offsets_outdated.store(true, Ordering::Relaxed);
+                tracing::warn!(thread = %self.name, error = %e, "committing consumer offsets failed (state is safe)");
+            }
+        }
     }
 
     /// Gauges and counters read at commit time: store sizes and cache
