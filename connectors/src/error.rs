@@ -56,6 +56,10 @@ pub enum Error {
     /// was committed past it.
     #[error("{0}")]
     Interrupted(String),
+    /// Data weir wrote earlier does not read back (a checkpoint record that
+    /// does not decode): never papered over.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
     /// The local state store (sled) could not be read or written.
     #[error("local state: {0}")]
     State(String),

@@ -16,6 +16,7 @@
 //! | `weir_commit_duration_seconds` | histogram | topology |
 //! | `weir_commits_total` | counter | topology |
 //! | `weir_checkpoints_written_total` | counter | topology |
+//! | `weir_checkpoint_records_read_total` | counter | topology |
 //! | `weir_consumer_lag_records` | gauge | topology, topic, partition |
 //! | `weir_store_entries` | gauge | topology, store, partition |
 //! | `weir_store_cache_bytes` | gauge | topology, store, partition |
@@ -43,6 +44,7 @@ pub mod names {
     pub const COMMIT_DURATION: &str = "weir_commit_duration_seconds";
     pub const COMMITS: &str = "weir_commits_total";
     pub const CHECKPOINTS_WRITTEN: &str = "weir_checkpoints_written_total";
+    pub const CHECKPOINT_RECORDS_READ: &str = "weir_checkpoint_records_read_total";
     pub const CONSUMER_LAG: &str = "weir_consumer_lag_records";
     pub const STORE_ENTRIES: &str = "weir_store_entries";
     pub const STORE_CACHE_BYTES: &str = "weir_store_cache_bytes";
@@ -91,6 +93,7 @@ pub struct Metrics {
     commit_duration: HistogramVec,
     commits: IntCounterVec,
     checkpoints_written: IntCounterVec,
+    checkpoint_records_read: IntCounterVec,
     consumer_lag: IntGaugeVec,
     store_entries: IntGaugeVec,
     cache_bytes: IntGaugeVec,
@@ -175,6 +178,12 @@ impl Metrics {
             checkpoints_written: counter(
                 CHECKPOINTS_WRITTEN,
                 "Task checkpoints written (one per task with new work per commit; an idle task writes none).",
+                &["topology"],
+            ),
+            checkpoint_records_read: counter(
+                CHECKPOINT_RECORDS_READ,
+                "Checkpoint records read to find where assigned tasks stand (one per task, unless offsets \
+                 carry no checkpoint pointers).",
                 &["topology"],
             ),
             consumer_lag: gauge(
@@ -281,6 +290,7 @@ impl Metrics {
             commit_duration: self.commit_duration.with_label_values(l),
             commits: self.commits.with_label_values(l),
             checkpoints_written: self.checkpoints_written.with_label_values(l),
+            checkpoint_records_read: self.checkpoint_records_read.with_label_values(l),
             restore_duration: self.restore_duration.with_label_values(l),
             late_records_dropped: self.late_records.with_label_values(l),
             dlq_records: self.dlq_records.with_label_values(l),
@@ -307,6 +317,7 @@ pub struct TopologyMetrics {
     pub commit_duration: Histogram,
     pub commits: IntCounter,
     pub checkpoints_written: IntCounter,
+    pub checkpoint_records_read: IntCounter,
     pub restore_duration: Histogram,
     pub late_records_dropped: IntCounter,
     pub dlq_records: IntCounter,
@@ -570,9 +581,10 @@ mod tests {
         t.commit_duration.observe(0.0);
         t.commits.inc();
         t.checkpoints_written.inc();
+        t.checkpoint_records_read.inc();
         t.restore_duration.observe(0.0);
         let families = m.registry().gather();
-        assert_eq!(families.len(), 19);
+        assert_eq!(families.len(), 20);
         for f in &families {
             let name = f.name();
             assert!(name.starts_with("weir_"), "{name}");

@@ -695,3 +695,51 @@ fn a_broker_outage_longer_than_a_minute_is_ridden_out() {
     );
     daemon.stop();
 }
+
+/// A restarted instance finds where each task stands by reading one
+/// checkpoint record per task (pointed to by the metadata of the group's
+/// committed offsets), not the whole checkpoints topic, however many
+/// commits came before; and the state it restores from them is exact.
+#[test]
+fn an_assignment_reads_one_checkpoint_record_per_task() {
+    let _heavy = heavy_test_lock();
+    let broker = DevBroker::start(2);
+    let addr = broker.addr();
+    let mut clicks = Clicks::new(11);
+    let mut daemon = Daemon::new("user-clicks-pointers", addr, &[APP], &["--commit-interval-ms", "100"]);
+    daemon.start();
+    for _ in 0..10 {
+        produce(addr, INPUT, &clicks.lines(300));
+        wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut daemon]);
+    }
+    daemon.stop();
+    let checkpoints_topic = format!("{APP}-checkpoints");
+    let written = total_records(addr, &checkpoints_topic);
+
+    // A new instance with no local state: every task restores from the
+    // checkpoint its pointer names.
+    daemon.wipe_state();
+    daemon.start();
+    let http = daemon_http_addr(daemon.proc());
+    wait_ready(&http, daemon.proc());
+    let (_, body) = http_request(&http, "GET", "/readyz", None).expect("/readyz");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let tasks: usize = v["threads"]
+        .as_object()
+        .expect("threads")
+        .values()
+        .map(|t| t["tasks"].as_array().map_or(0, Vec::len))
+        .sum();
+    let read = metric_sum(&http, "weir_checkpoint_records_read_total", &[("topology", APP)]).expect("metrics");
+    assert!(
+        tasks >= 2 && written > 4 * tasks as i64,
+        "{tasks} tasks, {written} checkpoint records"
+    );
+    assert_eq!(
+        read, tasks as f64,
+        "checkpoint records read for {tasks} tasks ({written} on the topic)"
+    );
+    produce(addr, INPUT, &clicks.lines(300));
+    wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut daemon]);
+    daemon.stop();
+}

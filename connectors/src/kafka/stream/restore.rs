@@ -96,27 +96,82 @@ fn read_range(
     Ok(())
 }
 
-/// The latest checkpoint per task id ("0_1") in the checkpoints topic.
-pub fn read_checkpoints(settings: &ClientSettings, topic: &str) -> Result<HashMap<String, TaskCheckpoint>> {
+/// The latest checkpoint per task id ("0_1") in the checkpoints topic, read
+/// whole (the fallback when the group's offsets hold no pointers: a group
+/// committed by an older weir).
+/// Each task's latest checkpoint with its offset, by task id.
+pub type LatestCheckpoints = HashMap<String, (i64, TaskCheckpoint)>;
+
+/// Returns each task's latest checkpoint with its offset, and how many
+/// records were read.
+pub fn read_checkpoints(settings: &ClientSettings, topic: &str) -> Result<(LatestCheckpoints, u64)> {
     let c = consumer(settings)?;
     let (low, high) = c
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .map_err(|e| Error::kafka(format!("watermarks of {topic}"), e))?;
     drop(c);
     let mut out = HashMap::new();
+    let mut records = 0u64;
     read_range(settings, topic, 0, low, high, |offset, key, value| {
+        records += 1;
         let (Some(key), Some(value)) = (key, value) else {
             return Ok(());
         };
         let task = String::from_utf8_lossy(key).into_owned();
-        let cp = Checkpoint::decode(value)
-            .ok_or_else(|| Error::InvalidArgument(format!("{topic} offset {offset}: not a weir checkpoint")))?;
-        let cp = TaskCheckpoint::from_checkpoint(&cp)
-            .map_err(|e| Error::InvalidArgument(format!("{topic} offset {offset}: {e}")))?;
-        out.insert(task, cp);
+        out.insert(task, (offset, decode_checkpoint(topic, offset, value)?));
         Ok(())
     })?;
-    Ok(out)
+    Ok((out, records))
+}
+
+/// The prefix of the consumer-offset metadata that points at a task's
+/// latest checkpoint record: `weir-checkpoint@{offset}` (offset in the
+/// checkpoints topic). Each commit stores it with the task's input offsets,
+/// so a new owner reads one record per task instead of the whole topic.
+const POINTER: &str = "weir-checkpoint@";
+
+/// The offset-commit metadata pointing at the checkpoint record at `offset`.
+pub fn checkpoint_pointer(offset: i64) -> String {
+    format!("{POINTER}{offset}")
+}
+
+/// The checkpoint offset `metadata` points at, if it is such a pointer.
+pub fn parse_checkpoint_pointer(metadata: &str) -> Option<i64> {
+    metadata.strip_prefix(POINTER)?.parse().ok().filter(|o: &i64| *o >= 0)
+}
+
+/// The checkpoints at `pointers` ((task id, offset) pairs), one record read
+/// each. `None` if a record is not there or belongs to another task (a
+/// compacted topic may have dropped it for a newer one): the caller then
+/// reads the whole topic.
+pub fn read_checkpoints_at(
+    settings: &ClientSettings,
+    topic: &str,
+    pointers: &[(String, i64)],
+) -> Result<Option<HashMap<String, TaskCheckpoint>>> {
+    let mut out = HashMap::new();
+    for (task, offset) in pointers {
+        let mut found = None;
+        read_range(settings, topic, 0, *offset, offset + 1, |at, key, value| {
+            if at == *offset && key == Some(task.as_bytes()) {
+                found = value.map(|v| decode_checkpoint(topic, at, v)).transpose()?;
+            }
+            Ok(())
+        })?;
+        match found {
+            Some(cp) => {
+                out.insert(task.clone(), cp);
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(out))
+}
+
+fn decode_checkpoint(topic: &str, offset: i64, value: &[u8]) -> Result<TaskCheckpoint> {
+    let cp = Checkpoint::decode(value)
+        .ok_or_else(|| Error::Corrupt(format!("{topic} offset {offset}: not a weir checkpoint")))?;
+    TaskCheckpoint::from_checkpoint(&cp).map_err(|e| Error::Corrupt(format!("{topic} offset {offset}: {e}")))
 }
 
 /// The high watermark of a partition.
@@ -160,7 +215,7 @@ pub fn restore_task(
             let cp = task.checkpoint();
             task.state()
                 .restore(store, batch, &cp)
-                .map_err(|e| Error::InvalidArgument(format!("restoring {store}: {e}")))?;
+                .map_err(|e| Error::State(format!("task {}: restoring {store}: {e}", task.id())))?;
             batch.clear();
             Ok(())
         };
@@ -196,8 +251,10 @@ pub fn restore_task(
         per_store.push(total - before);
     }
     task.adopt(target);
-    task.commit_state()
-        .map_err(|e| Error::InvalidArgument(format!("task {}: {e}", task.id())))?;
+    task.commit_state().map_err(|e| Error::Task {
+        task: task.id().to_string(),
+        reason: format!("committing the restored state: {e}"),
+    })?;
     let secs = started.elapsed().as_secs_f64();
     if total > 0 {
         tracing::info!(

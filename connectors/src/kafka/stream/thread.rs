@@ -107,7 +107,16 @@ pub struct AppShared {
 pub struct DeliveryState {
     first_error: Mutex<Option<String>>,
     positions: Mutex<HashMap<(String, i32), i64>>,
+    /// Offsets of delivered checkpoint records, by their opaque
+    /// ([`CHECKPOINT_TRACK`] + the task's index in the commit).
+    checkpoints: Mutex<HashMap<usize, i64>>,
 }
+
+/// Delivery opaques: 0 records (reported only on error), 1 changelog
+/// records (their end offsets make the changelog positions), and from
+/// `CHECKPOINT_TRACK` on, checkpoint records (their offsets become the
+/// pointers stored with the consumer offsets).
+const CHECKPOINT_TRACK: usize = 2;
 
 pub struct DeliveryContext {
     state: Arc<DeliveryState>,
@@ -126,7 +135,10 @@ impl ProducerContext for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, track: usize) {
         match result {
             Ok(m) => {
-                if track == 1 {
+                if track >= CHECKPOINT_TRACK {
+                    let mut c = self.state.checkpoints.lock().expect("delivery lock");
+                    c.insert(track, m.offset());
+                } else if track == 1 {
                     let mut p = self.state.positions.lock().expect("delivery lock");
                     let e = p.entry((m.topic().to_string(), m.partition())).or_insert(0);
                     *e = (*e).max(m.offset() + 1);
@@ -227,15 +239,10 @@ struct ThreadState {
     seen: u64,
     /// Records processed since the last commit.
     uncommitted: u64,
-}
-
-/// Which producers a commit step waits for.
-#[derive(Clone, Copy)]
-enum Producers {
-    /// Sink, repartition, dead-letter and checkpoint records.
-    Records,
-    /// Those and the changelog records.
-    Both,
+    /// Per task, the offset of its latest checkpoint record in the
+    /// checkpoints topic (written or read at assignment): committed as the
+    /// offsets' metadata so that a new owner reads just that record.
+    checkpoint_at: BTreeMap<TaskId, i64>,
 }
 
 /// Latencies are measured on one record in this many.
@@ -297,6 +304,7 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             cache_seen: BTreeMap::new(),
             seen: 0,
             uncommitted: 0,
+            checkpoint_at: BTreeMap::new(),
         })
     });
     let topics = app.plan.source_topics();
@@ -678,20 +686,17 @@ impl ThreadState {
         Ok(())
     }
 
-    /// Waits until everything sent through `which` is delivered, riding
+    /// Waits until everything sent through both producers is delivered, riding
     /// out an outage up to the delivery timeout: after [`SLOW_DELIVERY`]
     /// the wait is a problem (`/readyz` 503, one log line); a stop request
     /// ends the wait (nothing is committed then, the work is replayed).
-    fn await_delivery(&self, which: Producers) -> Result<()> {
+    fn await_delivery(&self) -> Result<()> {
         const STEP: Duration = Duration::from_millis(200);
         let started = Instant::now();
-        let in_flight = |s: &Self| match which {
-            Producers::Records => s.producer.in_flight_count(),
-            Producers::Both => s.producer.in_flight_count() + s.changelog_producer.in_flight_count(),
-        };
+        let in_flight = |s: &Self| s.producer.in_flight_count() + s.changelog_producer.in_flight_count();
         loop {
-            let done = flush_producer(&self.producer, STEP).is_ok()
-                && (matches!(which, Producers::Records) || flush_producer(&self.changelog_producer, STEP).is_ok());
+            let done =
+                flush_producer(&self.producer, STEP).is_ok() && flush_producer(&self.changelog_producer, STEP).is_ok();
             let waited = started.elapsed();
             if done {
                 if waited >= SLOW_DELIVERY {
@@ -814,7 +819,7 @@ impl ThreadState {
             return Ok(());
         }
         // 2. Everything delivered, or nothing is committed.
-        self.await_delivery(Producers::Both)?;
+        self.await_delivery()?;
         self.check_delivery()?;
         // 3. The checkpoints.
         let positions = std::mem::take(&mut *self.delivery.positions.lock().expect("delivery lock"));
@@ -829,22 +834,30 @@ impl ThreadState {
             task.next_seq();
             let cp = task.task_checkpoint();
             let bytes = cp.to_checkpoint(id.partition).encode();
+            // Through the producer that reports every delivery: the
+            // record's offset is the pointer committed with the offsets.
             send(
-                &self.producer,
+                &self.changelog_producer,
                 &self.app.plan.checkpoints_topic,
                 0,
                 Some(id.to_string().as_bytes()),
                 Some(&bytes),
                 now_ms(),
                 None,
-                0,
+                CHECKPOINT_TRACK + checkpoints.len(),
                 &self.app.stop,
             )?;
             checkpoints.push((id, cp));
         }
         self.app.metrics.checkpoints_written.inc_by(checkpoints.len() as u64);
-        self.await_delivery(Producers::Records)?;
+        self.await_delivery()?;
         self.check_delivery()?;
+        let delivered = std::mem::take(&mut *self.delivery.checkpoints.lock().expect("delivery lock"));
+        for (i, (id, _)) in checkpoints.iter().enumerate() {
+            if let Some(offset) = delivered.get(&(CHECKPOINT_TRACK + i)) {
+                self.checkpoint_at.insert(*id, *offset);
+            }
+        }
         // 4. Local state, atomically with the same checkpoint.
         for &id in &ids {
             self.tasks
@@ -878,8 +891,15 @@ impl ThreadState {
     ) {
         let mut tpl = TopicPartitionList::new();
         for (id, cp) in checkpoints {
+            let pointer = self.checkpoint_at.get(id).map(|o| restore::checkpoint_pointer(*o));
             for (topic, offset) in &cp.inputs {
-                let _ = tpl.add_partition_offset(topic, id.partition, Offset::Offset(*offset));
+                let mut e = tpl.add_partition(topic, id.partition);
+                if e.set_offset(Offset::Offset(*offset)).is_err() {
+                    continue;
+                }
+                if let Some(p) = &pointer {
+                    e.set_metadata(p);
+                }
             }
         }
         if tpl.count() > 0 {
@@ -973,6 +993,72 @@ impl ThreadState {
             .map_err(|e| Error::kafka("unassigning partitions", e))
     }
 
+    /// The latest checkpoint of each task in `ids` from the checkpoints
+    /// topic: one record per task, found through the pointers committed
+    /// with the group's offsets. A task whose partitions have no committed
+    /// offset has never committed (a checkpoint is written before its
+    /// offsets), so it has none; only offsets committed without pointers (by
+    /// an older weir) make the whole topic be read.
+    fn remote_checkpoints(
+        &mut self,
+        consumer: &BaseConsumer<StreamContext>,
+        tpl: &TopicPartitionList,
+        ids: &[TaskId],
+    ) -> Result<HashMap<String, TaskCheckpoint>> {
+        let plan = &self.app.plan;
+        let committed = consumer
+            .committed_offsets(tpl.clone(), Duration::from_secs(10))
+            .map_err(|e| Error::kafka("reading the group's committed offsets", e))?;
+        let mut pointers: BTreeMap<TaskId, i64> = BTreeMap::new();
+        let mut unpointed = false;
+        for e in committed.elements() {
+            let Some(&t) = plan.by_name.get(e.topic()) else {
+                continue;
+            };
+            let Some(id) = plan.task_of(t, e.partition()) else {
+                continue;
+            };
+            match restore::parse_checkpoint_pointer(e.metadata()) {
+                Some(p) => {
+                    let slot = pointers.entry(id).or_insert(p);
+                    *slot = (*slot).max(p);
+                }
+                None if matches!(e.offset(), Offset::Offset(_)) => unpointed = true,
+                None => {}
+            }
+        }
+        let read = |pointers: &BTreeMap<TaskId, i64>| -> Result<Option<HashMap<String, TaskCheckpoint>>> {
+            let list: Vec<(String, i64)> = pointers
+                .iter()
+                .filter(|(id, _)| ids.contains(id))
+                .map(|(id, o)| (id.to_string(), *o))
+                .collect();
+            restore::read_checkpoints_at(&self.app.settings, &plan.checkpoints_topic, &list)
+        };
+        let found = if unpointed { None } else { read(&pointers)? };
+        self.checkpoint_at.extend(pointers);
+        let remote = match found {
+            Some(found) => {
+                self.app.metrics.checkpoint_records_read.inc_by(found.len() as u64);
+                found
+            }
+            None => {
+                tracing::info!(thread = %self.name, "reading the whole checkpoints topic (offsets without checkpoint pointers)");
+                let (all, records) = restore::read_checkpoints(&self.app.settings, &plan.checkpoints_topic)?;
+                self.app.metrics.checkpoint_records_read.inc_by(records);
+                let mut remote = HashMap::new();
+                for (task, (offset, cp)) in all {
+                    if let Some(id) = ids.iter().find(|id| id.to_string() == task) {
+                        self.checkpoint_at.insert(*id, offset);
+                    }
+                    remote.insert(task, cp);
+                }
+                remote
+            }
+        };
+        Ok(remote)
+    }
+
     fn on_assign(&mut self, consumer: &BaseConsumer<StreamContext>, tpl: &mut TopicPartitionList) -> Result<()> {
         self.topic_handles.clear();
         let plan = self.app.plan.clone();
@@ -993,7 +1079,7 @@ impl ThreadState {
             t.ready = false;
             t.restoring = ids.iter().map(|i| i.to_string()).collect();
         });
-        let remote = restore::read_checkpoints(&self.app.settings, &plan.checkpoints_topic)?;
+        let remote = self.remote_checkpoints(consumer, tpl, &ids)?;
         for id in &ids {
             if self.tasks.contains_key(id) {
                 continue;
