@@ -68,6 +68,8 @@ pub struct Task {
     /// Per (repartition topic, upstream partition): the origin of the last
     /// record applied, to skip replayed duplicates.
     origins: Vec<(u32, Origin)>,
+    /// Changelog ranges restores skip: see [`TaskCheckpoint::changelog_skips`].
+    changelog_skips: Vec<(String, i64, i64)>,
     /// Metric handles, when the task runs in a daemon that exports them.
     metrics: Option<crate::metrics::TaskMetrics>,
     /// The input positions and origins as of the last commit (or adoption):
@@ -98,6 +100,7 @@ pub struct Origin {
 const SEQ: &str = "#seq";
 const CHANGELOG: &str = "#changelog/";
 const ORIGIN: &str = "#origin/";
+const SKIP: &str = "#skip/";
 
 /// Everything a task's state reflects, in readable form.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,6 +112,12 @@ pub struct TaskCheckpoint {
     pub changelog: Vec<(String, i64)>,
     /// (repartition topic name, last applied origin) per upstream partition.
     pub origins: Vec<(String, Origin)>,
+    /// (store name, from, to): changelog offsets `[from, to)` that restores
+    /// skip. They were written by commits that never finished (their
+    /// checkpoint was never written), found past the checkpoint's position
+    /// when a new owner took the task over; the new owner's own records
+    /// come after them, so without this a later restore would apply them.
+    pub changelog_skips: Vec<(String, i64, i64)>,
 }
 
 impl TaskCheckpoint {
@@ -126,6 +135,9 @@ impl TaskCheckpoint {
                 partition,
                 o.offset,
             ));
+        }
+        for (store, from, to) in &self.changelog_skips {
+            offsets.push((format!("{SKIP}{from}/{store}"), partition, *to));
         }
         offsets.sort();
         Checkpoint { offsets }
@@ -155,6 +167,12 @@ impl TaskCheckpoint {
                         index,
                     },
                 ));
+            } else if let Some(rest) = name.strip_prefix(SKIP) {
+                let (from, store) = rest
+                    .split_once('/')
+                    .ok_or_else(|| format!("malformed skip entry {name:?}"))?;
+                let from: i64 = from.parse().map_err(|_| format!("malformed skip entry {name:?}"))?;
+                out.changelog_skips.push((store.to_string(), from, *value));
             } else if name.starts_with('#') {
                 return Err(format!("unknown checkpoint entry {name:?}"));
             } else {
@@ -190,6 +208,7 @@ impl Task {
             seq: 0,
             changelog_positions: Vec::new(),
             origins: Vec::new(),
+            changelog_skips: Vec::new(),
             metrics: None,
             committed_positions: (Vec::new(), Vec::new()),
         };
@@ -211,6 +230,7 @@ impl Task {
         }
         self.seq = cp.seq;
         self.changelog_positions = cp.changelog.clone();
+        self.changelog_skips = cp.changelog_skips.clone();
         self.origins = cp
             .origins
             .iter()
@@ -246,6 +266,19 @@ impl Task {
                 .iter()
                 .map(|(t, o)| (self.topology.topic_name(*t, &self.application_id), *o))
                 .collect(),
+            changelog_skips: self.changelog_skips.clone(),
+        }
+    }
+
+    /// Records of `store`'s changelog in `[from, to)` are not part of this
+    /// task's state (they lie past its checkpoint: a commit that never
+    /// finished wrote them), and the changelog now ends at `to`: restores
+    /// skip the range from now on (persisted with the next commit that has
+    /// changes; until then no restore reads past `from`).
+    pub fn skip_changelog(&mut self, store: &str, from: i64, to: i64) {
+        if from < to {
+            self.changelog_skips.push((store.to_string(), from, to));
+            self.set_changelog_position(store, to);
         }
     }
 
@@ -427,6 +460,7 @@ mod tests {
                     index: 3,
                 },
             )],
+            changelog_skips: vec![("counts".into(), 1000, 1017), ("counts".into(), 1200, 1201)],
         };
         let encoded = cp.to_checkpoint(1);
         assert!(encoded.offsets.iter().all(|(_, p, _)| *p == 1));

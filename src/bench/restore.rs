@@ -165,6 +165,7 @@ pub fn run_restore(opts: &RestoreOptions) -> Result<Vec<BenchResult>> {
             seq: 1,
             changelog: vec![(store.to_string(), *end)],
             origins: Vec::new(),
+            changelog_skips: Vec::new(),
         };
         let per_store = restore::restore_task(&settings, &mut task, &changelogs, &target)
             .with_context(|| format!("restoring task {id}"))?;

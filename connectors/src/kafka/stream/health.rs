@@ -24,7 +24,13 @@ pub struct Health {
     thread: String,
     status: Arc<RunStatus>,
     problem: Mutex<Option<(String, Instant)>>,
+    /// When the last problem cleared: librdkafka reports the timeouts of
+    /// the outage for a little while after it (queued log events).
+    recovered: Mutex<Option<Instant>>,
 }
+
+/// How long after a problem clears librdkafka's warnings stay at debug.
+const QUIET_AFTER_RECOVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Health {
     pub fn new(thread: &str, status: Arc<RunStatus>) -> Arc<Health> {
@@ -32,6 +38,7 @@ impl Health {
             thread: thread.to_string(),
             status,
             problem: Mutex::new(None),
+            recovered: Mutex::new(None),
         })
     }
 
@@ -57,6 +64,7 @@ impl Health {
                 "the cluster answers again (was: {reason})"
             );
             self.status.update(&self.thread, |t| t.problem = None);
+            *self.recovered.lock().expect("health lock") = Some(Instant::now());
         }
     }
 
@@ -78,7 +86,12 @@ impl Health {
     /// librdkafka's own log lines: while the thread has a problem they only
     /// repeat it (one per failed connection attempt), so they go to debug.
     pub(crate) fn client_log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        let quiet = self.has_problem();
+        let quiet = self.has_problem()
+            || self
+                .recovered
+                .lock()
+                .expect("health lock")
+                .is_some_and(|at| at.elapsed() < QUIET_AFTER_RECOVERY);
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error
                 if !quiet =>

@@ -206,6 +206,13 @@ pub fn restore_task(
             .find(|(s, _)| s == store)
             .map(|(_, p)| *p)
             .unwrap_or(from);
+        // Ranges written by commits that never finished: not state.
+        let skips: Vec<(i64, i64)> = target
+            .changelog_skips
+            .iter()
+            .filter(|(s, _, _)| s == store)
+            .map(|(_, a, b)| (*a, *b))
+            .collect();
         let mut batch: Vec<ChangelogRecord> = Vec::with_capacity(BATCH.min((to - from).max(0) as usize));
         let mut applied_to = from;
         let flush = |task: &mut Task, batch: &mut Vec<ChangelogRecord>, position: i64| -> Result<()> {
@@ -236,6 +243,9 @@ pub fn restore_task(
                 );
             }
             let Some(key) = key else { return Ok(()) };
+            if skips.iter().any(|&(a, b)| (a..b).contains(&offset)) {
+                return Ok(());
+            }
             batch.push(ChangelogRecord {
                 key: key.to_vec(),
                 value: value.map(<[u8]>::to_vec),

@@ -171,7 +171,13 @@ impl ReportsHealth for StreamContext {
 health_client_context!(StreamContext);
 
 impl ConsumerContext for StreamContext {
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
+        // A commit can fail per partition while the request as a whole
+        // succeeds (a member the coordinator no longer knows).
+        let result = result.and_then(|()| match offsets.elements().iter().find_map(|e| e.error().err()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        });
         if let Err(e) = result {
             if !self.offsets_outdated.swap(true, Ordering::Relaxed) {
                 tracing::warn!(error = %e, "committing consumer offsets failed (state is safe); sending them again at the next commit");
@@ -1074,6 +1080,10 @@ impl ThreadState {
         }
         ids.sort();
         self.app.metrics.rebalances.inc();
+        // The offsets committed on the way out of the last assignment may
+        // have failed (a member expired during an outage): the first commit
+        // of this one sends every task's offsets again.
+        consumer.context().offsets_outdated.store(true, Ordering::Relaxed);
         let restore_started = Instant::now();
         self.app.status.update(&self.name, |t| {
             t.ready = false;
@@ -1100,11 +1110,12 @@ impl ThreadState {
             // Local state that is ahead of the changelog means the cluster
             // lost data (a fresh development broker): start over.
             let mut stale = false;
+            let mut highs: Vec<i64> = Vec::with_capacity(changelogs.len());
             for (store, topic) in changelogs {
-                if let Some(p) = task.changelog_position(store) {
-                    if p > restore::high_watermark(&self.app.settings, topic, id.partition)? {
-                        stale = true;
-                    }
+                let high = restore::high_watermark(&self.app.settings, topic, id.partition)?;
+                highs.push(high);
+                if task.changelog_position(store).is_some_and(|p| p > high) {
+                    stale = true;
                 }
             }
             if stale {
@@ -1140,6 +1151,17 @@ impl ThreadState {
                     self.app.status.update(&self.name, |t| t.restored_records += n);
                 }
                 _ => {}
+            }
+            // Records past the position the task now stands at were written
+            // by a commit that never finished; this task's own records will
+            // follow them, so restores must skip them from now on.
+            for ((store, _), high) in changelogs.iter().zip(&highs) {
+                let at = task.changelog_position(store).unwrap_or(0);
+                if *high > at {
+                    tracing::info!(task = %id, store = %store, from = at, to = high,
+                        "skipping changelog records of a commit that never finished");
+                    task.skip_changelog(store, at, *high);
+                }
             }
             task.set_metrics(meters);
             let stores: Vec<String> = task.stores().iter().map(|(n, _)| n.clone()).collect();
