@@ -24,6 +24,8 @@
 //! | `weir_store_cache_misses_total` | counter | topology, store |
 //! | `weir_restore_records_total` | counter | topology, store |
 //! | `weir_restore_duration_seconds` | histogram | topology |
+//! | `weir_rebalance_pause_seconds` | histogram | topology |
+//! | `weir_task_events_total` | counter | topology, event |
 //! | `weir_late_records_dropped_total` | counter | topology |
 //! | `weir_dlq_records_total` | counter | topology |
 //! | `weir_rebalances_total` | counter | topology |
@@ -52,6 +54,8 @@ pub mod names {
     pub const STORE_CACHE_MISSES: &str = "weir_store_cache_misses_total";
     pub const RESTORE_RECORDS: &str = "weir_restore_records_total";
     pub const RESTORE_DURATION: &str = "weir_restore_duration_seconds";
+    pub const REBALANCE_PAUSE: &str = "weir_rebalance_pause_seconds";
+    pub const TASK_EVENTS: &str = "weir_task_events_total";
     pub const LATE_RECORDS_DROPPED: &str = "weir_late_records_dropped_total";
     pub const DLQ_RECORDS: &str = "weir_dlq_records_total";
     pub const REBALANCES: &str = "weir_rebalances_total";
@@ -101,6 +105,8 @@ pub struct Metrics {
     cache_misses: IntCounterVec,
     restore_records: IntCounterVec,
     restore_duration: HistogramVec,
+    rebalance_pause: HistogramVec,
+    task_events: IntCounterVec,
     late_records: IntCounterVec,
     dlq_records: IntCounterVec,
     rebalances: IntCounterVec,
@@ -217,6 +223,19 @@ impl Metrics {
                 "Changelog records applied while restoring a store.",
                 &["topology", "store"],
             ),
+            rebalance_pause: histogram(
+                REBALANCE_PAUSE,
+                "Time a stream thread's processing stood still for a rebalance (from the revoke to the tasks of the \
+                 new assignment being ready), in seconds.",
+                RESTORE_BUCKETS,
+                &["topology"],
+            ),
+            task_events: counter(
+                TASK_EVENTS,
+                "Task lifecycle events: created, restored (from the changelog), suspended (at a revoke), resumed \
+                 (given back to the same thread: neither closed nor restored), closed.",
+                &["topology", "event"],
+            ),
             restore_duration: histogram(
                 RESTORE_DURATION,
                 "Time to restore the stores of a new assignment, in seconds.",
@@ -292,6 +311,8 @@ impl Metrics {
             checkpoints_written: self.checkpoints_written.with_label_values(l),
             checkpoint_records_read: self.checkpoint_records_read.with_label_values(l),
             restore_duration: self.restore_duration.with_label_values(l),
+            rebalance_pause: self.rebalance_pause.with_label_values(l),
+            task_events: self.task_events.clone(),
             late_records_dropped: self.late_records.with_label_values(l),
             dlq_records: self.dlq_records.with_label_values(l),
             rebalances: self.rebalances.with_label_values(l),
@@ -308,6 +329,28 @@ impl Metrics {
     }
 }
 
+/// A step in a task's life, counted in `weir_task_events_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskEvent {
+    Created,
+    Restored,
+    Suspended,
+    Resumed,
+    Closed,
+}
+
+impl TaskEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskEvent::Created => "created",
+            TaskEvent::Restored => "restored",
+            TaskEvent::Suspended => "suspended",
+            TaskEvent::Resumed => "resumed",
+            TaskEvent::Closed => "closed",
+        }
+    }
+}
+
 /// One topology's handles, shared by its tasks on a stream thread.
 #[derive(Clone)]
 pub struct TopologyMetrics {
@@ -319,6 +362,8 @@ pub struct TopologyMetrics {
     pub checkpoints_written: IntCounter,
     pub checkpoint_records_read: IntCounter,
     pub restore_duration: Histogram,
+    pub rebalance_pause: Histogram,
+    task_events: IntCounterVec,
     pub late_records_dropped: IntCounter,
     pub dlq_records: IntCounter,
     pub rebalances: IntCounter,
@@ -337,6 +382,14 @@ impl TopologyMetrics {
     /// The topology (application id) these handles are labelled with.
     pub fn name(&self) -> &str {
         &self.topology
+    }
+
+    /// Count `n` task lifecycle events (at rebalances: a label look-up is
+    /// fine there).
+    pub fn task_events(&self, event: TaskEvent, n: u64) {
+        self.task_events
+            .with_label_values(&[self.topology.as_str(), event.as_str()])
+            .inc_by(n);
     }
 
     /// Handles for one task on `partition`: `sources` and `sinks` are the
@@ -583,8 +636,10 @@ mod tests {
         t.checkpoints_written.inc();
         t.checkpoint_records_read.inc();
         t.restore_duration.observe(0.0);
+        t.rebalance_pause.observe(0.0);
+        t.task_events(TaskEvent::Resumed, 1);
         let families = m.registry().gather();
-        assert_eq!(families.len(), 20);
+        assert_eq!(families.len(), 22);
         for f in &families {
             let name = f.name();
             assert!(name.starts_with("weir_"), "{name}");

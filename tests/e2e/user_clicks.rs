@@ -804,3 +804,124 @@ fn changelog_records_of_an_unfinished_commit_never_enter_a_restore() {
     wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut daemon]);
     daemon.stop();
 }
+
+/// What one instance says of itself: its tasks (from `/readyz`, which must
+/// answer 200) and its task lifecycle counters.
+#[derive(Debug, Clone)]
+struct InstanceView {
+    tasks: BTreeSet<String>,
+    events: BTreeMap<&'static str, f64>,
+}
+
+fn instance_view(http: &str) -> Result<InstanceView, String> {
+    let (code, body) = http_request(http, "GET", "/readyz", None)?;
+    if code != 200 {
+        return Err(format!("{http}/readyz: {code} {body}"));
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    let tasks = v["threads"]
+        .as_object()
+        .ok_or("no threads")?
+        .values()
+        .flat_map(|t| t["tasks"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect();
+    let mut events = BTreeMap::new();
+    for event in ["created", "restored", "suspended", "resumed", "closed"] {
+        let n = metric_sum(http, "weir_task_events_total", &[("topology", APP), ("event", event)]).unwrap_or(0.0);
+        events.insert(event, n);
+    }
+    Ok(InstanceView { tasks, events })
+}
+
+/// Waits until the instances at `https` are all ready and hold `total`
+/// distinct tasks between them, each at least one.
+fn wait_for_split(https: &[&str], total: usize, daemons: &mut [&mut Daemon]) -> Vec<InstanceView> {
+    wait_for("the tasks to be spread over every instance", PROGRESS, || {
+        for d in daemons.iter_mut() {
+            d.assert_running();
+        }
+        let views: Vec<InstanceView> = https.iter().map(|h| instance_view(h)).collect::<Result<_, _>>()?;
+        let all: BTreeSet<&String> = views.iter().flat_map(|v| &v.tasks).collect();
+        let sum: usize = views.iter().map(|v| v.tasks.len()).sum();
+        if all.len() == total && sum == total && views.iter().all(|v| !v.tasks.is_empty()) {
+            Ok(views)
+        } else {
+            Err(format!("{:?}", views.iter().map(|v| &v.tasks).collect::<Vec<_>>()))
+        }
+    })
+}
+
+/// Across a rebalance, the tasks an instance kept were resumed (neither
+/// closed nor created, so not restored), the ones it got were created and
+/// the ones it lost were closed. Returns how many it kept (the range
+/// assignor orders members by their random ids, so that may be none).
+fn assert_kept_tasks_resumed(name: &str, before: &InstanceView, after: &InstanceView) -> usize {
+    let kept = before.tasks.intersection(&after.tasks).count() as f64;
+    let got = after.tasks.difference(&before.tasks).count() as f64;
+    let lost = before.tasks.difference(&after.tasks).count() as f64;
+    let d = |e: &str| after.events[e] - before.events[e];
+    eprintln!("{name}: kept {kept}, got {got}, lost {lost}");
+    assert_eq!(
+        (d("created"), d("closed")),
+        (got, lost),
+        "{name}: (created, closed) across the rebalance, {before:?} -> {after:?}"
+    );
+    assert!(
+        d("resumed") >= kept && d("suspended") >= kept,
+        "{name}: {kept} tasks kept their owner but were not suspended and resumed: {before:?} -> {after:?}"
+    );
+    assert!(
+        d("restored") <= got,
+        "{name}: more tasks restored than it got: {before:?} -> {after:?}"
+    );
+    kept as usize
+}
+
+/// Two instances, a third joins, then one stops: every task that stays
+/// where it was is suspended at the revoke and resumed at the assignment
+/// (no close, no restore), each rebalance's pause is reported, and the
+/// counts are exact.
+#[test]
+fn rebalances_resume_the_tasks_that_keep_their_owner() {
+    let _heavy = heavy_test_lock();
+    let broker = DevBroker::start(4);
+    let addr = broker.addr();
+    let mut clicks = Clicks::new(13);
+    produce(addr, INPUT, &clicks.lines(20_000));
+    let mut a = Daemon::new("rebalance-a", addr, &[APP], &[]);
+    let mut b = Daemon::new("rebalance-b", addr, &[APP], &[]);
+    a.start();
+    b.start();
+    let (ha, hb) = (daemon_http_addr(a.proc()), daemon_http_addr(b.proc()));
+    wait_for_split(&[&ha, &hb], 8, &mut [&mut a, &mut b]);
+    wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut a, &mut b]);
+    let before = wait_for_split(&[&ha, &hb], 8, &mut [&mut a, &mut b]);
+
+    let mut c = Daemon::new("rebalance-c", addr, &[APP], &[]);
+    c.start();
+    let hc = daemon_http_addr(c.proc());
+    let after = wait_for_split(&[&ha, &hb, &hc], 8, &mut [&mut a, &mut b, &mut c]);
+    let mut kept = assert_kept_tasks_resumed("a (c joins)", &before[0], &after[0]);
+    kept += assert_kept_tasks_resumed("b (c joins)", &before[1], &after[1]);
+    produce(addr, INPUT, &clicks.lines(5_000));
+    wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut a, &mut b, &mut c]);
+
+    let before = wait_for_split(&[&ha, &hb, &hc], 8, &mut [&mut a, &mut b, &mut c]);
+    b.stop();
+    let after = wait_for_split(&[&ha, &hc], 8, &mut [&mut a, &mut c]);
+    kept += assert_kept_tasks_resumed("a (b leaves)", &before[0], &after[0]);
+    kept += assert_kept_tasks_resumed("c (b leaves)", &before[2], &after[1]);
+    eprintln!("{kept} tasks kept their owner across the two rebalances");
+    produce(addr, INPUT, &clicks.lines(5_000));
+    wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut a, &mut c]);
+
+    for (name, http) in [("a", &ha), ("c", &hc)] {
+        let pauses = metric_sum(http, "weir_rebalance_pause_seconds_count", &[("topology", APP)]).expect("metrics");
+        let paused = metric_sum(http, "weir_rebalance_pause_seconds_sum", &[("topology", APP)]).expect("metrics");
+        assert!(pauses >= 1.0, "{name}: no rebalance pause reported");
+        eprintln!("{name}: {pauses} rebalance pauses, {paused:.2} s in all");
+    }
+    a.stop();
+    c.stop();
+}

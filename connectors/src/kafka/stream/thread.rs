@@ -50,7 +50,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use weir_runtime::dead_letter::DeadLetterOut;
-use weir_runtime::metrics::{TaskMetrics, TopologyMetrics};
+use weir_runtime::metrics::{TaskEvent, TaskMetrics, TopologyMetrics};
 use weir_runtime::{Origin, Task, TaskCheckpoint, TaskConfig, TaskId};
 use weir_state::StateDb;
 use weir_topology::StoreRef;
@@ -249,6 +249,11 @@ struct ThreadState {
     /// checkpoints topic (written or read at assignment): committed as the
     /// offsets' metadata so that a new owner reads just that record.
     checkpoint_at: BTreeMap<TaskId, i64>,
+    /// Tasks committed at a revoke, waiting for the next assignment: it
+    /// resumes those it gives back and closes the others.
+    suspended: BTreeMap<TaskId, Task>,
+    /// When the current rebalance took this thread's tasks away.
+    rebalance_started: Option<Instant>,
 }
 
 /// Latencies are measured on one record in this many.
@@ -311,6 +316,8 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             seen: 0,
             uncommitted: 0,
             checkpoint_at: BTreeMap::new(),
+            suspended: BTreeMap::new(),
+            rebalance_started: None,
         })
     });
     let topics = app.plan.source_topics();
@@ -337,7 +344,9 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
         } else {
             s.commit(&consumer, CommitMode::Sync)
         };
-        s.tasks.clear();
+        let mut tasks = std::mem::take(&mut s.tasks);
+        tasks.append(&mut s.suspended);
+        s.close_tasks(tasks);
         r
     });
     drop(consumer);
@@ -979,24 +988,45 @@ impl ThreadState {
             } else {
                 self.commit(consumer, CommitMode::Sync)
             };
-            for t in self.tasks.values_mut() {
-                t.close();
-                let stores: Vec<String> = t.stores().iter().map(|(n, _)| n.clone()).collect();
-                self.app
-                    .status
-                    .unhost(&self.app.plan.application_id, t.id().partition, &stores);
-            }
             let n = self.tasks.len();
-            self.tasks.clear();
-            self.cache_seen.clear();
             self.app.metrics.active_tasks.sub(n as i64);
             self.app.status.update(&self.name, |t| t.tasks.clear());
-            tracing::info!(thread = %self.name, tasks = n, "partitions revoked; tasks committed and closed");
+            self.rebalance_started.get_or_insert_with(Instant::now);
+            if r.is_ok() && !self.failed && self.fatal.is_none() {
+                // Committed: kept as they are until the next assignment,
+                // which resumes those it gives back to this thread (no
+                // close, no restore) and closes the rest.
+                self.suspended.append(&mut self.tasks);
+                self.app.metrics.task_events(TaskEvent::Suspended, n as u64);
+                tracing::info!(thread = %self.name, tasks = n, "partitions revoked; tasks committed and suspended");
+            } else {
+                let tasks = std::mem::take(&mut self.tasks);
+                self.close_tasks(tasks);
+                tracing::info!(thread = %self.name, tasks = n, "partitions revoked; tasks closed without a commit");
+            }
             r?;
         }
         consumer
             .unassign()
             .map_err(|e| Error::kafka("unassigning partitions", e))
+    }
+
+    /// Closes `tasks` (their work is committed, or is to be replayed): the
+    /// processors close and the stores are no longer served here.
+    fn close_tasks(&mut self, tasks: BTreeMap<TaskId, Task>) {
+        let n = tasks.len();
+        for (id, mut t) in tasks {
+            t.close();
+            let stores: Vec<String> = t.stores().iter().map(|(n, _)| n.clone()).collect();
+            self.app
+                .status
+                .unhost(&self.app.plan.application_id, id.partition, &stores);
+            self.cache_seen.remove(&id);
+            self.checkpoint_at.remove(&id);
+        }
+        if n > 0 {
+            self.app.metrics.task_events(TaskEvent::Closed, n as u64);
+        }
     }
 
     /// The latest checkpoint of each task in `ids` from the checkpoints
@@ -1094,6 +1124,26 @@ impl ThreadState {
             if self.tasks.contains_key(id) {
                 continue;
             }
+            if let Some(task) = self.suspended.remove(id) {
+                // Given back to this thread. Its state is what it committed
+                // at the revoke, unless another owner worked on it since
+                // (this member was out of the group meanwhile): a newer
+                // checkpoint, or changelog records past its position. Then
+                // it starts over like any new task.
+                let mut newer = remote.get(&id.to_string()).is_some_and(|cp| cp.seq > task.seq());
+                for (store, topic) in &plan.changelogs[id.subtopology] {
+                    let high = restore::high_watermark(&self.app.settings, topic, id.partition)?;
+                    newer |= high > task.changelog_position(store).unwrap_or(0);
+                }
+                if !newer {
+                    self.app.metrics.task_events(TaskEvent::Resumed, 1);
+                    self.tasks.insert(*id, task);
+                    self.app.metrics.active_tasks.inc();
+                    continue;
+                }
+                self.close_tasks(BTreeMap::from([(*id, task)]));
+            }
+            self.app.metrics.task_events(TaskEvent::Created, 1);
             let mut task = Task::new(
                 &self.app.topology,
                 &plan.application_id,
@@ -1149,6 +1199,7 @@ impl ThreadState {
                     }
                     let n: u64 = per_store.iter().sum();
                     self.app.status.update(&self.name, |t| t.restored_records += n);
+                    self.app.metrics.task_events(TaskEvent::Restored, 1);
                 }
                 _ => {}
             }
@@ -1171,6 +1222,9 @@ impl ThreadState {
             self.tasks.insert(*id, task);
             self.app.metrics.active_tasks.inc();
         }
+        // Suspended tasks this assignment did not give back.
+        let gone = std::mem::take(&mut self.suspended);
+        self.close_tasks(gone);
         self.app
             .metrics
             .restore_duration
@@ -1198,6 +1252,11 @@ impl ThreadState {
             .assign(tpl)
             .map_err(|e| Error::kafka("assigning partitions", e))?;
         self.last_commit = Instant::now();
+        if let Some(started) = self.rebalance_started.take() {
+            let pause = started.elapsed();
+            self.app.metrics.rebalance_pause.observe(pause.as_secs_f64());
+            tracing::info!(thread = %self.name, pause_ms = pause.as_millis() as u64, "rebalance done; processing resumes");
+        }
         let tasks: Vec<String> = self.tasks.keys().map(|i| i.to_string()).collect();
         self.app.status.update(&self.name, |t| {
             t.ready = true;
