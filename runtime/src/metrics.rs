@@ -24,6 +24,7 @@
 //! | `weir_store_cache_misses_total` | counter | topology, store |
 //! | `weir_restore_records_total` | counter | topology, store |
 //! | `weir_restore_duration_seconds` | histogram | topology |
+//! | `weir_restore_remaining_records` | gauge | topology, task, store |
 //! | `weir_rebalance_pause_seconds` | histogram | topology |
 //! | `weir_task_events_total` | counter | topology, event |
 //! | `weir_late_records_dropped_total` | counter | topology |
@@ -54,6 +55,7 @@ pub mod names {
     pub const STORE_CACHE_MISSES: &str = "weir_store_cache_misses_total";
     pub const RESTORE_RECORDS: &str = "weir_restore_records_total";
     pub const RESTORE_DURATION: &str = "weir_restore_duration_seconds";
+    pub const RESTORE_REMAINING: &str = "weir_restore_remaining_records";
     pub const REBALANCE_PAUSE: &str = "weir_rebalance_pause_seconds";
     pub const TASK_EVENTS: &str = "weir_task_events_total";
     pub const LATE_RECORDS_DROPPED: &str = "weir_late_records_dropped_total";
@@ -105,6 +107,7 @@ pub struct Metrics {
     cache_misses: IntCounterVec,
     restore_records: IntCounterVec,
     restore_duration: HistogramVec,
+    restore_remaining: IntGaugeVec,
     rebalance_pause: HistogramVec,
     task_events: IntCounterVec,
     late_records: IntCounterVec,
@@ -223,6 +226,11 @@ impl Metrics {
                 "Changelog records applied while restoring a store.",
                 &["topology", "store"],
             ),
+            restore_remaining: gauge(
+                RESTORE_REMAINING,
+                "Changelog records a restoring store still has to read (0 once restored).",
+                &["topology", "task", "store"],
+            ),
             rebalance_pause: histogram(
                 REBALANCE_PAUSE,
                 "Time a stream thread's processing stood still for a rebalance (from the revoke to the tasks of the \
@@ -313,6 +321,7 @@ impl Metrics {
             restore_duration: self.restore_duration.with_label_values(l),
             rebalance_pause: self.rebalance_pause.with_label_values(l),
             task_events: self.task_events.clone(),
+            restore_remaining: self.restore_remaining.clone(),
             late_records_dropped: self.late_records.with_label_values(l),
             dlq_records: self.dlq_records.with_label_values(l),
             rebalances: self.rebalances.with_label_values(l),
@@ -364,6 +373,7 @@ pub struct TopologyMetrics {
     pub restore_duration: Histogram,
     pub rebalance_pause: Histogram,
     task_events: IntCounterVec,
+    restore_remaining: IntGaugeVec,
     pub late_records_dropped: IntCounter,
     pub dlq_records: IntCounter,
     pub rebalances: IntCounter,
@@ -395,7 +405,16 @@ impl TopologyMetrics {
     /// Handles for one task on `partition`: `sources` and `sinks` are the
     /// task's (topology topic index, topic name) pairs, `stores` its store
     /// names, in the order the caller will index them.
-    pub fn task(&self, partition: i32, sources: &[(u32, &str)], sinks: &[(u32, &str)], stores: &[&str]) -> TaskMetrics {
+    /// Handles for task `task` ("{subtopology}_{partition}") of
+    /// `partition`.
+    pub fn task(
+        &self,
+        task: &str,
+        partition: i32,
+        sources: &[(u32, &str)],
+        sinks: &[(u32, &str)],
+        stores: &[&str],
+    ) -> TaskMetrics {
         let t = self.topology.as_str();
         let p = partition.to_string();
         TaskMetrics {
@@ -419,6 +438,7 @@ impl TopologyMetrics {
                     cache_hits: self.cache_hits.with_label_values(&[t, store]),
                     cache_misses: self.cache_misses.with_label_values(&[t, store]),
                     restore_records: self.restore_records.with_label_values(&[t, store]),
+                    restore_remaining: self.restore_remaining.with_label_values(&[t, task, store]),
                 })
                 .collect(),
         }
@@ -442,6 +462,8 @@ pub struct StoreMetrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub restore_records: IntCounter,
+    /// Records still to restore (set while restoring).
+    pub restore_remaining: IntGauge,
 }
 
 /// One task's handles, resolved when the task is created. Lookups by topic
@@ -516,8 +538,8 @@ mod tests {
     fn handles_count_into_the_exposition() {
         let m = Metrics::new();
         let t = m.topology("user-clicks");
-        let task0 = t.task(0, &[(0, "clicks")], &[(2, "click-counts")], &["counts"]);
-        let task1 = t.task(1, &[(0, "clicks")], &[(2, "click-counts")], &["counts"]);
+        let task0 = t.task("0_0", 0, &[(0, "clicks")], &[(2, "click-counts")], &["counts"]);
+        let task1 = t.task("0_1", 1, &[(0, "clicks")], &[(2, "click-counts")], &["counts"]);
         for _ in 0..5 {
             task0.consumed(0, 1);
         }
@@ -616,7 +638,8 @@ mod tests {
     fn names_follow_the_conventions() {
         let m = Metrics::new();
         let t = m.topology("x");
-        let task = t.task(0, &[(0, "in")], &[(1, "out")], &["s"]);
+        let task = t.task("0_0", 0, &[(0, "in")], &[(1, "out")], &["s"]);
+        task.stores[0].restore_remaining.set(0);
         task.consumed(0, 1);
         task.produced(1, 1);
         task.set_lag(0, 1);
@@ -639,7 +662,7 @@ mod tests {
         t.rebalance_pause.observe(0.0);
         t.task_events(TaskEvent::Resumed, 1);
         let families = m.registry().gather();
-        assert_eq!(families.len(), 22);
+        assert_eq!(families.len(), 23);
         for f in &families {
             let name = f.name();
             assert!(name.starts_with("weir_"), "{name}");

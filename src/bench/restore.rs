@@ -167,7 +167,7 @@ pub fn run_restore(opts: &RestoreOptions) -> Result<Vec<BenchResult>> {
             origins: Vec::new(),
             changelog_skips: Vec::new(),
         };
-        let per_store = restore::restore_task(&settings, &mut task, &changelogs, &target)
+        let per_store = restore::restore_task(&settings, &mut task, &changelogs, &target, &mut |_, _| {})
             .with_context(|| format!("restoring task {id}"))?;
         restored += per_store.iter().sum::<u64>();
         tasks.push(task);

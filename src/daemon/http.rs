@@ -358,6 +358,7 @@ fn thread_json(t: &weir_connectors::kafka::stream::ThreadStatus) -> serde_json::
         "tasks": t.tasks,
         "restoring": t.restoring,
         "restored_records": t.restored_records,
+        "restore_remaining": t.restore_remaining,
         "problem": t.problem,
     })
 }

@@ -739,6 +739,22 @@ fn an_assignment_reads_one_checkpoint_record_per_task() {
         read, tasks as f64,
         "checkpoint records read for {tasks} tasks ({written} on the topic)"
     );
+    // Every task was restored (a stateless one only takes its checkpoint's
+    // input offsets); the count's stores report their progress, now 0.
+    let restored = metric_sum(
+        &http,
+        "weir_task_events_total",
+        &[("topology", APP), ("event", "restored")],
+    )
+    .expect("metrics");
+    assert_eq!(restored, tasks as f64, "tasks restored");
+    let (_, metrics) = http_request(&http, "GET", "/metrics", None).expect("/metrics");
+    let gauges: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("weir_restore_remaining_records{"))
+        .collect();
+    assert_eq!(gauges.len(), tasks / 2, "restore progress gauges: {gauges:?}");
+    assert!(gauges.iter().all(|l| l.ends_with(" 0")), "{gauges:?}");
     produce(addr, INPUT, &clicks.lines(300));
     wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut daemon]);
     daemon.stop();

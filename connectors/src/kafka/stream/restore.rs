@@ -149,23 +149,37 @@ pub fn read_checkpoints_at(
     topic: &str,
     pointers: &[(String, i64)],
 ) -> Result<Option<HashMap<String, TaskCheckpoint>>> {
+    // Tasks commit at about the same time, so their pointers are usually
+    // close: one read from the lowest to the highest (one consumer) beats
+    // one read per task; far apart (a task idle for long), one each.
+    const SPAN: i64 = 10_000;
+    let (Some(low), Some(high)) = (
+        pointers.iter().map(|(_, o)| *o).min(),
+        pointers.iter().map(|(_, o)| *o).max(),
+    ) else {
+        return Ok(Some(HashMap::new()));
+    };
+    let ranges: Vec<(i64, i64)> = if high - low <= SPAN {
+        vec![(low, high + 1)]
+    } else {
+        pointers.iter().map(|(_, o)| (*o, o + 1)).collect()
+    };
     let mut out = HashMap::new();
-    for (task, offset) in pointers {
-        let mut found = None;
-        read_range(settings, topic, 0, *offset, offset + 1, |at, key, value| {
-            if at == *offset && key == Some(task.as_bytes()) {
-                found = value.map(|v| decode_checkpoint(topic, at, v)).transpose()?;
+    for (from, to) in ranges {
+        read_range(settings, topic, 0, from, to, |at, key, value| {
+            for (task, offset) in pointers {
+                if at == *offset && key == Some(task.as_bytes()) {
+                    if let Some(v) = value {
+                        out.insert(task.clone(), decode_checkpoint(topic, at, v)?);
+                    }
+                }
             }
             Ok(())
         })?;
-        match found {
-            Some(cp) => {
-                out.insert(task.clone(), cp);
-            }
-            None => return Ok(None),
-        }
     }
-    Ok(Some(out))
+    // A record that is not there (compacted away) or not the task's: the
+    // caller reads the whole topic.
+    Ok((out.len() == pointers.len()).then_some(out))
 }
 
 fn decode_checkpoint(topic: &str, offset: i64, value: &[u8]) -> Result<TaskCheckpoint> {
@@ -174,24 +188,18 @@ fn decode_checkpoint(topic: &str, offset: i64, value: &[u8]) -> Result<TaskCheck
     TaskCheckpoint::from_checkpoint(&cp).map_err(|e| Error::Corrupt(format!("{topic} offset {offset}: {e}")))
 }
 
-/// The high watermark of a partition.
-pub fn high_watermark(settings: &ClientSettings, topic: &str, partition: i32) -> Result<i64> {
-    let c = consumer(settings)?;
-    let (_, high) = c
-        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        .map_err(|e| Error::kafka(format!("watermarks of {topic}/{partition}"), e))?;
-    Ok(high)
-}
-
 /// Bring `task` to the state `target` describes: apply each logged store's
 /// changelog from the task's own position up to the target's, then adopt
 /// the target checkpoint. Returns the number of records applied per store,
-/// in the order of `changelogs`.
+/// in the order of `changelogs`. `progress(store, remaining)` hears how
+/// many changelog records each store still has to read: at its start,
+/// every few thousand records, and 0 at its end.
 pub fn restore_task(
     settings: &ClientSettings,
     task: &mut Task,
     changelogs: &[(String, String)],
     target: &TaskCheckpoint,
+    progress: &mut dyn FnMut(&str, i64),
 ) -> Result<Vec<u64>> {
     let mut per_store = Vec::with_capacity(changelogs.len());
     let partition = task.id().partition;
@@ -227,7 +235,11 @@ pub fn restore_task(
             Ok(())
         };
         let mut last_report = Instant::now();
+        progress(store, (to - from).max(0));
         read_range(settings, topic, partition, from, to, |offset, key, value| {
+            if offset & 4095 == 0 {
+                progress(store, to - offset);
+            }
             // Long restores say how far they got (the daemon is not ready
             // meanwhile, and an operator wants to know why).
             if total & 4095 == 0 && last_report.elapsed() >= PROGRESS_EVERY {
@@ -258,6 +270,7 @@ pub fn restore_task(
             Ok(())
         })?;
         flush(task, &mut batch, to)?;
+        progress(store, 0);
         per_store.push(total - before);
     }
     task.adopt(target);

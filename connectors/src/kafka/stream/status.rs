@@ -18,6 +18,9 @@ pub struct ThreadStatus {
     pub restoring: Vec<String>,
     /// Changelog records restored by this thread so far.
     pub restored_records: u64,
+    /// Per restoring task ("1_0"), per store: changelog records still to
+    /// read.
+    pub restore_remaining: BTreeMap<String, BTreeMap<String, i64>>,
     /// Why the thread's work does not flow right now (the cluster is
     /// unreachable, a commit waits for delivery); not ready meanwhile.
     pub problem: Option<String>,

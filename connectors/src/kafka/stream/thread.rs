@@ -975,7 +975,9 @@ impl ThreadState {
             .map(|t| (*t, plan.topic_names[*t as usize].as_str()))
             .collect();
         let stores: Vec<&str> = task.stores().iter().map(|(n, _)| n.as_str()).collect();
-        self.app.metrics.task(task.id().partition, &sources, &sinks, &stores)
+        self.app
+            .metrics
+            .task(&task.id().to_string(), task.id().partition, &sources, &sinks, &stores)
     }
 
     fn on_revoke(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
@@ -1132,7 +1134,7 @@ impl ThreadState {
                 // it starts over like any new task.
                 let mut newer = remote.get(&id.to_string()).is_some_and(|cp| cp.seq > task.seq());
                 for (store, topic) in &plan.changelogs[id.subtopology] {
-                    let high = restore::high_watermark(&self.app.settings, topic, id.partition)?;
+                    let high = watermark_high(consumer, topic, id.partition)?;
                     newer |= high > task.changelog_position(store).unwrap_or(0);
                 }
                 if !newer {
@@ -1162,7 +1164,7 @@ impl ThreadState {
             let mut stale = false;
             let mut highs: Vec<i64> = Vec::with_capacity(changelogs.len());
             for (store, topic) in changelogs {
-                let high = restore::high_watermark(&self.app.settings, topic, id.partition)?;
+                let high = watermark_high(consumer, topic, id.partition)?;
                 highs.push(high);
                 if task.changelog_position(store).is_some_and(|p| p > high) {
                     stale = true;
@@ -1188,10 +1190,25 @@ impl ThreadState {
                 })?;
             }
             let meters = self.meters_for(&task);
+            let task_stores: Vec<String> = task.stores().iter().map(|(n, _)| n.clone()).collect();
             match remote.get(&id.to_string()) {
                 Some(target) if target.seq > local.seq || stale => {
                     tracing::info!(task = %id, from_seq = local.seq, to_seq = target.seq, "restoring state from changelog");
-                    let per_store = restore::restore_task(&self.app.settings, &mut task, changelogs, target)?;
+                    let (status, thread, task_name) = (self.app.status.clone(), self.name.clone(), id.to_string());
+                    let mut progress = |store: &str, remaining: i64| {
+                        if let Some(i) = task_stores.iter().position(|s| s == store) {
+                            meters.stores[i].restore_remaining.set(remaining);
+                        }
+                        status.update(&thread, |t| {
+                            let stores = t.restore_remaining.entry(task_name.clone()).or_default();
+                            stores.insert(store.to_string(), remaining);
+                        });
+                    };
+                    let per_store =
+                        restore::restore_task(&self.app.settings, &mut task, changelogs, target, &mut progress)?;
+                    self.app.status.update(&self.name, |t| {
+                        t.restore_remaining.remove(&id.to_string());
+                    });
                     for ((store, _), n) in changelogs.iter().zip(&per_store) {
                         if let Some(i) = task.stores().iter().position(|(s, _)| s == store) {
                             meters.stores[i].restore_records.inc_by(*n);
@@ -1266,6 +1283,16 @@ impl ThreadState {
         tracing::info!(thread = %self.name, tasks = ?ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(), "partitions assigned; tasks ready");
         Ok(())
     }
+}
+
+/// The high watermark of a partition, asked of the broker through the
+/// stream thread's own consumer (no new connection, unlike a consumer of
+/// its own per question).
+fn watermark_high(consumer: &BaseConsumer<StreamContext>, topic: &str, partition: i32) -> Result<i64> {
+    consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .map(|(_, high)| high)
+        .map_err(|e| Error::kafka(format!("watermarks of {topic}/{partition}"), e))
 }
 
 /// The high watermark of a partition as of the consumer's last fetch
