@@ -941,3 +941,46 @@ fn rebalances_resume_the_tasks_that_keep_their_owner() {
     a.stop();
     c.stop();
 }
+
+/// SIGTERM while the broker does not answer and a commit waits for it: the
+/// daemon exits within seconds (it does not wait for the cluster), commits
+/// nothing past what was delivered, and a restart after the outage gives
+/// exact counts.
+#[test]
+fn sigterm_during_an_outage_exits_at_once_and_loses_nothing() {
+    let _heavy = heavy_test_lock();
+    let mut broker = DevBroker::start(2);
+    let addr = broker.addr().to_string();
+    let mut clicks = Clicks::new(14);
+    produce(&addr, INPUT, &clicks.lines(200_000));
+    let mut daemon = Daemon::new("user-clicks-term", &addr, &[APP], &["--commit-interval-ms", "100"]);
+    daemon.start();
+    let http = daemon_http_addr(daemon.proc());
+    wait_for_progress(&addr, &mut daemon, 0);
+    broker.proc.signal(libc::SIGSTOP);
+    wait_for("/readyz to answer 503", Duration::from_secs(30), || {
+        daemon.assert_running();
+        let (code, body) = http_request(&http, "GET", "/readyz", None)?;
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        let problem = v["threads"]
+            .as_object()
+            .is_some_and(|threads| threads.values().any(|t| t["problem"].is_string()));
+        match (code, problem) {
+            (503, true) => Ok(()),
+            _ => Err(format!("{code} {body}")),
+        }
+    });
+    daemon.proc().signal(libc::SIGTERM);
+    let stopped = Instant::now();
+    let status = daemon.proc().wait(Duration::from_secs(15));
+    eprintln!("exited with {status} {:?} after SIGTERM", stopped.elapsed());
+    assert!(
+        status.success(),
+        "a stop is not a failure: {status}\n{}",
+        daemon.proc().logs()
+    );
+    broker.proc.signal(libc::SIGCONT);
+    daemon.start();
+    wait_for_exact_answer(&addr, &clicks.answer(), &mut [&mut daemon]);
+    daemon.stop();
+}

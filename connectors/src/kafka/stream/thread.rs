@@ -260,7 +260,24 @@ struct ThreadState {
 const SAMPLE: u64 = 64;
 
 /// Run one stream thread until `stop` is set or a fatal error occurs.
+///
+/// A stop that cuts a commit short (the cluster did not take its records)
+/// is a clean stop: nothing was committed past the undelivered records, so
+/// the next start processes their input again.
 pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
+    let stop = app.stop.clone();
+    match run_stream_thread(app, index) {
+        Err(Error::Interrupted(why)) if stop.load(Ordering::Relaxed) => {
+            tracing::warn!(
+                "stopped without a last commit ({why}); the uncommitted input is processed again at the next start"
+            );
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
     let name = format!("{}-thread-{index}", app.plan.application_id);
     let delivery = Arc::new(DeliveryState::default());
     let health = Health::new(&name, app.status.clone());
