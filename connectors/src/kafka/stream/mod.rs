@@ -5,8 +5,11 @@
 //! threads ([`thread`]) until asked to stop. Without brokers it starts the
 //! embedded broker first and prints its address.
 
+mod assign;
+mod commit;
 pub mod health;
 pub mod plan;
+mod records;
 pub mod restore;
 pub mod status;
 pub mod thread;
@@ -122,7 +125,7 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
         settings = settings.for_embedded_broker();
     }
     // librdkafka fails a record it could not deliver in this time; the
-    // commit waits as long (see `thread::ThreadState::await_delivery`).
+    // commit waits as long (see `commit.rs`, `ThreadState::await_delivery`).
     settings.message_timeout_ms = config.delivery_timeout.as_millis().min(u32::MAX as u128) as u32;
     std::fs::create_dir_all(&config.state_dir)?;
     let db = Arc::new(
