@@ -214,17 +214,20 @@ impl ThreadState {
                 self.close_tasks(BTreeMap::from([(*id, task)]));
             }
             self.app.metrics.task_events(TaskEvent::Created, 1);
-            let mut task = Task::new(
-                &self.app.topology,
-                &plan.application_id,
-                *id,
-                &self.app.db,
-                self.app.task_config.clone(),
-            )
-            .map_err(|e| Error::Task {
-                task: id.to_string(),
-                reason: format!("creating the task: {e}"),
-            })?;
+            let new_task = || {
+                Task::new(
+                    &self.app.topology,
+                    &plan.application_id,
+                    *id,
+                    &self.app.db,
+                    self.app.task_config.clone(),
+                )
+                .map_err(|e| Error::Task {
+                    task: id.to_string(),
+                    reason: format!("creating the task: {e}"),
+                })
+            };
+            let mut task = new_task()?;
             let local = task.task_checkpoint();
             let changelogs = &plan.changelogs[id.subtopology];
             // Local state that is ahead of the changelog means the cluster
@@ -245,17 +248,7 @@ impl ThreadState {
                     reason: format!("wiping stale local state: {e}"),
                 })?;
                 drop(task);
-                task = Task::new(
-                    &self.app.topology,
-                    &plan.application_id,
-                    *id,
-                    &self.app.db,
-                    self.app.task_config.clone(),
-                )
-                .map_err(|e| Error::Task {
-                    task: id.to_string(),
-                    reason: format!("creating the task: {e}"),
-                })?;
+                task = new_task()?;
             }
             let meters = self.meters_for(&task);
             let task_stores: Vec<String> = task.stores().iter().map(|(n, _)| n.clone()).collect();
