@@ -638,25 +638,19 @@ fn an_idle_daemon_writes_no_checkpoints() {
     daemon.stop();
 }
 
-/// The broker stops answering (SIGSTOP) for longer than a minute while the
-/// daemon has work in flight: the daemon stays up, `/readyz` answers 503
-/// with the reason during the outage and 200 after it, the log says so
-/// once (not once per failed connection attempt), and the counts are
-/// exact. A commit once gave up after 60 s of waiting and the daemon exited.
-#[test]
-fn a_broker_outage_longer_than_a_minute_is_ridden_out() {
-    let _heavy = heavy_test_lock();
+/// A dev broker with 200,000 clicks and a daemon on them; once the first
+/// counts are out (most of the input still to do), the broker is stopped
+/// (SIGSTOP) and `/readyz` must answer 503 naming the problem. Returns the
+/// broker (still stopped), the daemon, its HTTP address and the problem.
+fn outage_mid_run(name: &str, clicks: &mut Clicks) -> (DevBroker, Daemon, String, String) {
     let mut broker = DevBroker::start(2);
     let addr = broker.addr().to_string();
-    let mut clicks = Clicks::new(10);
     produce(&addr, INPUT, &clicks.lines(200_000));
-    let mut daemon = Daemon::new("user-clicks-outage", &addr, &[APP], &["--commit-interval-ms", "100"]);
+    let mut daemon = Daemon::new(name, &addr, &[APP], &["--commit-interval-ms", "100"]);
     daemon.start();
     let http = daemon_http_addr(daemon.proc());
-    // Mid-run: the first counts are out, most of the input is still to do.
     wait_for_progress(&addr, &mut daemon, 0);
     broker.proc.signal(libc::SIGSTOP);
-    let stopped = Instant::now();
     let reason = wait_for(
         "/readyz to answer 503 with the problem",
         Duration::from_secs(30),
@@ -673,6 +667,21 @@ fn a_broker_outage_longer_than_a_minute_is_ridden_out() {
             }
         },
     );
+    (broker, daemon, http, reason)
+}
+
+/// The broker stops answering (SIGSTOP) for longer than a minute while the
+/// daemon has work in flight: the daemon stays up, `/readyz` answers 503
+/// with the reason during the outage and 200 after it, the log says so
+/// once (not once per failed connection attempt), and the counts are
+/// exact. A commit once gave up after 60 s of waiting and the daemon exited.
+#[test]
+fn a_broker_outage_longer_than_a_minute_is_ridden_out() {
+    let _heavy = heavy_test_lock();
+    let mut clicks = Clicks::new(10);
+    let (mut broker, mut daemon, http, reason) = outage_mid_run("user-clicks-outage", &mut clicks);
+    let addr = broker.addr().to_string();
+    let stopped = Instant::now();
     assert!(
         reason.contains("delivered") || reason.contains("unreachable"),
         "{reason:?}"
@@ -949,27 +958,9 @@ fn rebalances_resume_the_tasks_that_keep_their_owner() {
 #[test]
 fn sigterm_during_an_outage_exits_at_once_and_loses_nothing() {
     let _heavy = heavy_test_lock();
-    let mut broker = DevBroker::start(2);
-    let addr = broker.addr().to_string();
     let mut clicks = Clicks::new(14);
-    produce(&addr, INPUT, &clicks.lines(200_000));
-    let mut daemon = Daemon::new("user-clicks-term", &addr, &[APP], &["--commit-interval-ms", "100"]);
-    daemon.start();
-    let http = daemon_http_addr(daemon.proc());
-    wait_for_progress(&addr, &mut daemon, 0);
-    broker.proc.signal(libc::SIGSTOP);
-    wait_for("/readyz to answer 503", Duration::from_secs(30), || {
-        daemon.assert_running();
-        let (code, body) = http_request(&http, "GET", "/readyz", None)?;
-        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
-        let problem = v["threads"]
-            .as_object()
-            .is_some_and(|threads| threads.values().any(|t| t["problem"].is_string()));
-        match (code, problem) {
-            (503, true) => Ok(()),
-            _ => Err(format!("{code} {body}")),
-        }
-    });
+    let (mut broker, mut daemon, _http, _reason) = outage_mid_run("user-clicks-term", &mut clicks);
+    let addr = broker.addr().to_string();
     daemon.proc().signal(libc::SIGTERM);
     let stopped = Instant::now();
     let status = daemon.proc().wait(Duration::from_secs(15));
