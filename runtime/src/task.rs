@@ -72,15 +72,11 @@ pub struct Task {
     changelog_skips: Vec<(String, i64, i64)>,
     /// Metric handles, when the task runs in a daemon that exports them.
     metrics: Option<crate::metrics::TaskMetrics>,
-    /// The input positions and origins as of the last commit (or adoption):
-    /// a task whose positions have not moved and whose stores staged
-    /// nothing has nothing to commit.
-    committed_positions: Positions,
+    /// Whether a record was consumed (or a replay skipped) since the last
+    /// commit or adoption: a task with none, whose stores staged nothing,
+    /// has nothing to commit.
+    consumed_since_commit: bool,
 }
-
-/// Input positions (topic index, next offset) and applied origins (topic
-/// index, last origin) of a task.
-type Positions = (Vec<(u32, i64)>, Vec<(u32, Origin)>);
 
 /// Where a repartition record came from: the upstream input record's offset
 /// and the record's index among that input's outputs to the topic. Ordered,
@@ -210,7 +206,7 @@ impl Task {
             origins: Vec::new(),
             changelog_skips: Vec::new(),
             metrics: None,
-            committed_positions: (Vec::new(), Vec::new()),
+            consumed_since_commit: false,
         };
         if let Some(cp) = task.state.checkpoint()? {
             let cp = TaskCheckpoint::from_checkpoint(&cp)
@@ -236,7 +232,7 @@ impl Task {
             .iter()
             .filter_map(|(topic, o)| self.topology.topic_index(topic, &self.application_id).map(|t| (t, *o)))
             .collect();
-        self.committed_positions = (self.consumed.clone(), self.origins.clone());
+        self.consumed_since_commit = false;
     }
 
     /// Whether a commit now would write anything: records were consumed (or
@@ -244,9 +240,7 @@ impl Task {
     /// (call after [`flush`](Self::flush)). An idle task's commit writes no
     /// checkpoint and touches no store.
     pub fn has_changes(&self) -> bool {
-        self.state.pending_len() > 0
-            || self.consumed != self.committed_positions.0
-            || self.origins != self.committed_positions.1
+        self.consumed_since_commit || self.state.pending_len() > 0
     }
 
     /// What the task's state reflects now (processing included).
@@ -379,6 +373,7 @@ impl Task {
             Some(entry) => entry.1 = next,
             None => self.consumed.push((topic, next)),
         }
+        self.consumed_since_commit = true;
     }
 
     /// Process one record of source topic `topic`.
@@ -431,7 +426,7 @@ impl Task {
             return Err(e.into());
         }
         self.state.commit(&self.checkpoint())?;
-        self.committed_positions = (self.consumed.clone(), self.origins.clone());
+        self.consumed_since_commit = false;
         Ok(())
     }
 

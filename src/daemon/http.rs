@@ -324,16 +324,16 @@ fn readyz(state: &HttpState) -> Response<Full<Bytes>> {
     let mut pending = Vec::new();
     let mut threads = serde_json::Map::new();
     for (name, t) in &snapshot {
-        if let Some(problem) = &t.problem {
+        let reason = match (&t.problem, t.ready) {
+            (Some(problem), _) => Some(problem.as_str()),
+            (None, false) if t.restoring.is_empty() => Some("waiting for an assignment"),
+            (None, false) => Some("restoring"),
+            (None, true) => None,
+        };
+        if let Some(reason) = reason {
             pending.push(json!({
                 "thread": name,
-                "reason": problem,
-                "restoring": t.restoring,
-            }));
-        } else if !t.ready {
-            pending.push(json!({
-                "thread": name,
-                "reason": if t.restoring.is_empty() { "waiting for an assignment" } else { "restoring" },
+                "reason": reason,
                 "restoring": t.restoring,
             }));
         }

@@ -27,9 +27,22 @@ fn watermark_high(consumer: &BaseConsumer<StreamContext>, topic: &str, partition
         .map_err(|e| Error::kafka(format!("watermarks of {topic}/{partition}"), e))
 }
 
+/// The high watermark of each changelog (`(store, topic)` pairs) of a
+/// task's partition.
+fn changelog_highs(
+    consumer: &BaseConsumer<StreamContext>,
+    changelogs: &[(String, String)],
+    partition: i32,
+) -> Result<Vec<i64>> {
+    changelogs
+        .iter()
+        .map(|(_, topic)| watermark_high(consumer, topic, partition))
+        .collect()
+}
+
 impl ThreadState {
     /// Metric handles for a new task.
-    pub(super) fn meters_for(&self, task: &Task) -> TaskMetrics {
+    fn meters_for(&self, task: &Task) -> TaskMetrics {
         let plan = &self.app.plan;
         let sub = &self.app.topology.subtopologies()[task.id().subtopology];
         let sources: Vec<(u32, &str)> = sub
@@ -47,12 +60,13 @@ impl ThreadState {
             .metrics
             .task(&task.id().to_string(), task.id().partition, &sources, &sinks, &stores)
     }
+
     pub(super) fn on_revoke(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
         self.topic_handles.clear();
         if !self.tasks.is_empty() {
             // After a failure nothing may be committed (see `failed`): the
             // tasks are closed as they are and their work is replayed.
-            let r = if self.failed || self.fatal.is_some() {
+            let r = if self.has_failed() {
                 Ok(())
             } else {
                 self.commit(consumer, CommitMode::Sync)
@@ -61,7 +75,8 @@ impl ThreadState {
             self.app.metrics.active_tasks.sub(n as i64);
             self.app.status.update(&self.name, |t| t.tasks.clear());
             self.rebalance_started.get_or_insert_with(Instant::now);
-            if r.is_ok() && !self.failed && self.fatal.is_none() {
+            // A failed commit marks the thread failed.
+            if !self.has_failed() {
                 // Committed: kept as they are until the next assignment,
                 // which resumes those it gives back to this thread (no
                 // close, no restore) and closes the rest.
@@ -79,6 +94,7 @@ impl ThreadState {
             .unassign()
             .map_err(|e| Error::kafka("unassigning partitions", e))
     }
+
     /// Closes `tasks` (their work is committed, or is to be replayed): the
     /// processors close and the stores are no longer served here.
     pub(super) fn close_tasks(&mut self, tasks: BTreeMap<TaskId, Task>) {
@@ -90,19 +106,19 @@ impl ThreadState {
                 .status
                 .unhost(&self.app.plan.application_id, id.partition, &stores);
             self.cache_seen.remove(&id);
-            self.checkpoint_at.remove(&id);
         }
         if n > 0 {
             self.app.metrics.task_events(TaskEvent::Closed, n as u64);
         }
     }
+
     /// The latest checkpoint of each task in `ids` from the checkpoints
     /// topic: one record per task, found through the pointers committed
     /// with the group's offsets. A task whose partitions have no committed
     /// offset has never committed (a checkpoint is written before its
     /// offsets), so it has none; only offsets committed without pointers (by
     /// an older weir) make the whole topic be read.
-    pub(super) fn remote_checkpoints(
+    fn remote_checkpoints(
         &mut self,
         consumer: &BaseConsumer<StreamContext>,
         tpl: &TopicPartitionList,
@@ -130,16 +146,14 @@ impl ThreadState {
                 None => {}
             }
         }
-        let read = |pointers: &BTreeMap<TaskId, i64>| -> Result<Option<HashMap<String, TaskCheckpoint>>> {
-            let list: Vec<(String, i64)> = pointers
-                .iter()
-                .filter(|(id, _)| ids.contains(id))
-                .map(|(id, o)| (id.to_string(), *o))
-                .collect();
-            restore::read_checkpoints_at(&self.app.settings, &plan.checkpoints_topic, &list)
+        let found = if unpointed {
+            None
+        } else {
+            let list: Vec<(String, i64)> = pointers.iter().map(|(id, o)| (id.to_string(), *o)).collect();
+            restore::read_checkpoints_at(&self.app.settings, &plan.checkpoints_topic, &list)?
         };
-        let found = if unpointed { None } else { read(&pointers)? };
-        self.checkpoint_at.extend(pointers);
+        // The pointers of this assignment's tasks, as the group has them.
+        self.checkpoint_at = pointers;
         let remote = match found {
             Some(found) => {
                 self.app.metrics.checkpoint_records_read.inc_by(found.len() as u64);
@@ -161,6 +175,7 @@ impl ThreadState {
         };
         Ok(remote)
     }
+
     pub(super) fn on_assign(
         &mut self,
         consumer: &BaseConsumer<StreamContext>,
@@ -200,11 +215,13 @@ impl ThreadState {
                 // (this member was out of the group meanwhile): a newer
                 // checkpoint, or changelog records past its position. Then
                 // it starts over like any new task.
-                let mut newer = remote.get(&id.to_string()).is_some_and(|cp| cp.seq > task.seq());
-                for (store, topic) in &plan.changelogs[id.subtopology] {
-                    let high = watermark_high(consumer, topic, id.partition)?;
-                    newer |= high > task.changelog_position(store).unwrap_or(0);
-                }
+                let changelogs = &plan.changelogs[id.subtopology];
+                let highs = changelog_highs(consumer, changelogs, id.partition)?;
+                let newer = remote.get(&id.to_string()).is_some_and(|cp| cp.seq > task.seq())
+                    || changelogs
+                        .iter()
+                        .zip(&highs)
+                        .any(|((store, _), high)| *high > task.changelog_position(store).unwrap_or(0));
                 if !newer {
                     self.app.metrics.task_events(TaskEvent::Resumed, 1);
                     self.tasks.insert(*id, task);
@@ -232,15 +249,11 @@ impl ThreadState {
             let changelogs = &plan.changelogs[id.subtopology];
             // Local state that is ahead of the changelog means the cluster
             // lost data (a fresh development broker): start over.
-            let mut stale = false;
-            let mut highs: Vec<i64> = Vec::with_capacity(changelogs.len());
-            for (store, topic) in changelogs {
-                let high = watermark_high(consumer, topic, id.partition)?;
-                highs.push(high);
-                if task.changelog_position(store).is_some_and(|p| p > high) {
-                    stale = true;
-                }
-            }
+            let highs = changelog_highs(consumer, changelogs, id.partition)?;
+            let stale = changelogs
+                .iter()
+                .zip(&highs)
+                .any(|((store, _), high)| task.changelog_position(store).is_some_and(|p| p > *high));
             if stale {
                 tracing::warn!(task = %id, "local state is ahead of its changelog; wiping it");
                 task.state().wipe().map_err(|e| Error::Task {
@@ -293,10 +306,9 @@ impl ThreadState {
                 }
             }
             task.set_metrics(meters);
-            let stores: Vec<String> = task.stores().iter().map(|(n, _)| n.clone()).collect();
             self.app
                 .status
-                .host(&plan.application_id, id.partition, &stores, &task.state().reader());
+                .host(&plan.application_id, id.partition, &task_stores, &task.state().reader());
             self.tasks.insert(*id, task);
             self.app.metrics.active_tasks.inc();
         }

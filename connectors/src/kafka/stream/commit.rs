@@ -38,6 +38,7 @@ use crate::{Error, Result};
 /// A commit that has waited this long for delivery reports the wait as a
 /// problem (`/readyz` 503) while it goes on waiting.
 const SLOW_DELIVERY: Duration = Duration::from_secs(2);
+
 /// The high watermark of a partition as of the consumer's last fetch
 /// response for it (librdkafka's cache: no request to the broker, unlike
 /// `fetch_watermarks`, which cost one round trip per partition per commit
@@ -65,7 +66,7 @@ impl ThreadState {
     /// out an outage up to the delivery timeout: after [`SLOW_DELIVERY`]
     /// the wait is a problem (`/readyz` 503, one log line); a stop request
     /// ends the wait (nothing is committed then, the work is replayed).
-    pub(super) fn await_delivery(&self) -> Result<()> {
+    fn await_delivery(&self) -> Result<()> {
         const STEP: Duration = Duration::from_millis(200);
         let started = Instant::now();
         let in_flight = |s: &Self| s.producer.in_flight_count() + s.changelog_producer.in_flight_count();
@@ -103,7 +104,8 @@ impl ThreadState {
             }
         }
     }
-    pub(super) fn check_delivery(&self) -> Result<()> {
+
+    fn check_delivery(&self) -> Result<()> {
         if let Some(e) = self.delivery.first_error.lock().expect("delivery lock").clone() {
             return Err(Error::Delivery {
                 topic: "(several)".into(),
@@ -113,9 +115,10 @@ impl ThreadState {
         }
         Ok(())
     }
+
     /// The commit protocol; see the module docs.
     pub(super) fn commit(&mut self, consumer: &BaseConsumer<StreamContext>, offsets_mode: CommitMode) -> Result<()> {
-        if self.failed || self.fatal.is_some() {
+        if self.has_failed() {
             return Err(Error::CommitRefused(
                 "an earlier send, delivery or commit step of this thread failed".into(),
             ));
@@ -131,12 +134,9 @@ impl ThreadState {
         }
         result
     }
+
     /// The five steps of [`commit`](Self::commit).
-    pub(super) fn commit_steps(
-        &mut self,
-        consumer: &BaseConsumer<StreamContext>,
-        offsets_mode: CommitMode,
-    ) -> Result<()> {
+    fn commit_steps(&mut self, consumer: &BaseConsumer<StreamContext>, offsets_mode: CommitMode) -> Result<()> {
         let started = Instant::now();
         // 1. Flush every task (upstream sub-topologies first) and send what
         // comes out, changelog records included.
@@ -186,11 +186,7 @@ impl ThreadState {
         if ids.is_empty() {
             // Outputs of punctuations may still be on their way: they are
             // delivered (or fail) with the next commit that has changes.
-            if consumer.context().offsets_outdated.swap(false, Ordering::Relaxed) {
-                let all: Vec<(TaskId, TaskCheckpoint)> =
-                    self.tasks.iter().map(|(id, t)| (*id, t.task_checkpoint())).collect();
-                self.commit_offsets(consumer, &all, offsets_mode);
-            }
+            self.commit_offsets(consumer, Vec::new(), offsets_mode);
             self.report_state(consumer);
             return Ok(());
         }
@@ -246,7 +242,7 @@ impl ThreadState {
                 })?;
         }
         // 5. Consumer offsets (informational for stateful tasks).
-        self.commit_offsets(consumer, &checkpoints, offsets_mode);
+        self.commit_offsets(consumer, checkpoints, offsets_mode);
         self.report_state(consumer);
         self.app
             .metrics
@@ -255,17 +251,25 @@ impl ThreadState {
         tracing::debug!(thread = %self.name, ms = started.elapsed().as_millis() as u64, "commit");
         Ok(())
     }
-    /// Commits the consumer offsets that `checkpoints` name. They are
-    /// informational (lag, stateless tasks): state never depends on them,
-    /// so a failure is logged and the offsets sent again next time.
-    pub(super) fn commit_offsets(
+
+    /// Commits the consumer offsets (with checkpoint pointers) that the
+    /// checkpoints just `written` name, or, when an earlier offset commit
+    /// failed or a new assignment began (`offsets_outdated`), those of every
+    /// task. They are informational for state (which never depends on
+    /// them), so a failure is logged and the offsets sent again next time.
+    fn commit_offsets(
         &self,
         consumer: &BaseConsumer<StreamContext>,
-        checkpoints: &[(TaskId, TaskCheckpoint)],
+        written: Vec<(TaskId, TaskCheckpoint)>,
         mode: CommitMode,
     ) {
+        let checkpoints = if consumer.context().offsets_outdated.swap(false, Ordering::Relaxed) {
+            self.tasks.iter().map(|(id, t)| (*id, t.task_checkpoint())).collect()
+        } else {
+            written
+        };
         let mut tpl = TopicPartitionList::new();
-        for (id, cp) in checkpoints {
+        for (id, cp) in &checkpoints {
             let pointer = self.checkpoint_at.get(id).map(|o| restore::checkpoint_pointer(*o));
             for (topic, offset) in &cp.inputs {
                 let mut e = tpl.add_partition(topic, id.partition);
@@ -284,9 +288,10 @@ impl ThreadState {
             }
         }
     }
+
     /// Gauges and counters read at commit time: store sizes and cache
     /// hits, consumer lag (from the partitions' high watermarks).
-    pub(super) fn report_state(&mut self, consumer: &BaseConsumer<StreamContext>) {
+    fn report_state(&mut self, consumer: &BaseConsumer<StreamContext>) {
         for (id, task) in &self.tasks {
             let Some(m) = task.metrics() else { continue };
             let seen_all = self.cache_seen.entry(*id).or_default();

@@ -19,16 +19,19 @@ use crate::{Error, Result};
 /// Header carrying a repartition record's origin (16 bytes: upstream
 /// partition key i32, input offset i64, index u32, big-endian).
 pub const ORIGIN_HEADER: &str = "weir.origin";
+
 /// Latencies are measured on one record in this many.
 const SAMPLE: u64 = 64;
-pub(super) fn origin_bytes(o: &Origin) -> [u8; 16] {
+
+fn origin_bytes(o: &Origin) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..4].copy_from_slice(&o.upstream_partition.to_be_bytes());
     b[4..12].copy_from_slice(&o.offset.to_be_bytes());
     b[12..].copy_from_slice(&o.index.to_be_bytes());
     b
 }
-pub(super) fn parse_origin(msg: &BorrowedMessage<'_>) -> Option<Origin> {
+
+fn parse_origin(msg: &BorrowedMessage<'_>) -> Option<Origin> {
     let headers = msg.headers()?;
     for h in headers.iter() {
         if h.key == ORIGIN_HEADER {
@@ -45,6 +48,7 @@ pub(super) fn parse_origin(msg: &BorrowedMessage<'_>) -> Option<Origin> {
     }
     None
 }
+
 /// Send one record, waiting while librdkafka's local queue is full.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn send(
@@ -88,6 +92,7 @@ pub(super) fn send(
         }
     }
 }
+
 pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -180,6 +185,7 @@ impl ThreadState {
         }
         Ok(())
     }
+
     /// Send every task's pending outputs and punctuate.
     pub(super) fn after_batch(&mut self) -> Result<()> {
         let now = now_ms();
@@ -192,6 +198,7 @@ impl ThreadState {
         self.producer.poll(Duration::ZERO);
         Ok(())
     }
+
     /// Produce the records task `id` collected.
     pub(super) fn drain(&mut self, id: TaskId) -> Result<()> {
         let task = self.tasks.get_mut(&id).expect("task");

@@ -96,14 +96,12 @@ fn read_range(
     Ok(())
 }
 
-/// The latest checkpoint per task id ("0_1") in the checkpoints topic, read
-/// whole (the fallback when the group's offsets hold no pointers: a group
-/// committed by an older weir).
-/// Each task's latest checkpoint with its offset, by task id.
+/// Each task's latest checkpoint with its offset, by task id ("0_1").
 pub type LatestCheckpoints = HashMap<String, (i64, TaskCheckpoint)>;
 
-/// Returns each task's latest checkpoint with its offset, and how many
-/// records were read.
+/// The latest checkpoint of every task in the checkpoints topic, read whole
+/// (the fallback when the group's offsets hold no pointers: a group
+/// committed by an older weir), and how many records were read.
 pub fn read_checkpoints(settings: &ClientSettings, topic: &str) -> Result<(LatestCheckpoints, u64)> {
     let c = consumer(settings)?;
     let (low, high) = c
@@ -237,7 +235,7 @@ pub fn restore_task(
         let mut last_report = Instant::now();
         progress(store, (to - from).max(0));
         read_range(settings, topic, partition, from, to, |offset, key, value| {
-            if offset & 4095 == 0 {
+            if total & 4095 == 0 {
                 progress(store, to - offset);
             }
             // Long restores say how far they got (the daemon is not ready

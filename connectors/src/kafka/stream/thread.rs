@@ -319,14 +319,15 @@ fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
         with_state(|s| s.failed = true);
     }
 
-    // Leave the group: the revoke callback commits and closes the tasks.
+    // Leave the group: the revoke callback commits and suspends the tasks;
+    // they are closed below.
     consumer.unsubscribe();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && with_state(|s| !s.tasks.is_empty()) {
         let _ = consumer.poll(Duration::from_millis(50));
     }
     let leftover = with_state(|s| {
-        let r = if s.tasks.is_empty() || s.fatal.is_some() || s.failed {
+        let r = if s.tasks.is_empty() || s.has_failed() {
             Ok(())
         } else {
             s.commit(&consumer, CommitMode::Sync)
@@ -339,7 +340,7 @@ fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
     drop(consumer);
     let state = THREAD.with(|cell| cell.borrow_mut().take());
     if let Some(mut s) = state {
-        if s.failed {
+        if s.has_failed() {
             // Nothing was committed past these records: they are replayed,
             // so a stop need not wait for a cluster that may not answer.
             let purge = PurgeConfig::default().queue().inflight();
@@ -357,6 +358,14 @@ fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
         .flush_to_disk()
         .map_err(|e| Error::State(format!("writing state to disk: {e}")))?;
     result.and(leftover)
+}
+
+impl ThreadState {
+    /// Whether anything failed on this thread (see `failed`, `fatal`):
+    /// then nothing may be committed any more.
+    pub(super) fn has_failed(&self) -> bool {
+        self.failed || self.fatal.is_some()
+    }
 }
 
 pub(super) fn with_state<R>(f: impl FnOnce(&mut ThreadState) -> R) -> R {
