@@ -10,7 +10,6 @@ mod broker;
 mod clients;
 mod config;
 mod console;
-mod partitioner;
 pub mod stream;
 
 pub use admin::{validate_topic, Admin, TopicSpec};
@@ -18,7 +17,9 @@ pub use broker::{EmbeddedBroker, CONTROL_TOPIC, MAX_PARTITIONS};
 pub use clients::{assign_at, flush_producer};
 pub use config::{AssignmentStrategy, ClientSettings};
 pub use console::{produce_lines, produce_lines_with, tail, tail_with, TailLimit, TailRecord};
-pub use partitioner::{default_partitioner, murmur2};
+/// Kafka's default partitioner (murmur2), which weir's task manager uses
+/// too; it lives in weir-runtime.
+pub use weir_runtime::partitioner::{default_partitioner, murmur2};
 
 /// The rdkafka crate weir is built on, re-exported so that users (and
 /// weir's own crates) name the exact same types.

@@ -8,7 +8,7 @@
 //! `Utils.toPositive(Utils.murmur2(key)) % numPartitions`, and librdkafka's
 //! `murmur2_random` partitioner is the same function; librdkafka's *default*
 //! (`consistent_random`, CRC32) is not, which is why
-//! [`ClientSettings::producer_config`](super::ClientSettings::producer_config)
+//! `weir_connectors::kafka::ClientSettings::producer_config`
 //! sets `partitioner=murmur2_random`.
 
 /// MurmurHash2 as Kafka's Java client computes it (`Utils.murmur2`): seed

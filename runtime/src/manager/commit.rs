@@ -1,0 +1,217 @@
+//! The commit protocol (exact state after a crash).
+//!
+//! For every running task with changes:
+//! 1. flush the task: cached aggregates go downstream, stores stage their
+//!    changes, and the changelog records are sent (tagged with nothing but
+//!    their partition: the checkpoint says how far to read);
+//! 2. wait until everything sent is delivered (outputs, repartition
+//!    records, changelog records): a delivery error fails the manager
+//!    before anything is committed;
+//! 3. send the task's checkpoint (commit sequence, next input offsets,
+//!    each changelog's end offset, the origins of applied repartition
+//!    records, changelog ranges to skip) to `{application_id}-checkpoints`
+//!    and wait for it (its offset becomes the task's checkpoint pointer);
+//! 4. write the staged store changes and the same checkpoint to sled in one
+//!    atomic batch;
+//! 5. commit the group offsets with the checkpoint pointers as their
+//!    metadata (for lag, for stateless tasks and for finding checkpoints;
+//!    state never depends on the offsets themselves).
+//!
+//! A manager that failed at any step never commits again.
+
+use std::time::Instant;
+
+use weir_topology::StoreRef;
+
+use super::{checkpoint_pointer, now_ms, TaskManager};
+use crate::task::{TaskCheckpoint, TaskId};
+use crate::transport::{GroupOffset, Outgoing, Track, Transport};
+use crate::RuntimeError;
+
+impl TaskManager {
+    /// The commit protocol; see the module docs. `wait_offsets` makes the
+    /// offset commit (step 5) synchronous (revoke, shutdown).
+    pub fn commit(&mut self, t: &mut dyn Transport, wait_offsets: bool) -> Result<(), RuntimeError> {
+        self.refuse_if_failed()?;
+        self.last_commit = Instant::now();
+        self.uncommitted = 0;
+        if self.running.is_empty() {
+            return Ok(());
+        }
+        self.guarded(|m| m.commit_steps(t, wait_offsets))
+    }
+
+    fn commit_steps(&mut self, t: &mut dyn Transport, wait_offsets: bool) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        // 1. Flush every task (upstream sub-topologies first) and send what
+        // comes out, changelog records included.
+        let all: Vec<TaskId> = self.running.keys().copied().collect();
+        // The tasks with something to commit; an idle task writes nothing
+        // (no checkpoint record, no sled batch, no offsets).
+        let mut ids: Vec<TaskId> = Vec::with_capacity(all.len());
+        for &id in &all {
+            let task = self.running.get_mut(&id).expect("task");
+            task.flush();
+            if task.has_changes() {
+                ids.push(id);
+            }
+            if let Some(e) = task.ctx.take_fatal() {
+                return Err(RuntimeError::task(id, e));
+            }
+            self.drain(t, id)?;
+            let task = self.running.get_mut(&id).expect("task");
+            let changes = std::mem::take(&mut task.ctx.changelog);
+            let counters = std::mem::take(&mut task.ctx.counters);
+            let changelogs = &self.cfg.plan.changelogs[id.subtopology];
+            let now = now_ms();
+            for (store, rec) in &changes {
+                let Some((_, topic)) = changelogs.iter().find(|(s, _)| s.as_str() == &**store) else {
+                    continue; // not logged
+                };
+                t.send(Outgoing {
+                    topic,
+                    partition: id.partition,
+                    key: Some(&rec.key),
+                    value: rec.value.as_deref(),
+                    timestamp: now,
+                    headers: &[],
+                    track: Track::Changelog,
+                })?;
+            }
+            self.cfg
+                .metrics
+                .late_records_dropped
+                .inc_by(counters.late_records_dropped);
+        }
+        self.cfg.metrics.commits.inc();
+        if ids.is_empty() {
+            // Outputs of punctuations may still be on their way: they are
+            // delivered (or fail) with the next commit that has changes.
+            self.commit_offsets(t, Vec::new(), wait_offsets);
+            self.report_state(t);
+            return Ok(());
+        }
+        // 2. Everything delivered, or nothing is committed.
+        let delivered = t.flush()?;
+        // 3. The checkpoints.
+        let mut checkpoints: Vec<(TaskId, TaskCheckpoint)> = Vec::new();
+        let now = now_ms();
+        for &id in &ids {
+            let task = self.running.get_mut(&id).expect("task");
+            for (store, topic) in &self.cfg.plan.changelogs[id.subtopology] {
+                if let Some(p) = delivered.changelog_ends.get(&(topic.clone(), id.partition)) {
+                    task.set_changelog_position(store, *p);
+                }
+            }
+            task.next_seq();
+            let cp = task.task_checkpoint();
+            let bytes = cp.to_checkpoint(id.partition).encode();
+            let key = id.to_string();
+            t.send(Outgoing {
+                topic: &self.cfg.plan.checkpoints_topic,
+                partition: 0,
+                key: Some(key.as_bytes()),
+                value: Some(&bytes),
+                timestamp: now,
+                headers: &[],
+                track: Track::Checkpoint(id),
+            })?;
+            checkpoints.push((id, cp));
+        }
+        self.cfg.metrics.checkpoints_written.inc_by(checkpoints.len() as u64);
+        let delivered = t.flush()?;
+        for (id, _) in &checkpoints {
+            if let Some(offset) = delivered.checkpoints.get(id) {
+                self.checkpoint_at.insert(*id, *offset);
+            }
+        }
+        // 4. Local state, atomically with the same checkpoint.
+        for &id in &ids {
+            self.running
+                .get_mut(&id)
+                .expect("task")
+                .commit_state()
+                .map_err(|e| RuntimeError::task(id, format!("committing local state: {e}")))?;
+        }
+        // 5. Group offsets (informational for stateful tasks).
+        self.commit_offsets(t, checkpoints, wait_offsets);
+        self.report_state(t);
+        self.cfg
+            .metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(member = %self.cfg.name, ms = started.elapsed().as_millis() as u64, "commit");
+        Ok(())
+    }
+
+    /// Commits the group offsets (with checkpoint pointers) that the
+    /// checkpoints just `written` name, or, when an earlier offset commit
+    /// failed or a new assignment began, those of every running task. They
+    /// are informational for state (which never depends on them), so a
+    /// failure is logged and the offsets sent again next time.
+    fn commit_offsets(&mut self, t: &mut dyn Transport, written: Vec<(TaskId, TaskCheckpoint)>, wait: bool) {
+        let outdated = std::mem::take(&mut self.offsets_outdated) | t.take_offset_commit_failure();
+        let checkpoints = if outdated {
+            self.running.iter().map(|(id, t)| (*id, t.task_checkpoint())).collect()
+        } else {
+            written
+        };
+        let mut offsets = Vec::new();
+        for (id, cp) in &checkpoints {
+            let metadata = self
+                .checkpoint_at
+                .get(id)
+                .map(|o| checkpoint_pointer(*o))
+                .unwrap_or_default();
+            for (topic, offset) in &cp.inputs {
+                offsets.push(GroupOffset {
+                    topic: topic.clone(),
+                    partition: id.partition,
+                    offset: Some(*offset),
+                    metadata: metadata.clone(),
+                });
+            }
+        }
+        if !offsets.is_empty() {
+            if let Err(e) = t.commit_offsets(&offsets, wait) {
+                self.offsets_outdated = true;
+                tracing::warn!(member = %self.cfg.name, error = %e, "committing group offsets failed (state is safe); sending them again at the next commit");
+            }
+        }
+    }
+
+    /// Gauges and counters read at commit time: store sizes and cache
+    /// hits, consumer lag (from the partitions' high watermarks).
+    fn report_state(&mut self, t: &mut dyn Transport) {
+        for (id, task) in &self.running {
+            let Some(m) = task.metrics() else { continue };
+            let seen_all = self.cache_seen.entry(*id).or_default();
+            seen_all.resize(task.stores().len(), (0, 0));
+            for (i, (name, store)) in task.stores().iter().enumerate() {
+                let (len, stats) = match store {
+                    StoreRef::KeyValue(s) => {
+                        let s = s.borrow();
+                        (s.approximate_len(), s.cache_stats())
+                    }
+                    StoreRef::Window(s) => {
+                        let s = s.borrow();
+                        (s.approximate_len(), s.cache_stats())
+                    }
+                };
+                if let (Some(h), Some(seen)) = (m.stores.get(i), seen_all.get_mut(i)) {
+                    h.entries.set(len as i64);
+                    h.cache_bytes.set(task.state().cache_bytes(name) as i64);
+                    h.cache_hits.inc_by(stats.hits.saturating_sub(seen.0));
+                    h.cache_misses.inc_by(stats.misses.saturating_sub(seen.1));
+                    *seen = (stats.hits, stats.misses);
+                }
+            }
+            for (topic, next) in task.consumed() {
+                let name = &self.cfg.plan.topic_names[*topic as usize];
+                if let Some(high) = t.cached_high_watermark(name, id.partition) {
+                    m.set_lag(*topic, high - next);
+                }
+            }
+        }
+    }
+}

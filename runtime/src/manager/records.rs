@@ -1,0 +1,222 @@
+//! The record path: a consumed record through its task, dead letters, and
+//! the task's outputs to the transport (repartition records numbered by
+//! origin, so that a replay upstream is not applied twice downstream).
+
+use std::time::Instant;
+
+use super::{now_ms, TaskManager};
+use crate::dead_letter::DeadLetterOut;
+use crate::partitioner::default_partitioner;
+use crate::task::{Origin, Task, TaskId};
+use crate::transport::{Outgoing, Track, Transport};
+use crate::RuntimeError;
+
+/// Header carrying a repartition record's origin (16 bytes: upstream
+/// partition key i32, input offset i64, index u32, big-endian).
+pub const ORIGIN_HEADER: &str = "weir.origin";
+
+/// Latencies are measured on one record in this many.
+const SAMPLE: u64 = 64;
+
+/// The wire form of an origin (the value of [`ORIGIN_HEADER`]).
+pub fn encode_origin(o: &Origin) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&o.upstream_partition.to_be_bytes());
+    b[4..12].copy_from_slice(&o.offset.to_be_bytes());
+    b[12..].copy_from_slice(&o.index.to_be_bytes());
+    b
+}
+
+/// The origin in a [`ORIGIN_HEADER`] value; `None` if it is not one.
+pub fn decode_origin(v: &[u8]) -> Option<Origin> {
+    if v.len() != 16 {
+        return None;
+    }
+    Some(Origin {
+        upstream_partition: i32::from_be_bytes(v[..4].try_into().ok()?),
+        offset: i64::from_be_bytes(v[4..12].try_into().ok()?),
+        index: u32::from_be_bytes(v[12..].try_into().ok()?),
+    })
+}
+
+/// A consumed record, as the poll loop hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The topology's index of the record's topic.
+    pub topic: u32,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// The origin header of a repartition record (see [`decode_origin`]).
+    pub origin: Option<Origin>,
+}
+
+impl TaskManager {
+    /// Process one consumed record through the task that owns its
+    /// partition (a record of a partition no running task owns is
+    /// ignored: it is not, or no longer, this member's). Dead letters are
+    /// sent at once; other outputs at [`punctuate`](Self::punctuate) or
+    /// commit.
+    #[inline]
+    pub fn process(&mut self, t: &mut dyn Transport, rec: Incoming<'_>) -> Result<(), RuntimeError> {
+        let Some(id) = self.cfg.plan.task_of(rec.topic, rec.partition) else {
+            return Ok(());
+        };
+        let Some(task) = self.running.get_mut(&id) else {
+            return Ok(());
+        };
+        self.seen += 1;
+        self.uncommitted += 1;
+        let timed = self.seen.is_multiple_of(SAMPLE).then(Instant::now);
+        match rec.origin {
+            Some(o) => {
+                task.process_from(rec.topic, rec.offset, rec.timestamp, rec.key, rec.value, o);
+            }
+            None => task.process(rec.topic, rec.offset, rec.timestamp, rec.key, rec.value),
+        }
+        if let Some(started) = timed {
+            self.cfg
+                .metrics
+                .process_latency
+                .observe(started.elapsed().as_secs_f64());
+        }
+        if task.ctx.dead_letters.is_empty() {
+            return Ok(());
+        }
+        let letters = std::mem::take(&mut task.ctx.dead_letters);
+        self.guarded(|m| m.send_dead_letters(t, &rec, letters))
+    }
+
+    fn send_dead_letters(
+        &mut self,
+        t: &mut dyn Transport,
+        rec: &Incoming<'_>,
+        letters: Vec<weir_topology::DeadLetter>,
+    ) -> Result<(), RuntimeError> {
+        self.cfg.metrics.dlq_records.inc_by(letters.len() as u64);
+        let max = self.cfg.max_record_bytes;
+        let topic = &self.cfg.plan.topic_names[rec.topic as usize];
+        for d in letters {
+            let letter = DeadLetterOut::new(&d.error, topic, d.partition, d.offset, rec.key, rec.value, max);
+            if letter.truncated() {
+                tracing::warn!(
+                    topic = %topic,
+                    partition = d.partition,
+                    offset = d.offset,
+                    "dead letter cut to fit the largest record the cluster takes ({max} bytes); original sizes in its headers"
+                );
+            }
+            let headers: Vec<(&str, &[u8])> = letter.headers.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+            // The dead-letter topic has one partition (see Plan).
+            t.send(Outgoing {
+                topic: &self.cfg.plan.dlq_topic,
+                partition: 0,
+                key: letter.key,
+                value: letter.value,
+                timestamp: rec.timestamp,
+                headers: &headers,
+                track: Track::Quiet,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// After a batch: let every running task emit what is due at wall-clock
+    /// time `now` and send every task's outputs.
+    pub fn punctuate(&mut self, t: &mut dyn Transport, now: i64) -> Result<(), RuntimeError> {
+        self.guarded(|m| {
+            let ids: Vec<TaskId> = m.running.keys().copied().collect();
+            for id in ids {
+                m.running.get_mut(&id).expect("task").punctuate(now);
+                m.drain(t, id)?;
+            }
+            t.tick();
+            Ok(())
+        })
+    }
+
+    /// Send the records task `id` collected.
+    pub(super) fn drain(&mut self, t: &mut dyn Transport, id: TaskId) -> Result<(), RuntimeError> {
+        let task = self.running.get_mut(&id).expect("task");
+        if task.ctx.collector.is_empty() {
+            return Ok(());
+        }
+        let mut collector = std::mem::take(&mut task.ctx.collector);
+        let plan = &self.cfg.plan;
+        self.origin_counters.clear();
+        self.current_origin = None;
+        let meters = self.running.get(&id).and_then(Task::metrics);
+        let now = now_ms();
+        let mut result = Ok(());
+        for (i, rec) in collector.records().iter().enumerate() {
+            let topic = rec.topic as usize;
+            if let Some(m) = meters {
+                m.produced(rec.topic, 1);
+            }
+            if !plan.internal[topic] && (i as u64).is_multiple_of(SAMPLE) {
+                self.cfg
+                    .metrics
+                    .end_to_end_latency
+                    .observe((now - rec.timestamp).max(0) as f64 / 1000.0);
+            }
+            let key = collector.slice(&rec.key);
+            let value = collector.slice(&rec.value);
+            let partitions = plan.topic_partitions[topic].max(1);
+            let partition = match key {
+                Some(k) => default_partitioner(k, partitions),
+                None => id.partition % partitions,
+            };
+            let origin = match (plan.internal[topic], rec.origin) {
+                (true, Some((source, offset))) => {
+                    if self.current_origin != Some((source, offset)) {
+                        self.current_origin = Some((source, offset));
+                        self.origin_counters.clear();
+                    }
+                    let index = match self.origin_counters.iter_mut().find(|(tt, _)| *tt == rec.topic) {
+                        Some((_, n)) => {
+                            *n += 1;
+                            *n
+                        }
+                        None => {
+                            self.origin_counters.push((rec.topic, 0));
+                            0
+                        }
+                    };
+                    // The upstream key folds the source topic into the
+                    // partition number: offsets are ordered per topic.
+                    Some(encode_origin(&Origin {
+                        upstream_partition: ((source as i32) << 20) | id.partition,
+                        offset,
+                        index,
+                    }))
+                }
+                _ => None,
+            };
+            let header;
+            let headers: &[(&str, &[u8])] = match &origin {
+                Some(bytes) => {
+                    header = [(ORIGIN_HEADER, &bytes[..])];
+                    &header
+                }
+                None => &[],
+            };
+            result = t.send(Outgoing {
+                topic: &plan.topic_names[topic],
+                partition,
+                key,
+                value,
+                timestamp: rec.timestamp,
+                headers,
+                track: Track::Quiet,
+            });
+            if result.is_err() {
+                break;
+            }
+        }
+        collector.clear();
+        self.running.get_mut(&id).expect("task").ctx.collector = collector;
+        result
+    }
+}

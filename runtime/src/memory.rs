@@ -1,0 +1,447 @@
+//! An in-memory cluster: topics of partitions of records, a group's
+//! committed offsets, and a [`Transport`] over them that can be told to
+//! crash. [`Member`] runs a [`TaskManager`] on it with a poll loop of its
+//! own, so that the commit protocol, restore and repartition
+//! de-duplication are tested without a broker, including crashes at
+//! every step.
+//!
+//! A crash is what a `SIGKILL` leaves: the member's memory (tasks, write
+//! caches, records sent but not delivered) is gone, the cluster keeps what
+//! was delivered, and the state directory keeps what sled wrote.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use weir_state::StateDb;
+use weir_topology::Topology;
+
+use crate::manager::{decode_origin, Incoming, ManagerConfig, NoListener, TaskListener, ORIGIN_HEADER};
+use crate::metrics::Metrics;
+use crate::plan::Plan;
+use crate::transport::{Delivered, GroupOffset, Outgoing, ReadProgress, ReadRecord, Track, Transport};
+use crate::{RuntimeError, TaskConfig, TaskManager};
+
+/// A record stored in the in-memory cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: i64,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Default)]
+struct Data {
+    topics: HashMap<String, Vec<Vec<StoredRecord>>>,
+    /// The group's committed offsets: (topic, partition) → (offset, metadata).
+    offsets: HashMap<(String, i32), (i64, String)>,
+}
+
+/// Topics and a group's offsets, shared by the members and the test.
+#[derive(Clone, Default)]
+pub struct MemoryCluster {
+    data: Arc<Mutex<Data>>,
+}
+
+impl MemoryCluster {
+    pub fn new() -> MemoryCluster {
+        MemoryCluster::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
+        self.data.lock().expect("cluster lock")
+    }
+
+    /// Create `topic` with `partitions` partitions (no-op if it exists).
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        self.lock()
+            .topics
+            .entry(topic.to_string())
+            .or_insert_with(|| vec![Vec::new(); partitions.max(1) as usize]);
+    }
+
+    /// The partition count of `topic`, if it exists.
+    pub fn partitions(&self, topic: &str) -> Option<i32> {
+        self.lock().topics.get(topic).map(|p| p.len() as i32)
+    }
+
+    /// Append a record (as a foreign producer would); returns its offset.
+    pub fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+    ) -> i64 {
+        let mut data = self.lock();
+        let log = &mut data.topics.get_mut(topic).expect("topic exists")[partition as usize];
+        log.push(StoredRecord {
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+            timestamp,
+            headers: Vec::new(),
+        });
+        log.len() as i64 - 1
+    }
+
+    /// Every record of a partition.
+    pub fn records(&self, topic: &str, partition: i32) -> Vec<StoredRecord> {
+        self.lock()
+            .topics
+            .get(topic)
+            .and_then(|p| p.get(partition as usize))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every record of every partition of `topic`, partition by partition.
+    pub fn all_records(&self, topic: &str) -> Vec<StoredRecord> {
+        self.lock().topics.get(topic).map(|p| p.concat()).unwrap_or_default()
+    }
+
+    /// Create every topic `plan` needs (its external topics must exist).
+    pub fn create_internal_topics(&self, plan: &Plan) {
+        for t in plan.internal_topics() {
+            self.create_topic(&t.name, t.partitions);
+        }
+    }
+
+    /// A transport of a new member process.
+    pub fn transport(&self) -> MemoryTransport {
+        MemoryTransport {
+            cluster: self.clone(),
+            pending: Vec::new(),
+            operations: 0,
+            crash_at: None,
+            crashed: false,
+        }
+    }
+}
+
+/// A [`Transport`] over a [`MemoryCluster`]. Sent records wait in the
+/// transport until [`flush`](Transport::flush) delivers them.
+pub struct MemoryTransport {
+    cluster: MemoryCluster,
+    pending: Vec<(String, i32, StoredRecord, Track)>,
+    operations: u64,
+    crash_at: Option<u64>,
+    crashed: bool,
+}
+
+impl MemoryTransport {
+    /// Crash at operation `n` (counting from 1: every send, flush, read,
+    /// watermark question and offset call is one): it fails, the records
+    /// still pending are lost (a crash inside a flush delivers the first
+    /// half of them first, as a process killed mid-flush leaves some
+    /// delivered), and every later operation fails too.
+    pub fn crash_at(&mut self, n: u64) {
+        self.crash_at = Some(n);
+    }
+
+    /// Operations so far (to enumerate crash points).
+    pub fn operations(&self) -> u64 {
+        self.operations
+    }
+
+    /// Whether the injected crash happened.
+    pub fn crashed(&self) -> bool {
+        self.crashed
+    }
+
+    /// Counts an operation; fails it if it is (or comes after) the crash.
+    fn operation(&mut self, what: &str) -> Result<(), RuntimeError> {
+        if self.crashed {
+            return Err(RuntimeError::Transport(format!("{what}: the member has crashed")));
+        }
+        self.operations += 1;
+        if self.crash_at == Some(self.operations) {
+            self.crashed = true;
+            if what == "flush" {
+                let half = self.pending.len() / 2;
+                let delivered: Vec<_> = self.pending.drain(..half).collect();
+                self.deliver(delivered);
+            }
+            self.pending.clear();
+            return Err(RuntimeError::Transport(format!(
+                "{what}: injected crash at operation {}",
+                self.operations
+            )));
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, records: Vec<(String, i32, StoredRecord, Track)>) -> Delivered {
+        let mut out = Delivered::default();
+        let mut data = self.cluster.lock();
+        for (topic, partition, record, track) in records {
+            let log = &mut data.topics.get_mut(&topic).expect("topic checked at send")[partition as usize];
+            log.push(record);
+            let offset = log.len() as i64 - 1;
+            match track {
+                Track::Quiet => {}
+                Track::Changelog => {
+                    let end = out.changelog_ends.entry((topic, partition)).or_insert(0);
+                    *end = (*end).max(offset + 1);
+                }
+                Track::Checkpoint(id) => {
+                    out.checkpoints.insert(id, offset);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn send(&mut self, r: Outgoing<'_>) -> Result<(), RuntimeError> {
+        self.operation("send")?;
+        let partitions = self.cluster.partitions(r.topic);
+        if !partitions.is_some_and(|n| (0..n).contains(&r.partition)) {
+            return Err(RuntimeError::Transport(format!(
+                "producing to {}/{}: no such partition",
+                r.topic, r.partition
+            )));
+        }
+        let record = StoredRecord {
+            key: r.key.map(<[u8]>::to_vec),
+            value: r.value.map(<[u8]>::to_vec),
+            timestamp: r.timestamp,
+            headers: r.headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
+        };
+        self.pending.push((r.topic.to_string(), r.partition, record, r.track));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<Delivered, RuntimeError> {
+        self.operation("flush")?;
+        let pending = std::mem::take(&mut self.pending);
+        Ok(self.deliver(pending))
+    }
+
+    fn watermarks(&mut self, topic: &str, partition: i32) -> Result<(i64, i64), RuntimeError> {
+        self.operation("watermarks")?;
+        Ok((0, self.cluster.records(topic, partition).len() as i64))
+    }
+
+    fn cached_high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        Some(self.cluster.records(topic, partition).len() as i64)
+    }
+
+    fn read(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+        max: usize,
+        f: &mut dyn FnMut(ReadRecord<'_>) -> Result<(), RuntimeError>,
+    ) -> Result<ReadProgress, RuntimeError> {
+        self.operation("read")?;
+        let records = self.cluster.records(topic, partition);
+        let end = to.min(records.len() as i64);
+        let mut next = from.max(0);
+        while next < end && ((next - from) as usize) < max {
+            let r = &records[next as usize];
+            f((next, r.key.as_deref(), r.value.as_deref()))?;
+            next += 1;
+        }
+        Ok(ReadProgress {
+            next,
+            done: next >= end,
+        })
+    }
+
+    fn committed(&mut self, partitions: &[(String, i32)]) -> Result<Vec<GroupOffset>, RuntimeError> {
+        self.operation("committed")?;
+        let data = self.cluster.lock();
+        Ok(partitions
+            .iter()
+            .map(|(topic, partition)| {
+                let found = data.offsets.get(&(topic.clone(), *partition));
+                GroupOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: found.map(|(o, _)| *o),
+                    metadata: found.map(|(_, m)| m.clone()).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    fn commit_offsets(&mut self, offsets: &[GroupOffset], _wait: bool) -> Result<(), RuntimeError> {
+        self.operation("commit offsets")?;
+        let mut data = self.cluster.lock();
+        for o in offsets {
+            if let Some(offset) = o.offset {
+                data.offsets
+                    .insert((o.topic.clone(), o.partition), (offset, o.metadata.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One member of an application on a [`MemoryCluster`] that owns every
+/// task: a [`TaskManager`], its transport, and a poll loop reading the
+/// assigned partitions in turn.
+pub struct Member {
+    pub manager: TaskManager,
+    pub transport: MemoryTransport,
+    cluster: MemoryCluster,
+    /// Next offset to read per (topic index, partition).
+    positions: BTreeMap<(u32, i32), i64>,
+    paused: Vec<(u32, i32)>,
+    /// Whether the previous poll found records.
+    busy: bool,
+}
+
+impl Member {
+    /// A member process of `application_id` with its state in `db`; the
+    /// topology's external topics must exist in `cluster`, the internal
+    /// ones are created.
+    pub fn new(
+        cluster: &MemoryCluster,
+        topology: &Topology,
+        application_id: &str,
+        db: Arc<StateDb>,
+        task_config: TaskConfig,
+        listener: Option<Box<dyn TaskListener>>,
+    ) -> Result<Member, RuntimeError> {
+        let plan = Plan::new(topology, application_id, &|name| cluster.partitions(name))?;
+        cluster.create_internal_topics(&plan);
+        let metrics = Metrics::new().topology(application_id);
+        let manager = TaskManager::new(
+            ManagerConfig {
+                topology: topology.clone(),
+                plan: Arc::new(plan),
+                db,
+                task_config,
+                metrics,
+                max_record_bytes: 1024 * 1024,
+                name: format!("{application_id}-member"),
+            },
+            listener.unwrap_or_else(|| Box::new(NoListener)),
+        );
+        Ok(Member {
+            manager,
+            transport: cluster.transport(),
+            cluster: cluster.clone(),
+            positions: BTreeMap::new(),
+            paused: Vec::new(),
+            busy: false,
+        })
+    }
+
+    /// Take every partition of every source topic.
+    pub fn assign_all(&mut self) -> Result<(), RuntimeError> {
+        let plan = self.manager.plan().clone();
+        let mut partitions = Vec::new();
+        for (topic, reader) in plan.reader.iter().enumerate() {
+            if reader.is_some() {
+                for p in 0..plan.topic_partitions[topic] {
+                    partitions.push((topic as u32, p));
+                }
+            }
+        }
+        let a = self.manager.assign(&mut self.transport, &partitions)?;
+        let committed: Vec<(String, i32)> = partitions
+            .iter()
+            .map(|(t, p)| (plan.topic_names[*t as usize].clone(), *p))
+            .collect();
+        let group = self.transport.committed(&committed)?;
+        self.positions.clear();
+        for ((t, p), g) in partitions.iter().zip(group) {
+            let named = a
+                .positions
+                .iter()
+                .find(|(tt, pp, _)| tt == t && pp == p)
+                .map(|(_, _, o)| *o);
+            self.positions.insert((*t, *p), named.or(g.offset).unwrap_or(0));
+        }
+        self.paused = a.paused;
+        Ok(())
+    }
+
+    /// Give every partition up (the revoke of a rebalance).
+    pub fn revoke_all(&mut self) -> Result<(), RuntimeError> {
+        self.positions.clear();
+        self.paused.clear();
+        self.manager.revoke(&mut self.transport)
+    }
+
+    /// One turn of the poll loop: a restore step if a task restores, up to
+    /// `max` records from the unpaused partitions, punctuation at
+    /// wall-clock `now`; then a commit if `commit` says so or a task asks
+    /// for one. Returns the records processed.
+    pub fn poll(&mut self, max: usize, now: i64, commit: bool) -> Result<usize, RuntimeError> {
+        if self.manager.is_restoring() {
+            for r in self.manager.restore_step(&mut self.transport, 1000)? {
+                self.paused.retain(|p| *p != (r.topic, r.partition));
+                if let Some(o) = r.offset {
+                    self.positions.insert((r.topic, r.partition), o);
+                }
+            }
+        }
+        let plan = self.manager.plan().clone();
+        let mut n = 0;
+        let keys: Vec<(u32, i32)> = self.positions.keys().copied().collect();
+        for (topic, partition) in keys {
+            if self.paused.contains(&(topic, partition)) {
+                continue;
+            }
+            let name = &plan.topic_names[topic as usize];
+            let records = self.cluster.records(name, partition);
+            let at = self.positions[&(topic, partition)];
+            for (offset, r) in records.iter().enumerate().skip(at as usize) {
+                if n >= max {
+                    break;
+                }
+                let origin = if plan.internal[topic as usize] {
+                    r.headers
+                        .iter()
+                        .find(|(k, _)| k == ORIGIN_HEADER)
+                        .and_then(|(_, v)| decode_origin(v))
+                } else {
+                    None
+                };
+                self.manager.process(
+                    &mut self.transport,
+                    Incoming {
+                        topic,
+                        partition,
+                        offset: offset as i64,
+                        timestamp: r.timestamp,
+                        key: r.key.as_deref(),
+                        value: r.value.as_deref(),
+                        origin,
+                    },
+                )?;
+                self.positions.insert((topic, partition), offset as i64 + 1);
+                n += 1;
+            }
+        }
+        self.manager.punctuate(&mut self.transport, now)?;
+        self.busy = n > 0;
+        if commit || self.manager.wants_commit() {
+            self.manager.commit(&mut self.transport, false)?;
+        }
+        Ok(n)
+    }
+
+    /// Poll (committing every `commit_every` records) until nothing is left
+    /// to read or restore, then commit.
+    pub fn run_until_idle(&mut self, commit_every: usize, now: i64) -> Result<(), RuntimeError> {
+        loop {
+            let n = self.poll(commit_every, now, true)?;
+            if n == 0 && !self.manager.is_restoring() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether the last poll found records.
+    pub fn was_busy(&self) -> bool {
+        self.busy
+    }
+}

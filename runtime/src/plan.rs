@@ -1,0 +1,219 @@
+//! Which topics an application uses, with how many partitions, and which
+//! task reads each: worked out once from the topology and the partition
+//! counts the cluster reports, then shared read-only by everything that
+//! runs the application (the Kafka stream threads, the in-memory cluster).
+//!
+//! This is also where the application's internal names come from: the
+//! dead-letter and checkpoints topics here, repartition topics and
+//! changelogs from [`Topology`]. Nothing else builds them.
+
+use std::collections::HashMap;
+
+use weir_topology::Topology;
+
+use crate::{RuntimeError, TaskId};
+
+/// The resolved topics of one application.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub application_id: String,
+    /// Kafka name of each topology topic index.
+    pub topic_names: Vec<String>,
+    /// Partition count of each topology topic index.
+    pub topic_partitions: Vec<i32>,
+    /// The sub-topology reading each topic index, if any.
+    pub reader: Vec<Option<usize>>,
+    /// Whether each topic index is an internal (repartition) topic.
+    pub internal: Vec<bool>,
+    /// Partition count of each sub-topology (= number of its tasks).
+    pub sub_partitions: Vec<i32>,
+    /// Topic index by Kafka name.
+    pub by_name: HashMap<String, u32>,
+    /// Logged stores per sub-topology: (store name, changelog topic).
+    pub changelogs: Vec<Vec<(String, String)>>,
+    pub dlq_topic: String,
+    pub checkpoints_topic: String,
+}
+
+/// A topic the application creates for itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalTopic {
+    pub name: String,
+    pub partitions: i32,
+    /// Compacted (changelogs, checkpoints) rather than deleted by age.
+    pub compacted: bool,
+}
+
+impl Plan {
+    /// The dead-letter topic of `application_id`.
+    pub fn dlq_topic_of(application_id: &str) -> String {
+        format!("{application_id}-dlq")
+    }
+
+    /// The checkpoints topic of `application_id`.
+    pub fn checkpoints_topic_of(application_id: &str) -> String {
+        format!("{application_id}-checkpoints")
+    }
+
+    /// Resolve `topology`'s topics. `existing(name)` is the partition count
+    /// of a topic that exists: every external topic must (the caller
+    /// creates or refuses missing ones first); an existing repartition
+    /// topic keeps its count, a new one takes the count of the
+    /// sub-topology that writes it (Kafka Streams' rule).
+    pub fn new(
+        topology: &Topology,
+        application_id: &str,
+        existing: &dyn Fn(&str) -> Option<i32>,
+    ) -> Result<Plan, RuntimeError> {
+        let n = topology.topics().len();
+        let topic_names: Vec<String> = (0..n as u32).map(|i| topology.topic_name(i, application_id)).collect();
+        let internal: Vec<bool> = topology.topics().iter().map(|t| t.internal).collect();
+        let mut reader = vec![None; n];
+        for sub in topology.subtopologies() {
+            for t in &sub.source_topics {
+                reader[*t as usize] = Some(sub.id);
+            }
+        }
+        let mut topic_partitions = vec![0i32; n];
+        for i in 0..n {
+            if !internal[i] {
+                topic_partitions[i] = existing(&topic_names[i]).ok_or_else(|| {
+                    RuntimeError::UnknownTopic(format!("{} (of application {application_id})", topic_names[i]))
+                })?;
+            }
+        }
+        // Sub-topologies take the largest partition count of their sources;
+        // a repartition topic takes the count of the sub-topology writing
+        // it, and its reader follows.
+        let subs = topology.subtopologies();
+        let mut sub_partitions = vec![0i32; subs.len()];
+        for _ in 0..=subs.len() {
+            for sub in subs {
+                if sub_partitions[sub.id] == 0 {
+                    let counts: Vec<i32> = sub
+                        .source_topics
+                        .iter()
+                        .map(|t| topic_partitions[*t as usize])
+                        .collect();
+                    if counts.iter().all(|c| *c > 0) {
+                        sub_partitions[sub.id] = counts.into_iter().max().unwrap_or(1).max(1);
+                    }
+                }
+                if sub_partitions[sub.id] > 0 {
+                    for t in &sub.sink_topics {
+                        let t = *t as usize;
+                        if internal[t] && topic_partitions[t] == 0 {
+                            topic_partitions[t] = existing(&topic_names[t]).unwrap_or(sub_partitions[sub.id]);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(sub) = subs.iter().find(|s| sub_partitions[s.id] == 0) {
+            return Err(RuntimeError::Io(format!(
+                "cannot work out the partition count of sub-topology {} of {application_id}",
+                sub.id
+            )));
+        }
+        let mut changelogs = vec![Vec::new(); subs.len()];
+        for sub in subs {
+            for store in &sub.stores {
+                let logged = topology.stores().iter().any(|s| &s.name == store && s.logged);
+                if logged {
+                    changelogs[sub.id].push((store.clone(), Topology::changelog_topic(application_id, store)));
+                }
+            }
+        }
+        let by_name = topic_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u32))
+            .collect();
+        Ok(Plan {
+            application_id: application_id.to_string(),
+            topic_names,
+            topic_partitions,
+            reader,
+            internal,
+            sub_partitions,
+            by_name,
+            changelogs,
+            dlq_topic: Plan::dlq_topic_of(application_id),
+            checkpoints_topic: Plan::checkpoints_topic_of(application_id),
+        })
+    }
+
+    /// The topics the application creates for itself: repartition topics,
+    /// compacted changelogs (the latest value per key is all a restore
+    /// needs), the dead-letter topic (one partition: dead letters stay in
+    /// the order they happened) and the compacted checkpoints topic (one
+    /// partition).
+    pub fn internal_topics(&self) -> Vec<InternalTopic> {
+        let mut out = Vec::new();
+        for (i, name) in self.topic_names.iter().enumerate() {
+            if self.internal[i] {
+                out.push(InternalTopic {
+                    name: name.clone(),
+                    partitions: self.topic_partitions[i],
+                    compacted: false,
+                });
+            }
+        }
+        for (sub, logs) in self.changelogs.iter().enumerate() {
+            for (_, topic) in logs {
+                out.push(InternalTopic {
+                    name: topic.clone(),
+                    partitions: self.sub_partitions[sub],
+                    compacted: true,
+                });
+            }
+        }
+        out.push(InternalTopic {
+            name: self.dlq_topic.clone(),
+            partitions: 1,
+            compacted: false,
+        });
+        out.push(InternalTopic {
+            name: self.checkpoints_topic.clone(),
+            partitions: 1,
+            compacted: true,
+        });
+        out
+    }
+
+    /// The topics the application's consumers subscribe to.
+    pub fn source_topics(&self) -> Vec<String> {
+        (0..self.topic_names.len())
+            .filter(|i| self.reader[*i].is_some())
+            .map(|i| self.topic_names[i].clone())
+            .collect()
+    }
+
+    /// The task that reads `(topic, partition)`.
+    pub fn task_of(&self, topic: u32, partition: i32) -> Option<TaskId> {
+        self.reader
+            .get(topic as usize)
+            .copied()
+            .flatten()
+            .map(|subtopology| TaskId { subtopology, partition })
+    }
+
+    /// Every task of the application.
+    pub fn all_tasks(&self) -> Vec<TaskId> {
+        let mut out = Vec::new();
+        for (subtopology, n) in self.sub_partitions.iter().enumerate() {
+            for partition in 0..*n {
+                out.push(TaskId { subtopology, partition });
+            }
+        }
+        out
+    }
+
+    /// The (topic index, partition) pairs task `id` reads.
+    pub fn partitions_of(&self, id: TaskId) -> Vec<(u32, i32)> {
+        (0..self.reader.len())
+            .filter(|t| self.reader[*t] == Some(id.subtopology))
+            .map(|t| (t as u32, id.partition))
+            .collect()
+    }
+}
