@@ -80,6 +80,47 @@ pub enum Error {
     /// Reading input or writing output failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The cluster failed a call of the task manager's (a send, a
+    /// delivery, a read); the message names the call and the topic.
+    #[error("{0}")]
+    Transport(String),
+    /// Anything else the runtime reported (a topology or store error).
+    #[error(transparent)]
+    Runtime(weir_runtime::RuntimeError),
+}
+
+impl From<weir_runtime::RuntimeError> for Error {
+    /// The runtime's errors keep their kind: an interrupted commit stays
+    /// [`Error::Interrupted`] (a clean stop), a task error stays
+    /// [`Error::Task`].
+    fn from(e: weir_runtime::RuntimeError) -> Error {
+        use weir_runtime::RuntimeError as R;
+        match e {
+            R::Task { task, reason } => Error::Task { task, reason },
+            R::Corrupt(s) => Error::Corrupt(s),
+            R::CommitRefused(s) => Error::CommitRefused(s),
+            R::Interrupted(s) => Error::Interrupted(s),
+            R::Timeout { what, after } => Error::Timeout { what, after },
+            R::Transport(s) => Error::Transport(s),
+            R::Store(e) => Error::State(e.to_string()),
+            R::UnknownTopic(t) => Error::UnknownTopic(t),
+            other => Error::Runtime(other),
+        }
+    }
+}
+
+impl From<Error> for weir_runtime::RuntimeError {
+    /// What the Kafka transport reports to the task manager.
+    fn from(e: Error) -> weir_runtime::RuntimeError {
+        use weir_runtime::RuntimeError as R;
+        match e {
+            Error::Interrupted(s) => R::Interrupted(s),
+            Error::Timeout { what, after } => R::Timeout { what, after },
+            Error::Corrupt(s) => R::Corrupt(s),
+            Error::Runtime(r) => r,
+            other => R::Transport(other.to_string()),
+        }
+    }
 }
 
 /// The crate's result type.

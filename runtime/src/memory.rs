@@ -18,7 +18,7 @@ use weir_topology::Topology;
 use crate::manager::{decode_origin, Incoming, ManagerConfig, NoListener, TaskListener, ORIGIN_HEADER};
 use crate::metrics::Metrics;
 use crate::plan::Plan;
-use crate::transport::{Delivered, GroupOffset, Outgoing, ReadProgress, ReadRecord, Track, Transport};
+use crate::transport::{Delivered, GroupOffset, Outgoing, RangeReader, ReadProgress, ReadRecord, Track, Transport};
 use crate::{RuntimeError, TaskConfig, TaskManager};
 
 /// A record stored in the in-memory cluster.
@@ -193,6 +193,32 @@ impl MemoryTransport {
     }
 }
 
+impl RangeReader for MemoryTransport {
+    fn read(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+        max: usize,
+        f: &mut dyn FnMut(ReadRecord<'_>) -> Result<(), RuntimeError>,
+    ) -> Result<ReadProgress, RuntimeError> {
+        self.operation("read")?;
+        let records = self.cluster.records(topic, partition);
+        let end = to.min(records.len() as i64);
+        let mut next = from.max(0);
+        while next < end && ((next - from) as usize) < max {
+            let r = &records[next as usize];
+            f((next, r.key.as_deref(), r.value.as_deref()))?;
+            next += 1;
+        }
+        Ok(ReadProgress {
+            next,
+            done: next >= end,
+        })
+    }
+}
+
 impl Transport for MemoryTransport {
     fn send(&mut self, r: Outgoing<'_>) -> Result<(), RuntimeError> {
         self.operation("send")?;
@@ -226,30 +252,6 @@ impl Transport for MemoryTransport {
 
     fn cached_high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
         Some(self.cluster.records(topic, partition).len() as i64)
-    }
-
-    fn read(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        from: i64,
-        to: i64,
-        max: usize,
-        f: &mut dyn FnMut(ReadRecord<'_>) -> Result<(), RuntimeError>,
-    ) -> Result<ReadProgress, RuntimeError> {
-        self.operation("read")?;
-        let records = self.cluster.records(topic, partition);
-        let end = to.min(records.len() as i64);
-        let mut next = from.max(0);
-        while next < end && ((next - from) as usize) < max {
-            let r = &records[next as usize];
-            f((next, r.key.as_deref(), r.value.as_deref()))?;
-            next += 1;
-        }
-        Ok(ReadProgress {
-            next,
-            done: next >= end,
-        })
     }
 
     fn committed(&mut self, partitions: &[(String, i32)]) -> Result<Vec<GroupOffset>, RuntimeError> {

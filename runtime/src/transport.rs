@@ -72,8 +72,26 @@ pub struct ReadProgress {
 /// A record read back (restore, checkpoints): offset, key, value.
 pub type ReadRecord<'a> = (i64, Option<&'a [u8]>, Option<&'a [u8]>);
 
+/// Reads ranges of partitions (restore, checkpoints). A part of
+/// [`Transport`] of its own so that a restore can run with nothing else
+/// (`weir bench restore`).
+pub trait RangeReader {
+    /// Read records of `[from, to)` of a partition, at most `max`, handing
+    /// each to `f`; may return having read fewer (nothing available yet).
+    /// Repeated calls that continue where the last one stopped are cheap.
+    fn read(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+        max: usize,
+        f: &mut dyn FnMut(ReadRecord<'_>) -> Result<(), RuntimeError>,
+    ) -> Result<ReadProgress, RuntimeError>;
+}
+
 /// The cluster as the task manager sees it. See the module docs.
-pub trait Transport {
+pub trait Transport: RangeReader {
     /// Send a record (asynchronously: [`flush`](Self::flush) says whether
     /// it was delivered). An error means the record was not accepted.
     fn send(&mut self, record: Outgoing<'_>) -> Result<(), RuntimeError>;
@@ -95,19 +113,6 @@ pub trait Transport {
         None
     }
 
-    /// Read records of `[from, to)` of a partition, at most `max`, handing
-    /// each to `f`; may return having read fewer (nothing available yet).
-    /// Repeated calls that continue where the last one stopped are cheap.
-    fn read(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        from: i64,
-        to: i64,
-        max: usize,
-        f: &mut dyn FnMut(ReadRecord<'_>) -> Result<(), RuntimeError>,
-    ) -> Result<ReadProgress, RuntimeError>;
-
     /// The group's committed offsets (with metadata) of `partitions`.
     fn committed(&mut self, partitions: &[(String, i32)]) -> Result<Vec<GroupOffset>, RuntimeError>;
 
@@ -126,7 +131,7 @@ pub trait Transport {
 /// Read `[from, to)` whole, waiting for records as long as `patience`
 /// allows without progress.
 pub fn read_all(
-    transport: &mut dyn Transport,
+    transport: &mut dyn RangeReader,
     topic: &str,
     partition: i32,
     from: i64,

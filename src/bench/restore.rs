@@ -1,7 +1,8 @@
 //! `weir bench restore`: a store rebuilt from its changelog into an empty
 //! state directory, through the restore path a stream thread takes when it
 //! is assigned a task whose local state is missing
-//! (`connectors::kafka::stream::restore::restore_task`).
+//! (`weir_runtime::manager::restore_task`, reading through
+//! `connectors::kafka::stream::restore::ChangelogReader`).
 //!
 //! The bench starts `weir dev-broker` as a separate process, fills the
 //! changelog of user-clicks' `clicks-per-user` store with N distinct keys
@@ -159,7 +160,7 @@ pub fn run_restore(opts: &RestoreOptions) -> Result<Vec<BenchResult>> {
             subtopology: sub,
             partition: partition as i32,
         };
-        let mut task = Task::new(&topology, app, id, &db, config.clone())?;
+        let task = Task::new(&topology, app, id, &db, config.clone())?;
         let target = TaskCheckpoint {
             inputs: Vec::new(),
             seq: 1,
@@ -167,7 +168,7 @@ pub fn run_restore(opts: &RestoreOptions) -> Result<Vec<BenchResult>> {
             origins: Vec::new(),
             changelog_skips: Vec::new(),
         };
-        let per_store = restore::restore_task(&settings, &mut task, &changelogs, &target, &mut |_, _| {})
+        let (task, per_store) = restore::restore_task(&settings, task, &changelogs, &target)
             .with_context(|| format!("restoring task {id}"))?;
         restored += per_store.iter().sum::<u64>();
         tasks.push(task);

@@ -37,7 +37,7 @@ mod restore;
 
 pub use assign::{checkpoint_pointer, parse_checkpoint_pointer, Assignment};
 pub use records::{decode_origin, encode_origin, Incoming, ORIGIN_HEADER};
-pub use restore::Resumed;
+pub use restore::{restore_task, Resumed};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

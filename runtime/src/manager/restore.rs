@@ -21,7 +21,7 @@ use weir_topology::store::ChangelogRecord;
 use super::TaskManager;
 use crate::metrics::TaskEvent;
 use crate::task::{Task, TaskCheckpoint, TaskId};
-use crate::transport::Transport;
+use crate::transport::{RangeReader, Transport};
 use crate::RuntimeError;
 
 /// How long a restore may see no progress before it gives up.
@@ -113,93 +113,96 @@ impl Restoring {
     }
 }
 
-impl TaskManager {
-    /// One step of restoring: read up to `budget` changelog records of the
-    /// first restoring task and apply them. Returns the partitions of the
-    /// tasks that finished (now running), to resume.
-    pub fn restore_step(&mut self, t: &mut dyn Transport, budget: usize) -> Result<Vec<Resumed>, RuntimeError> {
-        let Some(&id) = self.restoring.keys().next() else {
-            return Ok(Vec::new());
-        };
-        self.guarded(|m| m.step(t, id, budget.max(1)))
-    }
+/// What one [`Restoring::step`] did.
+struct Step {
+    /// The store it read and the records it still has to read.
+    store: Option<(String, i64)>,
+    /// Every store reached its target.
+    finished: bool,
+}
 
-    fn step(&mut self, t: &mut dyn Transport, id: TaskId, budget: usize) -> Result<Vec<Resumed>, RuntimeError> {
-        let r = self.restoring.get_mut(&id).expect("restoring task");
-        if let Some((store, topic, to)) = r.stores.get(r.current).cloned() {
-            let from = r.task.changelog_position(&store).unwrap_or(0);
-            let mut done = from >= to;
-            if !done {
-                let skips: Vec<(i64, i64)> = r
-                    .target
-                    .changelog_skips
-                    .iter()
-                    .filter(|(s, _, _)| *s == store)
-                    .map(|(_, a, b)| (*a, *b))
-                    .collect();
-                let mut batch: Vec<ChangelogRecord> = Vec::new();
-                let progress = t.read(&topic, id.partition, from, to, budget, &mut |(offset, key, value)| {
-                    // Ranges written by commits that never finished: not state.
-                    if let Some(key) = key {
-                        if !skips.iter().any(|&(a, b)| (a..b).contains(&offset)) {
-                            batch.push(ChangelogRecord {
-                                key: key.to_vec(),
-                                value: value.map(<[u8]>::to_vec),
-                            });
-                        }
-                    }
-                    Ok(())
-                })?;
-                done = progress.done || progress.next >= to;
-                let position = if done { to } else { progress.next };
-                if position > from {
-                    r.last_progress = Instant::now();
-                } else if r.last_progress.elapsed() > STALL {
-                    return Err(RuntimeError::Timeout {
-                        what: format!("{topic}/{} to be readable up to offset {to} (at {from})", id.partition),
-                        after: STALL,
-                    });
-                }
-                // Each step lands with a checkpoint that moves only this
-                // store's position: a crash mid-restore resumes from there.
-                r.task.set_changelog_position(&store, position);
-                let cp = r.task.checkpoint();
-                r.task
-                    .state()
-                    .restore(&store, &batch, &cp)
-                    .map_err(|e| RuntimeError::task(id, format!("restoring {store}: {e}")))?;
-                r.applied[r.current] += batch.len() as u64;
-                let remaining = (to - position).max(0);
-                if let Some(m) = r.task.metrics() {
-                    if let Some(i) = r.task.stores().iter().position(|(s, _)| *s == store) {
-                        m.stores[i].restore_records.inc_by(batch.len() as u64);
-                        m.stores[i].restore_remaining.set(remaining);
+impl Restoring {
+    /// Read up to `budget` records of the store being restored and apply
+    /// them.
+    fn step(&mut self, reader: &mut dyn RangeReader, budget: usize) -> Result<Step, RuntimeError> {
+        let id = self.task.id();
+        let Some((store, topic, to)) = self.stores.get(self.current).cloned() else {
+            return Ok(Step {
+                store: None,
+                finished: true,
+            });
+        };
+        let from = self.task.changelog_position(&store).unwrap_or(0);
+        let mut done = from >= to;
+        let mut remaining = 0;
+        if !done {
+            let skips: Vec<(i64, i64)> = self
+                .target
+                .changelog_skips
+                .iter()
+                .filter(|(s, _, _)| *s == store)
+                .map(|(_, a, b)| (*a, *b))
+                .collect();
+            let mut batch: Vec<ChangelogRecord> = Vec::new();
+            let progress = reader.read(&topic, id.partition, from, to, budget, &mut |(offset, key, value)| {
+                // Ranges written by commits that never finished: not state.
+                if let Some(key) = key {
+                    if !skips.iter().any(|&(a, b)| (a..b).contains(&offset)) {
+                        batch.push(ChangelogRecord {
+                            key: key.to_vec(),
+                            value: value.map(<[u8]>::to_vec),
+                        });
                     }
                 }
-                if r.last_log.elapsed() >= PROGRESS_EVERY {
-                    r.last_log = Instant::now();
-                    let secs = r.started.elapsed().as_secs_f64();
-                    let total: u64 = r.applied.iter().sum();
-                    tracing::info!(task = %id, store = %store, at = position, of = to,
-                        records_per_s = format!("{:.0}", total as f64 / secs.max(1e-9)), "restoring");
+                Ok(())
+            })?;
+            done = progress.done || progress.next >= to;
+            let position = if done { to } else { progress.next };
+            if position > from {
+                self.last_progress = Instant::now();
+            } else if self.last_progress.elapsed() > STALL {
+                return Err(RuntimeError::Timeout {
+                    what: format!("{topic}/{} to be readable up to offset {to} (at {from})", id.partition),
+                    after: STALL,
+                });
+            }
+            // Each step lands with a checkpoint that moves only this
+            // store's position: a crash mid-restore resumes from there.
+            self.task.set_changelog_position(&store, position);
+            let cp = self.task.checkpoint();
+            self.task
+                .state()
+                .restore(&store, &batch, &cp)
+                .map_err(|e| RuntimeError::task(id, format!("restoring {store}: {e}")))?;
+            self.applied[self.current] += batch.len() as u64;
+            remaining = (to - position).max(0);
+            if let Some(m) = self.task.metrics() {
+                if let Some(i) = self.task.stores().iter().position(|(s, _)| *s == store) {
+                    m.stores[i].restore_records.inc_by(batch.len() as u64);
+                    m.stores[i].restore_remaining.set(remaining);
                 }
-                self.listener.restore_progress(id, &store, remaining);
             }
-            let r = self.restoring.get_mut(&id).expect("restoring task");
-            if done {
-                r.current += 1;
-            }
-            if r.current < r.stores.len() {
-                return Ok(Vec::new());
+            if self.last_log.elapsed() >= PROGRESS_EVERY {
+                self.last_log = Instant::now();
+                let secs = self.started.elapsed().as_secs_f64();
+                let total: u64 = self.applied.iter().sum();
+                tracing::info!(task = %id, store = %store, at = position, of = to,
+                    records_per_s = format!("{:.0}", total as f64 / secs.max(1e-9)), "restoring");
             }
         }
-        self.finish_restore(id)
+        if done {
+            self.current += 1;
+        }
+        Ok(Step {
+            store: Some((store, remaining)),
+            finished: self.current >= self.stores.len(),
+        })
     }
 
-    /// Task `id` has read every changelog up to its target: adopt the
-    /// target checkpoint and run.
-    fn finish_restore(&mut self, id: TaskId) -> Result<Vec<Resumed>, RuntimeError> {
-        let r = self.restoring.remove(&id).expect("restoring task");
+    /// Every store reached its target: adopt the target checkpoint (and the
+    /// skip ranges found at assignment) and commit it. Returns the task
+    /// and the records applied per store.
+    fn complete(self) -> Result<(Task, Vec<u64>), RuntimeError> {
         let Restoring {
             mut task,
             target,
@@ -207,7 +210,8 @@ impl TaskManager {
             applied,
             started,
             ..
-        } = r;
+        } = self;
+        let id = task.id();
         task.adopt(&target);
         for (store, from, to) in skips_after {
             task.skip_changelog(&store, from, to);
@@ -216,10 +220,57 @@ impl TaskManager {
             .map_err(|e| RuntimeError::task(id, format!("committing the restored state: {e}")))?;
         let total: u64 = applied.iter().sum();
         let secs = started.elapsed().as_secs_f64();
-        tracing::info!(task = %id, records = total, seconds = format!("{secs:.2}"),
-            records_per_s = format!("{:.0}", total as f64 / secs.max(1e-9)), "restore done");
+        if total > 0 {
+            tracing::info!(task = %id, records = total, seconds = format!("{secs:.2}"),
+                records_per_s = format!("{:.0}", total as f64 / secs.max(1e-9)), "restore done");
+        }
+        Ok((task, applied))
+    }
+}
+
+/// Bring `task` to the state `target` describes, in one go: apply each
+/// logged store's changelog (`changelogs`: (store, topic) pairs) from the
+/// task's own position up to the target's, then adopt the target
+/// checkpoint. The same steps a restoring task takes in a
+/// [`TaskManager`]. Returns the task and the records applied per store,
+/// in the order of `changelogs`.
+pub fn restore_task(
+    reader: &mut dyn RangeReader,
+    task: Task,
+    changelogs: &[(String, String)],
+    target: &TaskCheckpoint,
+) -> Result<(Task, Vec<u64>), RuntimeError> {
+    let mut r = Restoring::new(task, target.clone(), Vec::new(), changelogs);
+    while !r.step(reader, 10_000)?.finished {}
+    r.complete()
+}
+
+impl TaskManager {
+    /// One step of restoring: read up to `budget` changelog records of the
+    /// first restoring task and apply them. Returns the partitions of the
+    /// tasks that finished (now running), to resume.
+    pub fn restore_step(&mut self, t: &mut dyn Transport, budget: usize) -> Result<Vec<Resumed>, RuntimeError> {
+        let Some(&id) = self.restoring.keys().next() else {
+            return Ok(Vec::new());
+        };
+        self.guarded(|m| {
+            let r = m.restoring.get_mut(&id).expect("restoring task");
+            let step = r.step(t, budget.max(1))?;
+            if let Some((store, remaining)) = &step.store {
+                m.listener.restore_progress(id, store, *remaining);
+            }
+            if !step.finished {
+                return Ok(Vec::new());
+            }
+            m.finish_restore(id)
+        })
+    }
+
+    /// Task `id` has read every changelog up to its target: it runs now.
+    fn finish_restore(&mut self, id: TaskId) -> Result<Vec<Resumed>, RuntimeError> {
+        let (task, applied) = self.restoring.remove(&id).expect("restoring task").complete()?;
         self.cfg.metrics.task_events(TaskEvent::Restored, 1);
-        self.listener.restore_done(id, total);
+        self.listener.restore_done(id, applied.iter().sum());
         let resumed: Vec<Resumed> = self
             .cfg
             .plan

@@ -134,11 +134,11 @@ pub trait ReportsHealth {
 /// The `ClientContext` methods every stream-thread client shares.
 macro_rules! health_client_context {
     ($t:ty) => {
-        impl ClientContext for $t {
-            fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        impl rdkafka::client::ClientContext for $t {
+            fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
                 self.health().client_log(level, fac, log_message);
             }
-            fn error(&self, error: KafkaError, reason: &str) {
+            fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
                 self.health().client_error(error, reason);
             }
         }

@@ -5,14 +5,12 @@
 //! threads ([`thread`]) until asked to stop. Without brokers it starts the
 //! embedded broker first and prints its address.
 
-mod assign;
-mod commit;
 pub mod health;
 pub mod plan;
-mod records;
 pub mod restore;
 pub mod status;
 pub mod thread;
+pub mod transport;
 
 pub use status::{RunStatus, ThreadStatus};
 
@@ -135,7 +133,7 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
 
     let mut shared = Vec::new();
     for app in apps {
-        let plan = plan::Plan::prepare(&app.topology, &app.application_id, &admin)?;
+        let plan = Arc::new(plan::prepare(&app.topology, &app.application_id, &admin)?);
         tracing::info!(application = %app.application_id, topics = ?plan.source_topics(), "topics ready");
         shared.push(Arc::new(thread::AppShared {
             topology: app.topology,

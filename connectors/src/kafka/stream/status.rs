@@ -102,3 +102,46 @@ impl RunStatus {
         self.threads.lock().expect("status lock").clone()
     }
 }
+
+/// Reports one stream thread's tasks in a [`RunStatus`]: which run and
+/// which restore (with the records each store has left), and the stores
+/// it serves to queries.
+pub struct StatusListener {
+    pub status: std::sync::Arc<RunStatus>,
+    pub thread: String,
+    pub application: String,
+}
+
+impl weir_runtime::manager::TaskListener for StatusListener {
+    fn tasks_changed(&mut self, running: &[weir_runtime::TaskId], restoring: &[weir_runtime::TaskId]) {
+        let mut all: Vec<weir_runtime::TaskId> = running.iter().chain(restoring).copied().collect();
+        all.sort();
+        self.status.update(&self.thread, |t| {
+            t.tasks = all.iter().map(|i| i.to_string()).collect();
+            t.restoring = restoring.iter().map(|i| i.to_string()).collect();
+            t.ready = restoring.is_empty();
+        });
+    }
+
+    fn hosted(&mut self, id: weir_runtime::TaskId, stores: &[String], reader: &StoreReader) {
+        self.status.host(&self.application, id.partition, stores, reader);
+    }
+
+    fn unhosted(&mut self, id: weir_runtime::TaskId, stores: &[String]) {
+        self.status.unhost(&self.application, id.partition, stores);
+    }
+
+    fn restore_progress(&mut self, id: weir_runtime::TaskId, store: &str, remaining: i64) {
+        self.status.update(&self.thread, |t| {
+            let stores = t.restore_remaining.entry(id.to_string()).or_default();
+            stores.insert(store.to_string(), remaining);
+        });
+    }
+
+    fn restore_done(&mut self, id: weir_runtime::TaskId, records: u64) {
+        self.status.update(&self.thread, |t| {
+            t.restore_remaining.remove(&id.to_string());
+            t.restored_records += records;
+        });
+    }
+}

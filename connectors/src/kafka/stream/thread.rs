@@ -1,48 +1,50 @@
-//! A stream thread: one consumer in the application's group, the tasks of
-//! the partitions it was assigned, two producers (records; changelog records), and the commit protocol.
+//! A stream thread: one consumer in the application's group, a
+//! [`TaskManager`] (weir-runtime) with the tasks of the partitions it was
+//! assigned, and the rdkafka [`Transport`](weir_runtime::Transport) it runs
+//! them over (`transport.rs`).
 //!
 //! Records are processed synchronously on this thread in batches (a
-//! `BaseConsumer` poll loop; no async call per record). Rebalance callbacks
-//! run inside `poll` on this same thread, so the thread's tasks live in a
-//! thread-local the callbacks can reach: a revoke commits and suspends the
-//! tasks *before* the partitions are given up, and an assignment resumes or
-//! restores the tasks and hands the consumer the exact offsets their state
-//! reflects.
+//! `BaseConsumer` poll loop; no async call per record). Rebalance
+//! callbacks run inside `poll` on this same thread, so the thread's state
+//! lives in a thread-local the callbacks can reach: a revoke commits and
+//! suspends the tasks *before* the partitions are given up; an assignment
+//! resumes or creates the tasks, hands the consumer the exact offsets
+//! their state reflects, and pauses the partitions of restoring tasks,
+//! which the loop then restores step by step between batches.
 //!
 //! What lives where: this file holds the poll loop and the rdkafka
-//! adapters (client contexts, the thread state); `records.rs` the record
-//! path (a record through its task, dead letters, outputs with origins);
-//! `commit.rs` the commit protocol; `assign.rs` revokes and assignments
-//! (suspend/resume, checkpoints, restore); `health.rs` the view of the
-//! cluster (`/readyz`, outages); `restore.rs` reading checkpoints and
-//! changelogs back.
+//! adapters (the consumer's context, the thread-local); `transport.rs` the
+//! producers and delivery reports; `restore.rs` reading ranges back;
+//! `health.rs` the view of the cluster (`/readyz`, outages). Task
+//! management, the record path, the commit protocol and restore are
+//! weir-runtime's `manager`.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::TopicPartitionList;
+use rdkafka::{Offset, TopicPartitionList};
+use weir_runtime::manager::{decode_origin, now_ms, Incoming, ManagerConfig, ORIGIN_HEADER};
 use weir_runtime::metrics::TopologyMetrics;
-use weir_runtime::{Task, TaskConfig, TaskId};
+use weir_runtime::{Origin, Plan, TaskConfig, TaskManager};
 use weir_state::StateDb;
 use weir_topology::Topology;
 
 use super::health::{health_client_context, is_connectivity, Health, ReportsHealth};
-use super::plan::Plan;
-use crate::kafka::{flush_producer, ClientSettings};
+use super::status::StatusListener;
+use super::transport::{KafkaIo, KafkaTransport};
+use crate::kafka::ClientSettings;
 use crate::{Error, Result};
 
 /// Records taken from the consumer per batch before outputs are sent.
 const BATCH: usize = 10_000;
+/// Changelog records a restore step reads before the loop polls again.
+const RESTORE_STEP: usize = 10_000;
 /// While the thread has a problem, how often it asks the cluster for
 /// metadata to learn that it answers again (an idle thread has no other
 /// way to notice).
@@ -58,7 +60,7 @@ const QUIET_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// What every thread of an application shares (read-only).
 pub struct AppShared {
     pub topology: Topology,
-    pub plan: Plan,
+    pub plan: Arc<Plan>,
     pub settings: ClientSettings,
     pub db: Arc<StateDb>,
     pub task_config: TaskConfig,
@@ -72,59 +74,6 @@ pub struct AppShared {
     pub status: Arc<super::RunStatus>,
     /// This application's metric handles.
     pub metrics: TopologyMetrics,
-}
-
-/// Delivery reports: the first error, and how far each changelog partition
-/// got (the producer's opaque is 1 for changelog records).
-#[derive(Default)]
-pub struct DeliveryState {
-    pub(super) first_error: Mutex<Option<String>>,
-    pub(super) positions: Mutex<HashMap<(String, i32), i64>>,
-    /// Offsets of delivered checkpoint records, by their opaque
-    /// ([`CHECKPOINT_TRACK`] + the task's index in the commit).
-    pub(super) checkpoints: Mutex<HashMap<usize, i64>>,
-}
-
-/// Delivery opaques: 0 records (reported only on error), 1 changelog
-/// records (their end offsets make the changelog positions), and from
-/// `CHECKPOINT_TRACK` on, checkpoint records (their offsets become the
-/// pointers stored with the consumer offsets).
-pub(super) const CHECKPOINT_TRACK: usize = 2;
-
-pub struct DeliveryContext {
-    state: Arc<DeliveryState>,
-    health: Arc<Health>,
-}
-
-impl ReportsHealth for DeliveryContext {
-    fn health(&self) -> &Health {
-        &self.health
-    }
-}
-health_client_context!(DeliveryContext);
-
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = usize;
-    fn delivery(&self, result: &DeliveryResult<'_>, track: usize) {
-        match result {
-            Ok(m) => {
-                if track >= CHECKPOINT_TRACK {
-                    let mut c = self.state.checkpoints.lock().expect("delivery lock");
-                    c.insert(track, m.offset());
-                } else if track == 1 {
-                    let mut p = self.state.positions.lock().expect("delivery lock");
-                    let e = p.entry((m.topic().to_string(), m.partition())).or_insert(0);
-                    *e = (*e).max(m.offset() + 1);
-                }
-            }
-            Err((e, m)) => {
-                let mut first = self.state.first_error.lock().expect("delivery lock");
-                if first.is_none() {
-                    *first = Some(format!("{} (topic {})", e, m.topic()));
-                }
-            }
-        }
-    }
 }
 
 /// The consumer's context: forwards rebalances to the thread's state.
@@ -183,50 +132,21 @@ thread_local! {
     static THREAD: RefCell<Option<ThreadState>> = const { RefCell::new(None) };
 }
 
-pub(super) struct ThreadState {
-    pub(super) app: Arc<AppShared>,
-    pub(super) name: String,
-    pub(super) tasks: BTreeMap<TaskId, Task>,
-    pub(super) producer: BaseProducer<DeliveryContext>,
-    pub(super) changelog_producer: BaseProducer<DeliveryContext>,
-    pub(super) delivery: Arc<DeliveryState>,
-    pub(super) health: Arc<Health>,
-    pub(super) last_commit: Instant,
-    pub(super) fatal: Option<Error>,
-    /// Set once anything failed on the way to a commit (a send, a delivery,
-    /// a commit step): from then on nothing is committed, not even by the
-    /// revoke on the way out, since a commit could move the checkpoint past
-    /// records whose outputs were never delivered. The thread stops; the
-    /// uncommitted work is replayed by whoever owns the tasks next.
-    pub(super) failed: bool,
-    /// Numbering of the outputs of the current origin, per topic. A
-    /// record's outputs are contiguous in the collector (processing is
-    /// depth-first), so only the current origin's counters are needed.
-    pub(super) origin_counters: Vec<(u32, u32)>,
-    pub(super) current_origin: Option<(u32, i64)>,
+struct ThreadState {
+    app: Arc<AppShared>,
+    manager: TaskManager,
+    io: KafkaIo,
+    fatal: Option<Error>,
     /// librdkafka's topic handle (as an address) of each source topic seen
     /// since the last rebalance, with its topology index: a record's topic
     /// is found by comparing one pointer, without reading (strlen, UTF-8
-    /// check) and hashing its name. The subscription of a thread never
-    /// changes, so a handle stays the same topic's while it is assigned;
-    /// the cache is cleared at every rebalance regardless.
-    pub(super) topic_handles: Vec<(usize, u32)>,
-    /// Per task, the (hits, misses) of each store's cache as last reported.
-    pub(super) cache_seen: BTreeMap<TaskId, Vec<(u64, u64)>>,
-    /// Records since start, for sampling latencies (one clock read per
-    /// `SAMPLE` records keeps timing off the hot path).
-    pub(super) seen: u64,
-    /// Records processed since the last commit.
-    pub(super) uncommitted: u64,
-    /// Per task, the offset of its latest checkpoint record in the
-    /// checkpoints topic (written or read at assignment): committed as the
-    /// offsets' metadata so that a new owner reads just that record.
-    pub(super) checkpoint_at: BTreeMap<TaskId, i64>,
-    /// Tasks committed at a revoke, waiting for the next assignment: it
-    /// resumes those it gives back and closes the others.
-    pub(super) suspended: BTreeMap<TaskId, Task>,
-    /// When the current rebalance took this thread's tasks away.
-    pub(super) rebalance_started: Option<Instant>,
+    /// check) and hashing its name. The cache is cleared at every
+    /// rebalance.
+    topic_handles: Vec<(usize, u32)>,
+    /// Partitions paused while their task restores, with the first offset
+    /// the consumer handed over for them anyway (fetched before the pause
+    /// took effect; the task was not running, so it was not processed).
+    paused: HashMap<(u32, i32), Option<i64>>,
 }
 
 /// Run one stream thread until `stop` is set or a fatal error occurs.
@@ -249,32 +169,8 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
 
 fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
     let name = format!("{}-thread-{index}", app.plan.application_id);
-    let delivery = Arc::new(DeliveryState::default());
     let health = Health::new(&name, app.status.clone());
-    // Records (repartition, sinks, dead letters, checkpoints) need a
-    // delivery report only when they fail: successful ones are then freed
-    // on librdkafka's broker thread instead of being handed back one by
-    // one to this thread (serving those reports was the stream thread's
-    // largest single cost in `weir bench e2e`). Changelog records go
-    // through a second producer that reports every delivery, since the
-    // commit needs their offsets (the changelog positions).
-    let producer: BaseProducer<DeliveryContext> = app
-        .settings
-        .producer_config()
-        .set("delivery.report.only.error", "true")
-        .create_with_context(DeliveryContext {
-            state: delivery.clone(),
-            health: health.clone(),
-        })
-        .map_err(|e| Error::kafka("creating the producer", e))?;
-    let changelog_producer: BaseProducer<DeliveryContext> = app
-        .settings
-        .producer_config()
-        .create_with_context(DeliveryContext {
-            state: delivery.clone(),
-            health: health.clone(),
-        })
-        .map_err(|e| Error::kafka("creating the changelog producer", e))?;
+    let io = KafkaIo::new(&app.settings, health.clone(), app.stop.clone(), app.delivery_timeout)?;
     let consumer: BaseConsumer<StreamContext> = app
         .settings
         .consumer_config(&app.plan.application_id)
@@ -284,27 +180,30 @@ fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             offsets_outdated: AtomicBool::new(false),
         })
         .map_err(|e| Error::kafka("creating the consumer", e))?;
+    let manager = TaskManager::new(
+        ManagerConfig {
+            topology: app.topology.clone(),
+            plan: app.plan.clone(),
+            db: app.db.clone(),
+            task_config: app.task_config.clone(),
+            metrics: app.metrics.clone(),
+            max_record_bytes: app.settings.max_record_bytes(),
+            name: name.clone(),
+        },
+        Box::new(StatusListener {
+            status: app.status.clone(),
+            thread: name.clone(),
+            application: app.plan.application_id.clone(),
+        }),
+    );
     THREAD.with(|cell| {
         *cell.borrow_mut() = Some(ThreadState {
             app: app.clone(),
-            name: name.clone(),
-            tasks: BTreeMap::new(),
-            producer,
-            changelog_producer,
-            delivery,
-            health,
-            last_commit: Instant::now(),
+            manager,
+            io,
             fatal: None,
-            failed: false,
-            origin_counters: Vec::new(),
-            current_origin: None,
             topic_handles: Vec::new(),
-            cache_seen: BTreeMap::new(),
-            seen: 0,
-            uncommitted: 0,
-            checkpoint_at: BTreeMap::new(),
-            suspended: BTreeMap::new(),
-            rebalance_started: None,
+            paused: HashMap::new(),
         })
     });
     let topics = app.plan.source_topics();
@@ -315,41 +214,35 @@ fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
     tracing::info!(thread = %name, topics = ?topics, "stream thread started");
 
     let result = poll_loop(&app, &consumer);
-    if result.is_err() {
-        with_state(|s| s.failed = true);
+    if let Err(e) = &result {
+        with_state(|s| s.manager.fail(e.to_string()));
     }
 
     // Leave the group: the revoke callback commits and suspends the tasks;
     // they are closed below.
     consumer.unsubscribe();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && with_state(|s| !s.tasks.is_empty()) {
+    while Instant::now() < deadline && with_state(|s| !s.manager.running().is_empty()) {
         let _ = consumer.poll(Duration::from_millis(50));
     }
     let leftover = with_state(|s| {
-        let r = if s.tasks.is_empty() || s.has_failed() {
+        let r = if s.manager.running().is_empty() || s.has_failed() {
             Ok(())
         } else {
-            s.commit(&consumer, CommitMode::Sync)
+            let mut t = KafkaTransport {
+                io: &mut s.io,
+                consumer: &consumer,
+            };
+            s.manager.commit(&mut t, true).map_err(Error::from)
         };
-        let mut tasks = std::mem::take(&mut s.tasks);
-        tasks.append(&mut s.suspended);
-        s.close_tasks(tasks);
+        s.manager.close_all();
         r
     });
     drop(consumer);
     let state = THREAD.with(|cell| cell.borrow_mut().take());
     if let Some(mut s) = state {
-        if s.has_failed() {
-            // Nothing was committed past these records: they are replayed,
-            // so a stop need not wait for a cluster that may not answer.
-            let purge = PurgeConfig::default().queue().inflight();
-            s.producer.purge(purge);
-            s.changelog_producer.purge(purge);
-        } else {
-            let _ = flush_producer(&s.producer, Duration::from_secs(10));
-            let _ = flush_producer(&s.changelog_producer, Duration::from_secs(10));
-        }
+        let failed = s.has_failed();
+        s.io.finish(failed);
         if let Some(e) = s.fatal.take() {
             return Err(e);
         }
@@ -361,14 +254,145 @@ fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
 }
 
 impl ThreadState {
-    /// Whether anything failed on this thread (see `failed`, `fatal`):
-    /// then nothing may be committed any more.
-    pub(super) fn has_failed(&self) -> bool {
-        self.failed || self.fatal.is_some()
+    /// Whether anything failed on this thread: then nothing may be
+    /// committed any more.
+    fn has_failed(&self) -> bool {
+        self.manager.has_failed() || self.fatal.is_some()
+    }
+
+    fn on_revoke(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
+        self.topic_handles.clear();
+        self.paused.clear();
+        let mut t = KafkaTransport {
+            io: &mut self.io,
+            consumer,
+        };
+        let r = self.manager.revoke(&mut t);
+        consumer
+            .unassign()
+            .map_err(|e| Error::kafka("unassigning partitions", e))?;
+        Ok(r?)
+    }
+
+    fn on_assign(&mut self, consumer: &BaseConsumer<StreamContext>, tpl: &mut TopicPartitionList) -> Result<()> {
+        self.topic_handles.clear();
+        let plan = self.app.plan.clone();
+        let partitions: Vec<(u32, i32)> = tpl
+            .elements()
+            .iter()
+            .filter_map(|e| plan.by_name.get(e.topic()).map(|t| (*t, e.partition())))
+            .collect();
+        let mut t = KafkaTransport {
+            io: &mut self.io,
+            consumer,
+        };
+        let assignment = self.manager.assign(&mut t, &partitions)?;
+        // Hand the consumer the offsets the tasks' state reflects.
+        for (topic, partition, offset) in &assignment.positions {
+            let name = &plan.topic_names[*topic as usize];
+            tpl.set_partition_offset(name, *partition, Offset::Offset(*offset))
+                .map_err(|e| Error::kafka(format!("positioning {name}/{partition}"), e))?;
+        }
+        consumer
+            .assign(tpl)
+            .map_err(|e| Error::kafka("assigning partitions", e))?;
+        self.paused = assignment.paused.iter().map(|p| (*p, None)).collect();
+        if !assignment.paused.is_empty() {
+            let mut paused = TopicPartitionList::new();
+            for (topic, partition) in &assignment.paused {
+                paused.add_partition(&plan.topic_names[*topic as usize], *partition);
+            }
+            consumer
+                .pause(&paused)
+                .map_err(|e| Error::kafka("pausing the partitions of restoring tasks", e))?;
+        }
+        Ok(())
+    }
+
+    /// One restore step; resumes the partitions of the tasks it finished.
+    fn restore_step(&mut self, consumer: &BaseConsumer<StreamContext>) -> Result<()> {
+        let mut t = KafkaTransport {
+            io: &mut self.io,
+            consumer,
+        };
+        let resumed = self.manager.restore_step(&mut t, RESTORE_STEP)?;
+        if resumed.is_empty() {
+            return Ok(());
+        }
+        let plan = &self.app.plan;
+        let mut tpl = TopicPartitionList::new();
+        for r in &resumed {
+            let name = &plan.topic_names[r.topic as usize];
+            // Records handed over while paused were not processed: the
+            // partition goes on from the task's position, or from the
+            // first of them.
+            let dropped = self.paused.remove(&(r.topic, r.partition)).flatten();
+            if let Some(offset) = r.offset.or(dropped) {
+                consumer
+                    .seek(name, r.partition, Offset::Offset(offset), Duration::from_secs(10))
+                    .map_err(|e| Error::kafka(format!("positioning {name}/{}", r.partition), e))?;
+            }
+            tpl.add_partition(name, r.partition);
+        }
+        consumer
+            .resume(&tpl)
+            .map_err(|e| Error::kafka("resuming restored partitions", e))
+    }
+
+    /// A consumed record through its task.
+    fn process(&mut self, consumer: &BaseConsumer<StreamContext>, msg: &BorrowedMessage<'_>) -> Result<()> {
+        let plan = &self.app.plan;
+        let handle = msg.topic_ptr() as usize;
+        let topic = match self.topic_handles.iter().find(|(h, _)| *h == handle) {
+            Some(&(_, t)) => t,
+            None => {
+                let Some(&t) = plan.by_name.get(msg.topic()) else {
+                    return Ok(());
+                };
+                self.topic_handles.push((handle, t));
+                t
+            }
+        };
+        if !self.paused.is_empty() {
+            if let Some(first) = self.paused.get_mut(&(topic, msg.partition())) {
+                first.get_or_insert(msg.offset());
+                return Ok(());
+            }
+        }
+        let origin = if plan.internal[topic as usize] {
+            parse_origin(msg)
+        } else {
+            None
+        };
+        let mut t = KafkaTransport {
+            io: &mut self.io,
+            consumer,
+        };
+        self.manager.process(
+            &mut t,
+            Incoming {
+                topic,
+                partition: msg.partition(),
+                offset: msg.offset(),
+                timestamp: msg.timestamp().to_millis().unwrap_or_else(now_ms),
+                key: msg.key(),
+                value: msg.payload(),
+                origin,
+            },
+        )?;
+        Ok(())
     }
 }
 
-pub(super) fn with_state<R>(f: impl FnOnce(&mut ThreadState) -> R) -> R {
+fn parse_origin(msg: &BorrowedMessage<'_>) -> Option<Origin> {
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == ORIGIN_HEADER)
+        .and_then(|h| decode_origin(h.value?))
+}
+
+fn with_state<R>(f: impl FnOnce(&mut ThreadState) -> R) -> R {
     THREAD.with(|cell| f(cell.borrow_mut().as_mut().expect("thread state")))
 }
 
@@ -397,9 +421,23 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
                 ));
             }
         }
+        // Restoring tasks advance a step between batches, outside any
+        // rebalance callback; the running tasks go on meanwhile.
+        let restoring = with_state(|s| -> Result<bool> {
+            if !s.manager.is_restoring() {
+                return Ok(false);
+            }
+            s.restore_step(consumer)?;
+            Ok(true)
+        })?;
         // Never hold the thread state across poll(): rebalance callbacks run
         // inside it and need the state.
-        let first = consumer.poll(Duration::from_millis(50));
+        let timeout = if restoring {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(50)
+        };
+        let first = consumer.poll(timeout);
         let mut n = 0;
         let mut next = first;
         while let Some(item) = next {
@@ -413,7 +451,7 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
                 Err(e) => return Err(Error::kafka("consuming", e)),
             };
             last_contact = Instant::now();
-            with_state(|s| s.process(&msg))?;
+            with_state(|s| s.process(consumer, &msg))?;
             n += 1;
             if n >= BATCH {
                 break;
@@ -424,19 +462,23 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
             if let Some(e) = s.fatal.take() {
                 return Err(e);
             }
-            s.after_batch()?;
-            let due = s.last_commit.elapsed() >= s.app.commit_interval;
-            let wants = s.tasks.values_mut().any(|t| t.wants_flush());
+            let mut t = KafkaTransport {
+                io: &mut s.io,
+                consumer,
+            };
+            s.manager.punctuate(&mut t, now_ms())?;
+            let due = s.manager.last_commit().elapsed() >= s.app.commit_interval;
+            let wants = s.manager.wants_commit();
             // A thread that found nothing to consume for a whole poll
             // timeout commits what it processed at once instead of holding
             // it until the interval: the end of a burst is delivered
             // without waiting up to a commit interval for the next tick.
-            let idle = n == 0 && s.uncommitted > 0;
+            let idle = n == 0 && !restoring && s.manager.uncommitted() > 0;
             if due || wants || idle {
                 // Offsets are committed asynchronously here: state never
-                // depends on them (see the module docs), and a revoke or a
-                // shutdown commits synchronously.
-                s.commit(consumer, CommitMode::Async)?;
+                // depends on them, and a revoke or a shutdown commits
+                // synchronously.
+                s.manager.commit(&mut t, false)?;
             }
             Ok(())
         })?;
