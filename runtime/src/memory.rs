@@ -95,6 +95,25 @@ impl MemoryCluster {
             .unwrap_or_default()
     }
 
+    /// Up to `max` records of a partition from offset `from` on.
+    pub fn records_from(&self, topic: &str, partition: i32, from: i64, max: usize) -> Vec<StoredRecord> {
+        let data = self.lock();
+        let Some(log) = data.topics.get(topic).and_then(|p| p.get(partition as usize)) else {
+            return Vec::new();
+        };
+        let from = (from.max(0) as usize).min(log.len());
+        log[from..(from.saturating_add(max)).min(log.len())].to_vec()
+    }
+
+    /// The number of records in a partition (its high watermark).
+    pub fn end_offset(&self, topic: &str, partition: i32) -> i64 {
+        self.lock()
+            .topics
+            .get(topic)
+            .and_then(|p| p.get(partition as usize))
+            .map_or(0, |l| l.len() as i64)
+    }
+
     /// Every record of every partition of `topic`, partition by partition.
     pub fn all_records(&self, topic: &str) -> Vec<StoredRecord> {
         self.lock().topics.get(topic).map(|p| p.concat()).unwrap_or_default()
@@ -204,11 +223,10 @@ impl RangeReader for MemoryTransport {
         f: &mut dyn FnMut(ReadRecord<'_>) -> Result<(), RuntimeError>,
     ) -> Result<ReadProgress, RuntimeError> {
         self.operation("read")?;
-        let records = self.cluster.records(topic, partition);
-        let end = to.min(records.len() as i64);
+        let end = to.min(self.cluster.end_offset(topic, partition));
         let mut next = from.max(0);
-        while next < end && ((next - from) as usize) < max {
-            let r = &records[next as usize];
+        let wanted = ((end - next).max(0) as usize).min(max);
+        for r in self.cluster.records_from(topic, partition, next, wanted) {
             f((next, r.key.as_deref(), r.value.as_deref()))?;
             next += 1;
         }
@@ -245,13 +263,23 @@ impl Transport for MemoryTransport {
         Ok(self.deliver(pending))
     }
 
+    /// Delivers what is pending, as a Kafka producer does in the
+    /// background (not an operation: a crash cannot be injected here, but
+    /// records delivered this way are there after one).
+    fn tick(&mut self) {
+        if !self.crashed {
+            let pending = std::mem::take(&mut self.pending);
+            self.deliver(pending);
+        }
+    }
+
     fn watermarks(&mut self, topic: &str, partition: i32) -> Result<(i64, i64), RuntimeError> {
         self.operation("watermarks")?;
-        Ok((0, self.cluster.records(topic, partition).len() as i64))
+        Ok((0, self.cluster.end_offset(topic, partition)))
     }
 
     fn cached_high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
-        Some(self.cluster.records(topic, partition).len() as i64)
+        Some(self.cluster.end_offset(topic, partition))
     }
 
     fn committed(&mut self, partitions: &[(String, i32)]) -> Result<Vec<GroupOffset>, RuntimeError> {
@@ -296,6 +324,8 @@ pub struct Member {
     paused: Vec<(u32, i32)>,
     /// Whether the previous poll found records.
     busy: bool,
+    /// Changelog records per restore step.
+    restore_budget: usize,
 }
 
 impl Member {
@@ -332,6 +362,7 @@ impl Member {
             positions: BTreeMap::new(),
             paused: Vec::new(),
             busy: false,
+            restore_budget: 1000,
         })
     }
 
@@ -378,7 +409,7 @@ impl Member {
     /// for one. Returns the records processed.
     pub fn poll(&mut self, max: usize, now: i64, commit: bool) -> Result<usize, RuntimeError> {
         if self.manager.is_restoring() {
-            for r in self.manager.restore_step(&mut self.transport, 1000)? {
+            for r in self.manager.restore_step(&mut self.transport, self.restore_budget)? {
                 self.paused.retain(|p| *p != (r.topic, r.partition));
                 if let Some(o) = r.offset {
                     self.positions.insert((r.topic, r.partition), o);
@@ -386,19 +417,21 @@ impl Member {
             }
         }
         let plan = self.manager.plan().clone();
+        self.manager.set_wall_clock(now);
         let mut n = 0;
         let keys: Vec<(u32, i32)> = self.positions.keys().copied().collect();
         for (topic, partition) in keys {
+            if n >= max {
+                break;
+            }
             if self.paused.contains(&(topic, partition)) {
                 continue;
             }
             let name = &plan.topic_names[topic as usize];
-            let records = self.cluster.records(name, partition);
             let at = self.positions[&(topic, partition)];
-            for (offset, r) in records.iter().enumerate().skip(at as usize) {
-                if n >= max {
-                    break;
-                }
+            let records = self.cluster.records_from(name, partition, at, max - n);
+            for (i, r) in records.iter().enumerate() {
+                let offset = at as usize + i;
                 let origin = if plan.internal[topic as usize] {
                     r.headers
                         .iter()
@@ -440,6 +473,16 @@ impl Member {
                 return Ok(());
             }
         }
+    }
+
+    /// Changelog records each poll restores (1000 by default).
+    pub fn set_restore_budget(&mut self, records: usize) {
+        self.restore_budget = records.max(1);
+    }
+
+    /// The cluster this member belongs to.
+    pub fn cluster(&self) -> &MemoryCluster {
+        &self.cluster
     }
 
     /// Whether the last poll found records.

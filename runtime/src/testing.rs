@@ -10,18 +10,21 @@
 //! before `pipe_input` returns.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use weir_state::StateDb;
 use weir_topology::store::ChangelogRecord;
 use weir_topology::{Serde, StoreRef, Topology};
 
-use crate::task::{Task, TaskConfig, TaskId};
+use crate::memory::{Member, MemoryCluster};
+use crate::plan::Plan;
+use crate::task::TaskConfig;
 use crate::RuntimeError;
 
 /// Settings of a test driver.
@@ -91,24 +94,17 @@ pub struct TestRecord<K, V> {
     pub timestamp: i64,
 }
 
-/// A record on its way from a task to a topic: (topic, key, value, timestamp).
-type Routed = (String, Option<Vec<u8>>, Option<Vec<u8>>, i64);
-
 struct Inner {
     topology: Topology,
     config: TestDriverConfig,
+    // Dropped after the member (field order): its tasks close first.
+    member: Member,
+    cluster: MemoryCluster,
+    db: Arc<StateDb>,
     _tmp: Option<tempfile::TempDir>,
-    db: StateDb,
-    tasks: Vec<Task>,
-    /// Every record written to each topic (inputs, outputs, internal), by
-    /// Kafka topic name; the offset is the index.
-    topics: HashMap<String, Vec<RawRecord>>,
     /// Read position of each output topic handle, by topic name.
     read_positions: HashMap<String, usize>,
-    dead_letters: Vec<DeadLetterRecord>,
-    changelog: HashMap<String, Vec<ChangelogRecord>>,
     wall_clock_ms: i64,
-    late_records_dropped: u64,
 }
 
 /// Runs a topology in-process; see the module docs.
@@ -127,35 +123,39 @@ impl TopologyTestDriver {
                 (Some(t), p)
             }
         };
-        let db = StateDb::open(&dir)?;
+        let db = Arc::new(StateDb::open(&dir)?);
         let task_config = TaskConfig {
             cache_max_bytes: config.cache_max_bytes,
             idle_advance_after_ms: config.idle_advance_after_ms,
         };
-        let mut tasks = Vec::new();
-        for sub in topology.subtopologies() {
-            let id = TaskId {
-                subtopology: sub.id,
-                partition: 0,
-            };
-            let mut task = Task::new(&topology, &config.application_id, id, &db, task_config.clone())?;
-            task.ctx.set_wall_clock_ms(config.initial_wall_clock_ms);
-            tasks.push(task);
+        // Every topic has one partition.
+        let cluster = MemoryCluster::new();
+        for (i, t) in topology.topics().iter().enumerate() {
+            if !t.internal {
+                cluster.create_topic(&topology.topic_name(i as u32, &config.application_id), 1);
+            }
         }
+        let mut member = Member::new(
+            &cluster,
+            &topology,
+            &config.application_id,
+            db.clone(),
+            task_config,
+            None,
+        )?;
+        member.assign_all()?;
         let wall = config.initial_wall_clock_ms;
+        member.manager.set_wall_clock(wall);
         Ok(TopologyTestDriver {
             inner: Rc::new(RefCell::new(Inner {
                 topology,
                 config,
-                _tmp: tmp,
+                member,
+                cluster,
                 db,
-                tasks,
-                topics: HashMap::new(),
+                _tmp: tmp,
                 read_positions: HashMap::new(),
-                dead_letters: Vec::new(),
-                changelog: HashMap::new(),
                 wall_clock_ms: wall,
-                late_records_dropped: 0,
             })),
         })
     }
@@ -205,12 +205,7 @@ impl TopologyTestDriver {
     pub fn advance_wall_clock(&self, by: Duration) -> Result<(), RuntimeError> {
         let mut inner = self.inner.borrow_mut();
         inner.wall_clock_ms += by.as_millis() as i64;
-        let now = inner.wall_clock_ms;
-        for i in 0..inner.tasks.len() {
-            inner.tasks[i].punctuate(now);
-            inner.settle(i)?;
-        }
-        Ok(())
+        inner.settle()
     }
 
     /// The task's instance of store `name` (all stores live in one task per
@@ -218,8 +213,10 @@ impl TopologyTestDriver {
     pub fn store(&self, name: &str) -> Option<StoreRef> {
         let inner = self.inner.borrow();
         inner
-            .tasks
-            .iter()
+            .member
+            .manager
+            .running()
+            .values()
             .flat_map(|t| t.stores().iter())
             .find(|(n, _)| n == name)
             .map(|(_, s)| s.clone())
@@ -262,27 +259,68 @@ impl TopologyTestDriver {
 
     /// Records sent to the dead-letter topic so far.
     pub fn dead_letters(&self) -> Vec<DeadLetterRecord> {
-        self.inner.borrow().dead_letters.clone()
+        let inner = self.inner.borrow();
+        inner
+            .cluster
+            .all_records(&inner.member.manager.plan().dlq_topic)
+            .into_iter()
+            .map(|r| {
+                let header = |name: &str| -> String {
+                    r.headers
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default()
+                };
+                DeadLetterRecord {
+                    error: header("error"),
+                    topic: header("topic"),
+                    partition: header("partition").parse().unwrap_or(-1),
+                    offset: header("offset").parse().unwrap_or(-1),
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                }
+            })
+            .collect()
     }
 
     /// The number of records dropped because their windows had closed.
     pub fn late_records_dropped(&self) -> u64 {
-        self.inner.borrow().late_records_dropped
+        self.inner
+            .borrow()
+            .member
+            .manager
+            .config()
+            .metrics
+            .late_records_dropped
+            .get()
     }
 
     /// Everything written to a topic (input, output or internal), raw.
     pub fn topic_records(&self, topic: &str) -> Vec<RawRecord> {
-        self.inner.borrow().topics.get(topic).cloned().unwrap_or_default()
+        self.inner.borrow().raw_records(topic)
     }
 
     /// The changelog records written for a store so far.
     pub fn changelog(&self, store: &str) -> Vec<ChangelogRecord> {
-        self.inner.borrow().changelog.get(store).cloned().unwrap_or_default()
+        let inner = self.inner.borrow();
+        let topic = Topology::changelog_topic(&inner.config.application_id, store);
+        inner
+            .cluster
+            .all_records(&topic)
+            .into_iter()
+            .filter_map(|r| {
+                Some(ChangelogRecord {
+                    key: r.key?,
+                    value: r.value,
+                })
+            })
+            .collect()
     }
 
     /// The name of the dead-letter topic.
     pub fn dead_letter_topic(&self) -> String {
-        format!("{}-dlq", self.inner.borrow().config.application_id)
+        Plan::dlq_topic_of(&self.inner.borrow().config.application_id)
     }
 
     /// Write state to disk (for tests that reopen a state directory).
@@ -294,128 +332,46 @@ impl TopologyTestDriver {
 impl Drop for TopologyTestDriver {
     fn drop(&mut self) {
         if let Ok(mut inner) = self.inner.try_borrow_mut() {
-            for t in &mut inner.tasks {
-                t.close();
-            }
+            inner.member.manager.close_all();
         }
     }
 }
 
 impl Inner {
-    fn append(&mut self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> i64 {
-        let log = self.topics.entry(topic.to_string()).or_default();
-        let offset = log.len() as i64;
-        log.push(RawRecord {
-            key: key.map(|k| k.to_vec()),
-            value: value.map(|v| v.to_vec()),
-            timestamp,
-            offset,
-        });
-        offset
-    }
-
     /// Append a record to `topic` and run every task that reads it, then
     /// everything those tasks' outputs feed, until nothing is pending.
     fn pipe(&mut self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, ts: i64) -> Result<(), RuntimeError> {
         let app = self.config.application_id.clone();
-        let index = self.topology.topic_index(topic, &app);
-        let offset = self.append(topic, key, value, ts);
-        let Some(index) = index else {
+        if self.topology.topic_index(topic, &app).is_none() {
+            self.cluster.create_topic(topic, 1);
+            self.cluster.produce(topic, 0, key, value, ts);
             return Err(RuntimeError::UnknownTopic(topic.to_string()));
-        };
-        let readers: Vec<usize> = (0..self.tasks.len())
-            .filter(|i| {
-                self.topology.subtopologies()[self.tasks[*i].id().subtopology]
-                    .source_topics
-                    .contains(&index)
-            })
-            .collect();
-        for i in readers {
-            let now = self.wall_clock_ms;
-            let task = &mut self.tasks[i];
-            task.ctx.set_wall_clock_ms(now);
-            task.process(index, offset, ts, key, value);
-            self.collect_dead_letters(i, topic, key, value);
-            self.tasks[i].punctuate(now);
-            self.settle(i)?;
         }
+        self.cluster.produce(topic, 0, key, value, ts);
+        self.settle()
+    }
+
+    /// Run the member a record at a time, committing after each (so cached
+    /// results are forwarded at once, as in Kafka Streams' test driver),
+    /// until nothing is left to read.
+    fn settle(&mut self) -> Result<(), RuntimeError> {
+        let now = self.wall_clock_ms;
+        while self.member.poll(1, now, true)? > 0 {}
         Ok(())
     }
 
-    fn collect_dead_letters(&mut self, i: usize, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) {
-        let letters = std::mem::take(&mut self.tasks[i].ctx.dead_letters);
-        for d in letters {
-            self.dead_letters.push(DeadLetterRecord {
-                error: d.error,
-                topic: topic.to_string(),
-                partition: d.partition,
-                offset: d.offset,
-                key: key.map(|k| k.to_vec()),
-                value: value.map(|v| v.to_vec()),
-            });
-        }
-    }
-
-    /// Commit task `i` (forward cached results, write state), then route
-    /// its outputs: records for topics this topology reads are piped on.
-    fn settle(&mut self, i: usize) -> Result<(), RuntimeError> {
-        self.tasks[i].flush();
-        let app = self.config.application_id.clone();
-        // Dead letters raised while flushing have no raw input to attach.
-        let letters = std::mem::take(&mut self.tasks[i].ctx.dead_letters);
-        for d in letters {
-            let topic = self.topology.topic_name(d.topic, &app);
-            self.dead_letters.push(DeadLetterRecord {
-                error: d.error,
-                topic,
-                partition: d.partition,
-                offset: d.offset,
-                key: None,
-                value: None,
-            });
-        }
-        let changes = std::mem::take(&mut self.tasks[i].ctx.changelog);
-        for (store, rec) in changes {
-            self.changelog.entry(store.to_string()).or_default().push(rec);
-        }
-        let counters = std::mem::take(&mut self.tasks[i].ctx.counters);
-        self.late_records_dropped += counters.late_records_dropped;
-        self.tasks[i].commit_state()?;
-        let collector = std::mem::take(&mut self.tasks[i].ctx.collector);
-        let outputs: Vec<Routed> = collector
-            .records()
-            .iter()
-            .map(|r| {
-                (
-                    self.topology.topic_name(r.topic, &app),
-                    collector.slice(&r.key).map(|b| b.to_vec()),
-                    collector.slice(&r.value).map(|b| b.to_vec()),
-                    r.timestamp,
-                )
+    fn raw_records(&self, topic: &str) -> Vec<RawRecord> {
+        self.cluster
+            .all_records(topic)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| RawRecord {
+                key: r.key,
+                value: r.value,
+                timestamp: r.timestamp,
+                offset: i as i64,
             })
-            .collect();
-        let mut collector = collector;
-        collector.clear();
-        self.tasks[i].ctx.collector = collector;
-        let mut pending: VecDeque<_> = outputs.into();
-        while let Some((topic, key, value, ts)) = pending.pop_front() {
-            let read_here = self
-                .topology
-                .topic_index(&topic, &app)
-                .map(|t| {
-                    self.topology
-                        .subtopologies()
-                        .iter()
-                        .any(|s| s.source_topics.contains(&t))
-                })
-                .unwrap_or(false);
-            if read_here {
-                self.pipe(&topic, key.as_deref(), value.as_deref(), ts)?;
-            } else {
-                self.append(&topic, key.as_deref(), value.as_deref(), ts);
-            }
-        }
-        Ok(())
+            .collect()
     }
 }
 
@@ -468,11 +424,8 @@ impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
     pub fn read_records(&self) -> Vec<TestRecord<K, V>> {
         let mut inner = self.inner.borrow_mut();
         let pos = inner.read_positions.get(&self.topic).copied().unwrap_or(0);
-        let records: Vec<RawRecord> = inner
-            .topics
-            .get(&self.topic)
-            .map(|l| l[pos.min(l.len())..].to_vec())
-            .unwrap_or_default();
+        let all = inner.raw_records(&self.topic);
+        let records: Vec<RawRecord> = all[pos.min(all.len())..].to_vec();
         inner.read_positions.insert(self.topic.clone(), pos + records.len());
         records
             .into_iter()
@@ -503,7 +456,7 @@ impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
     pub fn is_empty(&self) -> bool {
         let inner = self.inner.borrow();
         let pos = inner.read_positions.get(&self.topic).copied().unwrap_or(0);
-        inner.topics.get(&self.topic).map(|l| l.len() <= pos).unwrap_or(true)
+        inner.cluster.end_offset(&self.topic, 0) as usize <= pos
     }
 }
 

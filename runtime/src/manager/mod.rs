@@ -202,6 +202,13 @@ impl TaskManager {
         self.running.values_mut().any(|t| t.wants_flush())
     }
 
+    /// Set every running task's wall clock (epoch ms) before processing.
+    pub fn set_wall_clock(&mut self, now: i64) {
+        for t in self.running.values_mut() {
+            t.ctx.set_wall_clock_ms(now);
+        }
+    }
+
     /// Records processed since the last commit.
     pub fn uncommitted(&self) -> u64 {
         self.uncommitted

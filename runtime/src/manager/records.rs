@@ -137,8 +137,26 @@ impl TaskManager {
         })
     }
 
-    /// Send the records task `id` collected.
+    /// Send the records task `id` collected, and the dead letters it
+    /// raised outside processing (at punctuation or flush: no input record
+    /// to attach).
     pub(super) fn drain(&mut self, t: &mut dyn Transport, id: TaskId) -> Result<(), RuntimeError> {
+        let task = self.running.get_mut(&id).expect("task");
+        if !task.ctx.dead_letters.is_empty() {
+            let letters = std::mem::take(&mut task.ctx.dead_letters);
+            for d in letters {
+                let rec = Incoming {
+                    topic: d.topic,
+                    partition: d.partition,
+                    offset: d.offset,
+                    timestamp: now_ms(),
+                    key: None,
+                    value: None,
+                    origin: None,
+                };
+                self.send_dead_letters(t, &rec, vec![d])?;
+            }
+        }
         let task = self.running.get_mut(&id).expect("task");
         if task.ctx.collector.is_empty() {
             return Ok(());
