@@ -65,3 +65,79 @@ fn a_member_counts_through_a_repartition_topic_and_resumes_after_a_restart() {
     assert_eq!(latest(&cluster, "counts").get("c").map(String::as_str), Some("2"));
     assert_eq!(latest(&cluster, "counts").get("a").map(String::as_str), Some("3"));
 }
+
+#[test]
+fn a_restoring_task_does_not_hold_up_the_running_ones() {
+    use weir_runtime::manager::Lifecycle;
+    use weir_runtime::partitioner::default_partitioner;
+    use weir_runtime::TaskId;
+
+    let cluster = MemoryCluster::new();
+    cluster.create_topic("words", 2);
+    cluster.create_topic("counts", 2);
+    // 3,000 distinct words: a changelog of some 1,500 records per partition
+    // of the count.
+    for i in 0..3000 {
+        let w = format!("w{i}");
+        cluster.produce("words", i % 2, Some(b"k"), Some(w.as_bytes()), 1000);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(StateDb::open(dir.path()).unwrap());
+    let count_task = |partition| TaskId {
+        subtopology: 1,
+        partition,
+    };
+    {
+        let mut m = Member::new(&cluster, &word_count(), "wc", db.clone(), TaskConfig::default(), None).unwrap();
+        m.assign_all().unwrap();
+        m.run_until_idle(500, 5000).unwrap();
+        // Task 1_0 loses its local state (everything is committed): the next
+        // member must restore it from the changelog, 1_1 runs at once.
+        m.manager.running()[&count_task(0)].state().wipe().unwrap();
+    }
+    let mut m = Member::new(&cluster, &word_count(), "wc", db, TaskConfig::default(), None).unwrap();
+    m.set_restore_budget(100);
+    m.assign_all().unwrap();
+    assert_eq!(m.manager.lifecycle(count_task(0)), Some(Lifecycle::Restoring));
+    assert_eq!(m.manager.lifecycle(count_task(1)), Some(Lifecycle::Running));
+
+    // A word counted by 1_1 is counted while 1_0 restores.
+    let w1 = (0..)
+        .map(|i| format!("new{i}"))
+        .find(|w| default_partitioner(w.as_bytes(), 2) == 1)
+        .unwrap();
+    let w0 = (0..)
+        .map(|i| format!("new{i}"))
+        .find(|w| default_partitioner(w.as_bytes(), 2) == 0)
+        .unwrap();
+    cluster.produce("words", 0, Some(b"k"), Some(w1.as_bytes()), 2000);
+    cluster.produce("words", 0, Some(b"k"), Some(w0.as_bytes()), 2000);
+    for _ in 0..3 {
+        m.poll(100, 5000, true).unwrap();
+    }
+    assert_eq!(m.manager.lifecycle(count_task(0)), Some(Lifecycle::Restoring));
+    let counts = latest(&cluster, "counts");
+    assert_eq!(
+        counts.get(&w1).map(String::as_str),
+        Some("1"),
+        "counted while 1_0 restores"
+    );
+    assert_eq!(counts.get(&w0), None, "1_0 does not count before its restore is done");
+
+    m.run_until_idle(500, 5000).unwrap();
+    assert_eq!(m.manager.lifecycle(count_task(0)), Some(Lifecycle::Running));
+    let counts = latest(&cluster, "counts");
+    assert_eq!(counts.get(&w0).map(String::as_str), Some("1"));
+    // The restored store holds every word it had.
+    let task = &m.manager.running()[&count_task(0)];
+    let restored = task
+        .state()
+        .scan_kv("word-counts", std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        .unwrap();
+    let expected = (0..3000)
+        .map(|i| format!("w{i}"))
+        .chain([w0.clone()])
+        .filter(|w| default_partitioner(w.as_bytes(), 2) == 0)
+        .count();
+    assert_eq!(restored.len(), expected);
+}
