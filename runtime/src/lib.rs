@@ -5,6 +5,7 @@
 //! no broker. The Kafka stream threads (weir-connectors) are the rdkafka
 //! implementation of the transport plus a poll loop.
 
+pub mod checkpoint;
 pub mod dead_letter;
 pub mod local;
 pub mod manager;

@@ -4,9 +4,9 @@
 //! that production runs.
 
 use weir_state::{StateDb, TaskState};
-use weir_topology::store::Checkpoint;
 use weir_topology::{ProcessorContext, TaskNodes, Topology};
 
+pub use crate::checkpoint::TaskCheckpoint;
 use crate::RuntimeError;
 
 /// Identifies a task: `{subtopology}_{partition}`, as in Kafka Streams.
@@ -90,95 +90,6 @@ pub struct Origin {
     pub index: u32,
 }
 
-/// How the runtime's checkpoint entries are named inside a
-/// [`Checkpoint`]: plain entries are input offsets; the others carry the
-/// commit sequence, changelog positions and repartition origins.
-const SEQ: &str = "#seq";
-const CHANGELOG: &str = "#changelog/";
-const ORIGIN: &str = "#origin/";
-const SKIP: &str = "#skip/";
-
-/// Everything a task's state reflects, in readable form.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TaskCheckpoint {
-    /// (source topic name, next offset) for the task's partition.
-    pub inputs: Vec<(String, i64)>,
-    pub seq: u64,
-    /// (store name, changelog position).
-    pub changelog: Vec<(String, i64)>,
-    /// (repartition topic name, last applied origin) per upstream partition.
-    pub origins: Vec<(String, Origin)>,
-    /// (store name, from, to): changelog offsets `[from, to)` that restores
-    /// skip. They were written by commits that never finished (their
-    /// checkpoint was never written), found past the checkpoint's position
-    /// when a new owner took the task over; the new owner's own records
-    /// come after them, so without this a later restore would apply them.
-    pub changelog_skips: Vec<(String, i64, i64)>,
-}
-
-impl TaskCheckpoint {
-    /// Encode for the sled batch (and the checkpoints topic).
-    pub fn to_checkpoint(&self, partition: i32) -> Checkpoint {
-        let mut offsets: Vec<(String, i32, i64)> =
-            self.inputs.iter().map(|(t, o)| (t.clone(), partition, *o)).collect();
-        offsets.push((SEQ.to_string(), partition, self.seq as i64));
-        for (store, pos) in &self.changelog {
-            offsets.push((format!("{CHANGELOG}{store}"), partition, *pos));
-        }
-        for (topic, o) in &self.origins {
-            offsets.push((
-                format!("{ORIGIN}{}/{}/{topic}", o.upstream_partition, o.index),
-                partition,
-                o.offset,
-            ));
-        }
-        for (store, from, to) in &self.changelog_skips {
-            offsets.push((format!("{SKIP}{from}/{store}"), partition, *to));
-        }
-        offsets.sort();
-        Checkpoint { offsets }
-    }
-
-    /// Decode; entries this version does not know are an error, so that a
-    /// checkpoint is never half understood.
-    pub fn from_checkpoint(cp: &Checkpoint) -> Result<TaskCheckpoint, String> {
-        let mut out = TaskCheckpoint::default();
-        for (name, _partition, value) in &cp.offsets {
-            if name == SEQ {
-                out.seq = *value as u64;
-            } else if let Some(store) = name.strip_prefix(CHANGELOG) {
-                out.changelog.push((store.to_string(), *value));
-            } else if let Some(rest) = name.strip_prefix(ORIGIN) {
-                let mut parts = rest.splitn(3, '/');
-                let (Some(up), Some(idx), Some(topic)) = (parts.next(), parts.next(), parts.next()) else {
-                    return Err(format!("malformed origin entry {name:?}"));
-                };
-                let upstream: i32 = up.parse().map_err(|_| format!("malformed origin entry {name:?}"))?;
-                let index: u32 = idx.parse().map_err(|_| format!("malformed origin entry {name:?}"))?;
-                out.origins.push((
-                    topic.to_string(),
-                    Origin {
-                        upstream_partition: upstream,
-                        offset: *value,
-                        index,
-                    },
-                ));
-            } else if let Some(rest) = name.strip_prefix(SKIP) {
-                let (from, store) = rest
-                    .split_once('/')
-                    .ok_or_else(|| format!("malformed skip entry {name:?}"))?;
-                let from: i64 = from.parse().map_err(|_| format!("malformed skip entry {name:?}"))?;
-                out.changelog_skips.push((store.to_string(), from, *value));
-            } else if name.starts_with('#') {
-                return Err(format!("unknown checkpoint entry {name:?}"));
-            } else {
-                out.inputs.push((name.clone(), *value));
-            }
-        }
-        Ok(out)
-    }
-}
-
 impl Task {
     /// Create the task's processors and open its stores in `db`.
     pub fn new(
@@ -208,9 +119,9 @@ impl Task {
             metrics: None,
             consumed_since_commit: false,
         };
-        if let Some(cp) = task.state.checkpoint()? {
-            let cp = TaskCheckpoint::from_checkpoint(&cp)
-                .map_err(|e| RuntimeError::Io(format!("task {id}: local checkpoint: {e}")))?;
+        if let Some(bytes) = task.state.checkpoint()? {
+            let cp = TaskCheckpoint::decode(&bytes)
+                .map_err(|e| RuntimeError::Corrupt(format!("task {id}: local checkpoint: {e}")))?;
             task.adopt(&cp);
         }
         Ok(task)
@@ -414,9 +325,10 @@ impl Task {
         self.ctx.take_commit_request() || self.nodes.wants_flush()
     }
 
-    /// The checkpoint of what has been processed, as written to sled.
-    pub fn checkpoint(&self) -> Checkpoint {
-        self.task_checkpoint().to_checkpoint(self.id.partition)
+    /// The checkpoint of what has been processed, encoded (as written to
+    /// sled and to the checkpoints topic).
+    pub fn encoded_checkpoint(&self) -> Vec<u8> {
+        self.task_checkpoint().encode()
     }
 
     /// Second half of a commit: write the staged store changes together with
@@ -425,7 +337,7 @@ impl Task {
         if let Some(e) = self.ctx.take_fatal() {
             return Err(e.into());
         }
-        self.state.commit(&self.checkpoint())?;
+        self.state.commit(&self.encoded_checkpoint())?;
         self.consumed_since_commit = false;
         Ok(())
     }
@@ -440,36 +352,6 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn task_checkpoint_round_trips_through_the_sled_form() {
-        let cp = TaskCheckpoint {
-            inputs: vec![("clicks".into(), 42), ("views".into(), 7)],
-            seq: 9,
-            changelog: vec![("counts".into(), 1234)],
-            origins: vec![(
-                "app-counts-repartition".into(),
-                Origin {
-                    upstream_partition: 2,
-                    offset: 99,
-                    index: 3,
-                },
-            )],
-            changelog_skips: vec![("counts".into(), 1000, 1017), ("counts".into(), 1200, 1201)],
-        };
-        let encoded = cp.to_checkpoint(1);
-        assert!(encoded.offsets.iter().all(|(_, p, _)| *p == 1));
-        let mut back = TaskCheckpoint::from_checkpoint(&encoded).unwrap();
-        back.inputs.sort();
-        assert_eq!(back, cp);
-        let bad = Checkpoint {
-            offsets: vec![("#future".into(), 0, 1)],
-        };
-        assert_eq!(
-            TaskCheckpoint::from_checkpoint(&bad).unwrap_err(),
-            "unknown checkpoint entry \"#future\""
-        );
-    }
 
     #[test]
     fn origins_order_by_offset_then_index() {

@@ -71,7 +71,6 @@ use weir_runtime::partitioner::default_partitioner;
 use weir_runtime::{RuntimeError, TaskCheckpoint, TaskConfig, TaskId, Transport};
 use weir_state::StateDb;
 use weir_topology::prelude::*;
-use weir_topology::store::Checkpoint;
 
 const APP: &str = "faults";
 /// Wall-clock "now" for punctuation (the topology has no windows).
@@ -885,8 +884,7 @@ fn pointed_checkpoint(cluster: &MemoryCluster, topic: &str, partition: i32) -> O
         .remove(0);
     let at = parse_checkpoint_pointer(&offset.metadata)?;
     let record = cluster.records(&format!("{APP}-checkpoints"), 0).remove(at as usize);
-    let cp = Checkpoint::decode(&record.value?).expect("a checkpoint");
-    Some(TaskCheckpoint::from_checkpoint(&cp).expect("a checkpoint"))
+    Some(TaskCheckpoint::decode(&record.value?).expect("a checkpoint"))
 }
 
 /// A store as a restore from its changelog partition up to `position`

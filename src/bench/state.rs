@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use weir::state::{Checkpoint, KeyValueStore, StateDb, StateStore};
+use weir::state::{KeyValueStore, StateDb, StateStore};
 
 use super::{peak_rss_bytes, BenchResult};
 
@@ -60,7 +60,7 @@ fn weir_store(keys: &[[u8; 8]], cache_max_bytes: usize) -> Result<(f64, f64)> {
     let store = task.open_key_value("bench")?;
     let commit = |store: &mut dyn KeyValueStore| -> Result<()> {
         store.flush()?;
-        task.commit(&Checkpoint::default())?;
+        task.commit(&weir::runtime::TaskCheckpoint::default().encode())?;
         Ok(())
     };
     let t = Instant::now();

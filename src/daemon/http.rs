@@ -656,7 +656,7 @@ mod tests {
 
     #[test]
     fn stores_answer_interactive_queries_on_committed_data() {
-        use weir::state::{Checkpoint, KeyValueStore, StateDb, StateStore};
+        use weir::state::{KeyValueStore, StateDb, StateStore};
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path()).unwrap();
         let task = db.task("user-clicks/1_0", 1 << 20).unwrap();
@@ -667,7 +667,7 @@ mod tests {
             s.put(&3u32.to_be_bytes(), &5u64.to_be_bytes()).unwrap();
             s.flush().unwrap();
         }
-        task.commit(&Checkpoint::default()).unwrap();
+        task.commit(&weir::runtime::TaskCheckpoint::default().encode()).unwrap();
         let st = state();
         st.status
             .host("user-clicks", 0, &["clicks-per-user".to_string()], &task.reader());
@@ -725,7 +725,7 @@ mod tests {
 
     #[test]
     fn window_stores_answer_by_record_key_and_time_range() {
-        use weir::state::{Checkpoint, StateDb, StateStore, WindowStore};
+        use weir::state::{StateDb, StateStore, WindowStore};
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path()).unwrap();
         let task = db.task("emoji-stream/1_0", 1 << 20).unwrap();
@@ -737,7 +737,7 @@ mod tests {
             }
             s.flush().unwrap();
         }
-        task.commit(&Checkpoint::default()).unwrap();
+        task.commit(&weir::runtime::TaskCheckpoint::default().encode()).unwrap();
         let mut st = state();
         st.topologies[0]
             .store_formats

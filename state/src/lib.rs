@@ -5,7 +5,8 @@
 //!
 //! * [`StateDb`]: one sled database per instance, under its state dir.
 //! * [`TaskState`]: the state of one task, one sled tree holding all of the
-//!   task's stores (keys prefixed by store name) and its [`Checkpoint`].
+//!   task's stores (keys prefixed by store name) and its checkpoint (bytes
+//!   of weir-runtime's checkpoint codec).
 //!   It is the task's [`StoreSupplier`].
 //! * [`SledKeyValueStore`], [`SledWindowStore`]: per-store write caches over
 //!   the tree, implementing the traits of `weir_topology::store` (re-exported

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_topology::store::{
-    ChangelogRecord, Checkpoint, KvStoreRef, StoreError, StoreKind, StoreResult, StoreSpec, StoreSupplier,
-    WindowStoreRef,
+    ChangelogRecord, KvStoreRef, StoreError, StoreKind, StoreResult, StoreSpec, StoreSupplier, WindowStoreRef,
 };
 
 use crate::kv::SledKeyValueStore;
@@ -204,7 +203,7 @@ impl TaskState {
     /// If it fails, the staged changes are lost and the task's state is no
     /// longer trustworthy: every later commit fails too, and the runtime
     /// must close the task and rebuild it ([`TaskState::wipe`], restore).
-    pub fn commit(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+    pub fn commit(&self, checkpoint: &[u8]) -> Result<(), StoreError> {
         if self.inner.poisoned.get() {
             return Err(self.err("an earlier commit failed; the task must be closed and its state rebuilt"));
         }
@@ -226,7 +225,7 @@ impl TaskState {
     /// The checkpoint written by the last commit or restore, if any. A
     /// checkpoint that cannot be decoded is an error: the caller should
     /// treat the local state as inconsistent (wipe and restore).
-    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+    pub fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
         match self.inner.tree.get(CHECKPOINT_KEY) {
             Ok(None) => Ok(None),
             Ok(Some(bytes)) => decode_checkpoint(&bytes)
@@ -253,7 +252,7 @@ impl TaskState {
     /// position but never a checkpoint ahead of its records; the resumed
     /// restore starts at that position and writes the same records again,
     /// in changelog order, up to a target at least as far.
-    pub fn restore(&self, store: &str, records: &[ChangelogRecord], checkpoint: &Checkpoint) -> Result<(), StoreError> {
+    pub fn restore(&self, store: &str, records: &[ChangelogRecord], checkpoint: &[u8]) -> Result<(), StoreError> {
         let prefix = store_prefix(store)?;
         if self.inner.pending_ops.get() > 0 {
             return Err(StoreError::new(store, "restore while flushed changes await a commit"));

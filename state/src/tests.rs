@@ -7,10 +7,8 @@ use tempfile::TempDir;
 use crate::layout::CHECKPOINT_KEY;
 use crate::*;
 
-fn cp(offset: i64) -> Checkpoint {
-    Checkpoint {
-        offsets: vec![("input".to_string(), 0, offset)],
-    }
+fn cp(offset: i64) -> Vec<u8> {
+    offset.to_be_bytes().to_vec()
 }
 
 fn kv_spec(name: &str) -> StoreSpec {
@@ -218,7 +216,7 @@ fn corrupt_checkpoint_is_an_error() {
     let dir = TempDir::new().unwrap();
     let db = StateDb::open(dir.path()).unwrap();
     let task = db.task("0_0", 1 << 20).unwrap();
-    task.tree().insert(CHECKPOINT_KEY, &[1, 0, 0][..]).unwrap();
+    task.tree().insert(CHECKPOINT_KEY, &[9, 0, 0][..]).unwrap();
     let err = task.checkpoint().unwrap_err();
     assert!(err.to_string().contains("corrupt"), "{err}");
     task.tree().insert(CHECKPOINT_KEY, &[][..]).unwrap();

@@ -24,10 +24,9 @@ use weir_state::*;
 const STORE: &str = "store";
 const TASK: &str = "1_2";
 
-fn checkpoint(n: i64) -> Checkpoint {
-    Checkpoint {
-        offsets: vec![("input".to_string(), 0, n), ("input".to_string(), 1, 2 * n)],
-    }
+/// A checkpoint's bytes (opaque to the state crate).
+fn checkpoint(n: i64) -> Vec<u8> {
+    [n.to_be_bytes(), (2 * n).to_be_bytes()].concat()
 }
 
 /// Cache budgets worth testing: none, a few entries (constant eviction),
@@ -81,7 +80,7 @@ struct Base {
     db: Option<StateDb>,
     task: Option<TaskState>,
     commits: i64,
-    last_checkpoint: Option<Checkpoint>,
+    last_checkpoint: Option<Vec<u8>>,
     /// Records of flushes since the last commit.
     pending_log: Vec<ChangelogRecord>,
     /// Records of committed flushes, in order.

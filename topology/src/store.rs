@@ -44,64 +44,12 @@ pub struct ChangelogRecord {
     pub value: Option<Vec<u8>>,
 }
 
-/// Where the data of a store stands relative to its inputs: for each input
-/// partition of the task, the next offset to consume. Written in the same
-/// atomic batch as the data it describes, so that a crash can never leave
-/// them out of step.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Checkpoint {
-    /// (topic, partition, next offset), sorted by topic then partition.
-    pub offsets: Vec<(String, i32, i64)>,
-}
-
-impl Checkpoint {
-    /// A compact, self-describing byte form (used inside the sled batch and
-    /// in changelog headers).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + self.offsets.len() * 24);
-        out.extend_from_slice(&(self.offsets.len() as u32).to_be_bytes());
-        for (topic, partition, offset) in &self.offsets {
-            out.extend_from_slice(&(topic.len() as u32).to_be_bytes());
-            out.extend_from_slice(topic.as_bytes());
-            out.extend_from_slice(&partition.to_be_bytes());
-            out.extend_from_slice(&offset.to_be_bytes());
-        }
-        out
-    }
-
-    /// Inverse of [`Checkpoint::encode`]; `None` for bytes it did not write.
-    pub fn decode(bytes: &[u8]) -> Option<Checkpoint> {
-        fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-            if b.len() < n {
-                return None;
-            }
-            let (head, tail) = b.split_at(n);
-            *b = tail;
-            Some(head)
-        }
-        let mut b = bytes;
-        let n = u32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
-        let mut offsets = Vec::with_capacity(n.min(1024));
-        for _ in 0..n {
-            let len = u32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
-            let topic = String::from_utf8(take(&mut b, len)?.to_vec()).ok()?;
-            let partition = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
-            let offset = i64::from_be_bytes(take(&mut b, 8)?.try_into().ok()?);
-            offsets.push((topic, partition, offset));
-        }
-        if !b.is_empty() {
-            return None;
-        }
-        Some(Checkpoint { offsets })
-    }
-}
-
 /// Operations common to every store kind: the commit-time half of the
 /// store's life, driven by the processor that owns the store.
 ///
 /// All stores of one task share one atomic write batch: `flush` only stages
 /// a store's changes into it, and the task's state (in `weir-state`)
-/// applies the staged batch together with the task's [`Checkpoint`] in one
+/// applies the staged batch together with the task's checkpoint in one
 /// atomic write. That way a crash can never leave two stores of a task, or
 /// a store and its checkpoint, out of step.
 pub trait StateStore {

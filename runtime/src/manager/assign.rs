@@ -8,8 +8,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use weir_topology::store::Checkpoint;
-
 use super::restore::Restoring;
 use super::TaskManager;
 use crate::metrics::TaskEvent;
@@ -51,9 +49,7 @@ pub struct Assignment {
 }
 
 fn decode_checkpoint(topic: &str, offset: i64, value: &[u8]) -> Result<TaskCheckpoint, RuntimeError> {
-    let cp = Checkpoint::decode(value)
-        .ok_or_else(|| RuntimeError::Corrupt(format!("{topic} offset {offset}: not a weir checkpoint")))?;
-    TaskCheckpoint::from_checkpoint(&cp).map_err(|e| RuntimeError::Corrupt(format!("{topic} offset {offset}: {e}")))
+    TaskCheckpoint::decode(value).map_err(|e| RuntimeError::Corrupt(format!("{topic} offset {offset}: {e}")))
 }
 
 impl TaskManager {

@@ -105,7 +105,7 @@ impl TaskManager {
             }
             task.next_seq();
             let cp = task.task_checkpoint();
-            let bytes = cp.to_checkpoint(id.partition).encode();
+            let bytes = cp.encode();
             let key = id.to_string();
             t.send(Outgoing {
                 topic: &self.cfg.plan.checkpoints_topic,

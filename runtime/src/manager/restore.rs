@@ -169,7 +169,7 @@ impl Restoring {
             // Each step lands with a checkpoint that moves only this
             // store's position: a crash mid-restore resumes from there.
             self.task.set_changelog_position(&store, position);
-            let cp = self.task.checkpoint();
+            let cp = self.task.encoded_checkpoint();
             self.task
                 .state()
                 .restore(&store, &batch, &cp)
