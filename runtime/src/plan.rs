@@ -3,9 +3,8 @@
 //! counts the cluster reports, then shared read-only by everything that
 //! runs the application (the Kafka stream threads, the in-memory cluster).
 //!
-//! This is also where the application's internal names come from: the
-//! dead-letter and checkpoints topics here, repartition topics and
-//! changelogs from [`Topology`]. Nothing else builds them.
+//! Internal topic names come from [`weir_topology::names`], the one
+//! place that builds them.
 
 use std::collections::HashMap;
 
@@ -47,12 +46,12 @@ pub struct InternalTopic {
 impl Plan {
     /// The dead-letter topic of `application_id`.
     pub fn dlq_topic_of(application_id: &str) -> String {
-        format!("{application_id}-dlq")
+        weir_topology::names::dlq_topic(application_id)
     }
 
     /// The checkpoints topic of `application_id`.
     pub fn checkpoints_topic_of(application_id: &str) -> String {
-        format!("{application_id}-checkpoints")
+        weir_topology::names::checkpoints_topic(application_id)
     }
 
     /// Resolve `topology`'s topics. `existing(name)` is the partition count

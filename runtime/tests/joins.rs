@@ -195,9 +195,9 @@ fn stream_stream_join_matches_within_the_window_on_both_sides() {
     let t = stream_stream_topology();
     assert_eq!(t.subtopologies().len(), 1);
     assert!(
-        t.describe().contains("KSTREAM-JOINTHIS-STORE-0000000002"),
+        t.describe("app").contains("KSTREAM-JOINTHIS-STORE-0000000002"),
         "{}",
-        t.describe()
+        t.describe("app")
     );
     let d = TopologyTestDriver::new(t, TestDriverConfig::default()).unwrap();
     let orders = d.input_topic("orders", Serdes::string(), Serdes::string());

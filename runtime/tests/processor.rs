@@ -48,9 +48,10 @@ fn a_counting_processor_keeps_its_counts_in_a_declared_store() {
         .to("out", Serdes::string(), Serdes::u64());
     let t = b.build().unwrap();
     assert!(
-        t.describe().contains("KSTREAM-PROCESSOR-0000000001 (stores: [counts])"),
+        t.describe("app")
+            .contains("KSTREAM-PROCESSOR-0000000001 (stores: [counts])"),
         "{}",
-        t.describe()
+        t.describe("app")
     );
     let d = TopologyTestDriver::new(t, TestDriverConfig::default()).unwrap();
     let input = d.input_topic("in", Serdes::string(), Serdes::string());

@@ -301,7 +301,7 @@ pub(crate) fn run(daemon: Daemon, cli: Cli) -> anyhow::Result<()> {
         Command::Describe { name } => {
             let app = daemon.find(&name)?;
             let parts = (app.build)(&toml::Table::new())?;
-            print!("{}", parts.topology.describe());
+            print!("{}", parts.topology.describe(&app.name));
             Ok(())
         }
         Command::Run(args) => super::run::run(daemon, args),

@@ -32,8 +32,11 @@ use super::app::{Body, Context, Route};
 pub struct TopologyInfo {
     pub name: String,
     pub description: String,
-    /// `Topology::describe()`.
+    /// `Topology::describe(name)`: the real topic names.
     pub describe: String,
+    /// The topics it creates for itself (`Topology::internal_topics`):
+    /// `/stats` counts the others as input and output.
+    pub internal_topics: Vec<String>,
     /// (store, key serde name, value serde name) of its queryable stores.
     pub store_formats: Vec<(String, &'static str, &'static str)>,
     /// Which of those are window stores (keys prefixed by the window start).
@@ -585,9 +588,8 @@ fn stats(state: &HttpState) -> serde_json::Value {
     let families = state.metrics.registry().gather();
     let mut out = serde_json::Map::new();
     for t in &state.topologies {
-        // Internal topics (repartition, changelog) are named after the
-        // application: `input` counts only what came from outside.
-        let internal = format!("{}-", t.name);
+        // `input` and `output` count only what came from or went outside:
+        // not the topology's own internal topics.
         let sum = |name: &str, external_only: bool| -> f64 {
             families
                 .iter()
@@ -602,7 +604,7 @@ fn stats(state: &HttpState) -> serde_json::Value {
                         && (!external_only
                             || labels
                                 .iter()
-                                .any(|l| l.name() == "topic" && !l.value().starts_with(&internal)))
+                                .any(|l| l.name() == "topic" && !t.internal_topics.iter().any(|i| i == l.value())))
                 })
                 .map(|(kind, m)| match kind {
                     MetricType::COUNTER => m.get_counter().get_value(),
@@ -644,6 +646,7 @@ mod tests {
                 name: "user-clicks".into(),
                 description: "counts clicks".into(),
                 describe: "Topologies:\n   Sub-topology: 0\n".into(),
+                internal_topics: vec!["user-clicks-clicks-per-user-repartition".into()],
                 store_formats: vec![("clicks-per-user".into(), "u32", "u64")],
                 window_stores: vec![],
                 routes: vec![],
@@ -803,6 +806,42 @@ mod tests {
             .to_string();
         let body = futures_body(resp.into_body());
         (code, ctype, body)
+    }
+
+    #[test]
+    fn stats_count_input_and_output_by_the_topologys_own_internal_topics() {
+        let st = state();
+        let m = st.metrics.topology("user-clicks");
+        // An external topic whose name starts like the application's own:
+        // input all the same (a name prefix is no test of "internal").
+        let t = m.task(
+            "0_0",
+            0,
+            &[(0, "user-clicks-raw"), (1, "user-clicks-clicks-per-user-repartition")],
+            &[
+                (2, "clicks-per-user-out"),
+                (1, "user-clicks-clicks-per-user-repartition"),
+            ],
+            &[],
+        );
+        t.consumed(0, 5);
+        t.consumed(1, 3);
+        t.produced(2, 2);
+        t.produced(1, 3);
+        let (status, _, body) = get(&st, Method::GET, "/stats");
+        assert_eq!(status, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let u = &v["topologies"]["user-clicks"];
+        assert_eq!(
+            (u["consumed"].as_f64(), u["input"].as_f64()),
+            (Some(8.0), Some(5.0)),
+            "{v}"
+        );
+        assert_eq!(
+            (u["produced"].as_f64(), u["output"].as_f64()),
+            (Some(5.0), Some(2.0)),
+            "{v}"
+        );
     }
 
     fn futures_body(body: Full<Bytes>) -> String {

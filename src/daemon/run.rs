@@ -193,7 +193,8 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
         infos.push(http::TopologyInfo {
             name: p.name.clone(),
             description: p.description.clone(),
-            describe: topology.describe(),
+            describe: topology.describe(&p.name),
+            internal_topics: topology.internal_topics(&p.name),
             store_formats: topology
                 .stores()
                 .iter()

@@ -27,6 +27,7 @@ mod join;
 mod kstream;
 mod ktable;
 mod materialized;
+pub mod names;
 mod node;
 mod process;
 pub mod serde;

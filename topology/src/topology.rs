@@ -84,7 +84,8 @@ pub struct Topology(pub(crate) Arc<TopologyInner>);
 
 impl fmt::Debug for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())
+        // No application to name internal topics after: a placeholder.
+        f.write_str(&self.describe("${application_id}"))
     }
 }
 
@@ -118,10 +119,30 @@ impl Topology {
     pub fn topic_name(&self, index: u32, application_id: &str) -> String {
         let t = &self.0.topics[index as usize];
         if t.internal {
-            format!("{application_id}-{}", t.name)
+            crate::names::internal_topic(application_id, &t.name)
         } else {
             t.name.clone()
         }
+    }
+
+    /// Every topic the application creates for itself, by Kafka name:
+    /// repartition topics, store changelogs, the dead-letter and the
+    /// checkpoints topic (see [`crate::names`]).
+    pub fn internal_topics(&self, application_id: &str) -> Vec<String> {
+        let mut out: Vec<String> = (0..self.0.topics.len() as u32)
+            .filter(|i| self.0.topics[*i as usize].internal)
+            .map(|i| self.topic_name(i, application_id))
+            .collect();
+        out.extend(
+            self.0
+                .stores
+                .iter()
+                .filter(|s| s.logged)
+                .map(|s| crate::names::changelog_topic(application_id, &s.name)),
+        );
+        out.push(crate::names::dlq_topic(application_id));
+        out.push(crate::names::checkpoints_topic(application_id));
+        out
     }
 
     /// The index of the topic with Kafka name `name` for an application.
@@ -131,7 +152,7 @@ impl Topology {
 
     /// The changelog topic of a store: `{application_id}-{store}-changelog`.
     pub fn changelog_topic(application_id: &str, store: &str) -> String {
-        format!("{application_id}-{store}-changelog")
+        crate::names::changelog_topic(application_id, store)
     }
 
     /// Topics read from outside (not produced by this topology).
@@ -190,8 +211,10 @@ impl Topology {
 
     /// A human-readable description of the sub-topologies, their sources,
     /// processors, stores and sinks, in the spirit of Kafka Streams'
-    /// `Topology#describe()`.
-    pub fn describe(&self) -> String {
+    /// `Topology#describe()`, with the real names of the internal topics of
+    /// `application_id` (repartition topics, changelogs, dead letters,
+    /// checkpoints).
+    pub fn describe(&self, application_id: &str) -> String {
         let inner = &*self.0;
         let mut out = String::from("Topologies:\n");
         for sub in &inner.subtopologies {
@@ -210,7 +233,7 @@ impl Topology {
                             out,
                             "    Source: {} (topics: [{}])",
                             node.name,
-                            self.display_topic(*topic)
+                            self.topic_name(*topic, application_id)
                         );
                     }
                     NodeKind::Processor => {
@@ -222,7 +245,12 @@ impl Topology {
                         );
                     }
                     NodeKind::Sink { topic } => {
-                        let _ = writeln!(out, "    Sink: {} (topic: {})", node.name, self.display_topic(*topic));
+                        let _ = writeln!(
+                            out,
+                            "    Sink: {} (topic: {})",
+                            node.name,
+                            self.topic_name(*topic, application_id)
+                        );
                     }
                 }
                 if !children.is_empty() {
@@ -245,23 +273,20 @@ impl Topology {
                     crate::store::StoreKind::Window { retention_ms } => format!("window, retention {retention_ms} ms"),
                 };
                 let log = if s.logged {
-                    format!("changelog ${{application_id}}-{}-changelog", s.name)
+                    format!("changelog {}", crate::names::changelog_topic(application_id, &s.name))
                 } else {
                     "not logged".to_string()
                 };
                 let _ = writeln!(out, "    {} ({kind}; {log})", s.name);
             }
         }
+        let _ = writeln!(
+            out,
+            "Dead letters: {}\nCheckpoints: {}",
+            crate::names::dlq_topic(application_id),
+            crate::names::checkpoints_topic(application_id)
+        );
         out
-    }
-
-    fn display_topic(&self, index: u32) -> String {
-        let t = &self.0.topics[index as usize];
-        if t.internal {
-            format!("${{application_id}}-{}", t.name)
-        } else {
-            t.name.clone()
-        }
     }
 }
 
@@ -330,5 +355,42 @@ impl TaskNodes {
             StoreRef::KeyValue(s) => s.borrow().wants_flush(),
             StoreRef::Window(s) => s.borrow().wants_flush(),
         })
+    }
+}
+
+#[cfg(test)]
+mod naming_tests {
+    use crate::prelude::*;
+
+    #[test]
+    fn describe_and_internal_topics_use_the_applications_names() {
+        let mut b = StreamsBuilder::new();
+        b.stream::<String, String>("words", Serdes::string(), Serdes::string())
+            .group_by(|_, w| w.clone(), Serdes::string(), Serdes::string())
+            .count(Materialized::named("word-counts"))
+            .to_stream()
+            .map_values(|_, n| n.to_string())
+            .to("counts", Serdes::string(), Serdes::string());
+        let t = b.build().unwrap();
+        let text = t.describe("wc");
+        assert!(text.contains("(topic: wc-word-counts-repartition)"), "{text}");
+        assert!(
+            text.contains("word-counts (key-value; changelog wc-word-counts-changelog)"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("Dead letters: wc-dlq\nCheckpoints: wc-checkpoints\n"),
+            "{text}"
+        );
+        assert!(!text.contains("${application_id}"), "{text}");
+        assert_eq!(
+            t.internal_topics("wc"),
+            vec![
+                "wc-word-counts-repartition".to_string(),
+                "wc-word-counts-changelog".to_string(),
+                "wc-dlq".to_string(),
+                "wc-checkpoints".to_string(),
+            ]
+        );
     }
 }
