@@ -340,6 +340,22 @@ impl Member {
         task_config: TaskConfig,
         listener: Option<Box<dyn TaskListener>>,
     ) -> Result<Member, RuntimeError> {
+        Member::with_cluster_lifetime(cluster, topology, application_id, db, task_config, listener, true)
+    }
+
+    /// [`Member::new`] for a cluster that does not keep its data between
+    /// runs when `cluster_keeps_data` is false (the test driver's): the
+    /// local state is then trusted as it is (see
+    /// [`ManagerConfig::cluster_keeps_data`]).
+    pub fn with_cluster_lifetime(
+        cluster: &MemoryCluster,
+        topology: &Topology,
+        application_id: &str,
+        db: Arc<StateDb>,
+        task_config: TaskConfig,
+        listener: Option<Box<dyn TaskListener>>,
+        cluster_keeps_data: bool,
+    ) -> Result<Member, RuntimeError> {
         let plan = Plan::new(topology, application_id, &|name| cluster.partitions(name))?;
         cluster.create_internal_topics(&plan);
         let metrics = Metrics::new().topology(application_id);
@@ -352,6 +368,7 @@ impl Member {
                 metrics,
                 max_record_bytes: 1024 * 1024,
                 name: format!("{application_id}-member"),
+                cluster_keeps_data,
             },
             listener.unwrap_or_else(|| Box::new(NoListener)),
         );

@@ -146,6 +146,14 @@ impl Task {
         self.consumed_since_commit = false;
     }
 
+    /// Forget the input positions and applied origins (keeping the state):
+    /// for a cluster that starts empty on every run (the test driver's),
+    /// where the offsets of the previous run mean nothing.
+    pub fn forget_inputs(&mut self) {
+        self.consumed.clear();
+        self.origins.clear();
+    }
+
     /// Whether a commit now would write anything: records were consumed (or
     /// replays skipped) since the last commit, or the stores staged changes
     /// (call after [`flush`](Self::flush)). An idle task's commit writes no

@@ -135,13 +135,16 @@ impl TopologyTestDriver {
                 cluster.create_topic(&topology.topic_name(i as u32, &config.application_id), 1);
             }
         }
-        let mut member = Member::new(
+        // The cluster lives as long as the driver, the state directory may
+        // be reused: local state is all there is.
+        let mut member = Member::with_cluster_lifetime(
             &cluster,
             &topology,
             &config.application_id,
             db.clone(),
             task_config,
             None,
+            false,
         )?;
         member.assign_all()?;
         let wall = config.initial_wall_clock_ms;

@@ -103,3 +103,40 @@ fn reading_an_output_topic_consumes_it_whichever_handle_reads() {
     assert_eq!(b.read_key_values(), vec![("x".to_string(), 2)]);
     assert!(a.read_key_values().is_empty());
 }
+
+#[test]
+fn a_driver_on_a_reused_state_directory_goes_on_from_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = || {
+        let mut b = StreamsBuilder::new();
+        b.stream::<String, String>("words", Serdes::string(), Serdes::string())
+            .group_by(|_, w| w.clone(), Serdes::string(), Serdes::string())
+            .count(Materialized::named("word-counts"))
+            .to_stream()
+            .to("counts", Serdes::string(), Serdes::u64());
+        b.build().unwrap()
+    };
+    let config = || TestDriverConfig {
+        state_dir: Some(dir.path().to_path_buf()),
+        ..TestDriverConfig::with_application_id("wc")
+    };
+    {
+        let d = TopologyTestDriver::new(topology(), config()).unwrap();
+        let input = d.input_topic("words", Serdes::string(), Serdes::string());
+        for _ in 0..3 {
+            input.pipe_input("k".into(), "a".into(), 0).unwrap();
+        }
+        d.flush_state_to_disk().unwrap();
+    }
+    let d = TopologyTestDriver::new(topology(), config()).unwrap();
+    let input = d.input_topic("words", Serdes::string(), Serdes::string());
+    for _ in 0..2 {
+        input.pipe_input("k".into(), "a".into(), 0).unwrap();
+    }
+    let out = d.output_topic("counts", Serdes::string(), Serdes::u64());
+    assert_eq!(out.read_key_values(), vec![("a".to_string(), 4), ("a".to_string(), 5)]);
+    let store = d
+        .key_value_store("word-counts", Serdes::string(), Serdes::u64())
+        .unwrap();
+    assert_eq!(store.get(&"a".to_string()), Some(5));
+}

@@ -251,26 +251,23 @@ impl RatingRow {
     }
 }
 
-/// The three validated row streams, keyed as the input (`user_id`; a
-/// record without a key reads as ""). Records that do not decode as JSON or
-/// fail validation go to the dead-letter topic.
+/// The three validated row streams. The input's key (`user_id`) is not
+/// used, so it is not decoded either: any key bytes are fine. Records
+/// that do not decode as JSON or fail validation go to the dead-letter
+/// topic.
 pub fn rows(
     b: &mut StreamsBuilder,
     p: &Params,
-) -> (
-    KStream<String, ClickRow>,
-    KStream<String, ViewRow>,
-    KStream<String, RatingRow>,
-) {
+) -> (KStream<(), ClickRow>, KStream<(), ViewRow>, KStream<(), RatingRow>) {
     let (p1, p2, p3) = (p.clone(), p.clone(), p.clone());
     let clicks = b
-        .stream::<String, Value>(CLICKS_TOPIC, Serdes::string(), Serdes::json())
+        .stream::<(), Value>(CLICKS_TOPIC, Serdes::ignored(), Serdes::json())
         .try_map_values(move |_, v| ClickRow::from_json(&v, &p1));
     let views = b
-        .stream::<String, Value>(VIEWS_TOPIC, Serdes::string(), Serdes::json())
+        .stream::<(), Value>(VIEWS_TOPIC, Serdes::ignored(), Serdes::json())
         .try_map_values(move |_, v| ViewRow::from_json(&v, &p2));
     let ratings = b
-        .stream::<String, Value>(RATINGS_TOPIC, Serdes::string(), Serdes::json())
+        .stream::<(), Value>(RATINGS_TOPIC, Serdes::ignored(), Serdes::json())
         .try_map_values(move |_, v| RatingRow::from_json(&v, &p3));
     (clicks, views, ratings)
 }
@@ -447,9 +444,9 @@ mod tests {
     fn driver() -> TopologyTestDriver {
         let mut b = StreamsBuilder::new();
         let (clicks, views, ratings) = rows(&mut b, &Params::default());
-        clicks.to("test-rows-clicks", Serdes::string(), Serdes::json());
-        views.to("test-rows-views", Serdes::string(), Serdes::json());
-        ratings.to("test-rows-ratings", Serdes::string(), Serdes::json());
+        clicks.to("test-rows-clicks", Serdes::unit(), Serdes::json());
+        views.to("test-rows-views", Serdes::unit(), Serdes::json());
+        ratings.to("test-rows-ratings", Serdes::unit(), Serdes::json());
         let t = b.build().expect("topology builds");
         TopologyTestDriver::new(t, TestDriverConfig::with_application_id(NAME)).expect("driver starts")
     }
@@ -493,13 +490,13 @@ mod tests {
             r#"{"event_type": "rating", "user_id": 5, "item_id": 42, "timestamp": "2026-11-21T10:00:02Z", "rating": 5, "review_text": "Great \"value\""}"#,
         );
         let clicks = d
-            .output_topic("test-rows-clicks", Serdes::string(), Serdes::json::<ClickRow>())
+            .output_topic("test-rows-clicks", Serdes::unit(), Serdes::json::<ClickRow>())
             .read_key_values();
         assert_eq!(
             clicks,
             vec![
                 (
-                    "17".to_string(),
+                    (),
                     ClickRow {
                         event_type: "click".into(),
                         user_id: 17,
@@ -510,7 +507,7 @@ mod tests {
                     }
                 ),
                 (
-                    "1000".to_string(),
+                    (),
                     ClickRow {
                         event_type: "click".into(),
                         user_id: 1000,
@@ -523,12 +520,12 @@ mod tests {
             ]
         );
         let views = d
-            .output_topic("test-rows-views", Serdes::string(), Serdes::json::<ViewRow>())
+            .output_topic("test-rows-views", Serdes::unit(), Serdes::json::<ViewRow>())
             .read_key_values();
         assert_eq!(
             views,
             vec![(
-                "1".to_string(),
+                (),
                 ViewRow {
                     event_type: "view".into(),
                     user_id: 1,
@@ -549,6 +546,20 @@ mod tests {
             )
         );
         assert!(d.dead_letters().is_empty());
+    }
+
+    #[test]
+    fn keys_that_are_not_utf8_are_ignored_not_dead_lettered() {
+        let d = driver();
+        let click = r#"{"event_type": "click", "user_id": 1, "item_id": 1, "timestamp": "2026-11-21T10:00:00Z", "page_url": "/a", "click_duration": 1.0}"#;
+        d.pipe_raw(CLICKS_TOPIC, Some(&[0xff, 0x00, 0xfe]), Some(click.as_bytes()), 0)
+            .expect("pipe");
+        d.pipe_raw(CLICKS_TOPIC, None, Some(click.as_bytes()), 0).expect("pipe");
+        assert_eq!(d.dead_letters(), vec![]);
+        let rows = d
+            .output_topic("test-rows-clicks", Serdes::unit(), Serdes::json::<ClickRow>())
+            .read_values();
+        assert_eq!(rows.len(), 2);
     }
 
     #[test]

@@ -109,7 +109,8 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
     let aggregates = b
         .stream_with_timestamps(
             INPUT_TOPIC,
-            Serdes::string(),
+            // The key (user id) is not used: not decoded either.
+            Serdes::ignored(),
             Serdes::json::<EmojiEvent>(),
             |_, e, _| e.timestamp.timestamp_millis(),
         )
@@ -304,6 +305,18 @@ mod tests {
         // Emitted once: more time passing emits no second copy.
         send(&d, "u5", "🎉", T0 + 3500);
         assert!(got.read_records().is_empty());
+    }
+
+    #[test]
+    fn keys_that_are_not_utf8_are_ignored_not_dead_lettered() {
+        let d = driver(&Params::default());
+        let line = event("u1", "🔥", T0 + 10);
+        d.pipe_raw(INPUT_TOPIC, Some(&[0xff, 0x00, 0xfe]), Some(line.as_bytes()), 0)
+            .expect("pipe");
+        d.pipe_raw(INPUT_TOPIC, None, Some(line.as_bytes()), 0).expect("pipe");
+        assert_eq!(d.dead_letters(), vec![]);
+        let counts = d.window_store(STORE, Serdes::string(), Serdes::u64()).unwrap();
+        assert_eq!(counts.get(&"🔥".to_string(), T0), Some(2));
     }
 
     #[test]

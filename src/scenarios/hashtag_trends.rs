@@ -255,7 +255,7 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
     // Partition by term once, for both counts. The value is empty: the
     // counts need only the key.
     let terms = b
-        .stream_with_timestamps(INPUT_TOPIC, Serdes::string(), Serde::new(TweetSerde), |_, t, ts| {
+        .stream_with_timestamps(INPUT_TOPIC, Serdes::ignored(), Serde::new(TweetSerde), |_, t, ts| {
             t.created_at.map_or(ts, |c| c.timestamp_millis())
         })
         .flat_map(|_, tweet| terms(&tweet.text).into_iter().map(|t| (t, String::new())))
@@ -524,6 +524,24 @@ mod tests {
         );
         // Hashtags and words went through one repartition topic.
         assert_eq!(d.topic_records("hashtag-trends-terms-repartition").len(), 10);
+    }
+
+    #[test]
+    fn keys_that_are_not_utf8_are_ignored_not_dead_lettered() {
+        let d = driver();
+        let v = serde_json::json!({"id": 1, "user": "someone", "text": "#rust", "created_at": iso_millis(T0).unwrap()});
+        d.pipe_raw(
+            INPUT_TOPIC,
+            Some(&[0xff, 0x00, 0xfe]),
+            Some(v.to_string().as_bytes()),
+            0,
+        )
+        .expect("pipe");
+        assert_eq!(d.dead_letters(), vec![]);
+        let counts = d
+            .key_value_store("term-counts", Serdes::string(), Serdes::u64())
+            .unwrap();
+        assert_eq!(counts.get(&"#rust".to_string()), Some(1));
     }
 
     #[test]

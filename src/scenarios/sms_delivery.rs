@@ -250,7 +250,7 @@ struct Sender {
     state: Option<KeyValueStoreHandle<String, SenderState>>,
 }
 
-impl Processor<String, SmsMessage> for Sender {
+impl Processor<(), SmsMessage> for Sender {
     type KeyOut = String;
     type ValueOut = SenderStatus;
 
@@ -265,7 +265,7 @@ impl Processor<String, SmsMessage> for Sender {
         Ok(())
     }
 
-    fn process(&mut self, ctx: &mut ProcessorApi<'_, String, SenderStatus>, _key: String, msg: SmsMessage) {
+    fn process(&mut self, ctx: &mut ProcessorApi<'_, String, SenderStatus>, _key: (), msg: SmsMessage) {
         let Some(store) = &self.state else { return };
         // Read the state first: if the store fails, the task stops before
         // "sending", and the message is replayed after the restart.
@@ -296,7 +296,8 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
     let mut b = StreamsBuilder::new();
     b.add_key_value_store(SENDER_STATE);
     let params = p.clone();
-    b.stream::<String, SmsMessage>(INPUT_TOPIC, Serdes::string(), Serdes::json())
+    // The key is not used (one sender per partition): not decoded either.
+    b.stream::<(), SmsMessage>(INPUT_TOPIC, Serdes::ignored(), Serdes::json())
         .process(
             move || Sender {
                 params: params.clone(),
@@ -616,6 +617,18 @@ mod tests {
             serde_json::to_string(&s(7_012_345).status("sender_1")).unwrap(),
             r#"{"sender_id":"sender_1","success_count":6,"failed_count":1,"total_processing_time":7.01}"#
         );
+    }
+
+    #[test]
+    fn keys_that_are_not_utf8_are_ignored_not_dead_lettered() {
+        let d = driver(&params(0.0, 0));
+        for (id, key) in [(1u64, Some(&[0xff, 0x00, 0xfe][..])), (2, Some(&[][..])), (3, None)] {
+            d.pipe_raw(INPUT_TOPIC, key, Some(message(id).as_bytes()), id as i64)
+                .expect("pipe");
+        }
+        assert_eq!(d.dead_letters(), vec![]);
+        let last = latest(&d);
+        assert_eq!((last.success_count, last.failed_count), (3, 0));
     }
 
     #[test]

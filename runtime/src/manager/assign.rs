@@ -282,10 +282,11 @@ impl TaskManager {
         // Local state that is ahead of the changelog means the cluster
         // lost data (a fresh development broker): start over.
         let highs = self.changelog_highs(t, id)?;
-        let stale = changelogs
-            .iter()
-            .zip(&highs)
-            .any(|((store, _), high)| task.changelog_position(store).is_some_and(|p| p > *high));
+        let stale = self.cfg.cluster_keeps_data
+            && changelogs
+                .iter()
+                .zip(&highs)
+                .any(|((store, _), high)| task.changelog_position(store).is_some_and(|p| p > *high));
         if stale {
             tracing::warn!(task = %id, "local state is ahead of its changelog; wiping it");
             task.state()
@@ -293,6 +294,11 @@ impl TaskManager {
                 .map_err(|e| RuntimeError::task(id, format!("wiping stale local state: {e}")))?;
             drop(task);
             task = self.new_task(id)?;
+        }
+        if !self.cfg.cluster_keeps_data {
+            // The input offsets and origins of the last run name records
+            // of a cluster that is gone.
+            task.forget_inputs();
         }
         let local_seq = task.seq();
         let target = match remote {
@@ -303,6 +309,7 @@ impl TaskManager {
         // a commit that never finished; this task's own records will follow
         // them, so restores must skip them from now on.
         let mut skips = Vec::new();
+        let highs = if self.cfg.cluster_keeps_data { highs } else { Vec::new() };
         for ((store, _), high) in changelogs.iter().zip(&highs) {
             let at = match &target {
                 Some(cp) => cp

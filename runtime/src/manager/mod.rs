@@ -63,6 +63,12 @@ pub struct ManagerConfig {
     pub max_record_bytes: usize,
     /// The member's name, for logs (`{application}-thread-{i}`).
     pub name: String,
+    /// Whether the cluster keeps what was written to it between runs (a
+    /// Kafka cluster does). The test driver's in-memory cluster starts
+    /// empty every time while its state directory may be reused: then the
+    /// local state is all there is, and it is not compared with the
+    /// (empty) changelogs, which would wipe it as stale.
+    pub cluster_keeps_data: bool,
 }
 
 /// Hears about the tasks of a manager (the Kafka stream thread reports

@@ -189,6 +189,7 @@ fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             metrics: app.metrics.clone(),
             max_record_bytes: app.settings.max_record_bytes(),
             name: name.clone(),
+            cluster_keeps_data: true,
         },
         Box::new(StatusListener {
             status: app.status.clone(),
