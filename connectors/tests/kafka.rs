@@ -177,6 +177,59 @@ fn produce_lines_creates_a_missing_topic_with_the_broker_default() {
 }
 
 #[test]
+fn delivery_tracker_counts_and_tracks_partition_ends_and_offsets() {
+    use weir_connectors::kafka::delivery::{TRACK_END, TRACK_OFFSET};
+
+    let b = broker(2);
+    let bs = b.bootstrap_servers();
+    b.create_topic("log", 2).unwrap();
+    let producer: BaseProducer<DeliveryTracker> = ClientSettings::new(&bs)
+        .producer_config()
+        .create_with_context(DeliveryTracker::new())
+        .expect("producer");
+    let send = |partition: i32, opaque: usize| {
+        let record = BaseRecord::<str, str, usize>::with_opaque_to("log", opaque)
+            .partition(partition)
+            .payload("v");
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+    };
+    // Partition 0: changelog records at offsets 0..=9, then a checkpoint
+    // record (offset 10, tracked under its own opaque).
+    for _ in 0..10 {
+        send(0, TRACK_END);
+    }
+    send(0, TRACK_OFFSET + 1);
+    // Partition 1: changelog records at 0..=4, then untracked ones.
+    for _ in 0..5 {
+        send(1, TRACK_END);
+    }
+    for _ in 0..3 {
+        send(1, UNTRACKED);
+    }
+    flush_producer(&producer, DEADLINE).unwrap();
+
+    let tracker = producer.context();
+    tracker.check("log").unwrap();
+    assert_eq!(
+        (tracker.delivered(), tracker.failed(), tracker.first_error()),
+        (19, 0, None)
+    );
+    let tracked = tracker.take_tracked();
+    assert_eq!(
+        tracked.ends,
+        [(("log".to_string(), 0), 10), (("log".to_string(), 1), 5)].into()
+    );
+    assert_eq!(tracked.offsets, [(TRACK_OFFSET + 1, 10)].into());
+    assert_eq!(tracker.take_tracked(), Tracked::default(), "taking starts over");
+
+    // After the take, only what was delivered since.
+    send(1, TRACK_END);
+    flush_producer(&producer, DEADLINE).unwrap();
+    assert_eq!(tracker.take_tracked().ends, [(("log".to_string(), 1), 9)].into());
+    assert_eq!(tracker.delivered(), 20);
+}
+
+#[test]
 fn tail_waits_for_a_missing_topic_until_its_limit() {
     let b = broker(1);
     let bs = b.bootstrap_servers();

@@ -21,10 +21,9 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use weir_connectors::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use weir_connectors::kafka::rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use weir_connectors::kafka::rdkafka::ClientContext;
+use weir_connectors::kafka::rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use weir_connectors::kafka::stream::RunStatus;
-use weir_connectors::kafka::{flush_producer, Admin, ClientSettings, TopicSpec};
+use weir_connectors::kafka::{flush_producer, Admin, ClientSettings, DeliveryTracker, TopicSpec, UNTRACKED};
 use weir_runtime::metrics::Metrics;
 use weir_topology::{Topology, TopologyError};
 
@@ -224,26 +223,10 @@ pub struct Context {
     feeds: Mutex<BTreeMap<String, Arc<Feed>>>,
 }
 
-type DeliveryProducer = BaseProducer<DeliveryErrors>;
-
-/// Counts failed deliveries, so a handler that produced can tell its
+/// The HTTP ingress's producer: its [`DeliveryTracker`] counts failed
+/// deliveries (and warns of each), so a handler that produced can tell its
 /// client whether everything arrived.
-#[derive(Default)]
-pub struct DeliveryErrors {
-    failed: std::sync::atomic::AtomicU64,
-}
-
-impl ClientContext for DeliveryErrors {}
-
-impl ProducerContext for DeliveryErrors {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            tracing::warn!(error = %e, "an HTTP-ingress record was not delivered");
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
+type DeliveryProducer = BaseProducer<DeliveryTracker>;
 
 impl Context {
     pub(crate) fn new(
@@ -297,7 +280,7 @@ impl Context {
         let p: DeliveryProducer = self
             .settings
             .producer_config()
-            .create_with_context(DeliveryErrors::default())?;
+            .create_with_context(DeliveryTracker::new().warn_on_failure("an HTTP-ingress record"))?;
         let p = Arc::new(p);
         *guard = Some(p.clone());
         Ok(p)
@@ -313,9 +296,10 @@ impl Context {
         // handler's count is read: requests are serialised here.
         static GATE: Mutex<()> = Mutex::new(());
         let _one_at_a_time = GATE.lock().unwrap_or_else(|e| e.into_inner());
-        let failed_before = producer.context().failed.load(Ordering::Relaxed);
+        let failed_before = producer.context().failed();
         for (topic, key, value) in records {
-            let mut record: BaseRecord<'_, str, str> = BaseRecord::to(topic).payload(value.as_str());
+            let mut record: BaseRecord<'_, str, str, usize> =
+                BaseRecord::with_opaque_to(topic, UNTRACKED).payload(value.as_str());
             if let Some(k) = key {
                 record = record.key(k.as_str());
             }
@@ -331,7 +315,7 @@ impl Context {
             }
         }
         flush_producer(&producer, Duration::from_secs(30))?;
-        let failed = producer.context().failed.load(Ordering::Relaxed) - failed_before;
+        let failed = producer.context().failed() - failed_before;
         if failed > 0 {
             anyhow::bail!("{failed} of {} record(s) were not delivered", records.len());
         }

@@ -9,49 +9,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::IntCounter;
-use weir_connectors::kafka::flush_producer;
 use weir_connectors::kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use weir_connectors::kafka::rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
-use weir_connectors::kafka::rdkafka::{ClientContext, Message};
+use weir_connectors::kafka::rdkafka::producer::{BaseProducer, BaseRecord};
+use weir_connectors::kafka::{flush_producer, DeliveryTracker, UNTRACKED};
 
 use super::app::{Context, GeneratedRecord, Generator};
 
 const TICK: Duration = Duration::from_millis(10);
-
-/// Counts each delivered record under its topic.
-struct Counting {
-    topology: String,
-    metrics: Arc<weir_runtime::metrics::Metrics>,
-    counters: std::sync::Mutex<Vec<(String, IntCounter)>>,
-}
-
-impl ClientContext for Counting {}
-
-impl ProducerContext for Counting {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(m) => {
-                let topic = m.topic();
-                let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((_, c)) = counters.iter().find(|(t, _)| t == topic) {
-                    c.inc();
-                } else {
-                    let c = self
-                        .metrics
-                        .generated_records
-                        .with_label_values(&[self.topology.as_str(), topic]);
-                    c.inc();
-                    counters.push((topic.to_string(), c));
-                }
-            }
-            Err((e, _)) => {
-                tracing::warn!(topology = %self.topology, error = %e, "a generated record was not delivered")
-            }
-        }
-    }
-}
 
 /// Produce `generator`'s events at `rate` per second until the daemon stops.
 pub fn run(
@@ -63,11 +27,17 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     ctx.ensure_topics(&topic_refs)?;
-    let producer: BaseProducer<Counting> = ctx.settings.producer_config().create_with_context(Counting {
-        topology: topology.clone(),
-        metrics: ctx.metrics.clone(),
-        counters: Default::default(),
-    })?;
+    // Each delivered record counts under its topic; the labelled counter
+    // is looked up once per topic, not per record.
+    let metrics = ctx.metrics.clone();
+    let labelled = topology.clone();
+    let tracker = DeliveryTracker::new()
+        .warn_on_failure(format!("a generated record (topology {topology})"))
+        .on_delivered_per_topic(move |topic| {
+            let counter = metrics.generated_records.with_label_values(&[labelled.as_str(), topic]);
+            Box::new(move || counter.inc())
+        });
+    let producer: BaseProducer<DeliveryTracker> = ctx.settings.producer_config().create_with_context(tracker)?;
     tracing::info!(%topology, rate, topics = ?topics, "generating input");
     let started = Instant::now();
     let mut emitted: u64 = 0;
@@ -87,7 +57,8 @@ pub fn run(
             emitted += 1;
         }
         for r in batch.drain(..) {
-            let mut rec: BaseRecord<'_, str, str> = BaseRecord::to(&r.topic).payload(r.value.as_str());
+            let mut rec: BaseRecord<'_, str, str, usize> =
+                BaseRecord::with_opaque_to(&r.topic, UNTRACKED).payload(r.value.as_str());
             if let Some(k) = &r.key {
                 rec = rec.key(k.as_str());
             }

@@ -13,18 +13,16 @@ use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use weir_connectors::kafka::rdkafka::client::ClientContext;
 use weir_connectors::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use weir_connectors::kafka::rdkafka::error::KafkaError;
 use weir_connectors::kafka::rdkafka::message::{Headers, Message};
-use weir_connectors::kafka::rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use weir_connectors::kafka::rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use weir_connectors::kafka::rdkafka::types::RDKafkaErrorCode;
 use weir_connectors::kafka::rdkafka::{Offset, TopicPartitionList};
-use weir_connectors::kafka::{self, ClientSettings};
+use weir_connectors::kafka::{self, ClientSettings, DeliveryTracker, UNTRACKED};
 
 /// The binary under test.
 pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
@@ -466,26 +464,7 @@ pub fn produce(brokers: &str, topic: &str, lines: &[u8]) -> u64 {
 /// round trip each time).
 pub struct LineProducer {
     topic: String,
-    producer: BaseProducer<Deliveries>,
-}
-
-/// Counts failed deliveries.
-#[derive(Default)]
-pub struct Deliveries {
-    failed: AtomicU64,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            eprintln!("delivery failed: {e}");
-            self.failed.fetch_add(1, Ordering::AcqRel);
-        }
-    }
+    producer: BaseProducer<DeliveryTracker>,
 }
 
 impl LineProducer {
@@ -497,7 +476,7 @@ impl LineProducer {
             .unwrap_or_else(|e| panic!("creating {topic}: {e}"));
         let producer = ClientSettings::new(brokers)
             .producer_config()
-            .create_with_context(Deliveries::default())
+            .create_with_context(DeliveryTracker::new())
             .expect("producer");
         LineProducer {
             topic: topic.to_string(),
@@ -509,7 +488,7 @@ impl LineProducer {
     /// all were delivered.
     pub fn send_lines(&self, lines: &[u8]) {
         for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(line);
+            let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.topic, UNTRACKED).payload(line);
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,
@@ -522,11 +501,13 @@ impl LineProducer {
             }
         }
         kafka::flush_producer(&self.producer, Duration::from_secs(60)).expect("flush");
+        let delivery = self.producer.context();
         assert_eq!(
-            self.producer.context().failed.load(Ordering::Acquire),
+            delivery.failed(),
             0,
-            "records to {} were not delivered",
-            self.topic
+            "records to {} were not delivered; first error: {:?}",
+            self.topic,
+            delivery.first_error()
         );
     }
 }

@@ -1,76 +1,26 @@
 //! `weir produce` and `weir tail`: lines in, lines out.
 
 use std::io::{BufRead, BufWriter, ErrorKind, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 
 use super::admin::{Admin, TopicSpec};
 use super::clients::{assign_at, flush_producer};
 use super::config::ClientSettings;
+use super::delivery::{DeliveryTracker, UNTRACKED};
 use crate::{Error, Result};
 
-/// A producer context that counts deliveries and keeps the first failure,
-/// so that a caller can tell "flushed" from "delivered".
-#[derive(Default)]
-pub(crate) struct DeliveryCounter {
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
-}
-
-impl DeliveryCounter {
-    pub(crate) fn delivered(&self) -> u64 {
-        self.delivered.load(Ordering::Acquire)
-    }
-
-    /// `Err` if any delivery failed.
-    pub(crate) fn check(&self, topic: &str) -> Result<()> {
-        let failed = self.failed.load(Ordering::Acquire);
-        if failed == 0 {
-            return Ok(());
-        }
-        let first_error = self
-            .first_error
-            .lock()
-            .map(|e| e.clone().unwrap_or_default())
-            .unwrap_or_default();
-        Err(Error::Delivery {
-            topic: topic.to_string(),
-            failed,
-            first_error,
-        })
-    }
-}
-
-impl ClientContext for DeliveryCounter {}
-
-impl ProducerContext for DeliveryCounter {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.delivered.fetch_add(1, Ordering::AcqRel);
-            }
-            Err((e, _)) => {
-                self.failed.fetch_add(1, Ordering::AcqRel);
-                if let Ok(mut first) = self.first_error.lock() {
-                    first.get_or_insert_with(|| e.to_string());
-                }
-            }
-        }
-    }
-}
-
+/// The admin's control producer (admin.rs), which sends plain
+/// `BaseRecord::to` records: a [`DeliveryTracker`] with the `()` opaque.
+pub(crate) type DeliveryCounter = DeliveryTracker<()>;
 pub(crate) type CountingProducer = BaseProducer<DeliveryCounter>;
 
 /// Produces each line of `reader` as one record to `topic` on `brokers`
@@ -98,9 +48,9 @@ pub fn produce_lines_with(
     key_tab: bool,
 ) -> Result<u64> {
     Admin::new(settings)?.ensure_topics(&[TopicSpec::with_default_partitions(topic)])?;
-    let producer: CountingProducer = settings
+    let producer: BaseProducer<DeliveryTracker> = settings
         .producer_config()
-        .create_with_context(DeliveryCounter::default())
+        .create_with_context(DeliveryTracker::new())
         .map_err(|e| Error::kafka("creating the producer", e))?;
 
     let mut line = Vec::with_capacity(256);
@@ -140,9 +90,14 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
 
 /// Sends one record, waiting for room while the local queue is full rather
 /// than failing: the queue drains as batches are acknowledged.
-fn send_with_backpressure(producer: &CountingProducer, topic: &str, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+fn send_with_backpressure(
+    producer: &BaseProducer<DeliveryTracker>,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: &[u8],
+) -> Result<()> {
     loop {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(value);
+        let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, UNTRACKED).payload(value);
         if let Some(k) = key {
             record = record.key(k);
         }

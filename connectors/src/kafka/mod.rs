@@ -1,6 +1,7 @@
 //! Kafka through rdkafka (librdkafka 2.12): the embedded broker, tuned
 //! client configurations, topic administration, line-based produce and tail,
-//! and Kafka's default partitioner.
+//! the one producer context ([`DeliveryTracker`]), and Kafka's default
+//! partitioner.
 //!
 //! Everything here is synchronous: weir's stream threads poll librdkafka
 //! from plain threads, and the admin calls block on their (rare) futures.
@@ -10,6 +11,7 @@ mod broker;
 mod clients;
 mod config;
 mod console;
+pub mod delivery;
 pub mod stream;
 
 pub use admin::{validate_topic, Admin, TopicSpec};
@@ -17,6 +19,7 @@ pub use broker::{EmbeddedBroker, CONTROL_TOPIC, MAX_PARTITIONS};
 pub use clients::{assign_at, flush_producer};
 pub use config::{AssignmentStrategy, ClientSettings};
 pub use console::{produce_lines, produce_lines_with, tail, tail_with, TailLimit, TailRecord};
+pub use delivery::{DeliveryTracker, Tracked, UNTRACKED};
 /// Kafka's default partitioner (murmur2), which weir's task manager uses
 /// too; it lives in weir-runtime.
 pub use weir_runtime::partitioner::{default_partitioner, murmur2};

@@ -5,24 +5,25 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::parquet::arrow::ArrowWriter;
 use ::parquet::basic::Compression;
 use ::parquet::file::metadata::KeyValue;
 use ::parquet::file::properties::WriterProperties;
-use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::decode::{decode_records, Decoded};
 use super::files::{final_name, fsync_dir, scan_dir, tmp_name};
 use super::{ParquetSinkConfig, SinkStats, TableSpec};
-use crate::kafka::{assign_at, flush_producer, validate_topic, Admin, ClientSettings, TopicSpec};
+use crate::kafka::{
+    assign_at, flush_producer, validate_topic, Admin, ClientSettings, DeliveryTracker, TopicSpec, UNTRACKED,
+};
 use crate::{Error, Result};
 
 /// Records taken from the consumer before they are decoded and written.
@@ -36,25 +37,6 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 fn io_error(context: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
     Error::Io(std::io::Error::other(format!("{context}: {e}")))
-}
-
-/// Delivery reports of the dead-letter producer: the first failure.
-#[derive(Default)]
-struct DlqContext {
-    failed: Mutex<(u64, Option<String>)>,
-}
-
-impl ClientContext for DlqContext {}
-
-impl ProducerContext for DlqContext {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            let mut f = self.failed.lock().expect("delivery lock");
-            f.0 += 1;
-            f.1.get_or_insert_with(|| e.to_string());
-        }
-    }
 }
 
 /// A record copied out of the consumer.
@@ -101,7 +83,8 @@ struct Sink {
     by_topic: HashMap<String, usize>,
     parts: HashMap<(usize, i32), Part>,
     consumer: BaseConsumer,
-    producer: BaseProducer<DlqContext>,
+    /// The dead-letter producer.
+    producer: BaseProducer<DeliveryTracker>,
     props: WriterProperties,
 }
 
@@ -173,9 +156,9 @@ impl Sink {
             .consumer_config(&config.group_id)
             .create()
             .map_err(|e| Error::kafka("creating the parquet sink's consumer", e))?;
-        let producer: BaseProducer<DlqContext> = settings
+        let producer: BaseProducer<DeliveryTracker> = settings
             .producer_config()
-            .create_with_context(DlqContext::default())
+            .create_with_context(DeliveryTracker::new())
             .map_err(|e| Error::kafka("creating the dead-letter producer", e))?;
 
         let mut parts = HashMap::new();
@@ -454,7 +437,7 @@ impl Sink {
                 value: Some(offset_s.as_bytes()),
             });
         // The dead-letter topic has one partition: one ordered log.
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.config.dlq_topic)
+        let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.config.dlq_topic, UNTRACKED)
             .partition(0)
             .headers(headers);
         if let Some(k) = r.key.as_deref() {
@@ -481,15 +464,7 @@ impl Sink {
     /// Waits until every dead letter sent so far is acknowledged.
     fn flush_dead_letters(&self) -> Result<()> {
         flush_producer(&self.producer, DELIVERY_TIMEOUT)?;
-        let failed = self.producer.context().failed.lock().expect("delivery lock");
-        if failed.0 > 0 {
-            return Err(Error::Delivery {
-                topic: self.config.dlq_topic.clone(),
-                failed: failed.0,
-                first_error: failed.1.clone().unwrap_or_default(),
-            });
-        }
-        Ok(())
+        self.producer.context().check(&self.config.dlq_topic)
     }
 
     /// Finishes the open file of `key`: dead letters delivered, footer

@@ -131,7 +131,11 @@ pub trait ReportsHealth {
     fn health(&self) -> &Health;
 }
 
-/// The `ClientContext` methods every stream-thread client shares.
+/// The `ClientContext` methods of a stream thread's consumer
+/// (`StreamContext`): librdkafka's log lines and errors go to the thread's
+/// [`Health`]. The thread's producers route the same two calls through
+/// their [`DeliveryTracker`](crate::kafka::DeliveryTracker), built
+/// [`with_health`](crate::kafka::DeliveryTracker::with_health).
 macro_rules! health_client_context {
     ($t:ty) => {
         impl rdkafka::client::ClientContext for $t {

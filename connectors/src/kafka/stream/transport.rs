@@ -8,26 +8,30 @@
 //! being handed back one by one to the stream thread (serving those
 //! reports was the stream thread's largest single cost in `weir bench
 //! e2e`). Changelog and checkpoint records go through a second producer
-//! that reports every delivery, since the commit needs their offsets.
+//! that reports every delivery, since the commit needs their offsets: each
+//! producer's [`DeliveryTracker`] keeps them, by the record's delivery
+//! opaque ([`TRACK_END`] for changelog records, [`TRACK_OFFSET`] plus the
+//! index of its task in `KafkaIo::checkpoint_tasks` for a checkpoint
+//! record, [`UNTRACKED`] for the rest).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_runtime::transport::{
     Delivered, GroupOffset, Outgoing, RangeReader, ReadProgress, ReadRecord, Track, Transport,
 };
 use weir_runtime::{RuntimeError, TaskId};
 
-use super::health::{health_client_context, Health, ReportsHealth};
+use super::health::Health;
 use super::restore::ChangelogReader;
 use super::thread::StreamContext;
+use crate::kafka::delivery::{DeliveryTracker, TRACK_END, TRACK_OFFSET, UNTRACKED};
 use crate::kafka::{flush_producer, ClientSettings};
 use crate::{Error, Result};
 
@@ -35,68 +39,10 @@ use crate::{Error, Result};
 /// problem (`/readyz` 503) while it goes on waiting.
 const SLOW_DELIVERY: Duration = Duration::from_secs(2);
 
-/// Delivery opaques: 0 quiet records (reported only on error), 1 changelog
-/// records, from `CHECKPOINT` on, checkpoint records (the index of their
-/// task in `KafkaIo::checkpoint_tasks`, plus `CHECKPOINT`).
-const QUIET: usize = 0;
-const CHANGELOG: usize = 1;
-const CHECKPOINT: usize = 2;
-
-/// What the delivery reports said since the last flush.
-#[derive(Default)]
-pub struct DeliveryState {
-    first_error: Mutex<Option<String>>,
-    /// Per changelog partition, the offset after the last delivered record.
-    changelog_ends: Mutex<HashMap<(String, i32), i64>>,
-    /// Offsets of delivered checkpoint records, by opaque.
-    checkpoints: Mutex<HashMap<usize, i64>>,
-}
-
-/// The producers' context: delivery reports into [`DeliveryState`].
-pub struct DeliveryContext {
-    state: Arc<DeliveryState>,
-    health: Arc<Health>,
-}
-
-impl ReportsHealth for DeliveryContext {
-    fn health(&self) -> &Health {
-        &self.health
-    }
-}
-health_client_context!(DeliveryContext);
-
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = usize;
-    fn delivery(&self, result: &DeliveryResult<'_>, track: usize) {
-        match result {
-            Ok(m) if track >= CHECKPOINT => {
-                self.state
-                    .checkpoints
-                    .lock()
-                    .expect("delivery lock")
-                    .insert(track, m.offset());
-            }
-            Ok(m) if track == CHANGELOG => {
-                let mut ends = self.state.changelog_ends.lock().expect("delivery lock");
-                let end = ends.entry((m.topic().to_string(), m.partition())).or_insert(0);
-                *end = (*end).max(m.offset() + 1);
-            }
-            Ok(_) => {}
-            Err((e, m)) => {
-                let mut first = self.state.first_error.lock().expect("delivery lock");
-                if first.is_none() {
-                    *first = Some(format!("{e} (topic {})", m.topic()));
-                }
-            }
-        }
-    }
-}
-
 /// A stream thread's producers and reader.
 pub struct KafkaIo {
-    producer: BaseProducer<DeliveryContext>,
-    changelog_producer: BaseProducer<DeliveryContext>,
-    delivery: Arc<DeliveryState>,
+    producer: BaseProducer<DeliveryTracker>,
+    changelog_producer: BaseProducer<DeliveryTracker>,
     health: Arc<Health>,
     reader: ChangelogReader,
     /// The tasks of the checkpoint records sent since the last flush.
@@ -112,24 +58,19 @@ impl KafkaIo {
         stop: Arc<AtomicBool>,
         delivery_timeout: Duration,
     ) -> Result<KafkaIo> {
-        let delivery = Arc::new(DeliveryState::default());
-        let context = || DeliveryContext {
-            state: delivery.clone(),
-            health: health.clone(),
-        };
-        let producer: BaseProducer<DeliveryContext> = settings
+        let context = || DeliveryTracker::new().with_health(health.clone());
+        let producer: BaseProducer<DeliveryTracker> = settings
             .producer_config()
             .set("delivery.report.only.error", "true")
             .create_with_context(context())
             .map_err(|e| Error::kafka("creating the producer", e))?;
-        let changelog_producer: BaseProducer<DeliveryContext> = settings
+        let changelog_producer: BaseProducer<DeliveryTracker> = settings
             .producer_config()
             .create_with_context(context())
             .map_err(|e| Error::kafka("creating the changelog producer", e))?;
         Ok(KafkaIo {
             producer,
             changelog_producer,
-            delivery,
             health,
             reader: ChangelogReader::new(settings),
             checkpoint_tasks: Vec::new(),
@@ -246,13 +187,13 @@ impl RangeReader for KafkaTransport<'_> {
 impl Transport for KafkaTransport<'_> {
     fn send(&mut self, r: Outgoing<'_>) -> std::result::Result<(), RuntimeError> {
         let (producer, opaque) = match r.track {
-            Track::Quiet => (&self.io.producer, QUIET),
-            Track::Changelog => (&self.io.changelog_producer, CHANGELOG),
+            Track::Quiet => (&self.io.producer, UNTRACKED),
+            Track::Changelog => (&self.io.changelog_producer, TRACK_END),
             Track::Checkpoint(id) => {
                 self.io.checkpoint_tasks.push(id);
                 (
                     &self.io.changelog_producer,
-                    CHECKPOINT + self.io.checkpoint_tasks.len() - 1,
+                    TRACK_OFFSET + self.io.checkpoint_tasks.len() - 1,
                 )
             }
         };
@@ -298,24 +239,20 @@ impl Transport for KafkaTransport<'_> {
 
     fn flush(&mut self) -> std::result::Result<Delivered, RuntimeError> {
         self.io.await_delivery()?;
-        let state = &self.io.delivery;
-        if let Some(e) = state.first_error.lock().expect("delivery lock").clone() {
-            return Err(Error::Delivery {
-                topic: "(several)".into(),
-                failed: 1,
-                first_error: e,
-            }
-            .into());
-        }
-        let changelog_ends = std::mem::take(&mut *state.changelog_ends.lock().expect("delivery lock"));
-        let by_opaque = std::mem::take(&mut *state.checkpoints.lock().expect("delivery lock"));
+        // Either producer's first failure fails the commit (and every later
+        // one: a tracker stays failed).
+        self.io.producer.context().check("(several)")?;
+        let changelog = self.io.changelog_producer.context();
+        changelog.check("(several)")?;
+        let tracked = changelog.take_tracked();
         let tasks = std::mem::take(&mut self.io.checkpoint_tasks);
-        let checkpoints = by_opaque
+        let checkpoints = tracked
+            .offsets
             .into_iter()
-            .filter_map(|(opaque, offset)| tasks.get(opaque - CHECKPOINT).map(|id| (*id, offset)))
+            .filter_map(|(opaque, offset)| tasks.get(opaque - TRACK_OFFSET).map(|id| (*id, offset)))
             .collect();
         Ok(Delivered {
-            changelog_ends,
+            changelog_ends: tracked.ends,
             checkpoints,
         })
     }
