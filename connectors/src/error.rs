@@ -39,6 +39,15 @@ pub enum Error {
     /// A topic weir needs does not exist.
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
+    /// A topology's source topic does not exist on a real cluster (weir
+    /// creates only its internal topics there, as Kafka Streams does).
+    #[error("source topic {topic:?} of {application} does not exist; create it first")]
+    MissingSourceTopic {
+        /// The topic.
+        topic: String,
+        /// The application that reads it.
+        application: String,
+    },
     /// A task failed: its processors or its stores.
     #[error("task {task}: {reason}")]
     Task {

@@ -42,6 +42,7 @@ impl Running {
             cache_max_bytes: 1 << 20,
             idle_advance: weir_connectors::kafka::stream::default_idle_advance(Duration::from_millis(200)),
             delivery_timeout: weir_connectors::kafka::stream::DEFAULT_DELIVERY_TIMEOUT,
+            instance_id: None,
             stop: stop.clone(),
         };
         let st = status.clone();

@@ -76,9 +76,8 @@ impl Plan {
         let mut topic_partitions = vec![0i32; n];
         for i in 0..n {
             if !internal[i] {
-                topic_partitions[i] = existing(&topic_names[i]).ok_or_else(|| {
-                    RuntimeError::UnknownTopic(format!("{} (of application {application_id})", topic_names[i]))
-                })?;
+                topic_partitions[i] =
+                    existing(&topic_names[i]).ok_or_else(|| RuntimeError::UnknownTopic(topic_names[i].clone()))?;
             }
         }
         // Sub-topologies take the largest partition count of their sources;

@@ -605,6 +605,7 @@ fn run_weir(
         cache_max_bytes: CACHE_MAX_BYTES,
         idle_advance: weir_connectors::kafka::stream::default_idle_advance(commit_interval),
         delivery_timeout: weir_connectors::kafka::stream::DEFAULT_DELIVERY_TIMEOUT,
+        instance_id: None,
         stop: stop.clone(),
     };
     let apps = vec![AppSpec {

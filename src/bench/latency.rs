@@ -113,6 +113,7 @@ fn run_one(opts: &LatencyOptions, commit_interval: Duration) -> Result<BenchResu
         cache_max_bytes: CACHE_MAX_BYTES,
         idle_advance: weir_connectors::kafka::stream::default_idle_advance(commit_interval),
         delivery_timeout: weir_connectors::kafka::stream::DEFAULT_DELIVERY_TIMEOUT,
+        instance_id: None,
         stop: stop.clone(),
     };
     let apps = vec![AppSpec {

@@ -168,6 +168,18 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "WEIR_DELIVERY_TIMEOUT_MS", value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1000..=2_147_483_647))]
     pub delivery_timeout_ms: Option<u64>,
+    /// Static group membership (Kafka's KIP-345): this instance's stream
+    /// threads join their groups as `ID-0`, `ID-1`, ... so that, restarted
+    /// within the session timeout (a deploy, a crash and restart), it gets
+    /// its partitions back without a rebalance of the other instances.
+    /// Give every instance its own ID, the same across its restarts (e.g.
+    /// the host or pod name); two live instances with one ID fence each
+    /// other out. The session timeout becomes 30 s (on a real cluster; the
+    /// embedded broker keeps 3 s): an instance that stops for good holds
+    /// its partitions that long before the others take them over. 1-200 ASCII letters, digits, '.', '_' or '-'. [default: none:
+    /// dynamic membership]
+    #[arg(long, env = "WEIR_INSTANCE_ID", value_name = "ID")]
+    pub instance_id: Option<String>,
     /// Write-cache limit per task, in bytes; a task past it commits early.
     /// [default: 10485760]
     #[arg(long, env = "WEIR_CACHE_MAX_BYTES", value_name = "BYTES")]

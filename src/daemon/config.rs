@@ -23,6 +23,7 @@ pub struct FileConfig {
     pub commit_interval_ms: Option<u64>,
     pub idle_advance_ms: Option<u64>,
     pub delivery_timeout_ms: Option<u64>,
+    pub instance_id: Option<String>,
     pub cache_max_bytes: Option<usize>,
     pub http: Option<String>,
     pub generate: Option<bool>,
@@ -78,6 +79,13 @@ impl FileConfig {
             if !(1000..=2_147_483_647).contains(&ms) {
                 anyhow::bail!("delivery_timeout_ms must be from 1000 to 2147483647, got {ms}");
             }
+        }
+        if let Some(why) = config
+            .instance_id
+            .as_deref()
+            .and_then(weir_connectors::kafka::stream::check_instance_id)
+        {
+            anyhow::bail!("instance_id {why}");
         }
         Ok(config)
     }

@@ -26,6 +26,7 @@ struct Settings {
     /// `None`: stream time moves with records only.
     idle_advance: Option<Duration>,
     delivery_timeout: Duration,
+    instance_id: Option<String>,
     cache_max_bytes: usize,
     http: String,
     /// `--generate` / `--no-generate`, which win over the file.
@@ -76,6 +77,13 @@ fn resolve(args: &RunArgs, file: &FileConfig) -> anyhow::Result<Settings> {
             .delivery_timeout_ms
             .or(file.delivery_timeout_ms)
             .map_or(stream::DEFAULT_DELIVERY_TIMEOUT, Duration::from_millis),
+        instance_id: match args.instance_id.clone() {
+            Some(id) => match stream::check_instance_id(&id) {
+                Some(why) => anyhow::bail!("--instance-id {why}"),
+                None => Some(id),
+            },
+            None => file.instance_id.clone(),
+        },
         cache_max_bytes: args
             .cache_max_bytes
             .or(file.cache_max_bytes)
@@ -270,6 +278,7 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
         idle_advance: settings.idle_advance,
         delivery_timeout: settings.delivery_timeout,
         cache_max_bytes: settings.cache_max_bytes,
+        instance_id: settings.instance_id,
         stop: stop.clone(),
     };
     let result = stream::run_with(specs, config, status, metrics);

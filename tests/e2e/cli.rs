@@ -135,7 +135,7 @@ fn bad_config_files_stop_the_daemon_with_one_line_naming_the_key() {
         (
             "threds = 2\n",
             "weir: config CONFIG: line 1: unknown field `threds`, expected one of `brokers`, `state_dir`, \
-             `data_dir`, `threads`, `commit_interval_ms`, `idle_advance_ms`, `delivery_timeout_ms`, `cache_max_bytes`, `http`, `generate`, `rate`, `topologies`\n",
+             `data_dir`, `threads`, `commit_interval_ms`, `idle_advance_ms`, `delivery_timeout_ms`, `instance_id`, `cache_max_bytes`, `http`, `generate`, `rate`, `topologies`\n",
         ),
         (
             "http = \"127.0.0.1:0\"\ncommit_interval_ms = \"fast\"\n",
@@ -162,6 +162,10 @@ fn bad_config_files_stop_the_daemon_with_one_line_naming_the_key() {
         (
             "[topologies.user-clicks]\nrate = 0\n",
             "weir: [topologies.user-clicks] rate must be a number of events per second in (0, 10000000], got 0\n",
+        ),
+        (
+            "instance_id = \"pod/7\"\n",
+            "weir: config CONFIG: instance_id '/' is not allowed (only ASCII letters, digits, '.', '_' and '-')\n",
         ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {

@@ -975,3 +975,29 @@ fn sigterm_during_an_outage_exits_at_once_and_loses_nothing() {
     wait_for_exact_answer(&addr, &clicks.answer(), &mut [&mut daemon]);
     daemon.stop();
 }
+
+/// `--instance-id` is checked before anything starts. (Static membership
+/// itself is not tested on the dev broker: librdkafka's mock coordinator
+/// does not keep static members' sessions — they time out every few
+/// seconds with `SESSTMOUT` and one member gets every partition — so its
+/// test belongs with the real broker of the exactly-once issue.)
+#[test]
+fn a_bad_instance_id_stops_the_daemon_with_one_line() {
+    let out = Proc::spawn(
+        "bad-instance-id",
+        &["run", APP, "--instance-id", "a b", "--no-generate"],
+    );
+    let mut out = out;
+    let status = out.wait(Duration::from_secs(30));
+    assert!(!status.success());
+    let logs = out.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("--instance-id"))
+        .unwrap_or_default()
+        .trim();
+    assert_eq!(
+        line, "weir: --instance-id ' ' is not allowed (only ASCII letters, digits, '.', '_' and '-')",
+        "{logs}"
+    );
+}

@@ -56,8 +56,26 @@ pub struct RunConfig {
     /// outage shorter than this is ridden out. Also librdkafka's
     /// `message.timeout.ms`. [`DEFAULT_DELIVERY_TIMEOUT`] by default.
     pub delivery_timeout: Duration,
+    /// Static group membership (KIP-345): stream thread `i` joins its
+    /// group as `{instance_id}-{i}` (`group.instance.id`), so that an
+    /// instance restarted within the session timeout gets its partitions
+    /// back without a rebalance. `None`: dynamic membership. See
+    /// [`check_instance_id`].
+    pub instance_id: Option<String>,
     /// Set to stop: the threads commit, leave the group and return.
     pub stop: Arc<AtomicBool>,
+}
+
+/// Why `id` cannot be an instance id (`None` if it can): 1 to 200 ASCII
+/// letters, digits, `.`, `_` or `-` (a Kafka group instance id allows
+/// more, but these survive every tool and the thread suffix).
+pub fn check_instance_id(id: &str) -> Option<String> {
+    if id.is_empty() || id.len() > 200 {
+        return Some(format!("must be 1 to 200 characters long, got {}", id.len()));
+    }
+    id.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        .map(|c| format!("{c:?} is not allowed (only ASCII letters, digits, '.', '_' and '-')"))
 }
 
 /// The daemon's default for [`RunConfig::idle_advance`]: one commit
@@ -69,6 +87,11 @@ pub fn default_idle_advance(commit_interval: Duration) -> Option<Duration> {
 /// The default [`RunConfig::delivery_timeout`]: ten minutes, long enough to
 /// ride out a broker restart or a network blip.
 pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The session timeout of static members (`--instance-id`) on a real
+/// cluster: an instance restarted within it gets its partitions back
+/// without a rebalance; one that does not come back holds them this long.
+pub const STATIC_SESSION_TIMEOUT_MS: u32 = 30_000;
 
 /// Partitions of every topic the embedded broker creates by default.
 pub const EMBEDDED_PARTITIONS: i32 = 3;
@@ -107,6 +130,9 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
     if config.threads == 0 {
         return Err(Error::InvalidArgument("--threads must be at least 1".into()));
     }
+    if let Some(why) = config.instance_id.as_deref().and_then(check_instance_id) {
+        return Err(Error::InvalidArgument(format!("--instance-id: {why}")));
+    }
     let mut _embedded = None;
     let brokers = match &config.brokers {
         Some(b) => b.clone(),
@@ -119,12 +145,22 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
     };
     let mut settings = ClientSettings::new(&brokers);
     let admin = Admin::new(&settings)?;
-    if admin.is_embedded_broker()? {
+    let embedded = admin.is_embedded_broker()?;
+    if embedded {
         settings = settings.for_embedded_broker();
     }
     // librdkafka fails a record it could not deliver in this time; the
     // commit waits as long (see `commit.rs`, `ThreadState::await_delivery`).
     settings.message_timeout_ms = config.delivery_timeout.as_millis().min(u32::MAX as u128) as u32;
+    if config.instance_id.is_some() && !embedded {
+        // A static member that stops is not replaced until its session
+        // times out: long enough for a restart to come back first (the
+        // point of static membership), as Kafka Streams advises. Not on
+        // the embedded broker, whose rebalances last a whole session
+        // timeout (see `ClientSettings::for_embedded_broker`): there a
+        // static member must be back within its 3 s.
+        settings.session_timeout_ms = settings.session_timeout_ms.max(STATIC_SESSION_TIMEOUT_MS);
+    }
     std::fs::create_dir_all(&config.state_dir)?;
     let db = Arc::new(
         StateDb::open(&config.state_dir)
@@ -146,6 +182,7 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
             },
             commit_interval: config.commit_interval,
             delivery_timeout: config.delivery_timeout,
+            instance_id: config.instance_id.clone(),
             stop: config.stop.clone(),
             status: status.clone(),
             metrics: metrics.topology(&app.application_id),

@@ -31,9 +31,10 @@ pub fn prepare(topology: &Topology, application_id: &str, admin: &Admin) -> Resu
             if embedded || !read {
                 to_create.push(TopicSpec::with_default_partitions(&name));
             } else {
-                return Err(Error::UnknownTopic(format!(
-                    "{name} (a source topic of {application_id}; create it first)"
-                )));
+                return Err(Error::MissingSourceTopic {
+                    topic: name,
+                    application: application_id.to_string(),
+                });
             }
         }
     }

@@ -11,6 +11,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use weir_runtime::transport::{RangeReader, ReadProgress, ReadRecord};
 use weir_runtime::{RuntimeError, Task, TaskCheckpoint};
 
+use super::health::is_connectivity;
 use crate::kafka::{assign_at, ClientSettings};
 use crate::{Error, Result};
 
@@ -96,6 +97,17 @@ impl ChangelogReader {
                     read += 1;
                     f((m.offset(), m.key(), m.payload()))?;
                 }
+                Some(Err(e)) if is_connectivity(&e) => {
+                    // Queued while the cluster was unreachable (the reader
+                    // stays open between reads): librdkafka reconnects by
+                    // itself. Start afresh at the next call, which the
+                    // caller makes (a restore step) or retries with
+                    // patience (reading checkpoints).
+                    tracing::debug!(topic, partition, error = %e, "reading: the cluster was unreachable; reading again");
+                    let next = open.next;
+                    self.open = None;
+                    return Ok(ReadProgress { next, done: false });
+                }
                 Some(Err(e)) => {
                     self.open = None;
                     return Err(Error::kafka(format!("reading {topic}/{partition}"), e));
@@ -103,10 +115,15 @@ impl ChangelogReader {
                 None => {
                     // A compacted topic may have no record at `to - 1`: the
                     // high watermark says when there is nothing more.
-                    let (_, high) = open
-                        .consumer
-                        .fetch_watermarks(topic, partition, Duration::from_secs(5))
-                        .map_err(|e| Error::kafka(format!("watermarks of {topic}/{partition}"), e))?;
+                    let high = match open.consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+                        Ok((_, high)) => high,
+                        // Not now (an outage): the caller reads again, and
+                        // gives up only after a long stall.
+                        Err(e) => {
+                            tracing::debug!(topic, partition, error = %e, "reading: no watermarks now");
+                            break;
+                        }
+                    };
                     let position = open
                         .consumer
                         .position()

@@ -69,6 +69,8 @@ pub struct AppShared {
     /// a broker outage) before the thread gives up; also librdkafka's
     /// `message.timeout.ms`.
     pub delivery_timeout: Duration,
+    /// Static membership: thread `i` joins as `{instance_id}-{i}`.
+    pub instance_id: Option<String>,
     pub stop: Arc<AtomicBool>,
     /// Where each thread stands (assignment, restore); for readiness.
     pub status: Arc<super::RunStatus>,
@@ -171,10 +173,12 @@ fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
     let name = format!("{}-thread-{index}", app.plan.application_id);
     let health = Health::new(&name, app.status.clone());
     let io = KafkaIo::new(&app.settings, health.clone(), app.stop.clone(), app.delivery_timeout)?;
-    let consumer: BaseConsumer<StreamContext> = app
-        .settings
-        .consumer_config(&app.plan.application_id)
-        .set("client.id", &name)
+    let mut config = app.settings.consumer_config(&app.plan.application_id);
+    config.set("client.id", &name);
+    if let Some(id) = &app.instance_id {
+        config.set("group.instance.id", format!("{id}-{index}"));
+    }
+    let consumer: BaseConsumer<StreamContext> = config
         .create_with_context(StreamContext {
             health: health.clone(),
             offsets_outdated: AtomicBool::new(false),
