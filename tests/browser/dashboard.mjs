@@ -107,6 +107,16 @@ async function main() {
       (await byId("topology-row-emoji-stream").count()) > 0 ? true : undefined, state);
     const topologies = await page.$$eval("[data-testid^='topology-row-']", (rows) => rows.map((r) => r.getAttribute("data-name")));
 
+    // 1b. The stream threads card shows its thread running, with its tasks
+    // (from /readyz).
+    const threadTasks = await waitFor("emoji-stream-thread-0 to run its tasks", 20_000, async () => {
+      const st = (await text("thread-state-emoji-stream-thread-0"))?.trim();
+      const n = Number((await attr("thread-tasks-emoji-stream-thread-0", "data-value")) ?? NaN);
+      return st === "running" && n > 0 ? n : undefined;
+    }, state);
+    const threadsState = (await text("threads-state"))?.trim();
+    if (threadsState !== "ready") fail(`the stream threads card says ${JSON.stringify(threadsState)}, not "ready"`);
+
     // 2. Its live numbers move: "records in" (and so the in-rate) changes between two reads.
     const inTotal = async () => {
       const v = await attr("in-total-emoji-stream", "data-value");
@@ -157,6 +167,7 @@ async function main() {
       topologies,
       records_in: [in0, in1],
       rate_in: rateIn,
+      thread_tasks: threadTasks,
       fire: { before: fireBefore, after: fireAfter, sent },
       emoji_live: emojiLive,
       console_errors: consoleErrors,
