@@ -11,7 +11,7 @@
 //!     .to_stream()
 //!     .to("word-counts-out", Serdes::string(), Serdes::u64());
 //! let topology = b.build()?;
-//! assert!(topology.describe().contains("Sub-topology: 1"));
+//! assert!(topology.describe("app").contains("Sub-topology: 1"));
 //! # Ok::<(), TopologyError>(())
 //! ```
 //!

@@ -35,7 +35,7 @@
 //!     .process(|| Counter { store: None }, &["counts"])
 //!     .to("out", Serdes::string(), Serdes::u64());
 //! let topology = b.build()?;
-//! assert!(topology.describe().contains("(stores: [counts])"));
+//! assert!(topology.describe("app").contains("(stores: [counts])"));
 //! # Ok::<(), TopologyError>(())
 //! ```
 
