@@ -2,12 +2,13 @@
 //! broker, a controllable wall clock, typed input and output topics, and
 //! access to the state stores.
 //!
-//! It runs the same [`Task`]s (and so the same processor code and sled
-//! stores) as the Kafka runtime. Every topic has one partition. After each
-//! piped record the driver commits every task, the way Kafka Streams' test
-//! driver does, so cached aggregates are forwarded at once; records written
-//! to internal (repartition) topics are fed to the sub-topology reading them
-//! before `pipe_input` returns.
+//! It runs the same [`TaskManager`](crate::TaskManager) as the Kafka
+//! stream threads (and so the same processor code, sled stores, commit
+//! protocol and repartition de-duplication), on an in-memory cluster where
+//! every topic has one partition. After each piped record the driver
+//! commits, the way Kafka Streams' test driver does, so cached aggregates
+//! are forwarded at once; records written to internal (repartition) topics
+//! are fed to the sub-topology reading them before `pipe_input` returns.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -59,7 +59,7 @@ pub struct GroupOffset {
     pub metadata: String,
 }
 
-/// How far a [`Transport::read`] got.
+/// How far a [`RangeReader::read`] got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadProgress {
     /// The next offset to read.

@@ -1,7 +1,7 @@
 //! The task manager: the tasks of one member of an application's group
 //! (a Kafka stream thread, or a member of the in-memory cluster), their
 //! lifecycle, the record path, the commit protocol and restore, over any
-//! [`Transport`].
+//! [`Transport`](crate::Transport).
 //!
 //! A task's life, as Kafka Streams' `Task.State`:
 //!

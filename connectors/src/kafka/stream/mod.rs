@@ -1,6 +1,6 @@
 //! Running topologies on Kafka: `weir run`.
 //!
-//! [`run`] resolves each application's topics ([`plan::Plan`]), opens the
+//! [`run`] resolves each application's topics (`weir_runtime::Plan`, through [`plan::prepare`]), opens the
 //! instance's sled database under the state directory, and runs the stream
 //! threads ([`thread`]) until asked to stop. Without brokers it starts the
 //! embedded broker first and prints its address.
