@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -48,6 +48,7 @@ const WEIR_ENV: &[&str] = &[
     "WEIR_FROM_BEGINNING",
     "WEIR_MAX_RECORDS",
     "WEIR_TIMEOUT_MS",
+    "WEIR_INSTANCE_ID",
 ];
 
 /// The repository's root (the `weir` package's directory).
@@ -137,19 +138,17 @@ impl Proc {
         Proc::start(name, args, &[], Some(stdin))
     }
 
+    /// Starts `program ARGS...` (not weir: a broker, a foreign client),
+    /// with no stdin, under the same rules as a weir process.
+    pub fn spawn_program(name: &str, program: &Path, args: &[&str]) -> Proc {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Proc::launch(name, cmd, None)
+    }
+
     fn start(name: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Proc {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("weir-e2e-{name}-"))
-            .tempdir()
-            .expect("temporary directory");
-        let stdout = fs::File::create(dir.path().join("stdout")).expect("stdout file");
-        let stderr = fs::File::create(dir.path().join("stderr")).expect("stderr file");
         let mut cmd = Command::new(WEIR);
-        cmd.args(args)
-            .current_dir(dir.path())
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(stdout)
-            .stderr(stderr);
+        cmd.args(args);
         for var in WEIR_ENV {
             cmd.env_remove(var);
         }
@@ -162,6 +161,22 @@ impl Proc {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Proc::launch(name, cmd, stdin)
+    }
+
+    /// Runs `cmd` (its program and arguments set) in a new temporary
+    /// directory, with its output going to files there.
+    fn launch(name: &str, mut cmd: Command, stdin: Option<&[u8]>) -> Proc {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("weir-e2e-{name}-"))
+            .tempdir()
+            .expect("temporary directory");
+        let stdout = fs::File::create(dir.path().join("stdout")).expect("stdout file");
+        let stderr = fs::File::create(dir.path().join("stderr")).expect("stderr file");
+        cmd.current_dir(dir.path())
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(stdout)
+            .stderr(stderr);
         // If this test process dies without running destructors (a panic
         // in a destructor, a kill), its children die with it.
         // SAFETY: prctl is async-signal-safe and touches only the child.
@@ -172,9 +187,7 @@ impl Proc {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {WEIR} {args:?}: {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let mut proc = Proc {
             name: name.to_string(),
             child: {
@@ -333,6 +346,185 @@ impl DevBroker {
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+}
+
+/// The `noida-db` binary of the test venv (the pip package of
+/// tests/python-requirements.txt ships it in its package directory). Run
+/// it directly: the package's Python wrapper does not forward signals.
+/// Panics (never skips) with the way to install it when it is missing.
+pub fn noida_binary() -> PathBuf {
+    let lib = repo().join("target/venv/lib");
+    let found = fs::read_dir(&lib).ok().and_then(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("python3."))
+            .map(|e| e.path().join("site-packages/noida_db/noida-db"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "{}/python3.*/site-packages/noida_db/noida-db is missing: run .ci/run, or install it by hand: \
+             `python3 -m venv target/venv && target/venv/bin/pip install -r tests/python-requirements.txt`",
+            lib.display()
+        )
+    })
+}
+
+/// `noida-db` (a single-node broker that speaks the Kafka protocol, from
+/// PyPI) in its own process, on a port it picks on 127.0.0.1, with its
+/// data in a temporary directory: a real cluster to weir (it creates only
+/// its internal topics there; source topics must exist first, see
+/// [`TestBroker::create_topic`]). Topics it creates by itself (a produce
+/// to a missing topic) get one partition.
+///
+/// Dropped, it is stopped on every path: SIGINT, then SIGKILL if it has
+/// not exited within 5 s; its data directory goes after it.
+pub struct NoidaBroker {
+    // Declared before `_data`: the process is gone before its directory is.
+    pub proc: Proc,
+    addr: String,
+    _data: tempfile::TempDir,
+}
+
+impl NoidaBroker {
+    /// Starts `noida-db start --only kafka` on port 0 (it prints the port
+    /// it bound) and waits until the port takes connections.
+    pub fn start() -> NoidaBroker {
+        let binary = noida_binary();
+        let data = tempfile::Builder::new()
+            .prefix("weir-e2e-noida-data-")
+            .tempdir()
+            .expect("noida data directory");
+        let data_dir = data.path().to_str().expect("utf-8 temp path");
+        let mut proc = Proc::spawn_program(
+            "noida-db",
+            &binary,
+            &[
+                "start",
+                "--only",
+                "kafka",
+                "--host",
+                "127.0.0.1",
+                "--kafka-port",
+                "0",
+                "--data-dir",
+                data_dir,
+            ],
+        );
+        // `  kafka          127.0.0.1:PORT`
+        let addr = wait_for("noida-db to print its Kafka address", STARTUP, || {
+            proc.assert_running();
+            let out = proc.stdout();
+            out.lines()
+                .find_map(|l| l.trim().strip_prefix("kafka").map(|a| a.trim().to_string()))
+                .filter(|a| a.starts_with("127.0.0.1:") && !a.ends_with(":0"))
+                .ok_or_else(|| format!("stdout so far: {out:?}"))
+        });
+        wait_for("noida-db to accept connections", STARTUP, || {
+            proc.assert_running();
+            std::net::TcpStream::connect(&addr)
+                .map(drop)
+                .map_err(|e| format!("connect {addr}: {e}"))
+        });
+        NoidaBroker {
+            proc,
+            addr,
+            _data: data,
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Stops it with SIGINT and asserts it exited with status 0 (within
+    /// 10 s; it takes about 2).
+    #[track_caller]
+    pub fn stop(&mut self) {
+        self.proc.assert_running();
+        self.proc.signal(libc::SIGINT);
+        self.proc.wait_success(Duration::from_secs(10));
+    }
+}
+
+impl Drop for NoidaBroker {
+    fn drop(&mut self) {
+        if self.proc.is_running() {
+            self.proc.signal(libc::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.proc.is_running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // `proc` is dropped next: SIGKILL if it still runs.
+    }
+}
+
+/// Which broker a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// `weir dev-broker` (librdkafka's mock cluster): creates missing
+    /// topics by itself, with its default partition count.
+    Dev,
+    /// `noida-db`, a real Kafka-protocol broker.
+    Noida,
+}
+
+/// A broker a test body runs on, whichever it is: the test names the
+/// kind, the body uses [`addr`](Self::addr) and creates its source topics
+/// with [`create_topic`](Self::create_topic) (a real cluster does not
+/// create them for weir; the dev broker would, but explicit is the same).
+pub enum TestBroker {
+    Dev(DevBroker),
+    Noida(NoidaBroker),
+}
+
+impl TestBroker {
+    /// Starts a broker of `kind`. `default_partitions` is the dev broker's
+    /// partition count for the topics it creates by itself; noida gives
+    /// such topics one partition whatever this says.
+    pub fn start(kind: BrokerKind, default_partitions: i32) -> TestBroker {
+        match kind {
+            BrokerKind::Dev => TestBroker::Dev(DevBroker::start(default_partitions)),
+            BrokerKind::Noida => TestBroker::Noida(NoidaBroker::start()),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        match self {
+            TestBroker::Dev(b) => b.addr(),
+            TestBroker::Noida(b) => b.addr(),
+        }
+    }
+
+    pub fn kind(&self) -> BrokerKind {
+        match self {
+            TestBroker::Dev(_) => BrokerKind::Dev,
+            TestBroker::Noida(_) => BrokerKind::Noida,
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions and waits until it
+    /// shows in the metadata; asserts that it has that many partitions
+    /// (an existing topic is left as it is, so it must already have them).
+    #[track_caller]
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin = kafka::Admin::connect(self.addr()).unwrap_or_else(|e| panic!("admin client: {e}"));
+        admin
+            .ensure_topics(&[kafka::TopicSpec::new(topic, partitions)])
+            .unwrap_or_else(|e| panic!("creating {topic} with {partitions} partitions: {e}"));
+        let got = admin
+            .partition_count(topic)
+            .unwrap_or_else(|e| panic!("partition count of {topic}: {e}"));
+        assert_eq!(
+            got,
+            Some(partitions),
+            "partitions of {topic} on the {:?} broker",
+            self.kind()
+        );
     }
 }
 

@@ -17,7 +17,17 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 
 #[test]
 fn http_api_serves_health_readiness_topologies_and_metrics() {
-    let broker = DevBroker::start(3);
+    http_api_serves_health_readiness_topologies_and_metrics_on(BrokerKind::Dev);
+}
+
+#[test]
+fn http_api_serves_health_readiness_topologies_and_metrics_on_noida() {
+    http_api_serves_health_readiness_topologies_and_metrics_on(BrokerKind::Noida);
+}
+
+fn http_api_serves_health_readiness_topologies_and_metrics_on(kind: BrokerKind) {
+    let broker = TestBroker::start(kind, 3);
+    broker.create_topic("user_clickstream", 3);
     let mut daemon = Daemon::new("http", broker.addr(), &["user-clicks"], &["--http", "127.0.0.1:0"]);
     daemon.start();
     let addr = daemon_http_addr(daemon.proc());

@@ -1,7 +1,9 @@
 //! The user-clicks scenario through `weir dev-broker` and `weir run`, with a
 //! known answer: exact counts after a clean run, after SIGKILLs, after a
 //! wiped state directory, with two instances sharing the work, and with
-//! malformed lines going to the dead-letter topic.
+//! malformed lines going to the dead-letter topic. The core ones run on a
+//! real broker too (`noida-db`, the tests ending in `_on_noida`), from the
+//! same body.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,8 +16,8 @@ use weir_connectors::kafka::ClientSettings;
 
 use crate::harness::*;
 
-const APP: &str = "user-clicks";
-const INPUT: &str = "user_clickstream";
+pub(crate) const APP: &str = "user-clicks";
+pub(crate) const INPUT: &str = "user_clickstream";
 const OUTPUT: &str = "user_click_aggregation";
 const REPARTITION: &str = "user-clicks-clicks-per-user-repartition";
 const DLQ: &str = "user-clicks-dlq";
@@ -28,14 +30,14 @@ const PROGRESS: Duration = Duration::from_secs(40);
 
 /// Deterministic click lines with a known answer: users 1..=100, pages
 /// 1..=10, times increasing by a millisecond per line (SplitMix64).
-struct Clicks {
+pub(crate) struct Clicks {
     state: u64,
     index: u64,
     counts: BTreeMap<u32, u64>,
 }
 
 impl Clicks {
-    fn new(seed: u64) -> Clicks {
+    pub(crate) fn new(seed: u64) -> Clicks {
         Clicks {
             state: seed,
             index: 0,
@@ -63,7 +65,7 @@ impl Clicks {
     }
 
     /// `n` valid lines, newline-terminated.
-    fn lines(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) fn lines(&mut self, n: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(n * 48);
         for _ in 0..n {
             out.extend_from_slice(self.click().as_bytes());
@@ -73,7 +75,7 @@ impl Clicks {
     }
 
     /// The final output text per user key, as the daemon must leave it.
-    fn answer(&self) -> BTreeMap<String, String> {
+    pub(crate) fn answer(&self) -> BTreeMap<String, String> {
         self.counts
             .iter()
             .map(|(u, n)| (u.to_string(), format!("User {u} has clicked {n} times.")))
@@ -191,7 +193,7 @@ fn all_input_committed(brokers: &str) -> Result<(), String> {
 }
 
 /// "committed C of H input records", for logs.
-fn input_committed_summary(brokers: &str) -> String {
+pub(crate) fn input_committed_summary(brokers: &str) -> String {
     match committed_positions(brokers, &[INPUT]) {
         Ok(positions) => {
             let committed: i64 = positions.iter().map(|(_, _, at, _)| (*at).max(0)).sum();
@@ -205,7 +207,7 @@ fn input_committed_summary(brokers: &str) -> String {
 /// Waits until the output shows the exact answer and every input record is
 /// committed, then checks the answer once more (the output written before
 /// that commit is complete, and nothing will be replayed any more).
-fn wait_for_exact_answer(brokers: &str, answer: &BTreeMap<String, String>, daemons: &mut [&mut Daemon]) {
+pub(crate) fn wait_for_exact_answer(brokers: &str, answer: &BTreeMap<String, String>, daemons: &mut [&mut Daemon]) {
     let mut reader = TopicReader::open(brokers, OUTPUT, PROGRESS);
     wait_for(
         "every user's latest count in user_click_aggregation to be exact",
@@ -266,9 +268,19 @@ fn moment_rng(test: &str) -> SmallRng {
 
 #[test]
 fn user_clicks_counts_200k_lines_exactly() {
+    counts_200k_lines_exactly(BrokerKind::Dev);
+}
+
+#[test]
+fn user_clicks_counts_200k_lines_exactly_on_noida() {
+    counts_200k_lines_exactly(BrokerKind::Noida);
+}
+
+fn counts_200k_lines_exactly(kind: BrokerKind) {
     let _heavy = heavy_test_lock();
-    let broker = DevBroker::start(4);
+    let broker = TestBroker::start(kind, 4);
     let addr = broker.addr();
+    broker.create_topic(INPUT, 4);
     let mut clicks = Clicks::new(1);
     produce(addr, INPUT, &clicks.lines(200_000));
     assert_topic_holds(addr, INPUT, 200_000);
@@ -301,16 +313,27 @@ fn paced_chunks(clicks: &mut Clicks) -> Vec<Vec<u8>> {
 /// input arrives (each time once its output has grown since its last
 /// start), restarting it each time, optionally with its state directory
 /// deleted; then checks the counts are exact.
-fn user_clicks_with_kills(test: &str, seed: u64, kills: usize, wipe_state: bool) {
+///
+/// On noida the daemon runs with `--instance-id` (static membership) and
+/// each restart keeps it: noida never expires the membership of a killed
+/// consumer, so a new dynamic member would wait for its JoinGroup for
+/// minutes, while a static member that comes back replaces its old self at
+/// once (as on Kafka within the session timeout).
+fn user_clicks_with_kills(test: &str, kind: BrokerKind, seed: u64, kills: usize, wipe_state: bool) {
     let mut moments = moment_rng(test);
-    let broker = DevBroker::start(4);
+    let broker = TestBroker::start(kind, 4);
     let addr = broker.addr();
+    broker.create_topic(INPUT, 4);
     let mut clicks = Clicks::new(seed);
     let chunks = paced_chunks(&mut clicks);
     // Input arrives continuously and commits are a second apart, so a kill
     // finds processed but uncommitted records (and, at times, a commit in
     // progress) to be replayed.
-    let mut daemon = Daemon::new("user-clicks", addr, &[APP], &[]);
+    let static_membership: &[&str] = match kind {
+        BrokerKind::Dev => &[],
+        BrokerKind::Noida => &["--instance-id", "user-clicks-kills"],
+    };
+    let mut daemon = Daemon::new("user-clicks", addr, &[APP], static_membership);
     daemon.start();
     std::thread::scope(|s| {
         let producer = s.spawn(|| produce_paced(addr, &chunks, Duration::from_millis(60)));
@@ -344,7 +367,19 @@ fn user_clicks_with_kills(test: &str, seed: u64, kills: usize, wipe_state: bool)
 #[test]
 fn user_clicks_exact_after_three_sigkills() {
     let _heavy = heavy_test_lock();
-    user_clicks_with_kills("user_clicks_exact_after_three_sigkills", 2, 3, false);
+    user_clicks_with_kills("user_clicks_exact_after_three_sigkills", BrokerKind::Dev, 2, 3, false);
+}
+
+#[test]
+fn user_clicks_exact_after_three_sigkills_on_noida() {
+    let _heavy = heavy_test_lock();
+    user_clicks_with_kills(
+        "user_clicks_exact_after_three_sigkills_on_noida",
+        BrokerKind::Noida,
+        2,
+        3,
+        false,
+    );
 }
 
 #[test]
@@ -352,6 +387,19 @@ fn user_clicks_restores_a_deleted_state_dir_from_the_changelog() {
     let _heavy = heavy_test_lock();
     user_clicks_with_kills(
         "user_clicks_restores_a_deleted_state_dir_from_the_changelog",
+        BrokerKind::Dev,
+        3,
+        1,
+        true,
+    );
+}
+
+#[test]
+fn user_clicks_restores_a_deleted_state_dir_from_the_changelog_on_noida() {
+    let _heavy = heavy_test_lock();
+    user_clicks_with_kills(
+        "user_clicks_restores_a_deleted_state_dir_from_the_changelog_on_noida",
+        BrokerKind::Noida,
         3,
         1,
         true,
@@ -422,9 +470,19 @@ fn malformed(i: usize) -> (Vec<u8>, &'static str) {
 
 #[test]
 fn user_clicks_malformed_lines_go_to_the_dlq_with_their_offsets() {
+    malformed_lines_go_to_the_dlq_with_their_offsets(BrokerKind::Dev);
+}
+
+#[test]
+fn user_clicks_malformed_lines_go_to_the_dlq_with_their_offsets_on_noida() {
+    malformed_lines_go_to_the_dlq_with_their_offsets(BrokerKind::Noida);
+}
+
+fn malformed_lines_go_to_the_dlq_with_their_offsets(kind: BrokerKind) {
     let _heavy = heavy_test_lock();
-    let broker = DevBroker::start(3);
+    let broker = TestBroker::start(kind, 3);
     let addr = broker.addr();
+    broker.create_topic(INPUT, 3);
     let mut clicks = Clicks::new(5);
     let mut bad: BTreeMap<Vec<u8>, &'static str> = BTreeMap::new();
     let mut input = Vec::new();
@@ -833,12 +891,12 @@ fn changelog_records_of_an_unfinished_commit_never_enter_a_restore() {
 /// What one instance says of itself: its tasks (from `/readyz`, which must
 /// answer 200) and its task lifecycle counters.
 #[derive(Debug, Clone)]
-struct InstanceView {
-    tasks: BTreeSet<String>,
+pub(crate) struct InstanceView {
+    pub(crate) tasks: BTreeSet<String>,
     events: BTreeMap<&'static str, f64>,
 }
 
-fn instance_view(http: &str) -> Result<InstanceView, String> {
+pub(crate) fn instance_view(http: &str) -> Result<InstanceView, String> {
     let (code, body) = http_request(http, "GET", "/readyz", None)?;
     if code != 200 {
         return Err(format!("{http}/readyz: {code} {body}"));
@@ -861,7 +919,7 @@ fn instance_view(http: &str) -> Result<InstanceView, String> {
 
 /// Waits until the instances at `https` are all ready and hold `total`
 /// distinct tasks between them, each at least one.
-fn wait_for_split(https: &[&str], total: usize, daemons: &mut [&mut Daemon]) -> Vec<InstanceView> {
+pub(crate) fn wait_for_split(https: &[&str], total: usize, daemons: &mut [&mut Daemon]) -> Vec<InstanceView> {
     wait_for("the tasks to be spread over every instance", PROGRESS, || {
         for d in daemons.iter_mut() {
             d.assert_running();
@@ -979,8 +1037,8 @@ fn sigterm_during_an_outage_exits_at_once_and_loses_nothing() {
 /// `--instance-id` is checked before anything starts. (Static membership
 /// itself is not tested on the dev broker: librdkafka's mock coordinator
 /// does not keep static members' sessions — they time out every few
-/// seconds with `SESSTMOUT` and one member gets every partition — so its
-/// test belongs with the real broker of the exactly-once issue.)
+/// seconds with `SESSTMOUT` and one member gets every partition — so it is
+/// tested on a real broker: `noida::a_restarted_static_member_gets_its_tasks_back_without_a_rebalance`.)
 #[test]
 fn a_bad_instance_id_stops_the_daemon_with_one_line() {
     let out = Proc::spawn(
