@@ -8,6 +8,14 @@
 //! A crash is what a `SIGKILL` leaves: the member's memory (tasks, write
 //! caches, records sent but not delivered) is gone, the cluster keeps what
 //! was delivered, and the state directory keeps what sled wrote.
+//!
+//! Transactions work as Kafka's: a transactional transport's records are
+//! part of its open transaction until it commits (they become visible,
+//! with the group offsets sent in it) or aborts (they never do). Readers
+//! here are `read_committed`: they skip aborted records and stop at the
+//! first record of a transaction still open. A new transport with the
+//! same transactional id aborts the transaction its crashed predecessor
+//! left open (Kafka's `InitProducerId` fencing).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -15,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use weir_state::StateDb;
 use weir_topology::Topology;
 
-use crate::manager::{decode_origin, Incoming, ManagerConfig, NoListener, TaskListener, ORIGIN_HEADER};
+use crate::manager::{decode_origin, Guarantee, Incoming, ManagerConfig, NoListener, TaskListener, ORIGIN_HEADER};
 use crate::metrics::Metrics;
 use crate::plan::Plan;
 use crate::transport::{Delivered, GroupOffset, Outgoing, RangeReader, ReadProgress, ReadRecord, Track, Transport};
@@ -28,6 +36,16 @@ pub struct StoredRecord {
     pub value: Option<Vec<u8>>,
     pub timestamp: i64,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The transaction the record was written in, if any.
+    pub txn: Option<u64>,
+}
+
+/// Where a transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxnState {
+    Open,
+    Committed,
+    Aborted,
 }
 
 #[derive(Default)]
@@ -35,6 +53,23 @@ struct Data {
     topics: HashMap<String, Vec<Vec<StoredRecord>>>,
     /// The group's committed offsets: (topic, partition) → (offset, metadata).
     offsets: HashMap<(String, i32), (i64, String)>,
+    /// Every transaction by number.
+    txns: Vec<TxnState>,
+    /// The open transaction of each transactional id.
+    open_txn: HashMap<String, u64>,
+}
+
+impl Data {
+    /// Whether `r` is visible to a `read_committed` reader: `Some(true)`
+    /// yes, `Some(false)` skipped (aborted), `None` not yet (its
+    /// transaction is open: reading stops there).
+    fn visibility(&self, r: &StoredRecord) -> Option<bool> {
+        match r.txn.map(|t| self.txns[t as usize]) {
+            None | Some(TxnState::Committed) => Some(true),
+            Some(TxnState::Aborted) => Some(false),
+            Some(TxnState::Open) => None,
+        }
+    }
 }
 
 /// Topics and a group's offsets, shared by the members and the test.
@@ -81,6 +116,7 @@ impl MemoryCluster {
             value: value.map(<[u8]>::to_vec),
             timestamp,
             headers: Vec::new(),
+            txn: None,
         });
         log.len() as i64 - 1
     }
@@ -103,6 +139,49 @@ impl MemoryCluster {
         };
         let from = (from.max(0) as usize).min(log.len());
         log[from..(from.saturating_add(max)).min(log.len())].to_vec()
+    }
+
+    /// What a `read_committed` reader gets from offset `from` on, at most
+    /// `max` records: (offset, record) pairs, and the position after them
+    /// (past skipped aborted records; at the first record of an open
+    /// transaction if it met one).
+    pub fn committed_from(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        max: usize,
+    ) -> (Vec<(i64, StoredRecord)>, i64) {
+        let data = self.lock();
+        let Some(log) = data.topics.get(topic).and_then(|p| p.get(partition as usize)) else {
+            return (Vec::new(), from);
+        };
+        let mut out = Vec::new();
+        let mut next = from.max(0);
+        while (next as usize) < log.len() && out.len() < max {
+            let r = &log[next as usize];
+            match data.visibility(r) {
+                Some(true) => out.push((next, r.clone())),
+                Some(false) => {}
+                None => break,
+            }
+            next += 1;
+        }
+        (out, next)
+    }
+
+    /// Every record of `topic` a `read_committed` reader sees, partition by
+    /// partition.
+    pub fn committed_records(&self, topic: &str) -> Vec<StoredRecord> {
+        let n = self.partitions(topic).unwrap_or(0);
+        (0..n)
+            .flat_map(|p| {
+                self.committed_from(topic, p, 0, usize::MAX)
+                    .0
+                    .into_iter()
+                    .map(|(_, r)| r)
+            })
+            .collect()
     }
 
     /// The number of records in a partition (its high watermark).
@@ -134,6 +213,23 @@ impl MemoryCluster {
             operations: 0,
             crash_at: None,
             crashed: false,
+            transactional_id: None,
+            txn: None,
+        }
+    }
+
+    /// A transactional transport of a new member process: the transaction
+    /// a predecessor with the same `id` left open is aborted (fenced).
+    pub fn transactional_transport(&self, id: &str) -> MemoryTransport {
+        {
+            let mut data = self.lock();
+            if let Some(t) = data.open_txn.remove(id) {
+                data.txns[t as usize] = TxnState::Aborted;
+            }
+        }
+        MemoryTransport {
+            transactional_id: Some(id.to_string()),
+            ..self.transport()
         }
     }
 }
@@ -146,6 +242,9 @@ pub struct MemoryTransport {
     operations: u64,
     crash_at: Option<u64>,
     crashed: bool,
+    transactional_id: Option<String>,
+    /// The open transaction.
+    txn: Option<u64>,
 }
 
 impl MemoryTransport {
@@ -224,12 +323,16 @@ impl RangeReader for MemoryTransport {
     ) -> Result<ReadProgress, RuntimeError> {
         self.operation("read")?;
         let end = to.min(self.cluster.end_offset(topic, partition));
-        let mut next = from.max(0);
-        let wanted = ((end - next).max(0) as usize).min(max);
-        for r in self.cluster.records_from(topic, partition, next, wanted) {
-            f((next, r.key.as_deref(), r.value.as_deref()))?;
-            next += 1;
+        let from = from.max(0);
+        let wanted = ((end - from).max(0) as usize).min(max);
+        let (records, mut next) = self.cluster.committed_from(topic, partition, from, wanted);
+        for (offset, r) in &records {
+            if *offset >= end {
+                break;
+            }
+            f((*offset, r.key.as_deref(), r.value.as_deref()))?;
         }
+        next = next.min(end);
         Ok(ReadProgress {
             next,
             done: next >= end,
@@ -252,6 +355,7 @@ impl Transport for MemoryTransport {
             value: r.value.map(<[u8]>::to_vec),
             timestamp: r.timestamp,
             headers: r.headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
+            txn: self.txn,
         };
         self.pending.push((r.topic.to_string(), r.partition, record, r.track));
         Ok(())
@@ -297,6 +401,55 @@ impl Transport for MemoryTransport {
                 }
             })
             .collect())
+    }
+
+    fn begin_transaction(&mut self) -> Result<(), RuntimeError> {
+        self.operation("begin transaction")?;
+        let Some(id) = self.transactional_id.clone() else {
+            return Err(RuntimeError::Transport(
+                "begin transaction: not a transactional transport".into(),
+            ));
+        };
+        let mut data = self.cluster.lock();
+        let n = data.txns.len() as u64;
+        data.txns.push(TxnState::Open);
+        data.open_txn.insert(id, n);
+        self.txn = Some(n);
+        Ok(())
+    }
+
+    fn commit_transaction(&mut self, offsets: &[GroupOffset]) -> Result<(), RuntimeError> {
+        self.operation("commit transaction")?;
+        let Some(t) = self.txn.take() else {
+            return Err(RuntimeError::Transport("commit transaction: none is open".into()));
+        };
+        let pending = std::mem::take(&mut self.pending);
+        self.deliver(pending);
+        let mut data = self.cluster.lock();
+        for o in offsets {
+            if let Some(offset) = o.offset {
+                data.offsets
+                    .insert((o.topic.clone(), o.partition), (offset, o.metadata.clone()));
+            }
+        }
+        data.txns[t as usize] = TxnState::Committed;
+        if let Some(id) = &self.transactional_id {
+            data.open_txn.remove(id);
+        }
+        Ok(())
+    }
+
+    fn abort_transaction(&mut self) -> Result<(), RuntimeError> {
+        self.operation("abort transaction")?;
+        self.pending.clear();
+        if let Some(t) = self.txn.take() {
+            let mut data = self.cluster.lock();
+            data.txns[t as usize] = TxnState::Aborted;
+            if let Some(id) = &self.transactional_id {
+                data.open_txn.remove(id);
+            }
+        }
+        Ok(())
     }
 
     fn commit_offsets(&mut self, offsets: &[GroupOffset], _wait: bool) -> Result<(), RuntimeError> {
@@ -356,6 +509,51 @@ impl Member {
         listener: Option<Box<dyn TaskListener>>,
         cluster_keeps_data: bool,
     ) -> Result<Member, RuntimeError> {
+        Member::build(
+            cluster,
+            topology,
+            application_id,
+            db,
+            task_config,
+            listener,
+            cluster_keeps_data,
+            Guarantee::AtLeastOnce,
+        )
+    }
+
+    /// [`Member::new`] with exactly-once commits: its transport is
+    /// transactional (id `{application_id}-member`, so a member started
+    /// after a crash aborts the transaction its predecessor left open).
+    pub fn exactly_once(
+        cluster: &MemoryCluster,
+        topology: &Topology,
+        application_id: &str,
+        db: Arc<StateDb>,
+        task_config: TaskConfig,
+    ) -> Result<Member, RuntimeError> {
+        Member::build(
+            cluster,
+            topology,
+            application_id,
+            db,
+            task_config,
+            None,
+            true,
+            Guarantee::ExactlyOnce,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        cluster: &MemoryCluster,
+        topology: &Topology,
+        application_id: &str,
+        db: Arc<StateDb>,
+        task_config: TaskConfig,
+        listener: Option<Box<dyn TaskListener>>,
+        cluster_keeps_data: bool,
+        guarantee: Guarantee,
+    ) -> Result<Member, RuntimeError> {
         let plan = Plan::new(topology, application_id, &|name| cluster.partitions(name))?;
         cluster.create_internal_topics(&plan);
         let metrics = Metrics::new().topology(application_id);
@@ -369,12 +567,17 @@ impl Member {
                 max_record_bytes: 1024 * 1024,
                 name: format!("{application_id}-member"),
                 cluster_keeps_data,
+                guarantee,
             },
             listener.unwrap_or_else(|| Box::new(NoListener)),
         );
+        let transport = match guarantee {
+            Guarantee::AtLeastOnce => cluster.transport(),
+            Guarantee::ExactlyOnce => cluster.transactional_transport(&format!("{application_id}-member")),
+        };
         Ok(Member {
             manager,
-            transport: cluster.transport(),
+            transport,
             cluster: cluster.clone(),
             positions: BTreeMap::new(),
             paused: Vec::new(),
@@ -446,9 +649,10 @@ impl Member {
             }
             let name = &plan.topic_names[topic as usize];
             let at = self.positions[&(topic, partition)];
-            let records = self.cluster.records_from(name, partition, at, max - n);
-            for (i, r) in records.iter().enumerate() {
-                let offset = at as usize + i;
+            let (records, next) = self.cluster.committed_from(name, partition, at, max - n);
+            self.positions.insert((topic, partition), next);
+            for (offset, r) in &records {
+                let offset = *offset as usize;
                 let origin = if plan.internal[topic as usize] {
                     r.headers
                         .iter()
@@ -469,7 +673,6 @@ impl Member {
                         origin,
                     },
                 )?;
-                self.positions.insert((topic, partition), offset as i64 + 1);
                 n += 1;
             }
         }

@@ -121,6 +121,25 @@ pub trait Transport: RangeReader {
     /// [`take_offset_commit_failure`](Self::take_offset_commit_failure).
     fn commit_offsets(&mut self, offsets: &[GroupOffset], wait: bool) -> Result<(), RuntimeError>;
 
+    /// Begin a transaction: what is sent until it commits or aborts is
+    /// visible to `read_committed` readers only once it commits. Only
+    /// transactional transports support it.
+    fn begin_transaction(&mut self) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Transport("this transport has no transactions".into()))
+    }
+
+    /// Deliver what the open transaction holds, add `offsets` (the group's,
+    /// with their metadata) to it and commit it: all of it becomes visible
+    /// at once, or none of it.
+    fn commit_transaction(&mut self, _offsets: &[GroupOffset]) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Transport("this transport has no transactions".into()))
+    }
+
+    /// Abort the open transaction: nothing it holds ever becomes visible.
+    fn abort_transaction(&mut self) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Transport("this transport has no transactions".into()))
+    }
+
     /// Whether an offset commit failed since the last call (the offsets
     /// are then sent again).
     fn take_offset_commit_failure(&mut self) -> bool {

@@ -17,13 +17,22 @@
 //!    metadata (for lag, for stateless tasks and for finding checkpoints;
 //!    state never depends on the offsets themselves).
 //!
+//! Exactly-once ([`Guarantee::ExactlyOnce`]): steps 1–3 write into one
+//! transaction of the transport's, step 4 is committing it together with
+//! the group offsets (with their checkpoint pointers), step 5 writes sled.
+//! Local state is so never ahead of a committed transaction: a crash
+//! before the transaction commits leaves nothing visible (the next owner's
+//! transport aborts it) and the local state as it was; a crash after it
+//! leaves local state one commit behind, and the newer checkpoint (in the
+//! committed transaction) makes the next owner restore.
+//!
 //! A manager that failed at any step never commits again.
 
 use std::time::Instant;
 
 use weir_topology::StoreRef;
 
-use super::{checkpoint_pointer, now_ms, TaskManager};
+use super::{checkpoint_pointer, now_ms, Guarantee, TaskManager};
 use crate::task::{TaskCheckpoint, TaskId};
 use crate::transport::{GroupOffset, Outgoing, Track, Transport};
 use crate::RuntimeError;
@@ -38,7 +47,11 @@ impl TaskManager {
         if self.running.is_empty() {
             return Ok(());
         }
-        self.guarded(|m| m.commit_steps(t, wait_offsets))
+        let r = self.guarded(|m| m.commit_steps(t, wait_offsets));
+        if r.is_err() {
+            self.abort_txn(t);
+        }
+        r
     }
 
     fn commit_steps(&mut self, t: &mut dyn Transport, wait_offsets: bool) -> Result<(), RuntimeError> {
@@ -62,6 +75,9 @@ impl TaskManager {
             let task = self.running.get_mut(&id).expect("task");
             let changes = std::mem::take(&mut task.ctx.changelog);
             let counters = std::mem::take(&mut task.ctx.counters);
+            if !changes.is_empty() {
+                self.open_txn(t)?;
+            }
             let changelogs = &self.cfg.plan.changelogs[id.subtopology];
             let now = now_ms();
             for (store, rec) in &changes {
@@ -84,10 +100,21 @@ impl TaskManager {
                 .inc_by(counters.late_records_dropped);
         }
         self.cfg.metrics.commits.inc();
+        let exactly_once = self.cfg.guarantee == Guarantee::ExactlyOnce;
         if ids.is_empty() {
-            // Outputs of punctuations may still be on their way: they are
-            // delivered (or fail) with the next commit that has changes.
-            self.commit_offsets(t, Vec::new(), wait_offsets);
+            if exactly_once {
+                // Outputs of punctuations go out with their transaction.
+                if self.in_txn {
+                    let offsets = self.offsets_to_commit(t, Vec::new());
+                    t.commit_transaction(&offsets)?;
+                    self.in_txn = false;
+                }
+            } else {
+                // Outputs of punctuations may still be on their way: they
+                // are delivered (or fail) with the next commit that has
+                // changes.
+                self.commit_offsets(t, Vec::new(), wait_offsets);
+            }
             self.report_state(t);
             return Ok(());
         }
@@ -125,6 +152,16 @@ impl TaskManager {
                 self.checkpoint_at.insert(*id, *offset);
             }
         }
+        // Exactly-once: the transaction, with the group offsets, before any
+        // local state.
+        let checkpoints = if exactly_once {
+            let offsets = self.offsets_to_commit(t, checkpoints);
+            t.commit_transaction(&offsets)?;
+            self.in_txn = false;
+            Vec::new()
+        } else {
+            checkpoints
+        };
         // 4. Local state, atomically with the same checkpoint.
         for &id in &ids {
             self.running
@@ -133,8 +170,11 @@ impl TaskManager {
                 .commit_state()
                 .map_err(|e| RuntimeError::task(id, format!("committing local state: {e}")))?;
         }
-        // 5. Group offsets (informational for stateful tasks).
-        self.commit_offsets(t, checkpoints, wait_offsets);
+        // 5. Group offsets (informational for stateful tasks; committed in
+        // the transaction under exactly-once).
+        if !exactly_once {
+            self.commit_offsets(t, checkpoints, wait_offsets);
+        }
         self.report_state(t);
         self.cfg
             .metrics
@@ -150,6 +190,19 @@ impl TaskManager {
     /// are informational for state (which never depends on them), so a
     /// failure is logged and the offsets sent again next time.
     fn commit_offsets(&mut self, t: &mut dyn Transport, written: Vec<(TaskId, TaskCheckpoint)>, wait: bool) {
+        let offsets = self.offsets_to_commit(t, written);
+        if !offsets.is_empty() {
+            if let Err(e) = t.commit_offsets(&offsets, wait) {
+                self.offsets_outdated = true;
+                tracing::warn!(member = %self.cfg.name, error = %e, "committing group offsets failed (state is safe); sending them again at the next commit");
+            }
+        }
+    }
+
+    /// The group offsets (with checkpoint pointers) that the checkpoints
+    /// just `written` name, or, when an earlier offset commit failed or a
+    /// new assignment began, those of every running task.
+    fn offsets_to_commit(&mut self, t: &mut dyn Transport, written: Vec<(TaskId, TaskCheckpoint)>) -> Vec<GroupOffset> {
         let outdated = std::mem::take(&mut self.offsets_outdated) | t.take_offset_commit_failure();
         let checkpoints = if outdated {
             self.running.iter().map(|(id, t)| (*id, t.task_checkpoint())).collect()
@@ -172,12 +225,7 @@ impl TaskManager {
                 });
             }
         }
-        if !offsets.is_empty() {
-            if let Err(e) = t.commit_offsets(&offsets, wait) {
-                self.offsets_outdated = true;
-                tracing::warn!(member = %self.cfg.name, error = %e, "committing group offsets failed (state is safe); sending them again at the next commit");
-            }
-        }
+        offsets
     }
 
     /// Gauges and counters read at commit time: store sizes and cache

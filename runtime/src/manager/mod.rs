@@ -49,6 +49,7 @@ use weir_topology::Topology;
 use crate::metrics::{TaskEvent, TaskMetrics, TopologyMetrics};
 use crate::plan::Plan;
 use crate::task::{Task, TaskConfig, TaskId};
+use crate::transport::Transport;
 use crate::RuntimeError;
 
 /// What a task manager runs, and where.
@@ -63,12 +64,29 @@ pub struct ManagerConfig {
     pub max_record_bytes: usize,
     /// The member's name, for logs (`{application}-thread-{i}`).
     pub name: String,
+    /// At-least-once (outputs may repeat after a crash) or exactly-once
+    /// (every commit one transaction of the transport's).
+    pub guarantee: Guarantee,
     /// Whether the cluster keeps what was written to it between runs (a
     /// Kafka cluster does). The test driver's in-memory cluster starts
     /// empty every time while its state directory may be reused: then the
     /// local state is all there is, and it is not compared with the
     /// (empty) changelogs, which would wipe it as stale.
     pub cluster_keeps_data: bool,
+}
+
+/// What a commit promises about outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Guarantee {
+    /// State is exact after a crash; outputs written since the last commit
+    /// are written again.
+    #[default]
+    AtLeastOnce,
+    /// Everything a commit writes (outputs, repartition, changelog and
+    /// checkpoint records) and its group offsets are one transaction: a
+    /// `read_committed` reader sees each output once. Local state is
+    /// written after the transaction commits, so it is never ahead of it.
+    ExactlyOnce,
 }
 
 /// Hears about the tasks of a manager (the Kafka stream thread reports
@@ -135,6 +153,9 @@ pub struct TaskManager {
     rebalance_started: Option<Instant>,
     /// When the current restores began (for `weir_restore_duration_seconds`).
     restore_started: Option<Instant>,
+    /// Exactly-once: whether a transaction is open (begun by the first
+    /// send after a commit).
+    in_txn: bool,
 }
 
 impl TaskManager {
@@ -156,6 +177,30 @@ impl TaskManager {
             last_commit: Instant::now(),
             rebalance_started: None,
             restore_started: None,
+            in_txn: false,
+        }
+    }
+
+    /// Exactly-once: begin a transaction unless one is open (before any
+    /// send).
+    #[inline]
+    pub(super) fn open_txn(&mut self, t: &mut dyn Transport) -> Result<(), RuntimeError> {
+        if self.cfg.guarantee == Guarantee::ExactlyOnce && !self.in_txn {
+            t.begin_transaction()?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    /// After a failure: abort the open transaction, so that nothing it
+    /// holds becomes visible (best effort: a transport that is gone aborts
+    /// it when its successor starts).
+    pub(super) fn abort_txn(&mut self, t: &mut dyn Transport) {
+        if self.in_txn {
+            self.in_txn = false;
+            if let Err(e) = t.abort_transaction() {
+                tracing::warn!(member = %self.cfg.name, error = %e, "aborting the transaction failed");
+            }
         }
     }
 

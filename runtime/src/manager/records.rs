@@ -86,7 +86,11 @@ impl TaskManager {
             return Ok(());
         }
         let letters = std::mem::take(&mut task.ctx.dead_letters);
-        self.guarded(|m| m.send_dead_letters(t, &rec, letters))
+        let r = self.guarded(|m| m.send_dead_letters(t, &rec, letters));
+        if r.is_err() {
+            self.abort_txn(t);
+        }
+        r
     }
 
     fn send_dead_letters(
@@ -95,6 +99,7 @@ impl TaskManager {
         rec: &Incoming<'_>,
         letters: Vec<weir_topology::DeadLetter>,
     ) -> Result<(), RuntimeError> {
+        self.open_txn(t)?;
         self.cfg.metrics.dlq_records.inc_by(letters.len() as u64);
         let max = self.cfg.max_record_bytes;
         let topic = &self.cfg.plan.topic_names[rec.topic as usize];
@@ -126,7 +131,7 @@ impl TaskManager {
     /// After a batch: let every running task emit what is due at wall-clock
     /// time `now` and send every task's outputs.
     pub fn punctuate(&mut self, t: &mut dyn Transport, now: i64) -> Result<(), RuntimeError> {
-        self.guarded(|m| {
+        let r = self.guarded(|m| {
             let ids: Vec<TaskId> = m.running.keys().copied().collect();
             for id in ids {
                 m.running.get_mut(&id).expect("task").punctuate(now);
@@ -134,7 +139,11 @@ impl TaskManager {
             }
             t.tick();
             Ok(())
-        })
+        });
+        if r.is_err() {
+            self.abort_txn(t);
+        }
+        r
     }
 
     /// Send the records task `id` collected, and the dead letters it
@@ -161,6 +170,8 @@ impl TaskManager {
         if task.ctx.collector.is_empty() {
             return Ok(());
         }
+        self.open_txn(t)?;
+        let task = self.running.get_mut(&id).expect("task");
         let mut collector = std::mem::take(&mut task.ctx.collector);
         let plan = &self.cfg.plan;
         self.origin_counters.clear();

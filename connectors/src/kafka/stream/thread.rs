@@ -194,6 +194,7 @@ fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             max_record_bytes: app.settings.max_record_bytes(),
             name: name.clone(),
             cluster_keeps_data: true,
+            guarantee: weir_runtime::manager::Guarantee::AtLeastOnce,
         },
         Box::new(StatusListener {
             status: app.status.clone(),
