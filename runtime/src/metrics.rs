@@ -31,6 +31,7 @@
 //! | `weir_dlq_records_total` | counter | topology |
 //! | `weir_rebalances_total` | counter | topology |
 //! | `weir_active_tasks` | gauge | topology |
+//! | `weir_restoring_tasks` | gauge | topology |
 //! | `weir_build_info` | gauge (always 1) | version |
 
 use prometheus::{
@@ -62,6 +63,7 @@ pub mod names {
     pub const DLQ_RECORDS: &str = "weir_dlq_records_total";
     pub const REBALANCES: &str = "weir_rebalances_total";
     pub const ACTIVE_TASKS: &str = "weir_active_tasks";
+    pub const RESTORING_TASKS: &str = "weir_restoring_tasks";
     pub const BUILD_INFO: &str = "weir_build_info";
     pub const GENERATED_RECORDS: &str = "weir_generated_records_total";
     pub const INGRESS_RECORDS: &str = "weir_http_ingress_records_total";
@@ -114,6 +116,7 @@ pub struct Metrics {
     dlq_records: IntCounterVec,
     rebalances: IntCounterVec,
     active_tasks: IntGaugeVec,
+    restoring_tasks: IntGaugeVec,
     /// Records written by the built-in data generators (`--generate`).
     pub generated_records: IntCounterVec,
     /// Records produced by HTTP ingress routes (`POST /emoji`, ...).
@@ -262,6 +265,11 @@ impl Metrics {
                 &["topology"],
             ),
             active_tasks: gauge(ACTIVE_TASKS, "Tasks running in this process.", &["topology"]),
+            restoring_tasks: gauge(
+                RESTORING_TASKS,
+                "Tasks restoring their state in this process (their input partitions paused).",
+                &["topology"],
+            ),
             generated_records: counter(
                 GENERATED_RECORDS,
                 "Records a built-in data generator produced to an input topic.",
@@ -326,6 +334,7 @@ impl Metrics {
             dlq_records: self.dlq_records.with_label_values(l),
             rebalances: self.rebalances.with_label_values(l),
             active_tasks: self.active_tasks.with_label_values(l),
+            restoring_tasks: self.restoring_tasks.with_label_values(l),
             records_consumed: self.records_consumed.clone(),
             records_produced: self.records_produced.clone(),
             consumer_lag: self.consumer_lag.clone(),
@@ -378,6 +387,7 @@ pub struct TopologyMetrics {
     pub dlq_records: IntCounter,
     pub rebalances: IntCounter,
     pub active_tasks: IntGauge,
+    pub restoring_tasks: IntGauge,
     records_consumed: IntCounterVec,
     records_produced: IntCounterVec,
     consumer_lag: IntGaugeVec,
@@ -652,6 +662,7 @@ mod tests {
         t.dlq_records.inc();
         t.rebalances.inc();
         t.active_tasks.set(1);
+        t.restoring_tasks.set(0);
         t.process_latency.observe(0.0);
         t.end_to_end_latency.observe(0.0);
         t.commit_duration.observe(0.0);
@@ -662,7 +673,7 @@ mod tests {
         t.rebalance_pause.observe(0.0);
         t.task_events(TaskEvent::Resumed, 1);
         let families = m.registry().gather();
-        assert_eq!(families.len(), 23);
+        assert_eq!(families.len(), 24);
         for f in &families {
             let name = f.name();
             assert!(name.starts_with("weir_"), "{name}");

@@ -100,6 +100,8 @@ fn a_restoring_task_does_not_hold_up_the_running_ones() {
     m.assign_all().unwrap();
     assert_eq!(m.manager.lifecycle(count_task(0)), Some(Lifecycle::Restoring));
     assert_eq!(m.manager.lifecycle(count_task(1)), Some(Lifecycle::Running));
+    let restoring = || m.manager.config().metrics.restoring_tasks.get();
+    assert_eq!(restoring(), 1, "weir_restoring_tasks");
 
     // A word counted by 1_1 is counted while 1_0 restores.
     let w1 = (0..)
@@ -126,6 +128,11 @@ fn a_restoring_task_does_not_hold_up_the_running_ones() {
 
     m.run_until_idle(500, 5000).unwrap();
     assert_eq!(m.manager.lifecycle(count_task(0)), Some(Lifecycle::Running));
+    assert_eq!(
+        m.manager.config().metrics.restoring_tasks.get(),
+        0,
+        "weir_restoring_tasks"
+    );
     let counts = latest(&cluster, "counts");
     assert_eq!(counts.get(&w0).map(String::as_str), Some("1"));
     // The restored store holds every word it had.

@@ -63,6 +63,7 @@ impl TaskManager {
             .into_iter()
             .map(|(id, r)| (id, r.into_task()))
             .collect();
+        self.cfg.metrics.restoring_tasks.sub(restoring.len() as i64);
         self.close_tasks(restoring);
         let mut result = Ok(());
         if !self.running.is_empty() {
@@ -337,6 +338,7 @@ impl TaskManager {
                     self.listener.restore_progress(id, &store, remaining);
                 }
                 self.restoring.insert(id, r);
+                self.cfg.metrics.restoring_tasks.inc();
             }
             None => {
                 for (store, from, to) in skips {

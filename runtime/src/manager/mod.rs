@@ -276,6 +276,7 @@ impl TaskManager {
         let mut tasks = std::mem::take(&mut self.running);
         tasks.append(&mut self.suspended);
         for (id, r) in std::mem::take(&mut self.restoring) {
+            self.cfg.metrics.restoring_tasks.dec();
             tasks.insert(id, r.into_task());
         }
         self.close_tasks(tasks);

@@ -268,7 +268,9 @@ impl TaskManager {
 
     /// Task `id` has read every changelog up to its target: it runs now.
     fn finish_restore(&mut self, id: TaskId) -> Result<Vec<Resumed>, RuntimeError> {
-        let (task, applied) = self.restoring.remove(&id).expect("restoring task").complete()?;
+        let restoring = self.restoring.remove(&id).expect("restoring task");
+        self.cfg.metrics.restoring_tasks.dec();
+        let (task, applied) = restoring.complete()?;
         self.cfg.metrics.task_events(TaskEvent::Restored, 1);
         self.listener.restore_done(id, applied.iter().sum());
         let resumed: Vec<Resumed> = self
