@@ -29,6 +29,9 @@ pub type KvEntries = Vec<(Vec<u8>, Vec<u8>)>;
 /// to hold recently read pages.
 pub const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// How [`StateDb::open`] says sled found its files corrupt.
+const CORRUPT: &str = "the state database is corrupt";
+
 /// `Send + Sync`, so stream threads can share it and open their tasks.
 pub struct StateDb {
     db: sled::Db,
@@ -49,6 +52,34 @@ impl StateDb {
         Self::open_waiting(dir, Duration::from_secs(1))
     }
 
+    /// [`StateDb::open`], but a database sled finds corrupt (a process
+    /// killed while sled was creating or recovering its files can leave
+    /// one) is moved aside to `{dir}.corrupt-{unix seconds}` and an empty
+    /// one opened in its place: local state is a cache of the changelogs,
+    /// so every task restores from them. Returns where the corrupt one
+    /// went, if it was moved.
+    pub fn open_or_reset(dir: &Path) -> Result<(StateDb, Option<PathBuf>), StoreError> {
+        match Self::open(dir) {
+            Ok(db) => Ok((db, None)),
+            Err(e) if e.message.contains(CORRUPT) => {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mut aside = dir.as_os_str().to_owned();
+                aside.push(format!(".corrupt-{secs}"));
+                let aside = PathBuf::from(aside);
+                std::fs::rename(dir, &aside).map_err(|r| {
+                    StoreError::new(
+                        dir.display().to_string(),
+                        format!("{}; moving it aside to {} failed: {r}", e.message, aside.display()),
+                    )
+                })?;
+                Ok((Self::open(dir)?, Some(aside)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub(crate) fn open_waiting(dir: &Path, lock_wait: Duration) -> Result<StateDb, StoreError> {
         let err =
             |what: &str, e: &dyn std::fmt::Display| StoreError::new(dir.display().to_string(), format!("{what}: {e}"));
@@ -60,6 +91,7 @@ impl StateDb {
                 Err(sled::Error::Io(e)) if is_lock_conflict(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(2));
                 }
+                Err(e @ sled::Error::Corruption { .. }) => return Err(err(CORRUPT, &e)),
                 Err(e) => return Err(err("cannot open the state database", &e)),
             }
         };

@@ -506,3 +506,35 @@ fn update_is_get_then_put_with_one_probe() {
     let records = s.flush().unwrap();
     assert_eq!(records, vec![rec(b"k", Some(&4u64.to_be_bytes()))]);
 }
+
+#[test]
+fn a_corrupt_database_is_moved_aside_and_an_empty_one_opened() {
+    let parent = TempDir::new().unwrap();
+    let dir = parent.path().join("state");
+    {
+        let db = StateDb::open(&dir).unwrap();
+        let task = db.task("0_0", 1 << 20).unwrap();
+        task.commit(&cp(7)).unwrap();
+        db.flush_to_disk().unwrap();
+    }
+    // What a kill while sled writes its files can leave: a snapshot file
+    // cut short.
+    std::fs::write(dir.join("snap.00000000000000CD"), [0u8, 0, 0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+    let err = StateDb::open(&dir).err().expect("a corrupt database does not open");
+    assert!(err.message.starts_with("the state database is corrupt"), "{err}");
+    let (db, aside) = StateDb::open_or_reset(&dir).unwrap();
+    let aside = aside.expect("moved aside");
+    assert!(
+        aside
+            .to_string_lossy()
+            .starts_with(&format!("{}.corrupt-", dir.display())),
+        "{}",
+        aside.display()
+    );
+    assert!(aside.is_dir());
+    assert_eq!(
+        db.task("0_0", 1 << 20).unwrap().checkpoint().unwrap(),
+        None,
+        "an empty database"
+    );
+}

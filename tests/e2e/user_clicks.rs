@@ -1059,3 +1059,40 @@ fn a_bad_instance_id_stops_the_daemon_with_one_line() {
         "{logs}"
     );
 }
+
+/// A state database sled cannot open (a kill while it wrote a snapshot:
+/// here a snapshot file cut short) is moved aside with one warning, and
+/// the daemon restores every task from the changelogs: counts exact.
+#[test]
+fn a_corrupt_state_database_is_moved_aside_and_rebuilt_from_the_changelogs() {
+    let _heavy = heavy_test_lock();
+    let broker = TestBroker::start(BrokerKind::Dev, 4);
+    let addr = broker.addr();
+    let mut clicks = Clicks::new(16);
+    produce(addr, INPUT, &clicks.lines(20_000));
+    let mut daemon = Daemon::new("user-clicks-corrupt", addr, &[APP], &[]);
+    daemon.start();
+    wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut daemon]);
+    daemon.stop();
+    let state = daemon.state_dir();
+    std::fs::write(state.join("snap.00000000000000CD"), [0u8, 0, 0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+    produce(addr, INPUT, &clicks.lines(5_000));
+    daemon.start();
+    wait_for_exact_answer(addr, &clicks.answer(), &mut [&mut daemon]);
+    let logs = daemon.proc().logs();
+    assert_eq!(
+        logs.matches("the local state database was corrupt; moved it aside")
+            .count(),
+        1,
+        "{logs}"
+    );
+    let http = daemon_http_addr(daemon.proc());
+    let restored = metric_sum(
+        &http,
+        "weir_task_events_total",
+        &[("topology", APP), ("event", "restored")],
+    )
+    .expect("metrics");
+    assert!(restored >= 1.0, "tasks restored from the changelogs: {restored}");
+    daemon.stop();
+}

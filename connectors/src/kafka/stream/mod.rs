@@ -162,10 +162,18 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
         settings.session_timeout_ms = settings.session_timeout_ms.max(STATIC_SESSION_TIMEOUT_MS);
     }
     std::fs::create_dir_all(&config.state_dir)?;
-    let db = Arc::new(
-        StateDb::open(&config.state_dir)
-            .map_err(|e| Error::InvalidArgument(format!("state directory {}: {e}", config.state_dir.display())))?,
-    );
+    // A corrupt database (a kill while sled created or recovered its
+    // files) is moved aside: every task then restores from its changelog.
+    let (db, moved) = StateDb::open_or_reset(&config.state_dir)
+        .map_err(|e| Error::State(format!("state directory {}: {e}", config.state_dir.display())))?;
+    if let Some(aside) = moved {
+        tracing::warn!(
+            state_dir = %config.state_dir.display(),
+            moved_to = %aside.display(),
+            "the local state database was corrupt; moved it aside, the tasks restore from their changelogs"
+        );
+    }
+    let db = Arc::new(db);
 
     let mut shared = Vec::new();
     for app in apps {
