@@ -131,16 +131,6 @@ impl MemoryCluster {
             .unwrap_or_default()
     }
 
-    /// Up to `max` records of a partition from offset `from` on.
-    pub fn records_from(&self, topic: &str, partition: i32, from: i64, max: usize) -> Vec<StoredRecord> {
-        let data = self.lock();
-        let Some(log) = data.topics.get(topic).and_then(|p| p.get(partition as usize)) else {
-            return Vec::new();
-        };
-        let from = (from.max(0) as usize).min(log.len());
-        log[from..(from.saturating_add(max)).min(log.len())].to_vec()
-    }
-
     /// What a `read_committed` reader gets from offset `from` on, at most
     /// `max` records: (offset, record) pairs, and the position after them
     /// (past skipped aborted records; at the first record of an open
@@ -475,8 +465,6 @@ pub struct Member {
     /// Next offset to read per (topic index, partition).
     positions: BTreeMap<(u32, i32), i64>,
     paused: Vec<(u32, i32)>,
-    /// Whether the previous poll found records.
-    busy: bool,
     /// Changelog records per restore step.
     restore_budget: usize,
 }
@@ -581,7 +569,6 @@ impl Member {
             cluster: cluster.clone(),
             positions: BTreeMap::new(),
             paused: Vec::new(),
-            busy: false,
             restore_budget: 1000,
         })
     }
@@ -677,7 +664,6 @@ impl Member {
             }
         }
         self.manager.punctuate(&mut self.transport, now)?;
-        self.busy = n > 0;
         if commit || self.manager.wants_commit() {
             self.manager.commit(&mut self.transport, false)?;
         }
@@ -698,15 +684,5 @@ impl Member {
     /// Changelog records each poll restores (1000 by default).
     pub fn set_restore_budget(&mut self, records: usize) {
         self.restore_budget = records.max(1);
-    }
-
-    /// The cluster this member belongs to.
-    pub fn cluster(&self) -> &MemoryCluster {
-        &self.cluster
-    }
-
-    /// Whether the last poll found records.
-    pub fn was_busy(&self) -> bool {
-        self.busy
     }
 }

@@ -196,17 +196,6 @@ impl Plan {
             .map(|subtopology| TaskId { subtopology, partition })
     }
 
-    /// Every task of the application.
-    pub fn all_tasks(&self) -> Vec<TaskId> {
-        let mut out = Vec::new();
-        for (subtopology, n) in self.sub_partitions.iter().enumerate() {
-            for partition in 0..*n {
-                out.push(TaskId { subtopology, partition });
-            }
-        }
-        out
-    }
-
     /// The (topic index, partition) pairs task `id` reads.
     pub fn partitions_of(&self, id: TaskId) -> Vec<(u32, i32)> {
         (0..self.reader.len())

@@ -185,7 +185,7 @@ impl TaskManager {
     /// see the module docs. Returns where each partition goes on and which
     /// wait for a restore.
     pub fn assign(&mut self, t: &mut dyn Transport, partitions: &[(u32, i32)]) -> Result<Assignment, RuntimeError> {
-        self.guarded(|m| m.assign_tasks(t, partitions))
+        self.guarded(t, |m, t| m.assign_tasks(t, partitions))
     }
 
     fn assign_tasks(&mut self, t: &mut dyn Transport, partitions: &[(u32, i32)]) -> Result<Assignment, RuntimeError> {

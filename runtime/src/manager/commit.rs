@@ -47,11 +47,7 @@ impl TaskManager {
         if self.running.is_empty() {
             return Ok(());
         }
-        let r = self.guarded(|m| m.commit_steps(t, wait_offsets));
-        if r.is_err() {
-            self.abort_txn(t);
-        }
-        r
+        self.guarded(t, |m, t| m.commit_steps(t, wait_offsets))
     }
 
     fn commit_steps(&mut self, t: &mut dyn Transport, wait_offsets: bool) -> Result<(), RuntimeError> {

@@ -322,10 +322,17 @@ impl TaskManager {
     }
 
     /// Runs `f`, marking the manager failed if it fails.
-    fn guarded<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R, RuntimeError>) -> Result<R, RuntimeError> {
-        let r = f(self);
+    /// Runs `f`; if it fails, the manager is failed and the open
+    /// transaction (exactly-once) aborted.
+    fn guarded<R>(
+        &mut self,
+        t: &mut dyn Transport,
+        f: impl FnOnce(&mut Self, &mut dyn Transport) -> Result<R, RuntimeError>,
+    ) -> Result<R, RuntimeError> {
+        let r = f(self, t);
         if let Err(e) = &r {
             self.fail(e.to_string());
+            self.abort_txn(t);
         }
         r
     }

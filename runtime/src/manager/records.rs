@@ -86,11 +86,7 @@ impl TaskManager {
             return Ok(());
         }
         let letters = std::mem::take(&mut task.ctx.dead_letters);
-        let r = self.guarded(|m| m.send_dead_letters(t, &rec, letters));
-        if r.is_err() {
-            self.abort_txn(t);
-        }
-        r
+        self.guarded(t, |m, t| m.send_dead_letters(t, &rec, letters))
     }
 
     fn send_dead_letters(
@@ -131,7 +127,7 @@ impl TaskManager {
     /// After a batch: let every running task emit what is due at wall-clock
     /// time `now` and send every task's outputs.
     pub fn punctuate(&mut self, t: &mut dyn Transport, now: i64) -> Result<(), RuntimeError> {
-        let r = self.guarded(|m| {
+        self.guarded(t, |m, t| {
             let ids: Vec<TaskId> = m.running.keys().copied().collect();
             for id in ids {
                 m.running.get_mut(&id).expect("task").punctuate(now);
@@ -139,11 +135,7 @@ impl TaskManager {
             }
             t.tick();
             Ok(())
-        });
-        if r.is_err() {
-            self.abort_txn(t);
-        }
-        r
+        })
     }
 
     /// Send the records task `id` collected, and the dead letters it

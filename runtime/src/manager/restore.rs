@@ -253,7 +253,7 @@ impl TaskManager {
         let Some(&id) = self.restoring.keys().next() else {
             return Ok(Vec::new());
         };
-        self.guarded(|m| {
+        self.guarded(t, |m, t| {
             let r = m.restoring.get_mut(&id).expect("restoring task");
             let step = r.step(t, budget.max(1))?;
             if let Some((store, remaining)) = &step.store {
