@@ -73,6 +73,11 @@ pub enum RuntimeError {
     /// delivery, a read. The message names the call and the topic.
     #[error("{0}")]
     Transport(String),
+    /// Another member took this one's place (its transactional producer
+    /// was fenced, or its group generation is over): its tasks are not its
+    /// own any more, and nothing it has not committed ever will be.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl RuntimeError {

@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use weir_state::StateDb;
 use weir_topology::Topology;
 
-use crate::manager::{decode_origin, Guarantee, Incoming, ManagerConfig, NoListener, TaskListener, ORIGIN_HEADER};
+use crate::manager::{
+    decode_origin, Assignment, Guarantee, Incoming, ManagerConfig, NoListener, TaskListener, ORIGIN_HEADER,
+};
 use crate::metrics::Metrics;
 use crate::plan::Plan;
 use crate::transport::{Delivered, GroupOffset, Outgoing, RangeReader, ReadProgress, ReadRecord, Track, Transport};
@@ -203,6 +205,7 @@ impl MemoryCluster {
             operations: 0,
             crash_at: None,
             crashed: false,
+            fail_at: None,
             transactional_id: None,
             txn: None,
         }
@@ -232,6 +235,7 @@ pub struct MemoryTransport {
     operations: u64,
     crash_at: Option<u64>,
     crashed: bool,
+    fail_at: Option<u64>,
     transactional_id: Option<String>,
     /// The open transaction.
     txn: Option<u64>,
@@ -245,6 +249,14 @@ impl MemoryTransport {
     /// delivered), and every later operation fails too.
     pub fn crash_at(&mut self, n: u64) {
         self.crash_at = Some(n);
+    }
+
+    /// Fail operation `n` (counted as for [`crash_at`](Self::crash_at)),
+    /// once, as a broker that refuses a request does: the records still
+    /// pending are lost (a failed flush delivers the first half of them
+    /// first), and the transport works on.
+    pub fn fail_at(&mut self, n: u64) {
+        self.fail_at = Some(n);
     }
 
     /// Operations so far (to enumerate crash points).
@@ -263,16 +275,18 @@ impl MemoryTransport {
             return Err(RuntimeError::Transport(format!("{what}: the member has crashed")));
         }
         self.operations += 1;
-        if self.crash_at == Some(self.operations) {
-            self.crashed = true;
+        let crash = self.crash_at == Some(self.operations);
+        if crash || self.fail_at == Some(self.operations) {
+            self.crashed = crash;
             if what == "flush" {
                 let half = self.pending.len() / 2;
                 let delivered: Vec<_> = self.pending.drain(..half).collect();
                 self.deliver(delivered);
             }
             self.pending.clear();
+            let kind = if crash { "crash" } else { "failure" };
             return Err(RuntimeError::Transport(format!(
-                "{what}: injected crash at operation {}",
+                "{what}: injected {kind} at operation {}",
                 self.operations
             )));
         }
@@ -585,6 +599,21 @@ impl Member {
             }
         }
         let a = self.manager.assign(&mut self.transport, &partitions)?;
+        self.go_on_from(&partitions, a)
+    }
+
+    /// Exactly-once, after a failed operation: back to the last committed
+    /// transaction ([`TaskManager::recover`]), reading on from there.
+    pub fn recover(&mut self) -> Result<(), RuntimeError> {
+        let partitions: Vec<(u32, i32)> = self.positions.keys().copied().collect();
+        let a = self.manager.recover(&mut self.transport)?;
+        self.go_on_from(&partitions, a)
+    }
+
+    /// Positions the member's reading of `partitions` as assignment `a`
+    /// says, or at the group's offsets.
+    fn go_on_from(&mut self, partitions: &[(u32, i32)], a: Assignment) -> Result<(), RuntimeError> {
+        let plan = self.manager.plan().clone();
         let committed: Vec<(String, i32)> = partitions
             .iter()
             .map(|(t, p)| (plan.topic_names[*t as usize].clone(), *p))

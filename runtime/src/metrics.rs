@@ -30,6 +30,7 @@
 //! | `weir_late_records_dropped_total` | counter | topology |
 //! | `weir_dlq_records_total` | counter | topology |
 //! | `weir_rebalances_total` | counter | topology |
+//! | `weir_transactions_aborted_total` | counter | topology |
 //! | `weir_active_tasks` | gauge | topology |
 //! | `weir_restoring_tasks` | gauge | topology |
 //! | `weir_build_info` | gauge (always 1) | version |
@@ -62,6 +63,7 @@ pub mod names {
     pub const LATE_RECORDS_DROPPED: &str = "weir_late_records_dropped_total";
     pub const DLQ_RECORDS: &str = "weir_dlq_records_total";
     pub const REBALANCES: &str = "weir_rebalances_total";
+    pub const TRANSACTIONS_ABORTED: &str = "weir_transactions_aborted_total";
     pub const ACTIVE_TASKS: &str = "weir_active_tasks";
     pub const RESTORING_TASKS: &str = "weir_restoring_tasks";
     pub const BUILD_INFO: &str = "weir_build_info";
@@ -115,6 +117,7 @@ pub struct Metrics {
     late_records: IntCounterVec,
     dlq_records: IntCounterVec,
     rebalances: IntCounterVec,
+    transactions_aborted: IntCounterVec,
     active_tasks: IntGaugeVec,
     restoring_tasks: IntGaugeVec,
     /// Records written by the built-in data generators (`--generate`).
@@ -264,6 +267,11 @@ impl Metrics {
                 "Partition assignments and revocations seen by the stream threads.",
                 &["topology"],
             ),
+            transactions_aborted: counter(
+                TRANSACTIONS_ABORTED,
+                "Exactly-once transactions aborted (a send or commit failed; the tasks went back to their last committed state and went on).",
+                &["topology"],
+            ),
             active_tasks: gauge(ACTIVE_TASKS, "Tasks running in this process.", &["topology"]),
             restoring_tasks: gauge(
                 RESTORING_TASKS,
@@ -333,6 +341,7 @@ impl Metrics {
             late_records_dropped: self.late_records.with_label_values(l),
             dlq_records: self.dlq_records.with_label_values(l),
             rebalances: self.rebalances.with_label_values(l),
+            transactions_aborted: self.transactions_aborted.with_label_values(l),
             active_tasks: self.active_tasks.with_label_values(l),
             restoring_tasks: self.restoring_tasks.with_label_values(l),
             records_consumed: self.records_consumed.clone(),
@@ -386,6 +395,7 @@ pub struct TopologyMetrics {
     pub late_records_dropped: IntCounter,
     pub dlq_records: IntCounter,
     pub rebalances: IntCounter,
+    pub transactions_aborted: IntCounter,
     pub active_tasks: IntGauge,
     pub restoring_tasks: IntGauge,
     records_consumed: IntCounterVec,

@@ -153,3 +153,55 @@ fn at_least_once_outputs_repeat_after_some_crash() {
     assert!(bad > 0, "no crash point of {total} showed a repeat under at-least-once");
     eprintln!("at-least-once: {bad} of {total} crash points repeat or go backwards");
 }
+
+/// Runs the whole input with operation `n` after the assignment failing
+/// once (none if 0); the member recovers from each failure and goes on,
+/// without a restart. Returns what the reader saw, the truth, the
+/// recoveries, and the operations the run took after its assignment.
+fn failure_run(n: u64) -> (BTreeMap<String, Vec<u64>>, BTreeMap<String, u64>, u32, u64) {
+    let cluster = MemoryCluster::new();
+    let truth = input(&cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(StateDb::open(dir.path()).unwrap());
+    let mut m = member(&cluster, &db, true);
+    m.assign_all().unwrap();
+    let assigned = m.transport.operations();
+    if n > 0 {
+        m.transport.fail_at(assigned + n);
+    }
+    let mut recoveries = 0;
+    while let Err(e) = m.run_until_idle(10, 5000) {
+        assert!(m.manager.can_recover(), "cannot recover from {e}");
+        recoveries += 1;
+        assert!(recoveries < 5, "recovering does not end: {e}");
+        m.recover().unwrap();
+    }
+    (seen(&cluster), truth, recoveries, m.transport.operations() - assigned)
+}
+
+/// A failed send, flush or transaction commit at any point aborts the
+/// transaction, the tasks go back to their last committed state, and the
+/// same member goes on: the reader sees every count once, in order, and
+/// exact at the end.
+#[test]
+fn exactly_once_member_recovers_from_a_failure_at_every_operation() {
+    let (_, _, recoveries, total) = failure_run(0);
+    assert_eq!(recoveries, 0);
+    let mut failures = Vec::new();
+    for n in 1..=total {
+        let (seen, truth, recoveries, _) = failure_run(n);
+        assert_eq!(
+            recoveries, 1,
+            "the failure at operation {n} of {total} did not happen once"
+        );
+        if let Some(why) = not_exactly_once(&seen, &truth) {
+            failures.push(format!("failure at operation {n} of {total}: {why}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {total} failure points:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

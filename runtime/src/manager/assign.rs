@@ -85,6 +85,16 @@ impl TaskManager {
                 tracing::info!(member = %self.cfg.name, tasks = n, "partitions revoked; tasks closed without a commit");
             }
         }
+        if let Err(e) = &result {
+            if self.can_recover() {
+                // Exactly-once: the commit's transaction was aborted and
+                // the tasks are closed; their next owner replays the work.
+                // Nothing of it is left here to fail the member for.
+                tracing::warn!(member = %self.cfg.name, error = %e, "the commit at the revoke was aborted; the next owner replays it");
+                self.failed = None;
+                result = Ok(());
+            }
+        }
         self.report_tasks();
         result
     }

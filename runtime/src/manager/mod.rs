@@ -33,6 +33,7 @@
 mod assign;
 mod commit;
 mod records;
+mod recover;
 mod restore;
 
 pub use assign::{checkpoint_pointer, parse_checkpoint_pointer, Assignment};
@@ -156,6 +157,9 @@ pub struct TaskManager {
     /// Exactly-once: whether a transaction is open (begun by the first
     /// send after a commit).
     in_txn: bool,
+    /// The failure cannot be undone by [`recover`](Self::recover): the
+    /// member was fenced, or the abort of its transaction failed too.
+    unrecoverable: bool,
 }
 
 impl TaskManager {
@@ -178,6 +182,7 @@ impl TaskManager {
             rebalance_started: None,
             restore_started: None,
             in_txn: false,
+            unrecoverable: false,
         }
     }
 
@@ -198,8 +203,12 @@ impl TaskManager {
     pub(super) fn abort_txn(&mut self, t: &mut dyn Transport) {
         if self.in_txn {
             self.in_txn = false;
-            if let Err(e) = t.abort_transaction() {
-                tracing::warn!(member = %self.cfg.name, error = %e, "aborting the transaction failed");
+            match t.abort_transaction() {
+                Ok(()) => self.cfg.metrics.transactions_aborted.inc(),
+                Err(e) => {
+                    self.unrecoverable = true;
+                    tracing::warn!(member = %self.cfg.name, error = %e, "aborting the transaction failed");
+                }
             }
         }
     }
@@ -321,7 +330,6 @@ impl TaskManager {
             .task(&task.id().to_string(), task.id().partition, &sources, &sinks, &stores)
     }
 
-    /// Runs `f`, marking the manager failed if it fails.
     /// Runs `f`; if it fails, the manager is failed and the open
     /// transaction (exactly-once) aborted.
     fn guarded<R>(
@@ -332,6 +340,9 @@ impl TaskManager {
         let r = f(self, t);
         if let Err(e) = &r {
             self.fail(e.to_string());
+            if matches!(e, RuntimeError::Fenced(_)) {
+                self.unrecoverable = true;
+            }
             self.abort_txn(t);
         }
         r
