@@ -43,6 +43,7 @@ impl Running {
             idle_advance: weir_connectors::kafka::stream::default_idle_advance(Duration::from_millis(200)),
             delivery_timeout: weir_connectors::kafka::stream::DEFAULT_DELIVERY_TIMEOUT,
             instance_id: None,
+            guarantee: weir_connectors::kafka::stream::Guarantee::AtLeastOnce,
             stop: stop.clone(),
         };
         let st = status.clone();

@@ -606,6 +606,7 @@ fn run_weir(
         idle_advance: weir_connectors::kafka::stream::default_idle_advance(commit_interval),
         delivery_timeout: weir_connectors::kafka::stream::DEFAULT_DELIVERY_TIMEOUT,
         instance_id: None,
+        guarantee: weir_connectors::kafka::stream::Guarantee::AtLeastOnce,
         stop: stop.clone(),
     };
     let apps = vec![AppSpec {

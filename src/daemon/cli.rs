@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
+use weir_connectors::kafka::stream::Guarantee;
 use weir_connectors::kafka::{self, EmbeddedBroker, TailLimit};
 
 use super::Daemon;
@@ -148,7 +149,8 @@ pub(crate) struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
     /// Commit (flush stores, their changelogs and the producer, then commit
-    /// offsets) this often, in milliseconds. [default: 1000]
+    /// offsets) this often, in milliseconds. [default: 1000; 100 with
+    /// --guarantee exactly-once]
     #[arg(long, env = "WEIR_COMMIT_INTERVAL_MS", value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub commit_interval_ms: Option<u64>,
@@ -180,6 +182,17 @@ pub(crate) struct RunArgs {
     /// dynamic membership]
     #[arg(long, env = "WEIR_INSTANCE_ID", value_name = "ID")]
     pub instance_id: Option<String>,
+    /// What a commit promises about outputs: `at-least-once` (state is
+    /// exact after a crash; outputs written since the last commit may be
+    /// written again) or `exactly-once` (Kafka transactions, as Kafka
+    /// Streams' exactly_once_v2: each commit's outputs, state changes and
+    /// input offsets become visible together or not at all, so a
+    /// `read_committed` reader sees every output once; needs a cluster
+    /// with transactions, and the commit interval defaults to 100 ms).
+    /// See the README's "What is guaranteed". [default: at-least-once]
+    #[arg(long, env = "WEIR_GUARANTEE", value_name = "GUARANTEE",
+          value_parser = super::config::parse_guarantee)]
+    pub guarantee: Option<Guarantee>,
     /// Write-cache limit per task, in bytes; a task past it commits early.
     /// [default: 10485760]
     #[arg(long, env = "WEIR_CACHE_MAX_BYTES", value_name = "BYTES")]

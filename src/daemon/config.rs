@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use serde::Deserialize;
+use weir_connectors::kafka::stream::Guarantee;
 
 /// The file's top level.
 #[derive(Debug, Default, Deserialize)]
@@ -24,6 +25,7 @@ pub struct FileConfig {
     pub idle_advance_ms: Option<u64>,
     pub delivery_timeout_ms: Option<u64>,
     pub instance_id: Option<String>,
+    pub guarantee: Option<String>,
     pub cache_max_bytes: Option<usize>,
     pub http: Option<String>,
     pub generate: Option<bool>,
@@ -87,6 +89,9 @@ impl FileConfig {
         {
             anyhow::bail!("instance_id {why}");
         }
+        if let Some(g) = &config.guarantee {
+            parse_guarantee(g).map_err(|e| anyhow!("guarantee: {e}"))?;
+        }
         Ok(config)
     }
 
@@ -135,6 +140,16 @@ pub fn check_rate(r: f64, what: &str) -> anyhow::Result<f64> {
     }
 }
 
+/// `--guarantee` and the file's `guarantee`: `at-least-once` or
+/// `exactly-once`.
+pub fn parse_guarantee(s: &str) -> Result<Guarantee, String> {
+    match s {
+        "at-least-once" => Ok(Guarantee::AtLeastOnce),
+        "exactly-once" => Ok(Guarantee::ExactlyOnce),
+        other => Err(format!("{other:?} is not a guarantee (at-least-once or exactly-once)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +166,7 @@ brokers = "127.0.0.1:9092"
 state_dir = "/var/lib/weir"
 threads = 2
 commit_interval_ms = 100
+guarantee = "exactly-once"
 http = "127.0.0.1:0"
 generate = false
 rate = 50
@@ -164,6 +180,7 @@ generate = true
         .unwrap();
         assert_eq!(c.brokers.as_deref(), Some("127.0.0.1:9092"));
         assert_eq!(c.threads, Some(2));
+        assert_eq!(c.guarantee.as_deref().map(parse_guarantee), Some(Ok(Guarantee::ExactlyOnce)));
         assert_eq!(c.rate, Some(50.0));
         let t = c.topology("emoji-stream").unwrap();
         assert_eq!(t.rate, Some(2000.5));
@@ -185,6 +202,10 @@ generate = true
         );
         assert_eq!(err("threads = 0\n"), "threads must be at least 1");
         assert_eq!(
+            err("guarantee = \"twice\"\n"),
+            "guarantee: \"twice\" is not a guarantee (at-least-once or exactly-once)"
+        );
+        assert_eq!(
             err("rate = -1\n"),
             "rate must be a number of events per second in (0, 10000000], got -1"
         );
@@ -198,3 +219,4 @@ generate = true
         assert_eq!(c.unknown_topology(&["a", "b"]), None);
     }
 }
+

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use weir_connectors::kafka::stream::{self, AppSpec, RunConfig, RunStatus};
+use weir_connectors::kafka::stream::{self, AppSpec, Guarantee, RunConfig, RunStatus};
 use weir_connectors::kafka::{Admin, ClientSettings};
 use weir_runtime::metrics::Metrics;
 
 use super::app::{AppParts, Context};
 use super::cli::{stop_on_signals, RunArgs};
-use super::config::{check_rate, FileConfig};
+use super::config::{check_rate, parse_guarantee, FileConfig};
 use super::{generate, http, Daemon};
 
 /// Settings after flags, environment, config file and defaults.
@@ -27,6 +27,7 @@ struct Settings {
     idle_advance: Option<Duration>,
     delivery_timeout: Duration,
     instance_id: Option<String>,
+    guarantee: Guarantee,
     cache_max_bytes: usize,
     http: String,
     /// `--generate` / `--no-generate`, which win over the file.
@@ -49,7 +50,22 @@ fn resolve(args: &RunArgs, file: &FileConfig) -> anyhow::Result<Settings> {
     } else {
         None
     };
-    let commit_interval = Duration::from_millis(args.commit_interval_ms.or(file.commit_interval_ms).unwrap_or(1000));
+    let guarantee = match (args.guarantee, &file.guarantee) {
+        (Some(g), _) => g,
+        (None, Some(g)) => parse_guarantee(g).map_err(|e| anyhow::anyhow!("guarantee: {e}"))?,
+        (None, None) => Guarantee::AtLeastOnce,
+    };
+    // Exactly-once commits are transactions: Kafka Streams' 100 ms keeps
+    // outputs as prompt as at-least-once's 1 s makes them look.
+    let default_interval = match guarantee {
+        Guarantee::AtLeastOnce => 1000,
+        Guarantee::ExactlyOnce => 100,
+    };
+    let commit_interval = Duration::from_millis(
+        args.commit_interval_ms
+            .or(file.commit_interval_ms)
+            .unwrap_or(default_interval),
+    );
     Ok(Settings {
         brokers: args
             .brokers
@@ -84,6 +100,7 @@ fn resolve(args: &RunArgs, file: &FileConfig) -> anyhow::Result<Settings> {
             },
             None => file.instance_id.clone(),
         },
+        guarantee,
         cache_max_bytes: args
             .cache_max_bytes
             .or(file.cache_max_bytes)
@@ -279,6 +296,7 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
         delivery_timeout: settings.delivery_timeout,
         cache_max_bytes: settings.cache_max_bytes,
         instance_id: settings.instance_id,
+        guarantee: settings.guarantee,
         stop: stop.clone(),
     };
     let result = stream::run_with(specs, config, status, metrics);

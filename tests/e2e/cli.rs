@@ -232,3 +232,21 @@ fn list_and_describe_name_the_scenarios() {
     assert!(out.contains("clicks-per-user"), "{out}");
     assert!(out.contains("user_click_aggregation"), "{out}");
 }
+
+/// A bad `--guarantee` stops `weir run` at once, naming the flag, the
+/// value and the two that are accepted.
+#[test]
+fn run_with_a_bad_guarantee_names_it() {
+    let mut p = Proc::spawn(
+        "bad-guarantee",
+        &["run", "user-clicks", "--brokers", "127.0.0.1:1", "--guarantee", "twice"],
+    );
+    let status = p.wait(DEADLINE);
+    assert_eq!(status.code(), Some(2), "{}", p.logs());
+    let first = p.stderr().lines().next().unwrap_or_default().to_string();
+    assert_eq!(
+        first,
+        "error: invalid value 'twice' for '--guarantee <GUARANTEE>': \"twice\" is not a guarantee \
+         (at-least-once or exactly-once)"
+    );
+}

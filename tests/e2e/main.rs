@@ -7,6 +7,7 @@
 
 mod cli;
 mod dashboard;
+mod exactly_once;
 mod harness;
 mod http;
 mod noida;

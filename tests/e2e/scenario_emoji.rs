@@ -22,11 +22,11 @@ const REPARTITION: &str = "emoji-stream-emoji-counts-repartition";
 const CLUSTERS: usize = 3;
 
 /// 2026-11-21T10:00:00.000Z in epoch ms: a multiple of the window size.
-const T0: i64 = 1_795_255_200_000;
+pub(crate) const T0: i64 = 1_795_255_200_000;
 
 /// Epoch ms as `2026-11-21T10:00:00.000Z` (no chrono in the test: plain
 /// arithmetic on a day that starts at T0 - 10 h).
-fn iso(ms: i64) -> String {
+pub(crate) fn iso(ms: i64) -> String {
     let day_start = T0 - 10 * 3_600_000;
     let offset = ms - day_start;
     assert!((0..86_400_000).contains(&offset), "test times stay on 2026-11-21");
@@ -39,7 +39,7 @@ fn iso(ms: i64) -> String {
     format!("2026-11-21T{h:02}:{m:02}:{s:02}.{milli:03}Z")
 }
 
-fn reaction(user: &str, emoji: &str, ms: i64) -> String {
+pub(crate) fn reaction(user: &str, emoji: &str, ms: i64) -> String {
     format!(
         r#"{{"user_id":"{user}","emoji_type":"{emoji}","timestamp":"{}"}}"#,
         iso(ms)
@@ -53,7 +53,7 @@ fn post(addr: &str, items: &[String]) -> (u16, String) {
 
 /// The aggregate of one window as the topology must write it (the exact
 /// JSON text: field order and formatting are the contract's).
-fn aggregate(emoji: &str, start: i64, count: u64, scale: u64) -> String {
+pub(crate) fn aggregate(emoji: &str, start: i64, count: u64, scale: u64) -> String {
     format!(
         r#"{{"emoji_type":"{emoji}","window_start":"{}","window_end":"{}","count":{count},"scaled":{}}}"#,
         iso(start),

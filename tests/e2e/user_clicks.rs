@@ -18,8 +18,8 @@ use crate::harness::*;
 
 pub(crate) const APP: &str = "user-clicks";
 pub(crate) const INPUT: &str = "user_clickstream";
-const OUTPUT: &str = "user_click_aggregation";
-const REPARTITION: &str = "user-clicks-clicks-per-user-repartition";
+pub(crate) const OUTPUT: &str = "user_click_aggregation";
+pub(crate) const REPARTITION: &str = "user-clicks-clicks-per-user-repartition";
 const DLQ: &str = "user-clicks-dlq";
 
 /// How long the daemon may take to reach the final answer: bounds a hang.
@@ -84,7 +84,7 @@ impl Clicks {
 }
 
 /// Compares the latest output per key with the answer.
-fn check_answer(reader: &TopicReader, answer: &BTreeMap<String, String>) -> Result<(), String> {
+pub(crate) fn check_answer(reader: &TopicReader, answer: &BTreeMap<String, String>) -> Result<(), String> {
     let latest = reader.latest_by_key()?;
     let mut wrong: Vec<String> = Vec::new();
     for (user, want) in answer {
@@ -113,7 +113,7 @@ fn check_answer(reader: &TopicReader, answer: &BTreeMap<String, String>) -> Resu
 }
 
 /// Records in `topic` so far (0 if it does not exist yet).
-fn total_records(brokers: &str, topic: &str) -> i64 {
+pub(crate) fn total_records(brokers: &str, topic: &str) -> i64 {
     match topic_exists(brokers, topic) {
         true => watermarks(brokers, topic).iter().map(|(_, _, high)| high).sum(),
         false => 0,
@@ -177,7 +177,7 @@ fn committed_positions(brokers: &str, topics: &[&str]) -> Result<Vec<(String, i3
 /// `Ok` when the application's consumer group has committed every input
 /// record (source and repartition topics at their high watermarks): after
 /// that, nothing will be replayed and the output is final.
-fn all_input_committed(brokers: &str) -> Result<(), String> {
+pub(crate) fn all_input_committed(brokers: &str) -> Result<(), String> {
     let behind: Vec<String> = committed_positions(brokers, &[INPUT, REPARTITION])?
         .into_iter()
         // An empty partition (keyless input may leave one empty) has
@@ -236,7 +236,7 @@ pub(crate) fn wait_for_exact_answer(brokers: &str, answer: &BTreeMap<String, Str
 /// has committed all input there is so far (when its predecessor had
 /// committed everything before it was killed, a restarted daemon has
 /// nothing to write until more input arrives).
-fn wait_for_progress(brokers: &str, daemon: &mut Daemon, mark: i64) -> i64 {
+pub(crate) fn wait_for_progress(brokers: &str, daemon: &mut Daemon, mark: i64) -> i64 {
     wait_for("the daemon's output to grow", PROGRESS, || {
         daemon.assert_running();
         let now = total_records(brokers, OUTPUT);
@@ -252,7 +252,7 @@ fn wait_for_progress(brokers: &str, daemon: &mut Daemon, mark: i64) -> i64 {
 
 /// A random seed for the moments of kills, printed so that a failing run
 /// can be repeated (`WEIR_E2E_SEED=...`).
-fn moment_rng(test: &str) -> SmallRng {
+pub(crate) fn moment_rng(test: &str) -> SmallRng {
     let seed = std::env::var("WEIR_E2E_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -294,7 +294,7 @@ fn counts_200k_lines_exactly(kind: BrokerKind) {
 
 /// Produces `chunks` one after the other with `pause` between them, so
 /// that input keeps arriving while the test kills and restarts daemons.
-fn produce_paced(brokers: &str, chunks: &[Vec<u8>], pause: Duration) {
+pub(crate) fn produce_paced(brokers: &str, chunks: &[Vec<u8>], pause: Duration) {
     let producer = LineProducer::new(brokers, INPUT);
     for (i, chunk) in chunks.iter().enumerate() {
         if i > 0 {
@@ -305,7 +305,7 @@ fn produce_paced(brokers: &str, chunks: &[Vec<u8>], pause: Duration) {
 }
 
 /// 200,000 clicks in 200 chunks.
-fn paced_chunks(clicks: &mut Clicks) -> Vec<Vec<u8>> {
+pub(crate) fn paced_chunks(clicks: &mut Clicks) -> Vec<Vec<u8>> {
     (0..200).map(|_| clicks.lines(1_000)).collect()
 }
 

@@ -227,6 +227,15 @@ impl<O> DeliveryTracker<O> {
         })
     }
 
+    /// Forgets every failure and tracked offset: after a transaction
+    /// abort, whose records were dropped by design (their reports say
+    /// "purged"), the producer goes on with the next transaction.
+    pub fn start_over(&self) {
+        *lock(&self.first_error) = None;
+        self.failed.store(0, Ordering::Release);
+        *lock(&self.tracked) = Tracked::default();
+    }
+
     /// What the tracked records delivered since the last call said; the
     /// tracker starts over.
     pub fn take_tracked(&self) -> Tracked {

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use weir_runtime::manager::Guarantee;
 use weir_runtime::metrics::Metrics;
 use weir_runtime::TaskConfig;
 use weir_state::StateDb;
@@ -62,6 +63,9 @@ pub struct RunConfig {
     /// back without a rebalance. `None`: dynamic membership. See
     /// [`check_instance_id`].
     pub instance_id: Option<String>,
+    /// What a commit promises about outputs (see `transport.rs`):
+    /// at-least-once, or exactly-once through Kafka transactions.
+    pub guarantee: Guarantee,
     /// Set to stop: the threads commit, leave the group and return.
     pub stop: Arc<AtomicBool>,
 }
@@ -76,6 +80,25 @@ pub fn check_instance_id(id: &str) -> Option<String> {
     id.chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         .map(|c| format!("{c:?} is not allowed (only ASCII letters, digits, '.', '_' and '-')"))
+}
+
+/// The name of this instance when it has no `--instance-id`: a random id
+/// kept in `{state_dir}/process-id` (as Kafka Streams keeps its process id
+/// in its state directory), so that a restart on the same state directory
+/// is the same instance to the transaction coordinator.
+pub fn process_id(state_dir: &std::path::Path) -> Result<String> {
+    let path = state_dir.join("process-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if check_instance_id(id.trim()).is_none() => return Ok(id.trim().to_string()),
+        Ok(_) => tracing::warn!(path = %path.display(), "ignoring a malformed process id; writing a new one"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::Io(e)),
+    }
+    let id = format!("p{:016x}", rand::random::<u64>());
+    let tmp = state_dir.join("process-id.tmp");
+    std::fs::write(&tmp, &id)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
 }
 
 /// The daemon's default for [`RunConfig::idle_advance`]: one commit
@@ -174,6 +197,13 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
         );
     }
     let db = Arc::new(db);
+    // Exactly-once: each thread's transactional id names this instance,
+    // the same at every start (see `transport.rs`).
+    let instance = match &config.instance_id {
+        Some(id) => id.clone(),
+        None if config.guarantee == Guarantee::ExactlyOnce => process_id(&config.state_dir)?,
+        None => String::new(),
+    };
 
     let mut shared = Vec::new();
     for app in apps {
@@ -191,6 +221,8 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
             commit_interval: config.commit_interval,
             delivery_timeout: config.delivery_timeout,
             instance_id: config.instance_id.clone(),
+            guarantee: config.guarantee,
+            transactional_prefix: format!("{}-{instance}", app.application_id),
             stop: config.stop.clone(),
             status: status.clone(),
             metrics: metrics.topology(&app.application_id),

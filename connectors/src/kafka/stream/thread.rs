@@ -29,7 +29,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
-use weir_runtime::manager::{decode_origin, now_ms, Incoming, ManagerConfig, ORIGIN_HEADER};
+use weir_runtime::manager::{decode_origin, now_ms, Assignment, Guarantee, Incoming, ManagerConfig, ORIGIN_HEADER};
 use weir_runtime::metrics::TopologyMetrics;
 use weir_runtime::{Origin, Plan, TaskConfig, TaskManager};
 use weir_state::StateDb;
@@ -71,6 +71,11 @@ pub struct AppShared {
     pub delivery_timeout: Duration,
     /// Static membership: thread `i` joins as `{instance_id}-{i}`.
     pub instance_id: Option<String>,
+    /// At-least-once or exactly-once (see `transport.rs`).
+    pub guarantee: Guarantee,
+    /// Exactly-once: thread `i`'s producer is `{transactional_prefix}-{i}`
+    /// (`{application}-{instance}`, stable across restarts).
+    pub transactional_prefix: String,
     pub stop: Arc<AtomicBool>,
     /// Where each thread stands (assignment, restore); for readiness.
     pub status: Arc<super::RunStatus>,
@@ -149,7 +154,14 @@ struct ThreadState {
     /// the consumer handed over for them anyway (fetched before the pause
     /// took effect; the task was not running, so it was not processed).
     paused: HashMap<(u32, i32), Option<i64>>,
+    /// Exactly-once recoveries since the last successful commit (a failure
+    /// that comes back every time is not recovered from for ever).
+    recoveries: u32,
 }
+
+/// Recoveries in a row, without a commit between them, after which a
+/// failure stops the thread.
+const MAX_RECOVERIES: u32 = 5;
 
 /// Run one stream thread until `stop` is set or a fatal error occurs.
 ///
@@ -172,7 +184,14 @@ pub fn run_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
 fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
     let name = format!("{}-thread-{index}", app.plan.application_id);
     let health = Health::new(&name, app.status.clone());
-    let io = KafkaIo::new(&app.settings, health.clone(), app.stop.clone(), app.delivery_timeout)?;
+    let transactional_id = format!("{}-{index}", app.transactional_prefix);
+    let io = KafkaIo::new(
+        &app.settings,
+        health.clone(),
+        app.stop.clone(),
+        app.delivery_timeout,
+        (app.guarantee == Guarantee::ExactlyOnce).then_some(transactional_id.as_str()),
+    )?;
     let mut config = app.settings.consumer_config(&app.plan.application_id);
     config.set("client.id", &name);
     if let Some(id) = &app.instance_id {
@@ -194,7 +213,7 @@ fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             max_record_bytes: app.settings.max_record_bytes(),
             name: name.clone(),
             cluster_keeps_data: true,
-            guarantee: weir_runtime::manager::Guarantee::AtLeastOnce,
+            guarantee: app.guarantee,
         },
         Box::new(StatusListener {
             status: app.status.clone(),
@@ -210,6 +229,7 @@ fn run_stream_thread(app: Arc<AppShared>, index: usize) -> Result<()> {
             fatal: None,
             topic_handles: Vec::new(),
             paused: HashMap::new(),
+            recoveries: 0,
         })
     });
     let topics = app.plan.source_topics();
@@ -273,7 +293,14 @@ impl ThreadState {
             io: &mut self.io,
             consumer,
         };
-        let r = self.manager.revoke(&mut t);
+        let r = if consumer.assignment_lost() {
+            // The session expired: the partitions may be another member's
+            // already, so nothing is committed for them.
+            self.manager.revoke_lost(&mut t);
+            Ok(())
+        } else {
+            self.manager.revoke(&mut t)
+        };
         consumer
             .unassign()
             .map_err(|e| Error::kafka("unassigning partitions", e))?;
@@ -306,6 +333,68 @@ impl ThreadState {
         if !assignment.paused.is_empty() {
             let mut paused = TopicPartitionList::new();
             for (topic, partition) in &assignment.paused {
+                paused.add_partition(&plan.topic_names[*topic as usize], *partition);
+            }
+            consumer
+                .pause(&paused)
+                .map_err(|e| Error::kafka("pausing the partitions of restoring tasks", e))?;
+        }
+        Ok(())
+    }
+
+    /// After a failed call of the task manager: under exactly-once the
+    /// tasks go back to their last committed transaction
+    /// ([`TaskManager::recover`]), the consumer to the offsets they name,
+    /// and the thread goes on; otherwise (or when stopping, fenced, or
+    /// failing again and again) `e` stands.
+    fn recover_or_fail(&mut self, consumer: &BaseConsumer<StreamContext>, e: Error) -> Result<()> {
+        if !self.manager.can_recover() || self.app.stop.load(Ordering::Relaxed) || self.recoveries >= MAX_RECOVERIES {
+            return Err(e);
+        }
+        self.recoveries += 1;
+        tracing::warn!(error = %e, "exactly-once: transaction aborted; the tasks go back to their last commit");
+        let mut t = KafkaTransport {
+            io: &mut self.io,
+            consumer,
+        };
+        let assignment = self.manager.recover(&mut t)?;
+        self.reposition(consumer, &assignment)
+    }
+
+    /// Moves the consumer's assigned partitions to where `a` says (or to
+    /// the group's offsets, or the beginning), and pauses those of
+    /// restoring tasks.
+    fn reposition(&mut self, consumer: &BaseConsumer<StreamContext>, a: &Assignment) -> Result<()> {
+        let plan = self.app.plan.clone();
+        let assigned = consumer
+            .assignment()
+            .map_err(|e| Error::kafka("reading the assignment", e))?;
+        consumer
+            .resume(&assigned)
+            .map_err(|e| Error::kafka("resuming partitions", e))?;
+        let committed = consumer
+            .committed_offsets(assigned.clone(), Duration::from_secs(10))
+            .map_err(|e| Error::kafka("reading the group's committed offsets", e))?;
+        for e in committed.elements() {
+            let topic = plan.by_name.get(e.topic()).copied();
+            let named = a
+                .positions
+                .iter()
+                .find(|(t, p, _)| Some(*t) == topic && *p == e.partition())
+                .map(|(_, _, o)| Offset::Offset(*o));
+            let offset = match (named, e.offset()) {
+                (Some(o), _) => o,
+                (None, Offset::Offset(o)) => Offset::Offset(o),
+                (None, _) => Offset::Beginning,
+            };
+            consumer
+                .seek(e.topic(), e.partition(), offset, Duration::from_secs(10))
+                .map_err(|err| Error::kafka(format!("positioning {}/{}", e.topic(), e.partition()), err))?;
+        }
+        self.paused = a.paused.iter().map(|p| (*p, None)).collect();
+        if !a.paused.is_empty() {
+            let mut paused = TopicPartitionList::new();
+            for (topic, partition) in &a.paused {
                 paused.add_partition(&plan.topic_names[*topic as usize], *partition);
             }
             consumer
@@ -433,7 +522,9 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
             if !s.manager.is_restoring() {
                 return Ok(false);
             }
-            s.restore_step(consumer)?;
+            if let Err(e) = s.restore_step(consumer) {
+                s.recover_or_fail(consumer, e)?;
+            }
             Ok(true)
         })?;
         // Never hold the thread state across poll(): rebalance callbacks run
@@ -457,7 +548,15 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
                 Err(e) => return Err(Error::kafka("consuming", e)),
             };
             last_contact = Instant::now();
-            with_state(|s| s.process(consumer, &msg))?;
+            let failed = with_state(|s| match s.process(consumer, &msg) {
+                Ok(()) => Ok(false),
+                // The rest of the batch is read again from where the
+                // recovered tasks stand.
+                Err(e) => s.recover_or_fail(consumer, e).map(|()| true),
+            })?;
+            if failed {
+                break;
+            }
             n += 1;
             if n >= BATCH {
                 break;
@@ -468,28 +567,44 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
             if let Some(e) = s.fatal.take() {
                 return Err(e);
             }
-            let mut t = KafkaTransport {
-                io: &mut s.io,
-                consumer,
-            };
-            s.manager.punctuate(&mut t, now_ms())?;
-            let due = s.manager.last_commit().elapsed() >= s.app.commit_interval;
-            let wants = s.manager.wants_commit();
-            // A thread that found nothing to consume for a whole poll
-            // timeout commits what it processed at once instead of holding
-            // it until the interval: the end of a burst is delivered
-            // without waiting up to a commit interval for the next tick.
-            let idle = n == 0 && !restoring && s.manager.uncommitted() > 0;
-            if due || wants || idle {
-                // Offsets are committed asynchronously here: state never
-                // depends on them, and a revoke or a shutdown commits
-                // synchronously.
-                s.manager.commit(&mut t, false)?;
+            match s.punctuate_and_commit(consumer, n, restoring) {
+                Ok(()) => Ok(()),
+                Err(e) => s.recover_or_fail(consumer, e),
             }
-            Ok(())
         })?;
     }
     Ok(())
+}
+
+impl ThreadState {
+    /// Punctuation, and a commit when one is due.
+    fn punctuate_and_commit(
+        &mut self,
+        consumer: &BaseConsumer<StreamContext>,
+        n: usize,
+        restoring: bool,
+    ) -> Result<()> {
+        let mut t = KafkaTransport {
+            io: &mut self.io,
+            consumer,
+        };
+        self.manager.punctuate(&mut t, now_ms())?;
+        let due = self.manager.last_commit().elapsed() >= self.app.commit_interval;
+        let wants = self.manager.wants_commit();
+        // A thread that found nothing to consume for a whole poll timeout
+        // commits what it processed at once instead of holding it until
+        // the interval: the end of a burst is delivered without waiting up
+        // to a commit interval for the next tick.
+        let idle = n == 0 && !restoring && self.manager.uncommitted() > 0;
+        if due || wants || idle {
+            // Offsets are committed asynchronously here: state never
+            // depends on them, and a revoke or a shutdown commits
+            // synchronously.
+            self.manager.commit(&mut t, false)?;
+            self.recoveries = 0;
+        }
+        Ok(())
+    }
 }
 
 /// Asks the cluster for the metadata of one source topic: whether it

@@ -1,18 +1,28 @@
-//! The rdkafka implementation of weir-runtime's [`Transport`]: two
+//! The rdkafka implementation of weir-runtime's [`Transport`]: the
 //! producers, the stream thread's consumer (watermarks, group offsets) and
 //! a [`ChangelogReader`].
 //!
-//! Records that need no delivery report (outputs, repartition records,
-//! dead letters) go through a producer with `delivery.report.only.error`:
-//! successful ones are freed on librdkafka's broker thread instead of
-//! being handed back one by one to the stream thread (serving those
-//! reports was the stream thread's largest single cost in `weir bench
-//! e2e`). Changelog and checkpoint records go through a second producer
-//! that reports every delivery, since the commit needs their offsets: each
-//! producer's [`DeliveryTracker`] keeps them, by the record's delivery
-//! opaque ([`TRACK_END`] for changelog records, [`TRACK_OFFSET`] plus the
-//! index of its task in `KafkaIo::checkpoint_tasks` for a checkpoint
-//! record, [`UNTRACKED`] for the rest).
+//! At-least-once, records that need no delivery report (outputs,
+//! repartition records, dead letters) go through a producer with
+//! `delivery.report.only.error`: successful ones are freed on librdkafka's
+//! broker thread instead of being handed back one by one to the stream
+//! thread (serving those reports was the stream thread's largest single
+//! cost in `weir bench e2e`). Changelog and checkpoint records go through
+//! a second producer that reports every delivery, since the commit needs
+//! their offsets: each producer's [`DeliveryTracker`] keeps them, by the
+//! record's delivery opaque ([`TRACK_END`] for changelog records,
+//! [`TRACK_OFFSET`] plus the index of its task in
+//! `KafkaIo::checkpoint_tasks` for a checkpoint record, [`UNTRACKED`] for
+//! the rest).
+//!
+//! Exactly-once, one transactional producer carries everything, since a
+//! transaction belongs to one producer: the commit's outputs, repartition,
+//! changelog and checkpoint records and, through
+//! `send_offsets_to_transaction` with the consumer's group metadata, its
+//! input offsets (KIP-447: a member whose generation is over cannot
+//! commit them). Its `transactional.id` is stable across restarts of the
+//! same thread, so a restarted thread's `init_transactions` aborts what
+//! its predecessor left open at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,10 +49,17 @@ use crate::{Error, Result};
 /// problem (`/readyz` 503) while it goes on waiting.
 const SLOW_DELIVERY: Duration = Duration::from_secs(2);
 
+/// How long a transaction call (init, offsets, commit, abort) may take.
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A stream thread's producers and reader.
 pub struct KafkaIo {
-    producer: BaseProducer<DeliveryTracker>,
-    changelog_producer: BaseProducer<DeliveryTracker>,
+    /// Records that need no delivery report; `None` under exactly-once,
+    /// where everything goes through `tracked` (one transaction).
+    quiet: Option<BaseProducer<DeliveryTracker>>,
+    /// Changelog and checkpoint records (every delivery reported); under
+    /// exactly-once every record: the transactional producer.
+    tracked: BaseProducer<DeliveryTracker>,
     health: Arc<Health>,
     reader: ChangelogReader,
     /// The tasks of the checkpoint records sent since the last flush.
@@ -52,25 +69,46 @@ pub struct KafkaIo {
 }
 
 impl KafkaIo {
+    /// `transactional_id`: exactly-once, with that stable id (see the
+    /// module docs); `None`: at-least-once.
     pub fn new(
         settings: &ClientSettings,
         health: Arc<Health>,
         stop: Arc<AtomicBool>,
         delivery_timeout: Duration,
+        transactional_id: Option<&str>,
     ) -> Result<KafkaIo> {
         let context = || DeliveryTracker::new().with_health(health.clone());
-        let producer: BaseProducer<DeliveryTracker> = settings
-            .producer_config()
-            .set("delivery.report.only.error", "true")
-            .create_with_context(context())
-            .map_err(|e| Error::kafka("creating the producer", e))?;
-        let changelog_producer: BaseProducer<DeliveryTracker> = settings
-            .producer_config()
-            .create_with_context(context())
-            .map_err(|e| Error::kafka("creating the changelog producer", e))?;
+        let (quiet, tracked) = match transactional_id {
+            None => {
+                let quiet: BaseProducer<DeliveryTracker> = settings
+                    .producer_config()
+                    .set("delivery.report.only.error", "true")
+                    .create_with_context(context())
+                    .map_err(|e| Error::kafka("creating the producer", e))?;
+                let tracked: BaseProducer<DeliveryTracker> = settings
+                    .producer_config()
+                    .create_with_context(context())
+                    .map_err(|e| Error::kafka("creating the changelog producer", e))?;
+                (Some(quiet), tracked)
+            }
+            Some(id) => {
+                let tracked: BaseProducer<DeliveryTracker> = settings
+                    .transactional_producer_config(id)
+                    .create_with_context(context())
+                    .map_err(|e| Error::kafka("creating the transactional producer", e))?;
+                // Fences an earlier producer with this id and aborts the
+                // transaction it left open.
+                tracked
+                    .init_transactions(TXN_CALL_TIMEOUT)
+                    .map_err(|e| Error::from(txn_error(&format!("initializing transactions as {id:?}"), e)))?;
+                tracing::info!(transactional_id = id, "transactional producer ready");
+                (None, tracked)
+            }
+        };
         Ok(KafkaIo {
-            producer,
-            changelog_producer,
+            quiet,
+            tracked,
             health,
             reader: ChangelogReader::new(settings),
             checkpoint_tasks: Vec::new(),
@@ -79,22 +117,26 @@ impl KafkaIo {
         })
     }
 
+    /// The producers in use.
+    fn producers(&self) -> impl Iterator<Item = &BaseProducer<DeliveryTracker>> {
+        self.quiet.iter().chain(std::iter::once(&self.tracked))
+    }
+
     /// On the way out: deliver what is queued, or, after a failure (nothing
     /// was committed past those records, they are replayed), drop it at
     /// once rather than wait for a cluster that may not answer.
     pub fn finish(&self, failed: bool) {
-        if failed {
-            let purge = PurgeConfig::default().queue().inflight();
-            self.producer.purge(purge);
-            self.changelog_producer.purge(purge);
-        } else {
-            let _ = flush_producer(&self.producer, Duration::from_secs(10));
-            let _ = flush_producer(&self.changelog_producer, Duration::from_secs(10));
+        for p in self.producers() {
+            if failed {
+                p.purge(PurgeConfig::default().queue().inflight());
+            } else {
+                let _ = flush_producer(p, Duration::from_secs(10));
+            }
         }
     }
 
     fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count() + self.changelog_producer.in_flight_count()
+        self.producers().map(|p| p.in_flight_count()).sum()
     }
 
     /// Waits until everything sent through both producers is delivered,
@@ -106,8 +148,7 @@ impl KafkaIo {
         const STEP: Duration = Duration::from_millis(200);
         let started = Instant::now();
         loop {
-            let done =
-                flush_producer(&self.producer, STEP).is_ok() && flush_producer(&self.changelog_producer, STEP).is_ok();
+            let done = self.producers().all(|p| flush_producer(p, STEP).is_ok());
             let waited = started.elapsed();
             if done {
                 if waited >= SLOW_DELIVERY {
@@ -187,14 +228,11 @@ impl RangeReader for KafkaTransport<'_> {
 impl Transport for KafkaTransport<'_> {
     fn send(&mut self, r: Outgoing<'_>) -> std::result::Result<(), RuntimeError> {
         let (producer, opaque) = match r.track {
-            Track::Quiet => (&self.io.producer, UNTRACKED),
-            Track::Changelog => (&self.io.changelog_producer, TRACK_END),
+            Track::Quiet => (self.io.quiet.as_ref().unwrap_or(&self.io.tracked), UNTRACKED),
+            Track::Changelog => (&self.io.tracked, TRACK_END),
             Track::Checkpoint(id) => {
                 self.io.checkpoint_tasks.push(id);
-                (
-                    &self.io.changelog_producer,
-                    TRACK_OFFSET + self.io.checkpoint_tasks.len() - 1,
-                )
+                (&self.io.tracked, TRACK_OFFSET + self.io.checkpoint_tasks.len() - 1)
             }
         };
         let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(r.topic, opaque)
@@ -239,12 +277,13 @@ impl Transport for KafkaTransport<'_> {
 
     fn flush(&mut self) -> std::result::Result<Delivered, RuntimeError> {
         self.io.await_delivery()?;
-        // Either producer's first failure fails the commit (and every later
-        // one: a tracker stays failed).
-        self.io.producer.context().check("(several)")?;
-        let changelog = self.io.changelog_producer.context();
-        changelog.check("(several)")?;
-        let tracked = changelog.take_tracked();
+        // Any producer's first failure fails the commit (and every later
+        // one: a tracker stays failed, until a transaction abort drops what
+        // failed with it).
+        for p in self.io.producers() {
+            p.context().check("(several)")?;
+        }
+        let tracked = self.io.tracked.context().take_tracked();
         let tasks = std::mem::take(&mut self.io.checkpoint_tasks);
         let checkpoints = tracked
             .offsets
@@ -258,7 +297,7 @@ impl Transport for KafkaTransport<'_> {
     }
 
     fn tick(&mut self) {
-        self.io.producer.poll(Duration::ZERO);
+        self.io.quiet.as_ref().unwrap_or(&self.io.tracked).poll(Duration::ZERO);
     }
 
     fn watermarks(&mut self, topic: &str, partition: i32) -> std::result::Result<(i64, i64), RuntimeError> {
@@ -298,17 +337,7 @@ impl Transport for KafkaTransport<'_> {
     }
 
     fn commit_offsets(&mut self, offsets: &[GroupOffset], wait: bool) -> std::result::Result<(), RuntimeError> {
-        let mut tpl = TopicPartitionList::new();
-        for o in offsets {
-            let Some(offset) = o.offset else { continue };
-            let mut e = tpl.add_partition(&o.topic, o.partition);
-            if e.set_offset(Offset::Offset(offset)).is_err() {
-                continue;
-            }
-            if !o.metadata.is_empty() {
-                e.set_metadata(&o.metadata);
-            }
-        }
+        let tpl = offsets_list(offsets);
         if tpl.count() == 0 {
             return Ok(());
         }
@@ -319,7 +348,86 @@ impl Transport for KafkaTransport<'_> {
             .map_err(|e| Error::kafka("committing consumer offsets", e))?)
     }
 
+    fn begin_transaction(&mut self) -> std::result::Result<(), RuntimeError> {
+        self.io
+            .tracked
+            .begin_transaction()
+            .map_err(|e| txn_error("beginning a transaction", e))
+    }
+
+    fn commit_transaction(&mut self, offsets: &[GroupOffset]) -> std::result::Result<(), RuntimeError> {
+        let tpl = offsets_list(offsets);
+        if tpl.count() > 0 {
+            let group = self.consumer.group_metadata().ok_or_else(|| {
+                RuntimeError::Transport("committing a transaction: the consumer has no group metadata".into())
+            })?;
+            self.io
+                .tracked
+                .send_offsets_to_transaction(&tpl, &group, TXN_CALL_TIMEOUT)
+                .map_err(|e| txn_error("adding the consumed offsets to the transaction", e))?;
+        }
+        self.io
+            .tracked
+            .commit_transaction(TXN_CALL_TIMEOUT)
+            .map_err(|e| txn_error("committing the transaction", e))
+    }
+
+    fn abort_transaction(&mut self) -> std::result::Result<(), RuntimeError> {
+        let r = self
+            .io
+            .tracked
+            .abort_transaction(TXN_CALL_TIMEOUT)
+            .map_err(|e| txn_error("aborting the transaction", e));
+        // The records of the aborted transaction report their purge: serve
+        // those reports, then forget them (they were dropped by design).
+        let _ = flush_producer(&self.io.tracked, Duration::from_secs(10));
+        self.io.tracked.context().start_over();
+        self.io.checkpoint_tasks.clear();
+        r
+    }
+
     fn take_offset_commit_failure(&mut self) -> bool {
         self.consumer.context().offsets_outdated.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// `offsets` (those that name one) as rdkafka's list, with their metadata.
+fn offsets_list(offsets: &[GroupOffset]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for o in offsets {
+        let Some(offset) = o.offset else { continue };
+        let mut e = tpl.add_partition(&o.topic, o.partition);
+        if e.set_offset(Offset::Offset(offset)).is_err() {
+            continue;
+        }
+        if !o.metadata.is_empty() {
+            e.set_metadata(&o.metadata);
+        }
+    }
+    tpl
+}
+
+/// A transaction call's error for the task manager: fatal ones (the
+/// producer was fenced by a newer one with its id, or the transaction
+/// coordinator gave up on it) and a group generation that is over mean
+/// another member owns the tasks now ([`RuntimeError::Fenced`]); the rest
+/// leave the transaction to abort, after which the member goes on.
+fn txn_error(what: &str, e: KafkaError) -> RuntimeError {
+    let fenced = match &e {
+        KafkaError::Transaction(t) => {
+            t.is_fatal()
+                || matches!(
+                    t.code(),
+                    RDKafkaErrorCode::ProducerFenced
+                        | RDKafkaErrorCode::InvalidProducerEpoch
+                        | RDKafkaErrorCode::FencedInstanceId
+                )
+        }
+        _ => false,
+    };
+    if fenced {
+        RuntimeError::Fenced(format!("{what}: {e}"))
+    } else {
+        RuntimeError::Transport(format!("{what}: {e}"))
     }
 }

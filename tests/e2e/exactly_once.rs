@@ -1,0 +1,376 @@
+//! `--guarantee exactly-once` on noida-db, a broker with real Kafka
+//! transactions: whatever SIGKILLs, SIGSTOPs and restarts happen, a
+//! `read_committed` reader (kcat, a client nobody here wrote) sees every
+//! output once, in order, and exact, and every input record repartitioned
+//! exactly once; a `read_uncommitted` reader of the same topics sees the
+//! records of the aborted transactions too, which shows the check can
+//! tell.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::harness::*;
+use crate::scenario_emoji;
+use crate::user_clicks::{
+    input_committed_summary, instance_view, moment_rng, paced_chunks, produce_paced, total_records, wait_for_progress,
+    Clicks, APP, INPUT, OUTPUT, REPARTITION,
+};
+
+/// How long the final answer may take after the last restart.
+const ANSWER: Duration = Duration::from_secs(120);
+
+fn eos_args(instance: &str) -> Vec<&str> {
+    vec!["--guarantee", "exactly-once", "--instance-id", instance]
+}
+
+/// The values of `topic`'s records as kcat reads them from the beginning
+/// to the end of every partition, with `isolation.level` `isolation`
+/// (`read_committed` stops at the last stable offset).
+fn kcat_values(brokers: &str, topic: &str, isolation: &str) -> Vec<String> {
+    let out = Command::new("kcat")
+        .args(["-b", brokers, "-C", "-t", topic, "-o", "beginning", "-e", "-q"])
+        .args(["-X", &format!("isolation.level={isolation}"), "-f", "%s\\n"])
+        .output()
+        .expect("kcat (installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "kcat {topic} {isolation}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8 values")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Per user, the counts in `User U has clicked N times.` values, in the
+/// order read (one partition per user: offset order).
+fn counts_by_user(values: &[String]) -> BTreeMap<u32, Vec<u64>> {
+    let mut out: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for v in values {
+        let w: Vec<&str> = v.split(' ').collect();
+        assert!(
+            w.len() == 6 && w[0] == "User" && w[2] == "has" && w[3] == "clicked",
+            "not an aggregation: {v:?}"
+        );
+        let (user, count) = (w[1].parse().expect("user"), w[4].parse().expect("count"));
+        out.entry(user).or_default().push(count);
+    }
+    out
+}
+
+/// (records repeating an earlier (user, count), counts lower than the
+/// user's previous one).
+fn repeats(seen: &BTreeMap<u32, Vec<u64>>) -> (usize, usize) {
+    let mut repeated = 0;
+    let mut backwards = 0;
+    for counts in seen.values() {
+        let mut had = std::collections::BTreeSet::new();
+        for (i, c) in counts.iter().enumerate() {
+            if !had.insert(*c) {
+                repeated += 1;
+            }
+            if i > 0 && *c < counts[i - 1] {
+                backwards += 1;
+            }
+        }
+    }
+    (repeated, backwards)
+}
+
+/// Why what a `read_committed` reader saw is not exactly once: every
+/// user's counts must strictly increase (no repeat, nothing backwards) and
+/// end at the truth.
+fn not_exactly_once(seen: &BTreeMap<u32, Vec<u64>>, truth: &BTreeMap<u32, u64>) -> Option<String> {
+    let (repeated, backwards) = repeats(seen);
+    if repeated + backwards > 0 {
+        return Some(format!(
+            "{repeated} repeated (user, count) records, {backwards} counts going backwards"
+        ));
+    }
+    for (user, n) in truth {
+        let last = seen.get(user).and_then(|c| c.last());
+        if last != Some(n) {
+            return Some(format!("user {user}: ends at {last:?}, want {n}"));
+        }
+    }
+    None
+}
+
+/// The true count per user.
+fn truth(clicks: &Clicks) -> BTreeMap<u32, u64> {
+    clicks
+        .answer()
+        .keys()
+        .map(|u| {
+            let user: u32 = u.parse().expect("user");
+            let text = &clicks.answer()[u];
+            let n = text.split(' ').nth(4).and_then(|n| n.parse().ok()).expect("count");
+            (user, n)
+        })
+        .collect()
+}
+
+/// Waits until a `read_committed` reader sees every user's final count.
+fn wait_for_final_counts(brokers: &str, truth: &BTreeMap<u32, u64>, daemons: &mut [&mut Daemon]) -> Vec<String> {
+    wait_for("every user's final count to be committed", ANSWER, || {
+        for d in daemons.iter_mut() {
+            d.assert_running();
+        }
+        let values = kcat_values(brokers, OUTPUT, "read_committed");
+        let seen = counts_by_user(&values);
+        let behind = truth
+            .iter()
+            .filter(|(u, n)| seen.get(u).and_then(|c| c.last()) != Some(n))
+            .count();
+        if behind == 0 {
+            Ok(values)
+        } else {
+            Err(format!("{behind} users behind, {} committed outputs", values.len()))
+        }
+    })
+}
+
+/// 200,000 user-clicks lines in five bursts of 40,000; the daemon is
+/// SIGKILLed at a random moment soon after it starts on each burst and
+/// restarted with the same `--instance-id`: a `read_committed` reader sees
+/// each user's counts once, in order, ending exact, and each input record
+/// repartitioned exactly once; a `read_uncommitted` reader sees the
+/// repartition records of the aborted transactions as well.
+#[test]
+fn exactly_once_user_clicks_across_five_sigkills_on_noida() {
+    let _heavy = heavy_test_lock();
+    let test = "exactly_once_user_clicks_across_five_sigkills_on_noida";
+    let mut moments = moment_rng(test);
+    let broker = TestBroker::start(BrokerKind::Noida, 4);
+    let addr = broker.addr();
+    broker.create_topic(INPUT, 4);
+    let mut clicks = Clicks::new(77);
+    let mut daemon = Daemon::new("eos-kills", addr, &[APP], &eos_args("eos-kills"));
+    daemon.start();
+    let mut mid_processing = 0;
+    for round in 1..=5 {
+        let mark = total_records(addr, REPARTITION);
+        produce(addr, INPUT, &clicks.lines(40_000));
+        // Repartition records show (to read_uncommitted) as soon as the
+        // transaction holding them is open; a kill soon after finds it
+        // unfinished.
+        wait_for("repartition records to be written", Duration::from_secs(60), || {
+            daemon.assert_running();
+            let now = total_records(addr, REPARTITION);
+            if now > mark {
+                Ok(())
+            } else {
+                Err(format!("{now} repartition records, {mark} before"))
+            }
+        });
+        let delay = Duration::from_millis(moments.gen_range(0..30));
+        std::thread::sleep(delay);
+        daemon.kill9();
+        // Mid-processing: the committed counts did not reach the input's.
+        let seen = counts_by_user(&kcat_values(addr, OUTPUT, "read_committed"));
+        let behind = truth(&clicks)
+            .iter()
+            .filter(|(u, n)| seen.get(u).and_then(|c| c.last()) != Some(n))
+            .count();
+        if behind > 0 {
+            mid_processing += 1;
+        }
+        eprintln!(
+            "{test}: SIGKILL {round} {delay:?} after repartitioning began; {behind} users' counts behind; {}",
+            input_committed_summary(addr)
+        );
+        daemon.start();
+    }
+    assert!(
+        mid_processing >= 3,
+        "only {mid_processing} of 5 kills came before the burst's counts were committed"
+    );
+    let truth = truth(&clicks);
+    let committed = wait_for_final_counts(addr, &truth, &mut [&mut daemon]);
+    if let Some(why) = not_exactly_once(&counts_by_user(&committed), &truth) {
+        panic!("read_committed: {why}");
+    }
+    let repartitioned = kcat_values(addr, REPARTITION, "read_committed").len();
+    assert_eq!(repartitioned, 200_000, "records in {REPARTITION} for read_committed");
+    let uncommitted = kcat_values(addr, REPARTITION, "read_uncommitted").len();
+    let outputs = kcat_values(addr, OUTPUT, "read_uncommitted");
+    let (repeated, backwards) = repeats(&counts_by_user(&outputs));
+    eprintln!(
+        "{test}: read_committed: {} outputs, {repartitioned} repartitioned; read_uncommitted: {} outputs \
+         ({repeated} repeated, {backwards} backwards), {uncommitted} repartitioned",
+        committed.len(),
+        outputs.len()
+    );
+    assert!(
+        uncommitted > 200_000,
+        "read_uncommitted saw no repartition record of an aborted transaction: the kills show nothing"
+    );
+    daemon.stop();
+}
+
+/// emoji-stream's windows across three SIGKILLs: each closed window's
+/// aggregate is committed exactly once, with its exact count.
+#[test]
+fn exactly_once_emoji_windows_across_sigkills_on_noida() {
+    use scenario_emoji::{aggregate, reaction, T0};
+    const WINDOWS: i64 = 240;
+    const EMOJIS: [&str; 3] = ["🔥", "😂", "👍"];
+    let _heavy = heavy_test_lock();
+    let test = "exactly_once_emoji_windows_across_sigkills_on_noida";
+    let mut moments = moment_rng(test);
+    let broker = TestBroker::start(BrokerKind::Noida, 1);
+    let addr = broker.addr();
+    broker.create_topic("emoji-events", 1);
+    // In window w, emoji e gets 1 + (7w + 13e) % 40 reactions, in time
+    // order; ten windows per chunk.
+    let mut expected = Vec::new();
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    for w in 0..WINDOWS {
+        if w % 10 == 0 {
+            chunks.push(Vec::new());
+        }
+        let start = T0 + w * 2000;
+        let mut events = Vec::new();
+        for (e, emoji) in EMOJIS.iter().enumerate() {
+            let n = 1 + (7 * w as u64 + 13 * e as u64) % 40;
+            for i in 0..n {
+                events.push((start + (i as i64 * 1999) / n as i64, *emoji));
+            }
+            expected.push(aggregate(emoji, start, n, 1000));
+        }
+        events.sort();
+        let chunk = chunks.last_mut().expect("chunk");
+        for (i, (ms, emoji)) in events.into_iter().enumerate() {
+            chunk.extend_from_slice(reaction(&format!("u{i}"), emoji, ms).as_bytes());
+            chunk.push(b'\n');
+        }
+    }
+    // Past every window's end and grace: they all close.
+    let mut last = Vec::new();
+    for emoji in EMOJIS {
+        last.extend_from_slice(reaction("u-last", emoji, T0 + (WINDOWS + 1) * 2000 + 1000).as_bytes());
+        last.push(b'\n');
+    }
+    chunks.push(last);
+    expected.sort();
+
+    let mut args = eos_args("eos-emoji");
+    // Event times are in the past: stream time must move with records only.
+    args.extend(["--idle-advance-ms", "0"]);
+    let mut daemon = Daemon::new("eos-emoji", addr, &["emoji-stream"], &args);
+    daemon.start();
+    std::thread::scope(|s| {
+        let producer = s.spawn(|| {
+            let p = LineProducer::new(addr, "emoji-events");
+            for c in &chunks {
+                p.send_lines(c);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        for round in 1..=3 {
+            let mark = total_records(addr, "emoji-aggregated");
+            wait_for("the emoji aggregates to grow", Duration::from_secs(60), || {
+                daemon.assert_running();
+                let now = total_records(addr, "emoji-aggregated");
+                if now > mark {
+                    Ok(())
+                } else {
+                    Err(format!("{now} records"))
+                }
+            });
+            let delay = Duration::from_millis(moments.gen_range(0..700));
+            std::thread::sleep(delay);
+            daemon.kill9();
+            eprintln!("{test}: SIGKILL {round} {delay:?} after the aggregates grew");
+            daemon.start();
+        }
+        producer.join().expect("producer thread");
+    });
+    let committed = wait_for("every window's aggregate to be committed", ANSWER, || {
+        daemon.assert_running();
+        let mut values = kcat_values(addr, "emoji-aggregated", "read_committed");
+        values.sort();
+        let missing = expected.iter().filter(|e| values.binary_search(e).is_err()).count();
+        if missing == 0 {
+            Ok(values)
+        } else {
+            Err(format!("{missing} of {} windows missing", expected.len()))
+        }
+    });
+    assert_eq!(
+        committed, expected,
+        "read_committed must hold each closed window once, with its exact count"
+    );
+    let uncommitted = kcat_values(addr, "emoji-aggregated", "read_uncommitted");
+    eprintln!(
+        "{test}: read_committed {} aggregates; read_uncommitted {}",
+        committed.len(),
+        uncommitted.len()
+    );
+    daemon.stop();
+}
+
+/// A zombie: instance A is SIGSTOPped mid-processing for longer than its
+/// session timeout, instance B (another instance id) takes every task
+/// over, then A is let go on (SIGCONT). A's stale transaction must never
+/// become visible: it is fenced (its group generation is over), aborts,
+/// and rejoins or exits; the committed counts stay exactly once.
+#[test]
+fn exactly_once_zombie_is_fenced_on_noida() {
+    let _heavy = heavy_test_lock();
+    let test = "exactly_once_zombie_is_fenced_on_noida";
+    let broker = TestBroker::start(BrokerKind::Noida, 4);
+    let addr = broker.addr();
+    broker.create_topic(INPUT, 4);
+    let mut clicks = Clicks::new(91);
+    let chunks = paced_chunks(&mut clicks);
+    let mut a = Daemon::new("zombie-a", addr, &[APP], &eos_args("zombie-a"));
+    a.start();
+    let ha = daemon_http_addr(a.proc());
+    wait_ready(&ha, a.proc());
+    let mut b = Daemon::new("zombie-b", addr, &[APP], &eos_args("zombie-b"));
+    std::thread::scope(|s| {
+        let producer = s.spawn(|| produce_paced(addr, &chunks, Duration::from_millis(100)));
+        wait_for_progress(addr, &mut a, 0);
+        a.proc().signal(libc::SIGSTOP);
+        eprintln!("{test}: A stopped; {} output records", total_records(addr, OUTPUT));
+        b.start();
+        let hb = daemon_http_addr(b.proc());
+        wait_for("B to own every task", Duration::from_secs(120), || {
+            b.assert_running();
+            let view = instance_view(&hb)?;
+            if view.tasks.len() == 8 {
+                Ok(())
+            } else {
+                Err(format!("B has {:?}", view.tasks))
+            }
+        });
+        eprintln!("{test}: B owns every task; A goes on");
+        a.proc().signal(libc::SIGCONT);
+        producer.join().expect("producer thread");
+    });
+    let truth = truth(&clicks);
+    let committed = wait_for_final_counts(addr, &truth, &mut [&mut b]);
+    if let Some(why) = not_exactly_once(&counts_by_user(&committed), &truth) {
+        panic!("read_committed: {why}");
+    }
+    match a.proc().try_status() {
+        None => eprintln!("{test}: A rejoined and runs on"),
+        Some(status) => {
+            let stderr = a.proc().stderr();
+            let last = stderr.lines().last().unwrap_or_default().to_string();
+            eprintln!("{test}: A exited with {status}: {last}");
+            assert!(
+                last.contains("fenced"),
+                "A exited without saying it was fenced: {stderr}"
+            );
+        }
+    }
+    a.stop();
+    b.stop();
+}
