@@ -41,6 +41,12 @@ pub struct InternalTopic {
     pub partitions: i32,
     /// Compacted (changelogs, checkpoints) rather than deleted by age.
     pub compacted: bool,
+    /// Never deleted by age (`retention.ms=-1`, as Kafka Streams makes its
+    /// repartition topics): repartition records keep their input's
+    /// timestamps, which may be older than the cluster's retention when
+    /// old data is (re)processed, and would be deleted before they are
+    /// read.
+    pub keep_forever: bool,
 }
 
 impl Plan {
@@ -154,6 +160,7 @@ impl Plan {
                     name: name.clone(),
                     partitions: self.topic_partitions[i],
                     compacted: false,
+                    keep_forever: true,
                 });
             }
         }
@@ -163,6 +170,7 @@ impl Plan {
                     name: topic.clone(),
                     partitions: self.sub_partitions[sub],
                     compacted: true,
+                    keep_forever: false,
                 });
             }
         }
@@ -170,11 +178,13 @@ impl Plan {
             name: self.dlq_topic.clone(),
             partitions: 1,
             compacted: false,
+            keep_forever: false,
         });
         out.push(InternalTopic {
             name: self.checkpoints_topic.clone(),
             partitions: 1,
             compacted: true,
+            keep_forever: false,
         });
         out
     }
@@ -202,5 +212,41 @@ impl Plan {
             .filter(|t| self.reader[*t] == Some(id.subtopology))
             .map(|t| (t as u32, id.partition))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_topology::prelude::*;
+
+    use super::*;
+
+    /// Repartition topics are kept whatever their records' age; the
+    /// changelog, checkpoints and dead-letter topics keep the cluster's
+    /// policy (compaction, or deletion by age).
+    #[test]
+    fn only_repartition_topics_are_kept_forever() {
+        let mut b = StreamsBuilder::new();
+        b.stream::<String, String>("words", Serdes::string(), Serdes::string())
+            .group_by(|_, w| w.clone(), Serdes::string(), Serdes::string())
+            .count(Materialized::named("counts"))
+            .to_stream()
+            .to("out", Serdes::string(), Serdes::u64());
+        let topology = b.build().unwrap();
+        let plan = Plan::new(&topology, "app", &|_| Some(2)).unwrap();
+        let kept: Vec<(String, bool, bool)> = plan
+            .internal_topics()
+            .into_iter()
+            .map(|t| (t.name, t.compacted, t.keep_forever))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("app-counts-repartition".to_string(), false, true),
+                ("app-counts-changelog".to_string(), true, false),
+                ("app-dlq".to_string(), false, false),
+                ("app-checkpoints".to_string(), true, false),
+            ]
+        );
     }
 }

@@ -30,7 +30,7 @@ use weir_connectors::kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use weir_connectors::kafka::rdkafka::message::Message;
 use weir_connectors::kafka::rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use weir_connectors::kafka::rdkafka::{Offset, TopicPartitionList};
-use weir_connectors::kafka::stream::{self, AppSpec, RunConfig};
+use weir_connectors::kafka::stream::{self, AppSpec, Guarantee, RunConfig};
 use weir_connectors::kafka::{
     assign_at, default_partitioner, flush_producer, Admin, ClientSettings, DeliveryTracker, TopicSpec,
 };
@@ -62,6 +62,11 @@ pub struct E2eOptions {
     pub events: u64,
     pub topologies: Vec<String>,
     pub commit_interval: Duration,
+    /// What weir's commits promise (the ceilings stay plain loops).
+    pub guarantee: Guarantee,
+    /// An empty cluster to run on instead of a dev broker per topology
+    /// (one topology only: the ceilings' topics would be shared).
+    pub brokers: Option<String>,
     /// Progress lines on stderr (off with `--json`).
     pub verbose: bool,
 }
@@ -69,6 +74,12 @@ pub struct E2eOptions {
 /// Runs the benchmark for each topology in turn, each on its own dev broker
 /// (a fresh broker per topology, so one's leftovers cannot slow the next).
 pub fn run_e2e(opts: &E2eOptions) -> Result<Vec<BenchResult>> {
+    if opts.brokers.is_some() && opts.topologies.len() != 1 {
+        bail!(
+            "--brokers runs one topology on an empty cluster: give exactly one --topology (got {})",
+            opts.topologies.len()
+        );
+    }
     let mut results = Vec::new();
     for name in &opts.topologies {
         let workload: Box<dyn Workload> = match name.as_str() {
@@ -112,19 +123,32 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
         }
     };
 
-    let broker = BrokerProcess::start(PARTITIONS)?;
-    let addr = broker.addr.clone();
-    log(&format!("dev broker (pid {}) at {addr}", broker.child.id()));
-    let (settings, admin) = broker.client()?;
+    let (_broker, settings, admin) = match &opts.brokers {
+        Some(addr) => {
+            let settings = ClientSettings::new(addr);
+            let admin = Admin::new(&settings).context("admin client")?;
+            log(&format!("the cluster at {addr}"));
+            (None, settings, admin)
+        }
+        None => {
+            let broker = BrokerProcess::start(PARTITIONS)?;
+            log(&format!("dev broker (pid {}) at {}", broker.child.id(), broker.addr));
+            let (settings, admin) = broker.client()?;
+            (Some(broker), settings, admin)
+        }
+    };
 
     // Pre-produce the input (not timed).
     let input = w.input_topic();
+    // The records carry event times from 2025: on a real cluster the
+    // default retention (7 days) would delete them at once.
+    let keep = |name: &str| {
+        let mut spec = TopicSpec::new(name, PARTITIONS);
+        spec.config.push(("retention.ms".into(), "-1".into()));
+        spec
+    };
     admin
-        .ensure_topics(&[
-            TopicSpec::new(input, PARTITIONS),
-            TopicSpec::new(CEILING_OUTPUT, PARTITIONS),
-            TopicSpec::new(TWO_HOP_TOPIC, PARTITIONS),
-        ])
+        .ensure_topics(&[keep(input), keep(CEILING_OUTPUT), keep(TWO_HOP_TOPIC)])
         .context("creating the input and ceiling topics")?;
     let started = Instant::now();
     produce_input(&settings, input, opts.events, w.as_mut())?;
@@ -143,7 +167,7 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
 
     // weir.
     let topology = w.topology()?;
-    let seconds = run_weir(&settings, name, &topology, input, &input_ends, opts.commit_interval)?;
+    let seconds = run_weir(&settings, name, &topology, input, &input_ends, opts)?;
     log(&format!("weir: {seconds:.3} s; verifying its outputs"));
     w.verify(&settings)?;
     let dlq = format!("{name}-dlq");
@@ -155,7 +179,10 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
     let events = opts.events as f64;
     Ok(BenchResult {
         workload: "e2e",
-        topology: name.to_string(),
+        topology: match opts.guarantee {
+            Guarantee::AtLeastOnce => name.to_string(),
+            Guarantee::ExactlyOnce => format!("{name} (exactly-once)"),
+        },
         events: opts.events,
         seconds,
         events_per_s: events / seconds,
@@ -574,8 +601,9 @@ fn run_weir(
     topology: &Topology,
     input: &str,
     input_ends: &[i64],
-    commit_interval: Duration,
+    opts: &E2eOptions,
 ) -> Result<f64> {
+    let commit_interval = opts.commit_interval;
     let state = tempfile::tempdir().context("creating a temporary state directory")?;
     let mut sources: Vec<u32> = topology
         .subtopologies()
@@ -606,7 +634,7 @@ fn run_weir(
         idle_advance: weir_connectors::kafka::stream::default_idle_advance(commit_interval),
         delivery_timeout: weir_connectors::kafka::stream::DEFAULT_DELIVERY_TIMEOUT,
         instance_id: None,
-        guarantee: weir_connectors::kafka::stream::Guarantee::AtLeastOnce,
+        guarantee: opts.guarantee,
         stop: stop.clone(),
     };
     let apps = vec![AppSpec {
@@ -686,7 +714,11 @@ fn run_weir(
                 let (_, end) = monitor
                     .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
                     .with_context(|| format!("watermarks of {topic}/{p}"))?;
-                if offsets.get(&(topic.clone(), p)).copied().unwrap_or(0) < end {
+                // Exactly-once: each transaction ends with a marker in
+                // every partition it wrote, so a fully read partition's
+                // committed offset stops one short of its end.
+                let marker = i64::from(opts.guarantee == Guarantee::ExactlyOnce && end > 0);
+                if offsets.get(&(topic.clone(), p)).copied().unwrap_or(0) < end - marker {
                     done = false;
                 }
             }
@@ -736,7 +768,16 @@ pub(super) fn read_topic(
             None if last_record.elapsed() > Duration::from_secs(30) => {
                 bail!("reading {topic}: nothing for 30 s at offsets {next:?} of {marks:?}")
             }
-            None => {}
+            None => {
+                // Transaction markers take offsets but are never handed
+                // over: the consumer's position steps past them.
+                let positions = consumer.position().with_context(|| format!("positions in {topic}"))?;
+                for e in positions.elements() {
+                    if let (Some(p), Offset::Offset(o)) = (next.get_mut(e.partition() as usize), e.offset()) {
+                        *p = (*p).max(o);
+                    }
+                }
+            }
         }
     }
     Ok(n)

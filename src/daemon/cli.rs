@@ -249,8 +249,18 @@ enum BenchWorkload {
         #[arg(long = "topology", value_name = "NAME")]
         topologies: Vec<String>,
         /// weir's commit interval (and the ceiling's), in milliseconds.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-        commit_interval_ms: u64,
+        /// [default: 1000; 100 with --guarantee exactly-once]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        commit_interval_ms: Option<u64>,
+        /// weir's guarantee (`at-least-once` or `exactly-once`; the
+        /// ceilings stay plain consume-and-produce loops). Exactly-once
+        /// needs a broker with transactions: see --brokers.
+        #[arg(long, default_value = "at-least-once", value_parser = super::config::parse_guarantee)]
+        guarantee: Guarantee,
+        /// Run on the cluster at HOST:PORT (it must be empty, e.g. a fresh
+        /// noida-db; one --topology) instead of a dev broker per topology.
+        #[arg(long, value_name = "HOST:PORT")]
+        brokers: Option<String>,
         /// Print one JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
@@ -397,8 +407,14 @@ pub(crate) fn run(daemon: Daemon, cli: Cli) -> anyhow::Result<()> {
                 events,
                 topologies,
                 commit_interval_ms,
+                guarantee,
+                brokers,
                 json,
             } => {
+                let commit_interval_ms = commit_interval_ms.unwrap_or(match guarantee {
+                    Guarantee::AtLeastOnce => 1000,
+                    Guarantee::ExactlyOnce => 100,
+                });
                 let topologies = if topologies.is_empty() {
                     vec!["user-clicks".to_string(), "emoji-stream".to_string()]
                 } else {
@@ -406,14 +422,17 @@ pub(crate) fn run(daemon: Daemon, cli: Cli) -> anyhow::Result<()> {
                 };
                 if !json {
                     eprintln!(
-                        "weir bench e2e: {events} events per topology, pre-produced to a dev broker in its own \
-                         process; the rdkafka ceiling first, then weir"
+                        "weir bench e2e: {events} events per topology, pre-produced to {}; the rdkafka ceiling \
+                         first, then weir ({guarantee:?}, {commit_interval_ms} ms commits)",
+                        brokers.as_deref().unwrap_or("a dev broker in its own process")
                     );
                 }
                 let opts = bench::e2e::E2eOptions {
                     events,
                     topologies,
                     commit_interval: Duration::from_millis(commit_interval_ms),
+                    guarantee,
+                    brokers,
                     verbose: !json,
                 };
                 let results = bench::e2e::run_e2e(&opts)?;

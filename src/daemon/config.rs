@@ -180,7 +180,10 @@ generate = true
         .unwrap();
         assert_eq!(c.brokers.as_deref(), Some("127.0.0.1:9092"));
         assert_eq!(c.threads, Some(2));
-        assert_eq!(c.guarantee.as_deref().map(parse_guarantee), Some(Ok(Guarantee::ExactlyOnce)));
+        assert_eq!(
+            c.guarantee.as_deref().map(parse_guarantee),
+            Some(Ok(Guarantee::ExactlyOnce))
+        );
         assert_eq!(c.rate, Some(50.0));
         let t = c.topology("emoji-stream").unwrap();
         assert_eq!(t.rate, Some(2000.5));
@@ -219,4 +222,3 @@ generate = true
         assert_eq!(c.unknown_topology(&["a", "b"]), None);
     }
 }
-

@@ -47,7 +47,10 @@ pub fn prepare(topology: &Topology, application_id: &str, admin: &Admin) -> Resu
         .internal_topics()
         .into_iter()
         .map(|t| {
-            let spec = TopicSpec::new(&t.name, t.partitions);
+            let mut spec = TopicSpec::new(&t.name, t.partitions);
+            if t.keep_forever {
+                spec.config.push(("retention.ms".into(), "-1".into()));
+            }
             if t.compacted {
                 spec.compacted()
             } else {
