@@ -165,8 +165,18 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
     let two_hop_seconds = two_hop_ceiling(&settings, input, &input_ends, opts.commit_interval)?;
     log(&format!("two-hop ceiling: {two_hop_seconds:.3} s"));
 
-    // weir.
+    // weir. Its output topics too keep records of any age (see above).
     let topology = w.topology()?;
+    let outputs: Vec<TopicSpec> = topology
+        .topics()
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !t.internal)
+        .map(|(i, _)| topology.topic_name(i as u32, name))
+        .filter(|t| t != input)
+        .map(|t| keep(&t))
+        .collect();
+    admin.ensure_topics(&outputs).context("creating the output topics")?;
     let seconds = run_weir(&settings, name, &topology, input, &input_ends, opts)?;
     log(&format!("weir: {seconds:.3} s; verifying its outputs"));
     w.verify(&settings)?;

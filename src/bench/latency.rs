@@ -30,8 +30,8 @@ use rand::{Rng, SeedableRng};
 use weir_connectors::kafka::rdkafka::message::Message;
 use weir_connectors::kafka::rdkafka::producer::{BaseRecord, Producer as _};
 use weir_connectors::kafka::rdkafka::{Offset, TopicPartitionList};
-use weir_connectors::kafka::stream::{self, AppSpec, RunConfig, RunStatus};
-use weir_connectors::kafka::{assign_at, TopicSpec};
+use weir_connectors::kafka::stream::{self, AppSpec, Guarantee, RunConfig, RunStatus};
+use weir_connectors::kafka::{assign_at, Admin, ClientSettings, TopicSpec};
 
 use super::e2e::{
     deliver, producer, read_topic, send, standalone_consumer, BrokerProcess, WeirRun, CACHE_MAX_BYTES, REQUEST_TIMEOUT,
@@ -53,11 +53,22 @@ pub struct LatencyOptions {
     pub seconds: u64,
     /// weir's commit intervals to measure, one run each.
     pub commit_intervals: Vec<Duration>,
+    /// What weir's commits promise.
+    pub guarantee: Guarantee,
+    /// An empty cluster to run on instead of a dev broker per interval
+    /// (one interval only: the runs would share their topics).
+    pub brokers: Option<String>,
     /// Progress lines on stderr (off with `--json`).
     pub verbose: bool,
 }
 
 pub fn run_latency(opts: &LatencyOptions) -> Result<Vec<BenchResult>> {
+    if opts.brokers.is_some() && opts.commit_intervals.len() != 1 {
+        bail!(
+            "--brokers runs one commit interval on an empty cluster: give exactly one --commit-interval-ms (got {})",
+            opts.commit_intervals.len()
+        );
+    }
     let mut out = Vec::new();
     for &interval in &opts.commit_intervals {
         out.push(
@@ -91,9 +102,20 @@ fn run_one(opts: &LatencyOptions, commit_interval: Duration) -> Result<BenchResu
             eprintln!("latency ({ms} ms commits): {msg}");
         }
     };
-    let broker = BrokerProcess::start(PARTITIONS)?;
-    log(&format!("dev broker (pid {}) at {}", broker.child.id(), broker.addr));
-    let (settings, admin) = broker.client()?;
+    let (broker, settings, admin) = match &opts.brokers {
+        Some(addr) => {
+            let settings = ClientSettings::new(addr);
+            let admin = Admin::new(&settings).context("admin client")?;
+            log(&format!("the cluster at {addr}"));
+            (None, settings, admin)
+        }
+        None => {
+            let broker = BrokerProcess::start(PARTITIONS)?;
+            log(&format!("dev broker (pid {}) at {}", broker.child.id(), broker.addr));
+            let (settings, admin) = broker.client()?;
+            (Some(broker), settings, admin)
+        }
+    };
     admin
         .ensure_topics(&[
             TopicSpec::new(user_clicks::INPUT_TOPIC, PARTITIONS),
@@ -114,7 +136,7 @@ fn run_one(opts: &LatencyOptions, commit_interval: Duration) -> Result<BenchResu
         idle_advance: weir_connectors::kafka::stream::default_idle_advance(commit_interval),
         delivery_timeout: weir_connectors::kafka::stream::DEFAULT_DELIVERY_TIMEOUT,
         instance_id: None,
-        guarantee: weir_connectors::kafka::stream::Guarantee::AtLeastOnce,
+        guarantee: opts.guarantee,
         stop: stop.clone(),
     };
     let apps = vec![AppSpec {
@@ -270,7 +292,10 @@ fn run_one(opts: &LatencyOptions, commit_interval: Duration) -> Result<BenchResu
     let seconds = opts.seconds as f64;
     Ok(BenchResult {
         workload: "latency",
-        topology: format!("{}@{}ms", user_clicks::NAME, ms),
+        topology: match opts.guarantee {
+            Guarantee::AtLeastOnce => format!("{}@{}ms", user_clicks::NAME, ms),
+            Guarantee::ExactlyOnce => format!("{}@{}ms exactly-once", user_clicks::NAME, ms),
+        },
         events: measured,
         seconds,
         events_per_s: measured as f64 / seconds,

@@ -278,6 +278,14 @@ enum BenchWorkload {
         /// Commit intervals to measure, in milliseconds (repeat the flag); default: 100 and 1000.
         #[arg(long = "commit-interval-ms", value_name = "MS")]
         commit_intervals_ms: Vec<u64>,
+        /// weir's guarantee (`at-least-once` or `exactly-once`); exactly-once
+        /// needs a broker with transactions: see --brokers.
+        #[arg(long, default_value = "at-least-once", value_parser = super::config::parse_guarantee)]
+        guarantee: Guarantee,
+        /// Run on the cluster at HOST:PORT (it must be empty, e.g. a fresh
+        /// noida-db; one --commit-interval-ms) instead of a dev broker.
+        #[arg(long, value_name = "HOST:PORT")]
+        brokers: Option<String>,
         /// Print one JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
@@ -442,6 +450,8 @@ pub(crate) fn run(daemon: Daemon, cli: Cli) -> anyhow::Result<()> {
                 rate,
                 seconds,
                 commit_intervals_ms,
+                guarantee,
+                brokers,
                 json,
             } => {
                 let intervals = if commit_intervals_ms.is_empty() {
@@ -453,6 +463,8 @@ pub(crate) fn run(daemon: Daemon, cli: Cli) -> anyhow::Result<()> {
                     rate,
                     seconds,
                     commit_intervals: intervals.into_iter().map(Duration::from_millis).collect(),
+                    guarantee,
+                    brokers,
                     verbose: !json,
                 };
                 let results = bench::latency::run_latency(&opts)?;
