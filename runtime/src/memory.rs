@@ -59,6 +59,9 @@ struct Data {
     txns: Vec<TxnState>,
     /// The open transaction of each transactional id.
     open_txn: HashMap<String, u64>,
+    /// The epoch of each transactional id: a transport of an older one is
+    /// fenced (its transaction calls fail with [`RuntimeError::Fenced`]).
+    epochs: HashMap<String, u64>,
 }
 
 impl Data {
@@ -207,6 +210,7 @@ impl MemoryCluster {
             crashed: false,
             fail_at: None,
             transactional_id: None,
+            epoch: 0,
             txn: None,
         }
     }
@@ -214,14 +218,18 @@ impl MemoryCluster {
     /// A transactional transport of a new member process: the transaction
     /// a predecessor with the same `id` left open is aborted (fenced).
     pub fn transactional_transport(&self, id: &str) -> MemoryTransport {
-        {
+        let epoch = {
             let mut data = self.lock();
             if let Some(t) = data.open_txn.remove(id) {
                 data.txns[t as usize] = TxnState::Aborted;
             }
-        }
+            let epoch = data.epochs.entry(id.to_string()).or_insert(0);
+            *epoch += 1;
+            *epoch
+        };
         MemoryTransport {
             transactional_id: Some(id.to_string()),
+            epoch,
             ..self.transport()
         }
     }
@@ -237,6 +245,8 @@ pub struct MemoryTransport {
     crashed: bool,
     fail_at: Option<u64>,
     transactional_id: Option<String>,
+    /// The epoch of its transactional id it was created with.
+    epoch: u64,
     /// The open transaction.
     txn: Option<u64>,
 }
@@ -291,6 +301,21 @@ impl MemoryTransport {
             )));
         }
         Ok(())
+    }
+
+    /// Fails with [`RuntimeError::Fenced`] if a newer transport took this
+    /// one's transactional id (a zombie).
+    fn check_epoch(&self, what: &str) -> Result<(), RuntimeError> {
+        let Some(id) = &self.transactional_id else {
+            return Ok(());
+        };
+        if self.cluster.lock().epochs.get(id) == Some(&self.epoch) {
+            Ok(())
+        } else {
+            Err(RuntimeError::Fenced(format!(
+                "{what}: transactional id {id:?} belongs to a newer member"
+            )))
+        }
     }
 
     fn deliver(&mut self, records: Vec<(String, i32, StoredRecord, Track)>) -> Delivered {
@@ -409,6 +434,7 @@ impl Transport for MemoryTransport {
 
     fn begin_transaction(&mut self) -> Result<(), RuntimeError> {
         self.operation("begin transaction")?;
+        self.check_epoch("begin transaction")?;
         let Some(id) = self.transactional_id.clone() else {
             return Err(RuntimeError::Transport(
                 "begin transaction: not a transactional transport".into(),
@@ -424,6 +450,7 @@ impl Transport for MemoryTransport {
 
     fn commit_transaction(&mut self, offsets: &[GroupOffset]) -> Result<(), RuntimeError> {
         self.operation("commit transaction")?;
+        self.check_epoch("commit transaction")?;
         let Some(t) = self.txn.take() else {
             return Err(RuntimeError::Transport("commit transaction: none is open".into()));
         };
@@ -445,6 +472,7 @@ impl Transport for MemoryTransport {
 
     fn abort_transaction(&mut self) -> Result<(), RuntimeError> {
         self.operation("abort transaction")?;
+        self.check_epoch("abort transaction")?;
         self.pending.clear();
         if let Some(t) = self.txn.take() {
             let mut data = self.cluster.lock();

@@ -205,3 +205,28 @@ fn exactly_once_member_recovers_from_a_failure_at_every_operation() {
         failures.join("\n")
     );
 }
+
+/// A zombie: member A commits some work and has more in an open
+/// transaction when member B (the same transactional id, as a restart on
+/// another host) takes over. A's next commit fails as fenced, A cannot
+/// recover, and nothing A did after B took over is ever visible; B's run
+/// ends exactly once.
+#[test]
+fn a_fenced_zombie_commits_nothing_and_cannot_recover() {
+    let cluster = MemoryCluster::new();
+    let truth = input(&cluster);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = member(&cluster, &Arc::new(StateDb::open(dir_a.path()).unwrap()), true);
+    a.assign_all().unwrap();
+    assert_eq!(a.poll(30, 5000, true).unwrap(), 30);
+    assert_eq!(a.poll(30, 5000, false).unwrap(), 30);
+    let before = seen(&cluster);
+    let mut b = member(&cluster, &Arc::new(StateDb::open(dir_b.path()).unwrap()), true);
+    b.assign_all().unwrap();
+    let e = a.manager.commit(&mut a.transport, false).unwrap_err();
+    assert!(matches!(e, weir_runtime::RuntimeError::Fenced(_)), "{e}");
+    assert!(!a.manager.can_recover(), "a fenced member must give its tasks up");
+    assert_eq!(seen(&cluster), before, "the zombie's work became visible");
+    b.run_until_idle(10, 5000).unwrap();
+    assert_eq!(not_exactly_once(&seen(&cluster), &truth), None);
+}
