@@ -171,6 +171,12 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
     let embedded = admin.is_embedded_broker()?;
     if embedded {
         settings = settings.for_embedded_broker();
+        if config.guarantee == Guarantee::ExactlyOnce {
+            tracing::warn!(
+                "--guarantee exactly-once on the embedded broker: it accepts transactions but does not enforce \
+                 them (readers see aborted records); outputs are exactly-once only on a real cluster"
+            );
+        }
     }
     // librdkafka fails a record it could not deliver in this time; the
     // commit waits as long (see `commit.rs`, `ThreadState::await_delivery`).
