@@ -123,20 +123,7 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
         }
     };
 
-    let (_broker, settings, admin) = match &opts.brokers {
-        Some(addr) => {
-            let settings = ClientSettings::new(addr);
-            let admin = Admin::new(&settings).context("admin client")?;
-            log(&format!("the cluster at {addr}"));
-            (None, settings, admin)
-        }
-        None => {
-            let broker = BrokerProcess::start(PARTITIONS)?;
-            log(&format!("dev broker (pid {}) at {}", broker.child.id(), broker.addr));
-            let (settings, admin) = broker.client()?;
-            (Some(broker), settings, admin)
-        }
-    };
+    let (_broker, settings, admin) = cluster(opts.brokers.as_deref(), PARTITIONS, &log)?;
 
     // Pre-produce the input (not timed).
     let input = w.input_topic();
@@ -202,6 +189,30 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
         latency: None,
         two_hop_ceiling_events_per_s: Some(events / two_hop_seconds),
     })
+}
+
+/// The cluster a bench runs on: the one at `brokers`, or a fresh dev
+/// broker with `partitions` partitions per topic (kept alive by the
+/// returned process). Logs which.
+pub(super) fn cluster(
+    brokers: Option<&str>,
+    partitions: i32,
+    log: &dyn Fn(&str),
+) -> Result<(Option<BrokerProcess>, ClientSettings, Admin)> {
+    match brokers {
+        Some(addr) => {
+            let settings = ClientSettings::new(addr);
+            let admin = Admin::new(&settings).context("admin client")?;
+            log(&format!("the cluster at {addr}"));
+            Ok((None, settings, admin))
+        }
+        None => {
+            let broker = BrokerProcess::start(partitions)?;
+            log(&format!("dev broker (pid {}) at {}", broker.child.id(), broker.addr));
+            let (settings, admin) = broker.client()?;
+            Ok((Some(broker), settings, admin))
+        }
+    }
 }
 
 /// `weir dev-broker` in a child process. Dropping it kills and reaps the

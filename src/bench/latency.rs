@@ -31,10 +31,10 @@ use weir_connectors::kafka::rdkafka::message::Message;
 use weir_connectors::kafka::rdkafka::producer::{BaseRecord, Producer as _};
 use weir_connectors::kafka::rdkafka::{Offset, TopicPartitionList};
 use weir_connectors::kafka::stream::{self, AppSpec, Guarantee, RunConfig, RunStatus};
-use weir_connectors::kafka::{assign_at, Admin, ClientSettings, TopicSpec};
+use weir_connectors::kafka::{assign_at, TopicSpec};
 
 use super::e2e::{
-    deliver, producer, read_topic, send, standalone_consumer, BrokerProcess, WeirRun, CACHE_MAX_BYTES, REQUEST_TIMEOUT,
+    cluster, deliver, producer, read_topic, send, standalone_consumer, WeirRun, CACHE_MAX_BYTES, REQUEST_TIMEOUT,
 };
 use super::{peak_rss_bytes, BenchResult, Latency};
 use crate::scenarios::user_clicks;
@@ -102,20 +102,7 @@ fn run_one(opts: &LatencyOptions, commit_interval: Duration) -> Result<BenchResu
             eprintln!("latency ({ms} ms commits): {msg}");
         }
     };
-    let (broker, settings, admin) = match &opts.brokers {
-        Some(addr) => {
-            let settings = ClientSettings::new(addr);
-            let admin = Admin::new(&settings).context("admin client")?;
-            log(&format!("the cluster at {addr}"));
-            (None, settings, admin)
-        }
-        None => {
-            let broker = BrokerProcess::start(PARTITIONS)?;
-            log(&format!("dev broker (pid {}) at {}", broker.child.id(), broker.addr));
-            let (settings, admin) = broker.client()?;
-            (Some(broker), settings, admin)
-        }
-    };
+    let (broker, settings, admin) = cluster(opts.brokers.as_deref(), PARTITIONS, &log)?;
     admin
         .ensure_topics(&[
             TopicSpec::new(user_clicks::INPUT_TOPIC, PARTITIONS),

@@ -145,6 +145,22 @@ fn wait_for_final_counts(brokers: &str, truth: &BTreeMap<u32, u64>, daemons: &mu
     })
 }
 
+/// Produces a burst of 40,000 clicks and waits until the daemon has
+/// written repartition records for it (it is working on the burst).
+fn burst_begins(addr: &str, daemon: &mut Daemon, clicks: &mut Clicks) {
+    let mark = total_records(addr, REPARTITION);
+    produce(addr, INPUT, &clicks.lines(40_000));
+    wait_for("repartition records to be written", Duration::from_secs(60), || {
+        daemon.assert_running();
+        let now = total_records(addr, REPARTITION);
+        if now > mark {
+            Ok(())
+        } else {
+            Err(format!("{now} repartition records, {mark} before"))
+        }
+    });
+}
+
 /// 200,000 user-clicks lines in five bursts of 40,000; the daemon is
 /// stopped (SIGTERM) soon after it starts on each burst and restarted:
 /// each stop commits the open transaction, so nothing is ever aborted. A
@@ -161,17 +177,7 @@ fn exactly_once_user_clicks_across_restarts_on_noida() {
     let mut daemon = Daemon::new("eos-restarts", addr, &[APP], &eos_args("eos-restarts"));
     daemon.start();
     for _ in 1..=5 {
-        let mark = total_records(addr, REPARTITION);
-        produce(addr, INPUT, &clicks.lines(40_000));
-        wait_for("repartition records to be written", Duration::from_secs(60), || {
-            daemon.assert_running();
-            let now = total_records(addr, REPARTITION);
-            if now > mark {
-                Ok(())
-            } else {
-                Err(format!("{now} repartition records, {mark} before"))
-            }
-        });
+        burst_begins(addr, &mut daemon, &mut clicks);
         daemon.stop();
         daemon.start();
     }
@@ -211,20 +217,10 @@ fn exactly_once_user_clicks_across_five_sigkills_on_noida() {
     daemon.start();
     let mut mid_processing = 0;
     for round in 1..=5 {
-        let mark = total_records(addr, REPARTITION);
-        produce(addr, INPUT, &clicks.lines(40_000));
         // Repartition records show (to read_uncommitted) as soon as the
         // transaction holding them is open; a kill soon after finds it
         // unfinished.
-        wait_for("repartition records to be written", Duration::from_secs(60), || {
-            daemon.assert_running();
-            let now = total_records(addr, REPARTITION);
-            if now > mark {
-                Ok(())
-            } else {
-                Err(format!("{now} repartition records, {mark} before"))
-            }
-        });
+        burst_begins(addr, &mut daemon, &mut clicks);
         let delay = Duration::from_millis(moments.gen_range(0..30));
         std::thread::sleep(delay);
         daemon.kill9();

@@ -329,17 +329,23 @@ impl ThreadState {
         consumer
             .assign(tpl)
             .map_err(|e| Error::kafka("assigning partitions", e))?;
-        self.paused = assignment.paused.iter().map(|p| (*p, None)).collect();
-        if !assignment.paused.is_empty() {
-            let mut paused = TopicPartitionList::new();
-            for (topic, partition) in &assignment.paused {
-                paused.add_partition(&plan.topic_names[*topic as usize], *partition);
-            }
-            consumer
-                .pause(&paused)
-                .map_err(|e| Error::kafka("pausing the partitions of restoring tasks", e))?;
+        self.pause_restoring(consumer, &assignment.paused)
+    }
+
+    /// Pauses `partitions` ((topic index, partition) of restoring tasks)
+    /// until their restore ends; they are the only paused ones.
+    fn pause_restoring(&mut self, consumer: &BaseConsumer<StreamContext>, partitions: &[(u32, i32)]) -> Result<()> {
+        self.paused = partitions.iter().map(|p| (*p, None)).collect();
+        if partitions.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let mut paused = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            paused.add_partition(&self.app.plan.topic_names[*topic as usize], *partition);
+        }
+        consumer
+            .pause(&paused)
+            .map_err(|e| Error::kafka("pausing the partitions of restoring tasks", e))
     }
 
     /// After a failed call of the task manager: under exactly-once the
@@ -391,17 +397,7 @@ impl ThreadState {
                 .seek(e.topic(), e.partition(), offset, Duration::from_secs(10))
                 .map_err(|err| Error::kafka(format!("positioning {}/{}", e.topic(), e.partition()), err))?;
         }
-        self.paused = a.paused.iter().map(|p| (*p, None)).collect();
-        if !a.paused.is_empty() {
-            let mut paused = TopicPartitionList::new();
-            for (topic, partition) in &a.paused {
-                paused.add_partition(&plan.topic_names[*topic as usize], *partition);
-            }
-            consumer
-                .pause(&paused)
-                .map_err(|e| Error::kafka("pausing the partitions of restoring tasks", e))?;
-        }
-        Ok(())
+        self.pause_restoring(consumer, &a.paused)
     }
 
     /// One restore step; resumes the partitions of the tasks it finished.
