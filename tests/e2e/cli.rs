@@ -135,7 +135,7 @@ fn bad_config_files_stop_the_daemon_with_one_line_naming_the_key() {
         (
             "threds = 2\n",
             "weir: config CONFIG: line 1: unknown field `threds`, expected one of `brokers`, `state_dir`, \
-             `data_dir`, `threads`, `commit_interval_ms`, `idle_advance_ms`, `delivery_timeout_ms`, `instance_id`, `cache_max_bytes`, `http`, `generate`, `rate`, `topologies`\n",
+             `data_dir`, `threads`, `commit_interval_ms`, `idle_advance_ms`, `delivery_timeout_ms`, `instance_id`, `guarantee`, `cache_max_bytes`, `http`, `generate`, `rate`, `topologies`\n",
         ),
         (
             "http = \"127.0.0.1:0\"\ncommit_interval_ms = \"fast\"\n",
@@ -166,6 +166,10 @@ fn bad_config_files_stop_the_daemon_with_one_line_naming_the_key() {
         (
             "instance_id = \"pod/7\"\n",
             "weir: config CONFIG: instance_id '/' is not allowed (only ASCII letters, digits, '.', '_' and '-')\n",
+        ),
+        (
+            "guarantee = \"exactly-twice\"\n",
+            "weir: config CONFIG: guarantee: \"exactly-twice\" is not a guarantee (at-least-once or exactly-once)\n",
         ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
