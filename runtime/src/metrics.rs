@@ -671,6 +671,7 @@ mod tests {
         t.late_records_dropped.inc();
         t.dlq_records.inc();
         t.rebalances.inc();
+        t.transactions_aborted.inc();
         t.active_tasks.set(1);
         t.restoring_tasks.set(0);
         t.process_latency.observe(0.0);
@@ -683,7 +684,7 @@ mod tests {
         t.rebalance_pause.observe(0.0);
         t.task_events(TaskEvent::Resumed, 1);
         let families = m.registry().gather();
-        assert_eq!(families.len(), 24);
+        assert_eq!(families.len(), 25);
         for f in &families {
             let name = f.name();
             assert!(name.starts_with("weir_"), "{name}");
