@@ -344,6 +344,22 @@ mod tests {
         assert_eq!(t.take_tracked(), Tracked::default());
     }
 
+    /// After a transaction abort the producer goes on: the purged
+    /// records' failures and tracked offsets are forgotten.
+    #[test]
+    fn start_over_forgets_failures_and_tracked_offsets() {
+        let t = DeliveryTracker::<usize>::new();
+        t.delivered_at(TRACK_END, "log", 0, 4);
+        t.failed_at("log", &timed_out());
+        assert!(t.check("log").is_err());
+        t.start_over();
+        assert!(t.check("log").is_ok());
+        assert_eq!((t.failed(), t.first_error()), (0, None));
+        assert_eq!(t.take_tracked(), Tracked::default());
+        t.delivered_at(TRACK_END, "log", 0, 7);
+        assert_eq!(t.take_tracked().ends[&("log".to_string(), 0)], 8);
+    }
+
     #[test]
     fn tracks_partition_ends_and_offsets_by_opaque_until_taken() {
         let t = DeliveryTracker::<usize>::new();
