@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use weir_connectors::kafka::stream::Guarantee;
-use weir_connectors::kafka::{self, EmbeddedBroker, TailLimit};
+use weir_connectors::kafka::{self, TailLimit};
 
 use super::Daemon;
 use crate::bench;
@@ -43,17 +43,28 @@ enum Command {
     /// application id and consumer group). Without --brokers weir starts an
     /// embedded in-memory broker in this process and prints its address.
     Run(RunArgs),
-    /// Run a standalone embedded Kafka broker (in memory) until SIGINT or SIGTERM.
+    /// Run weir's Kafka-protocol broker on its own until SIGINT or SIGTERM.
     ///
-    /// Prints `embedded Kafka broker at 127.0.0.1:PORT` as the first line on
-    /// stdout; give that address to `weir run --brokers`, `weir produce`,
-    /// `weir tail`, kcat or any Kafka client. Its data is lost when it stops.
+    /// A persistent single-node broker for development and tests: topics,
+    /// committed offsets and producer ids are kept in --broker-dir and
+    /// survive a restart (or a crash). Prints `embedded Kafka broker at
+    /// HOST:PORT` as the first line on stdout; give that address to
+    /// `weir run --brokers`, `weir produce`, `weir tail`, kcat or any Kafka
+    /// client. Not a cluster: one node, no replication, no security.
     DevBroker {
-        /// Partition count of topics created without an explicit one (input
-        /// topics created by `weir produce`, for example).
+        /// Partition count of topics created without an explicit one (created
+        /// by a client's first metadata request, or CreateTopics with -1).
         #[arg(long, env = "WEIR_PARTITIONS", default_value_t = 3, value_name = "N",
               value_parser = clap::value_parser!(i32).range(1..=i64::from(kafka::MAX_PARTITIONS)))]
         partitions: i32,
+        /// Address to listen on. If the default port is taken, a free port is
+        /// used and named on stderr; an address given here must be free.
+        /// Port 0 picks a free one. [default: 127.0.0.1:9092]
+        #[arg(long, env = "WEIR_BROKER_LISTEN", value_name = "HOST:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Directory of the broker's data.
+        #[arg(long, env = "WEIR_BROKER_DIR", value_name = "DIR", default_value = "weir-broker")]
+        broker_dir: PathBuf,
     },
     /// Produce the lines of stdin to a topic, one record per line.
     ///
@@ -348,7 +359,11 @@ pub(crate) fn run(daemon: Daemon, cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => super::run::run(daemon, args),
-        Command::DevBroker { partitions } => dev_broker(partitions),
+        Command::DevBroker {
+            partitions,
+            listen,
+            broker_dir,
+        } => dev_broker(partitions, listen, broker_dir),
         Command::Produce {
             topic,
             brokers,
@@ -508,22 +523,23 @@ pub(crate) fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn dev_broker(partitions: i32) -> anyhow::Result<()> {
+fn dev_broker(partitions: i32, listen: Option<std::net::SocketAddr>, dir: PathBuf) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives while the broker starts still
     // stops it cleanly.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
-    let broker = EmbeddedBroker::start(partitions).context("starting the embedded broker")?;
+    let settings = weir_broker::BrokerSettings {
+        default_partitions: partitions,
+        ..Default::default()
+    };
+    let broker = super::broker::start(&dir, listen, settings, "--listen")?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "embedded Kafka broker at {}", broker.bootstrap_servers())?;
+        writeln!(out, "embedded Kafka broker at {}", broker.addr())?;
         out.flush()?;
     }
-    eprintln!(
-        "weir: warning: the embedded broker keeps its data in memory only: everything is lost when it stops \
-         (and each partition keeps at most 5 MiB / 100,000 batches); use it for trying weir and for tests"
-    );
+    eprintln!("weir: broker data in {}", dir.display());
     let signal = signals.forever().next();
-    tracing::info!(?signal, "stopping the embedded broker");
-    drop(broker);
+    tracing::info!(?signal, "stopping the broker");
+    broker.stop();
     Ok(())
 }

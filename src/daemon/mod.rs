@@ -20,6 +20,7 @@
 //! ([`crate::scenarios::register_all`]).
 
 pub mod app;
+mod broker;
 mod cli;
 pub mod config;
 pub mod feed;

@@ -317,17 +317,43 @@ impl Drop for Proc {
 }
 
 /// `weir dev-broker` in its own process: a broker that outlives the
-/// daemons a test starts and kills. Dropped, it is killed.
+/// daemons a test starts and kills. Dropped, it is killed. Its data lives
+/// in a temporary directory of its own, kept across
+/// [`DevBroker::kill9_and_restart`].
 pub struct DevBroker {
     pub proc: Proc,
     addr: String,
+    partitions: i32,
+    dir: tempfile::TempDir,
 }
 
 impl DevBroker {
-    /// Starts `weir dev-broker --partitions N` and reads the address it
-    /// prints as its first line.
+    /// Starts `weir dev-broker --partitions N` on a port chosen at run time
+    /// and reads the address it prints as its first line.
     pub fn start(partitions: i32) -> DevBroker {
-        let mut proc = Proc::spawn("dev-broker", &["dev-broker", "--partitions", &partitions.to_string()]);
+        let dir = tempfile::tempdir().expect("broker dir");
+        let (proc, addr) = Self::launch(partitions, &dir);
+        DevBroker {
+            proc,
+            addr,
+            partitions,
+            dir,
+        }
+    }
+
+    fn launch(partitions: i32, dir: &tempfile::TempDir) -> (Proc, String) {
+        let dir = dir.path().to_str().expect("utf-8 temp dir");
+        let partitions = partitions.to_string();
+        let args = [
+            "dev-broker",
+            "--partitions",
+            &partitions,
+            "--listen",
+            "127.0.0.1:0",
+            "--broker-dir",
+            dir,
+        ];
+        let mut proc = Proc::spawn("dev-broker", &args);
         let line = wait_for("the dev broker to print its address", STARTUP, || {
             proc.assert_running();
             let out = proc.stdout();
@@ -340,7 +366,16 @@ impl DevBroker {
             .strip_prefix("embedded Kafka broker at ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        DevBroker { proc, addr }
+        (proc, addr)
+    }
+
+    /// SIGKILL the broker and start it again on the same directory (on a
+    /// new port: [`DevBroker::addr`] changes).
+    pub fn kill9_and_restart(&mut self) {
+        self.proc.kill9();
+        let (proc, addr) = Self::launch(self.partitions, &self.dir);
+        self.proc = proc;
+        self.addr = addr;
     }
 
     /// `127.0.0.1:PORT`.

@@ -5,6 +5,7 @@
 //!
 //! One test binary with modules inside, so the harness compiles once.
 
+mod broker_clients;
 mod cli;
 mod dashboard;
 mod exactly_once;
