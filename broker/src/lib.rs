@@ -18,6 +18,8 @@ pub mod group;
 pub mod log;
 pub mod producers;
 mod server;
+/// The cluster id the broker reports, by which weir recognizes its own broker.
+pub use server::CLUSTER_ID;
 pub mod topic_config;
 pub mod topics;
 

@@ -14,8 +14,11 @@ fn dev_broker_prints_its_address_and_produce_and_tail_round_trip() {
     let broker = DevBroker::start(2);
     let addr = broker.addr();
     assert!(
-        broker.proc.stderr().contains("in memory only"),
-        "the dev broker warns that its data is in memory only\n{}",
+        broker
+            .proc
+            .stderr()
+            .contains(&format!("weir: broker data in {}", broker.dir().display())),
+        "the dev broker says where its data is\n{}",
         broker.proc.logs()
     );
 

@@ -369,6 +369,11 @@ impl DevBroker {
         (proc, addr)
     }
 
+    /// The directory of the broker's data.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// SIGKILL the broker and start it again on the same directory (on a
     /// new port: [`DevBroker::addr`] changes).
     pub fn kill9_and_restart(&mut self) {

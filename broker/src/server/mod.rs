@@ -9,6 +9,7 @@ mod admin;
 mod data;
 mod versions;
 
+pub use admin::CLUSTER_ID;
 pub(crate) use data::now_ms;
 
 use std::net::SocketAddr;

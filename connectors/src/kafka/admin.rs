@@ -170,10 +170,23 @@ impl Admin {
         Ok(self.topics()?.get(topic).copied())
     }
 
-    /// Whether the cluster is weir's embedded broker (it has the control
-    /// topic).
+    /// Whether the cluster is librdkafka's mock broker (it has the control
+    /// topic), which needs [`ClientSettings::for_embedded_broker`].
     pub fn is_embedded_broker(&self) -> Result<bool> {
         Ok(self.topics()?.contains_key(CONTROL_TOPIC))
+    }
+
+    /// Whether the cluster is weir's own broker (`weir_broker`), known by
+    /// the cluster id it reports.
+    pub fn is_weir_broker(&self) -> bool {
+        self.client.inner().fetch_cluster_id(Duration::from_secs(10)).as_deref() == Some(weir_broker::CLUSTER_ID)
+    }
+
+    /// Whether the cluster is a development broker (the mock or weir's
+    /// own), on which weir creates missing source topics instead of
+    /// refusing to start.
+    pub fn is_development_broker(&self) -> Result<bool> {
+        Ok(self.is_weir_broker() || self.is_embedded_broker()?)
     }
 
     /// Creates the topics in `specs` that do not exist yet, and waits until

@@ -15,7 +15,7 @@ use crate::{Error, Result};
 /// topics only on the embedded/dev broker (on a real cluster a missing
 /// source topic is an error naming it, as in Kafka Streams).
 pub fn prepare(topology: &Topology, application_id: &str, admin: &Admin) -> Result<Plan> {
-    let embedded = admin.is_embedded_broker()?;
+    let embedded = admin.is_development_broker()?;
     let mut existing = admin.topics()?;
     let mut to_create = Vec::new();
     for (i, t) in topology.topics().iter().enumerate() {
