@@ -12,6 +12,9 @@
 //!   producer de-duplication, transaction markers, retention and compaction.
 //! * [`group`]: the classic consumer-group protocol and committed offsets.
 //! * [`topics`]: topic names, ids, partitions and configurations.
+//! * [`txn`]: the transaction coordinator (KIP-98) and its state, kept in
+//!   `{dir}/transactions/`; transactions that outlive their timeout are
+//!   aborted by a background task.
 //! * `server`: connections, request decoding and the handlers.
 
 pub mod group;
@@ -22,6 +25,7 @@ mod server;
 pub use server::CLUSTER_ID;
 pub mod topic_config;
 pub mod topics;
+pub mod txn;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +35,11 @@ use std::time::Duration;
 use group::{GroupConfig, GroupCoordinator};
 use producers::ProducerIds;
 use topics::Topics;
+use txn::TxnCoordinator;
+
+/// How often timed-out transactions are looked for (Kafka's
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`, 10 s there).
+const TXN_TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where the broker keeps its data and how it listens.
 #[derive(Debug, Clone)]
@@ -107,6 +116,7 @@ impl Broker {
         let groups = GroupCoordinator::open(&config.dir.join("groups"), config.settings.group.clone())
             .map_err(|e| data(e.to_string()))?;
         let producers = ProducerIds::open(&config.dir).map_err(|e| data(e.to_string()))?;
+        let txns = TxnCoordinator::open(&config.dir.join("transactions")).map_err(|e| data(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("weir-broker")
@@ -117,9 +127,12 @@ impl Broker {
             topics,
             groups,
             producers,
+            txns,
             settings: config.settings.clone(),
             advertised: addr,
         });
+        // Transactions decided before a crash are completed before serving.
+        runtime.block_on(server::txn::recover(&shared));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("weir-broker-main".into())
@@ -134,11 +147,13 @@ impl Broker {
                     };
                     shared.groups.spawn_expiry();
                     let housekeeping = tokio::spawn(housekeeping(shared.clone()));
+                    let txn_timeouts = tokio::spawn(txn_timeouts(shared.clone()));
                     tokio::select! {
                         _ = server::accept(listener, shared.clone()) => {}
                         _ = stopped => {}
                     }
                     housekeeping.abort();
+                    txn_timeouts.abort();
                 });
                 // Connections still open are dropped with the runtime.
                 runtime.shutdown_timeout(Duration::from_secs(1));
@@ -179,6 +194,16 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Abort transactions past their timeout (and retry failed completions).
+async fn txn_timeouts(shared: Arc<server::Shared>) {
+    let mut tick = tokio::time::interval(TXN_TIMEOUT_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        server::txn::expire(&shared).await;
     }
 }
 

@@ -143,10 +143,20 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Kafka bootstrap servers, `host:port[,host:port...]`. Without it weir
-    /// starts an embedded in-memory broker in this process (for trying weir:
-    /// its data is lost when weir stops).
+    /// starts its own broker in this process (a persistent single-node
+    /// broker for development; see --broker-listen and --broker-dir).
     #[arg(long, env = "WEIR_BROKERS", value_name = "HOST:PORT")]
     pub brokers: Option<String>,
+    /// Without --brokers: the address the embedded broker listens on. If
+    /// the default port is taken, a free port is used and named on stderr;
+    /// an address given here must be free. Port 0 picks a free one.
+    /// [default: 127.0.0.1:9092]
+    #[arg(long, env = "WEIR_BROKER_LISTEN", value_name = "HOST:PORT")]
+    pub broker_listen: Option<std::net::SocketAddr>,
+    /// Without --brokers: the directory of the embedded broker's data
+    /// (topics, committed offsets), kept across restarts. [default: ./weir-broker]
+    #[arg(long, env = "WEIR_BROKER_DIR", value_name = "DIR")]
+    pub broker_dir: Option<PathBuf>,
     /// Directory of the local state stores (sled); rebuilt from the
     /// changelog topics when missing. [default: ./weir-state]
     #[arg(long, env = "WEIR_STATE_DIR", value_name = "DIR")]

@@ -18,6 +18,8 @@ use weir_connectors::kafka::stream::Guarantee;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub brokers: Option<String>,
+    pub broker_listen: Option<std::net::SocketAddr>,
+    pub broker_dir: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub threads: Option<u32>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use weir_connectors::kafka::stream::{self, AppSpec, Guarantee, RunConfig, RunStatus};
-use weir_connectors::kafka::{Admin, ClientSettings};
+use weir_connectors::kafka::ClientSettings;
 use weir_runtime::metrics::Metrics;
 
 use super::app::{AppParts, Context};
@@ -19,6 +19,9 @@ use super::{generate, http, Daemon};
 /// Settings after flags, environment, config file and defaults.
 struct Settings {
     brokers: Option<String>,
+    /// Where the embedded broker listens and keeps its data (no --brokers).
+    broker_listen: Option<std::net::SocketAddr>,
+    broker_dir: PathBuf,
     state_dir: PathBuf,
     data_dir: PathBuf,
     threads: usize,
@@ -72,6 +75,12 @@ fn resolve(args: &RunArgs, file: &FileConfig) -> anyhow::Result<Settings> {
             .clone()
             .or_else(|| file.brokers.clone())
             .filter(|b| !b.trim().is_empty()),
+        broker_listen: args.broker_listen.or(file.broker_listen),
+        broker_dir: args
+            .broker_dir
+            .clone()
+            .or_else(|| file.broker_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("./weir-broker")),
         state_dir: args
             .state_dir
             .clone()
@@ -181,17 +190,29 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
     let brokers = match &settings.brokers {
         Some(b) => b.clone(),
         None => {
-            let broker = stream::start_embedded_broker().context("starting the embedded broker")?;
-            let addr = broker.bootstrap_servers();
+            let broker_settings = weir_broker::BrokerSettings {
+                default_partitions: stream::EMBEDDED_PARTITIONS,
+                ..Default::default()
+            };
+            let broker = super::broker::start(
+                &settings.broker_dir,
+                settings.broker_listen,
+                broker_settings,
+                "--broker-listen",
+            )?;
+            let addr = broker.addr().to_string();
+            println!("embedded Kafka broker at {addr}");
+            eprintln!(
+                "weir: embedded broker data in {} (a single-node broker for development and tests; \
+                 use --brokers for a Kafka cluster)",
+                settings.broker_dir.display()
+            );
             _embedded = Some(broker);
             addr
         }
     };
     let generate_default = _embedded.is_some();
-    let mut client = ClientSettings::new(&brokers);
-    if Admin::new(&client)?.is_embedded_broker()? {
-        client = client.for_embedded_broker();
-    }
+    let client = ClientSettings::new(&brokers);
     let status = Arc::new(RunStatus::default());
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(Context::new(

@@ -101,6 +101,12 @@ def run_confluent_transactions(bootstrap, topic, group, count):
         if outcome == "committed":
             producer.commit_transaction(DEADLINE_S)
         else:
+            # abort_transaction() purges records not yet sent; flushing first
+            # makes the broker store them, so that read_committed readers
+            # have aborted records to skip.
+            left = producer.flush(DEADLINE_S)
+            if left:
+                fail(f"confluent-kafka transactions: {left} records not sent before the abort")
             producer.abort_transaction(DEADLINE_S)
 
     def read(isolation):

@@ -87,6 +87,17 @@ fn python_clients_produce_consume_and_commit() {
 }
 
 #[test]
+fn a_confluent_kafka_transaction_commits_and_aborts_and_read_committed_skips_the_aborted() {
+    let broker = DevBroker::start(1);
+    let line = run_client(&venv_python(), "confluent-kafka-transactions", broker.addr(), "txn", 20);
+    assert!(
+        line.starts_with("OK confluent-kafka-transactions")
+            && line.ends_with("committed 30 aborted 20 read_committed 30 read_uncommitted 50"),
+        "{line}"
+    );
+}
+
+#[test]
 fn kcat_round_trip_survives_a_broker_sigkill() {
     let mut broker = DevBroker::start(1);
     let lines: String = (0..COUNT).map(|i| format!("k{i}\tv{i}\n")).collect();

@@ -137,7 +137,7 @@ fn bad_config_files_stop_the_daemon_with_one_line_naming_the_key() {
     let cases: &[(&str, &str)] = &[
         (
             "threds = 2\n",
-            "weir: config CONFIG: line 1: unknown field `threds`, expected one of `brokers`, `state_dir`, \
+            "weir: config CONFIG: line 1: unknown field `threds`, expected one of `brokers`, `broker_listen`, `broker_dir`, `state_dir`, \
              `data_dir`, `threads`, `commit_interval_ms`, `idle_advance_ms`, `delivery_timeout_ms`, `instance_id`, `guarantee`, `cache_max_bytes`, `http`, `generate`, `rate`, `topologies`\n",
         ),
         (

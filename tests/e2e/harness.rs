@@ -155,6 +155,9 @@ impl Proc {
         // Daemons run side by side: each takes a free port for its HTTP API
         // (printed as `HTTP on http://ADDR`) unless the test says otherwise.
         cmd.env("WEIR_HTTP", "127.0.0.1:0");
+        // Likewise the embedded broker of a `weir run` without --brokers
+        // (never Kafka's 9092, which a developer's own broker may hold).
+        cmd.env("WEIR_BROKER_LISTEN", "127.0.0.1:0");
         // Tests wait for some info-level log lines; a developer's RUST_LOG
         // must not hide them.
         cmd.env("RUST_LOG", "info");

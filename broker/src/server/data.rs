@@ -82,6 +82,12 @@ pub fn produce(shared: &Shared, request: ProduceRequest, _version: i16) -> Produ
                 continue;
             };
             let records = data.records.unwrap_or_default();
+            if let Some(e) =
+                super::txn::check_produce(shared, request.transactional_id.as_ref(), &p.topic, p.index, &records)
+            {
+                partitions.push(response.with_error_code(e.code()));
+                continue;
+            }
             let mut log = p.log();
             match log.append(&records, now) {
                 Ok(a) => {
@@ -257,14 +263,13 @@ pub fn list_offsets(shared: &Shared, request: ListOffsetsRequest, _version: i16)
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// Idempotent producers get a fresh id (epoch 0).
+/// Idempotent producers get a fresh id (epoch 0). Transactional ones are
+/// answered by `txn::init_producer_id`.
 pub fn init_producer_id(shared: &Shared, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if request.transactional_id.is_some() {
-        return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
-    }
+    debug_assert!(request.transactional_id.is_none());
     match shared.producers.next() {
         Ok(id) => response.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {

@@ -7,6 +7,7 @@
 
 mod admin;
 mod data;
+pub(crate) mod txn;
 mod versions;
 
 pub use admin::CLUSTER_ID;
@@ -24,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::group::GroupCoordinator;
 use crate::producers::ProducerIds;
 use crate::topics::Topics;
+use crate::txn::TxnCoordinator;
 use crate::BrokerSettings;
 
 /// Kafka's `socket.request.max.bytes`: a larger request closes the connection.
@@ -34,6 +36,7 @@ pub(crate) struct Shared {
     pub topics: Topics,
     pub groups: GroupCoordinator,
     pub producers: ProducerIds,
+    pub txns: TxnCoordinator,
     pub settings: BrokerSettings,
     /// The address clients are told to connect to (Metadata, FindCoordinator).
     pub advertised: SocketAddr,
@@ -134,7 +137,22 @@ async fn handle(mut frame: Bytes, host: &str, shared: &Shared) -> std::io::Resul
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(shared, r).await),
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(shared, r)),
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(admin::describe_configs(shared, r)),
+        RequestKind::InitProducerId(r) if r.transactional_id.is_some() => {
+            ResponseKind::InitProducerId(txn::init_producer_id(shared, r, version).await)
+        }
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(data::init_producer_id(shared, r)),
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn(shared, r, version))
+        }
+        RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(txn::add_offsets_to_txn(shared, r, version)),
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(shared, r, version).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end_txn(shared, r, version).await),
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(txn::describe_transactions(shared, r))
+        }
+        RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(txn::list_transactions(shared, r, version)),
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(shared.groups.join_group(r, version, &client_id, host).await)
         }

@@ -186,7 +186,11 @@ mod tests {
         assert_eq!(states["a"].state, TxnState::Ongoing);
         assert_eq!(states["a"].partitions.len(), 1);
         assert_eq!(states["b"].producer_id, 2);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), before - 6, "the torn tail is cut");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            before - 6,
+            "the torn tail is cut"
+        );
     }
 
     #[test]

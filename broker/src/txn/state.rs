@@ -203,9 +203,7 @@ impl TxnMeta {
     /// the old one is fenced, then PrepareAbort.
     pub fn fence_and_prepare_abort(&mut self, now: i64) {
         debug_assert_eq!(self.state, TxnState::Ongoing);
-        if self.epoch < i16::MAX {
-            self.epoch += 1;
-        }
+        self.epoch = self.epoch.saturating_add(1);
         self.state = TxnState::PrepareAbort;
         self.last_update_ms = now;
     }
@@ -334,7 +332,11 @@ mod tests {
         m.fence_and_prepare_abort(100);
         assert_eq!((m.epoch, m.state), (1, TxnState::PrepareAbort));
         assert_eq!(m.prepare_end(true, 101), Err(TxnError::InvalidState));
-        assert_eq!(m.check_producer(7, 0), Err(TxnError::Fenced), "the old producer is fenced");
+        assert_eq!(
+            m.check_producer(7, 0),
+            Err(TxnError::Fenced),
+            "the old producer is fenced"
+        );
         m.complete(102);
         assert_eq!(m.state, TxnState::CompleteAbort);
     }
@@ -346,7 +348,11 @@ mod tests {
         assert_eq!((m.producer_id, m.epoch, m.timeout_ms), (7, 1, 1000));
         m.epoch = i16::MAX - 1;
         m.bump_epoch(1000, 2, || Ok(99)).unwrap();
-        assert_eq!((m.producer_id, m.epoch), (99, 0), "an exhausted epoch gets a new producer id");
+        assert_eq!(
+            (m.producer_id, m.epoch),
+            (99, 0),
+            "an exhausted epoch gets a new producer id"
+        );
     }
 
     #[test]
@@ -377,7 +383,11 @@ mod tests {
         m.add(&[], &["g".into()], 21).unwrap();
         m.add_offsets("g", vec![o.clone()], 22).unwrap();
         m.add_offsets("g", vec![PendingOffset { offset: 9, ..o }], 23).unwrap();
-        assert_eq!(m.offsets.len(), 1, "a later offset for the same partition replaces the earlier");
+        assert_eq!(
+            m.offsets.len(),
+            1,
+            "a later offset for the same partition replaces the earlier"
+        );
         assert_eq!(m.offsets[0].offset, 9);
     }
 }
