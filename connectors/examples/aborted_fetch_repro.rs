@@ -6,22 +6,30 @@
 //! Kafka lists only the aborted transactions that overlap the fetched
 //! range (`lastOffset >= fetchOffset`).
 //!
-//! `cargo run --release -p weir-connectors --example aborted_fetch_repro -- HOST:PORT`
-//! against an empty broker: prints what a `read_committed` reader sees
-//! from each start offset (Kafka: 3 committed records from every offset
-//! up to 0, 3 from past the abort marker).
+//! `cargo run --release -p weir-connectors --example aborted_fetch_repro -- [HOST:PORT]`
+//! against an empty broker (without an address, against weir's own broker,
+//! started in-process with throw-away data): prints what a `read_committed`
+//! reader sees from each start offset (Kafka: c1-c3 and d1-d3 from offset
+//! 0, d1-d3 from offsets 4 and 8).
 
 use std::time::Duration;
 
 use weir_connectors::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use weir_connectors::kafka::rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use weir_connectors::kafka::rdkafka::{Message, Offset, TopicPartitionList};
-use weir_connectors::kafka::{Admin, ClientSettings, TopicSpec};
+use weir_connectors::kafka::{Admin, ClientSettings, EmbeddedBroker, TopicSpec};
 
 const TOPIC: &str = "aborted-fetch-repro";
 
 fn main() {
-    let brokers = std::env::args().nth(1).expect("usage: aborted_fetch_repro HOST:PORT");
+    let (brokers, _embedded) = match std::env::args().nth(1) {
+        Some(addr) => (addr, None),
+        None => {
+            let broker = EmbeddedBroker::start(1).expect("starting the embedded broker");
+            (broker.bootstrap_servers(), Some(broker))
+        }
+    };
+    println!("broker: {brokers}");
     let settings = ClientSettings::new(brokers.as_str());
     Admin::new(&settings)
         .and_then(|a| a.ensure_topics(&[TopicSpec::new(TOPIC, 1)]))

@@ -83,7 +83,7 @@ pub enum Error {
         /// How long weir waited.
         after: Duration,
     },
-    /// The embedded broker failed to start or its thread has gone.
+    /// The [`EmbeddedBroker`](crate::kafka::EmbeddedBroker) failed to start.
     #[error("embedded broker: {0}")]
     EmbeddedBroker(String),
     /// Reading input or writing output failed.

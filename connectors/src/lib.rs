@@ -1,9 +1,10 @@
 //! weir's connectors: everything that talks to the outside world.
 //!
-//! For now this is the Kafka plumbing ([`kafka`]): the embedded broker, the
-//! tuned client configurations, topic administration, the `weir produce` /
-//! `weir tail` helpers and Kafka's default partitioner. Parquet, HTTP ingress
-//! and generators come later.
+//! For now this is the Kafka plumbing ([`kafka`]): the tuned client
+//! configurations, topic administration, the `weir produce` / `weir tail`
+//! helpers, Kafka's default partitioner and an embedded broker for tests;
+//! and the Parquet sink ([`parquet`]). HTTP ingress and generators come
+//! later.
 
 pub mod error;
 pub mod kafka;

@@ -1,18 +1,19 @@
-//! weir's Kafka plumbing against a real (embedded) broker.
+//! weir's Kafka plumbing against a real broker: weir's own, through
+//! [`EmbeddedBroker`].
 //!
-//! Every test starts its own [`EmbeddedBroker`] on a port the OS picks, and
-//! every client and broker is dropped on every path (the broker's `Drop`
-//! stops its thread), so tests can run in parallel and leave nothing behind.
+//! Every test starts its own [`EmbeddedBroker`] on a port the OS picks, with
+//! its data in a temporary directory, and every client and broker is dropped
+//! on every path (the broker's `Drop` stops it and deletes its data), so
+//! tests can run in parallel and leave nothing behind.
 //! Waits are on conditions with deadlines, never on fixed sleeps.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use weir_connectors::kafka::*;
@@ -57,8 +58,8 @@ fn ten_thousand_keyed_records_round_trip_and_land_on_the_java_partition() {
     let produced = produce_lines(&bs, "clicks", input.as_bytes(), true).unwrap();
     assert_eq!(produced, n);
 
-    // The broker holds exactly n records (it drops old data silently when a
-    // partition overflows, so check the watermarks, not just the reads).
+    // The broker holds exactly n records, from offset 0 (the watermarks,
+    // not just the reads).
     let admin_consumer = consumer(ClientSettings::new(&bs).standalone_consumer_config());
     let mut total = 0;
     for p in 0..3 {
@@ -275,9 +276,9 @@ fn tail_from_the_end_skips_old_records() {
     assert_eq!(tail(&bs, "old", false, Vec::new(), Some(limit)).unwrap(), 0);
 }
 
-/// With the embedded broker's initial rebalance delay at 0, a new consumer
-/// group gets its first record quickly; the default delay (3 s, see
-/// `mock_default_group_join_delay_is_three_seconds`) would fail this.
+/// weir's broker starts a new group's first generation at once (no
+/// `group.initial.rebalance.delay.ms`, 3 s on Kafka), so a new consumer
+/// group gets its first record quickly.
 #[test]
 fn consumer_group_join_is_fast() {
     let b = broker(1);
@@ -292,22 +293,6 @@ fn consumer_group_join_is_fast() {
     assert!(took < Duration::from_secs(2), "first record after {took:?}");
 }
 
-/// The fact that makes the test above meaningful: a plain mock cluster
-/// delays the first join of a group by ~3 s.
-#[test]
-fn mock_default_group_join_delay_is_three_seconds() {
-    let mock = MockCluster::new(1).unwrap();
-    let bs = mock.bootstrap_servers();
-    mock.create_topic("in", 1, 1).unwrap();
-    produce_one(&bs, "in");
-
-    let c = consumer(ClientSettings::new(&bs).consumer_config("slow-app"));
-    let started = Instant::now();
-    c.subscribe(&["in"]).unwrap();
-    let took = first_message_after(&c, started, DEADLINE).expect("a message");
-    assert!(took >= Duration::from_millis(2500), "first record after {took:?}");
-}
-
 /// `range` gives partition p of every subscribed topic with the same
 /// partition count to the same member, which weir's tasks rely on.
 #[test]
@@ -316,7 +301,7 @@ fn range_assignment_co_partitions_topics() {
     let bs = b.bootstrap_servers();
     b.create_topic("left", 3).unwrap();
     b.create_topic("right", 3).unwrap();
-    let settings = ClientSettings::new(&bs).for_embedded_broker();
+    let settings = ClientSettings::new(&bs);
     let members = [
         consumer(settings.consumer_config("joiners")),
         consumer(settings.consumer_config("joiners")),
@@ -357,14 +342,14 @@ fn range_assignment_co_partitions_topics() {
 }
 
 #[test]
-fn ensure_topics_creates_missing_topics_on_the_embedded_broker() {
+fn ensure_topics_creates_missing_topics_with_their_configs() {
     let b = broker(3);
     let admin = Admin::connect(&b.bootstrap_servers()).unwrap();
-    assert!(admin.is_embedded_broker().unwrap());
+    assert!(admin.is_weir_broker());
     b.create_topic("source", 2).unwrap();
 
     let specs = [
-        TopicSpec::new("app-agg-repartition", 6),
+        TopicSpec::new("app-agg-repartition", 6).config("retention.ms", "3600000"),
         TopicSpec::new("app-agg-changelog", 6).compacted(),
         TopicSpec::with_default_partitions("app-dlq"),
         TopicSpec::new("source", 4),
@@ -378,11 +363,24 @@ fn ensure_topics_creates_missing_topics_on_the_embedded_broker() {
     assert_eq!(topics["app-dlq"], 3, "the broker's default");
     assert_eq!(topics["source"], 2, "an existing topic is left alone");
 
+    // The configs were set on the topics, as the broker describes them.
+    assert_eq!(
+        topic_config(&b, "app-agg-changelog", "cleanup.policy").as_deref(),
+        Some("compact")
+    );
+    assert_eq!(
+        topic_config(&b, "app-agg-repartition", "cleanup.policy").as_deref(),
+        Some("delete")
+    );
+    assert_eq!(
+        topic_config(&b, "app-agg-repartition", "retention.ms").as_deref(),
+        Some("3600000")
+    );
+
     // Idempotent.
     assert!(admin.ensure_topics(&specs).unwrap().is_empty());
 
-    // Bad input fails before any round trip, and the broker survives
-    // garbage on its control topic.
+    // Bad input fails before any round trip.
     assert!(matches!(
         admin.ensure_topics(&[TopicSpec::new("bad name", 1)]),
         Err(Error::InvalidArgument(_))
@@ -391,34 +389,21 @@ fn ensure_topics_creates_missing_topics_on_the_embedded_broker() {
         admin.ensure_topics(&[TopicSpec::new("zero", 0)]),
         Err(Error::InvalidArgument(_))
     ));
-    let p: BaseProducer = ClientSettings::new(b.bootstrap_servers())
-        .producer_config()
+    assert_eq!(admin.partition_count("zero").unwrap(), None);
+}
+
+/// The value of `key` in the configuration of `topic`, as DescribeConfigs
+/// reports it.
+fn topic_config(b: &EmbeddedBroker, topic: &str, key: &str) -> Option<String> {
+    let admin: AdminClient<DefaultClientContext> = ClientSettings::new(b.bootstrap_servers())
+        .admin_config()
         .create()
         .unwrap();
-    p.send(
-        BaseRecord::<[u8], [u8]>::to(CONTROL_TOPIC)
-            .key(b"\xff")
-            .payload(b"create 1"),
-    )
-    .unwrap();
-    p.send(
-        BaseRecord::<str, str>::to(CONTROL_TOPIC)
-            .key("t")
-            .payload("drop everything"),
-    )
-    .unwrap();
-    p.send(
-        BaseRecord::<str, str>::to(CONTROL_TOPIC)
-            .key("huge")
-            .payload("create 999999999"),
-    )
-    .unwrap();
-    p.flush(DEADLINE).unwrap();
-    assert_eq!(
-        admin.ensure_topics(&[TopicSpec::new("after-garbage", 2)]).unwrap(),
-        ["after-garbage"]
-    );
-    assert_eq!(admin.partition_count("huge").unwrap(), None);
+    let options = AdminOptions::new().request_timeout(Some(DEADLINE));
+    let results =
+        futures_executor::block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options)).unwrap();
+    let resource = results.into_iter().next().unwrap().expect("described");
+    resource.get(key).and_then(|e| e.value.clone())
 }
 
 #[test]
@@ -426,7 +411,12 @@ fn create_topic_validates_and_refuses_duplicates() {
     assert!(matches!(EmbeddedBroker::start(0), Err(Error::InvalidArgument(_))));
     let b = broker(1);
     b.create_topic("once", 2).unwrap();
-    assert!(matches!(b.create_topic("once", 2), Err(Error::TopicCreation { .. })));
+    match b.create_topic("once", 3) {
+        Err(Error::TopicCreation { topic, reason }) => {
+            assert_eq!((topic.as_str(), reason.as_str()), ("once", "topic already exists"))
+        }
+        other => panic!("a second create_topic: {other:?}"),
+    }
     assert!(matches!(b.create_topic("", 1), Err(Error::InvalidArgument(_))));
     assert!(matches!(b.create_topic("a/b", 1), Err(Error::InvalidArgument(_))));
     assert!(matches!(b.create_topic("neg", -1), Err(Error::InvalidArgument(_))));
@@ -434,35 +424,12 @@ fn create_topic_validates_and_refuses_duplicates() {
     assert_eq!(admin.partition_count("once").unwrap(), Some(2));
 }
 
-/// The embedded broker has no admin API: `CreateTopics` is never answered
-/// and creates nothing.
+/// A producer's metadata request auto-creates an unknown topic with the
+/// broker's `default_partitions` (`auto.create.topics.enable`); weir's
+/// consumers and admin client never auto-create.
 #[test]
-fn mock_broker_does_not_answer_create_topics() {
-    let b = broker(1);
-    let bs = b.bootstrap_servers();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &bs).create().unwrap();
-    let topic = NewTopic::new("via-admin-api", 2, TopicReplication::Fixed(1));
-    let options = AdminOptions::new()
-        .request_timeout(Some(Duration::from_secs(2)))
-        .operation_timeout(Some(Duration::from_secs(2)));
-    let result = futures_executor::block_on(admin.create_topics([&topic], &options));
-    let failed = match result {
-        Err(_) => true,
-        Ok(ref per_topic) => per_topic.iter().any(Result::is_err),
-    };
-    assert!(failed, "CreateTopics unexpectedly succeeded: {result:?}");
-    assert_eq!(
-        Admin::connect(&bs).unwrap().partition_count("via-admin-api").unwrap(),
-        None
-    );
-}
-
-/// A producer's metadata request auto-creates an unknown topic with 4
-/// partitions (the mock's fixed default); consumers and weir's admin client
-/// never auto-create.
-#[test]
-fn mock_broker_auto_creates_topics_with_four_partitions_on_producer_metadata() {
-    let b = broker(1);
+fn only_producers_auto_create_topics_with_the_broker_default() {
+    let b = broker(2);
     let bs = b.bootstrap_servers();
     let c = consumer(ClientSettings::new(&bs).consumer_config("g"));
     let md = c.fetch_metadata(Some("by-consumer"), DEADLINE).unwrap();
@@ -472,15 +439,15 @@ fn mock_broker_auto_creates_topics_with_four_partitions_on_producer_metadata() {
 
     let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bs).create().unwrap();
     let md = p.client().fetch_metadata(Some("by-producer"), DEADLINE).unwrap();
-    assert_eq!(md.topics()[0].partitions().len(), 4);
-    assert_eq!(admin.partition_count("by-producer").unwrap(), Some(4));
+    assert_eq!(md.topics()[0].partitions().len(), 2);
+    assert_eq!(admin.partition_count("by-producer").unwrap(), Some(2));
 }
 
-/// The transactional protocol is accepted but not enforced: aborted records
-/// are visible to `read_committed` consumers, and offsets sent in a
-/// transaction are not stored.
+/// Exactly-once rests on these: a `read_committed` reader (weir's default)
+/// does not see the records of an aborted transaction, and offsets sent in
+/// a committed transaction are the group's committed offsets.
 #[test]
-fn mock_broker_does_not_enforce_transactions() {
+fn read_committed_skips_aborted_records_and_transactions_commit_offsets() {
     let b = broker(1);
     let bs = b.bootstrap_servers();
     b.create_topic("txn-in", 1).unwrap();
@@ -508,41 +475,50 @@ fn mock_broker_does_not_enforce_transactions() {
         .unwrap();
     tp.commit_transaction(DEADLINE).unwrap();
 
+    // Read until the committed record: read_committed sees nothing before
+    // it, read_uncommitted sees the aborted one too.
+    let read = |read_committed: bool| {
+        let mut settings = settings.clone();
+        settings.read_committed = read_committed;
+        let mut values = Vec::new();
+        tail_with(
+            &settings,
+            "txn-out",
+            true,
+            Some(TailLimit::records_within(2, DEADLINE)),
+            |r| {
+                let Some(r) = r else { return true };
+                let value = String::from_utf8_lossy(r.value.unwrap()).into_owned();
+                let done = value == "committed";
+                values.push((value, r.offset));
+                !done
+            },
+        )
+        .unwrap();
+        values
+    };
     assert!(settings.read_committed);
-    let mut values = Vec::new();
-    tail_with(
-        &settings,
-        "txn-out",
-        true,
-        Some(TailLimit::records_within(2, DEADLINE)),
-        |r| {
-            if let Some(r) = r {
-                values.push(String::from_utf8_lossy(r.value.unwrap()).into_owned());
-            }
-            true
-        },
-    )
-    .unwrap();
-    assert_eq!(values, ["aborted", "committed"]);
+    // Offsets: 0 aborted, 1 its abort marker, 2 committed, 3 its marker.
+    assert_eq!(read(true), [("committed".to_string(), 2)]);
+    assert_eq!(read(false), [("aborted".to_string(), 0), ("committed".to_string(), 2)]);
 
     let mut query = TopicPartitionList::new();
     query.add_partition("txn-in", 0);
     let committed = group.committed_offsets(query, DEADLINE).unwrap();
-    assert_eq!(
-        committed.elements()[0].offset(),
-        Offset::Invalid,
-        "TxnOffsetCommit was stored"
-    );
+    assert_eq!(committed.elements()[0].offset(), Offset::Offset(1));
 }
 
 #[test]
-fn dropping_the_broker_closes_its_port() {
+fn dropping_the_broker_closes_its_port_and_deletes_its_data() {
     let b = broker(1);
     let addr = b.bootstrap_servers();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     TcpStream::connect(&addr).expect("listening while alive");
+    let dir = b.data_dir().to_path_buf();
+    assert!(dir.is_dir(), "{}", dir.display());
     drop(b);
     assert!(TcpStream::connect(&addr).is_err(), "still listening after drop");
+    assert!(!dir.exists(), "its data outlived it in {}", dir.display());
 }
 
 #[test]

@@ -215,24 +215,23 @@ pub(super) fn cluster(
     }
 }
 
-/// `weir dev-broker` in a child process. Dropping it kills and reaps the
-/// process, so no path of the bench (errors included) leaves a broker
-/// running.
+/// `weir dev-broker` in a child process, on a free port, with its data in
+/// a temporary directory. Dropping it kills and reaps the process, then
+/// deletes the data, so no path of the bench (errors included) leaves a
+/// broker running or its data behind, and every run starts empty.
 pub(super) struct BrokerProcess {
     pub(super) child: Child,
     pub(super) addr: String,
+    /// Dropped after `Drop::drop` has reaped the broker.
+    _dir: tempfile::TempDir,
 }
 
 impl BrokerProcess {
-    /// The client settings `weir run` uses against this broker (retuned
-    /// group timing when it is the embedded broker), so that weir and the
-    /// ceilings run on the same ones, and an admin client.
+    /// The client settings `weir run` uses against this broker, so that
+    /// weir and the ceilings run on the same ones, and an admin client.
     pub(super) fn client(&self) -> Result<(ClientSettings, Admin)> {
-        let mut settings = ClientSettings::new(&self.addr);
+        let settings = ClientSettings::new(&self.addr);
         let admin = Admin::new(&settings).context("admin client")?;
-        if admin.is_embedded_broker().context("asking the broker what it is")? {
-            settings = settings.for_embedded_broker();
-        }
         Ok((settings, admin))
     }
 
@@ -240,11 +239,23 @@ impl BrokerProcess {
     /// reads the address it prints as its first line on stdout.
     pub(super) fn start(partitions: i32) -> Result<BrokerProcess> {
         let exe = std::env::current_exe().context("locating the weir executable")?;
+        let dir = tempfile::Builder::new()
+            .prefix("weir-bench-broker-")
+            .tempdir()
+            .context("creating a directory for the dev broker's data")?;
         // stderr goes to a file: a pipe nobody reads could fill and block
         // the broker, and the file says why the broker died if it does.
         let mut log = tempfile::tempfile().context("creating a file for the dev broker's stderr")?;
         let child = Command::new(&exe)
-            .args(["dev-broker", "--partitions", &partitions.to_string()])
+            .args([
+                "dev-broker",
+                "--partitions",
+                &partitions.to_string(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--broker-dir")
+            .arg(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log.try_clone().context("sharing the dev broker's stderr file")?)
@@ -253,6 +264,7 @@ impl BrokerProcess {
         let mut broker = BrokerProcess {
             child,
             addr: String::new(),
+            _dir: dir,
         };
         let stdout = broker.child.stdout.take().context("the dev broker's stdout")?;
         let (tx, rx) = mpsc::channel();
@@ -342,9 +354,9 @@ fn produce_input(settings: &ClientSettings, topic: &str, n: u64, w: &mut dyn Wor
         let ts = w.record(i, &mut key, &mut value)?;
         let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(&value[..]).timestamp(ts);
         if key.is_empty() {
-            // Unkeyed input round-robin over the partitions: librdkafka's
-            // sticky partitioner can put half of 1 M records on one
-            // partition, past what the dev broker keeps (5 MiB).
+            // Unkeyed input round-robin over the partitions, so that every
+            // task gets its share: librdkafka's sticky partitioner can put
+            // half of 1 M records on one partition.
             record = record.partition((i % PARTITIONS as u64) as i32);
         } else {
             record = record.key(&key[..]);
@@ -398,16 +410,16 @@ pub(super) fn end_offsets(settings: &ClientSettings, topic: &str) -> Result<Vec<
 /// Checks that the broker holds all `n` input records, from offset 0 of
 /// every partition, and returns the end offset of each partition.
 ///
-/// The dev broker keeps at most 5 MiB and 100,000 batches per partition and
-/// drops older data without telling anyone; a bench on a partial input
-/// would post a figure for less work than it claims.
+/// A bench on a partial input (a cluster whose retention dropped some, a
+/// topic that was not empty) would post a figure for a different amount of
+/// work than it claims.
 fn check_input(settings: &ClientSettings, topic: &str, n: u64) -> Result<Vec<i64>> {
     let marks = watermarks(&standalone_consumer(settings)?, topic)?;
     let total: i64 = marks.iter().map(|(_, high)| high).sum();
     if marks.iter().any(|(low, _)| *low != 0) || u64::try_from(total).ok() != Some(n) {
         bail!(
             "the broker does not hold the {n} input records of {topic} (watermarks per partition: {marks:?}); \
-             the dev broker drops the oldest data past 5 MiB or 100,000 batches per partition: use fewer --events"
+             the input topic must be new or empty, and the cluster must keep all of it"
         );
     }
     Ok(marks.into_iter().map(|(_, high)| high).collect())
@@ -885,11 +897,12 @@ const EMOJI_GRACE_MS: i64 = 60_000;
 ///
 /// The topology runs with a grace of [`EMOJI_GRACE_MS`] instead of 1 s,
 /// because a backlog is not consumed in event-time order across
-/// partitions: the dev broker returns one producer batch (here ~20,000
-/// records) per partition per fetch, and librdkafka's prefetch lets one
+/// partitions: a fetch returns whole producer batches (here ~20,000
+/// records each) per partition, and librdkafka's prefetch lets one
 /// partition run ahead of the others, so the repartitioned stream arrives
-/// ~30 s of event time out of order (measured in the order the ceiling
-/// consumes: 31 s at 1,000,000 records). With 1 s of grace weir drops most
+/// tens of seconds of event time out of order (measured in the order the
+/// ceiling consumes: 31 s at 1,000,000 records, on the broker weir used
+/// before its own). With 1 s of grace weir drops most
 /// of it as late, which is right by the windowing rules but leaves nothing
 /// to check. The grace changes how long windows stay open (a few hundred
 /// more store entries), not the work per record.

@@ -33,9 +33,7 @@ use super::e2e::{
 use super::{peak_rss_bytes, BenchResult};
 use crate::scenarios::user_clicks;
 
-/// Partitions of the changelog (the dev broker's default). The dev broker
-/// keeps at most 5 MiB per partition; 1,000,000 compressed records fit in
-/// three.
+/// Partitions of the changelog (the dev broker's default).
 const PARTITIONS: i32 = 3;
 
 /// Options of `weir bench restore`.
@@ -102,11 +100,7 @@ pub fn run_restore(opts: &RestoreOptions) -> Result<Vec<BenchResult>> {
     drop(p);
     let ends = end_offsets(&settings, &changelog)?;
     if ends.iter().sum::<i64>() != opts.keys as i64 {
-        bail!(
-            "the broker holds {ends:?} records of {changelog}, not {}: the dev broker drops data past 5 MiB per \
-             partition; use fewer --keys",
-            opts.keys
-        );
+        bail!("the broker holds {ends:?} records of {changelog}, not {}", opts.keys);
     }
     log(&format!(
         "{} changelog records produced in {:.2} s (offsets {ends:?})",

@@ -42,7 +42,7 @@ enum Command {
     /// Each topology runs as its own application (its name is the
     /// application id and consumer group). Without --brokers weir starts an
     /// embedded in-memory broker in this process and prints its address.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run weir's Kafka-protocol broker on its own until SIGINT or SIGTERM.
     ///
     /// A persistent single-node broker for development and tests: topics,
@@ -368,7 +368,7 @@ pub(crate) fn run(daemon: Daemon, cli: Cli) -> anyhow::Result<()> {
             print!("{}", parts.topology.describe(&app.name));
             Ok(())
         }
-        Command::Run(args) => super::run::run(daemon, args),
+        Command::Run(args) => super::run::run(daemon, *args),
         Command::DevBroker {
             partitions,
             listen,

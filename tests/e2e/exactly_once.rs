@@ -1,12 +1,13 @@
-//! `--guarantee exactly-once` on noida-db, a broker with real Kafka
-//! transactions: whatever SIGKILLs, SIGSTOPs and restarts happen, a
+//! `--guarantee exactly-once` on brokers with real Kafka transactions:
+//! weir's own broker (`weir dev-broker`, `_on_weir_broker`) and noida-db
+//! (`_on_noida`). Whatever SIGKILLs, SIGSTOPs and restarts happen, a
 //! `read_committed` reader (kcat, a client nobody here wrote) sees every
 //! output once, in order, and exact, and every input record repartitioned
 //! exactly once; a `read_uncommitted` reader of the same topics sees the
 //! records of the aborted transactions too, which shows the check can
 //! tell.
 //!
-//! Two defects of noida-db 0.2.3 keep the crash and zombie tests from
+//! Two defects of noida-db 0.2.3 keep its crash and zombie tests from
 //! running in CI (they are `#[ignore]`d with the reason, for `--ignored`
 //! on a broker without them): a `read_committed` fetch that starts past
 //! an abort marker still lists that aborted transaction, so clients skip
@@ -168,9 +169,18 @@ fn burst_begins(addr: &str, daemon: &mut Daemon, clicks: &mut Clicks) {
 /// exact; every input record is repartitioned exactly once, for
 /// `read_uncommitted` readers as well.
 #[test]
+fn exactly_once_user_clicks_across_restarts_on_weir_broker() {
+    exactly_once_user_clicks_across_restarts(BrokerKind::Dev);
+}
+
+#[test]
 fn exactly_once_user_clicks_across_restarts_on_noida() {
+    exactly_once_user_clicks_across_restarts(BrokerKind::Noida);
+}
+
+fn exactly_once_user_clicks_across_restarts(kind: BrokerKind) {
     let _heavy = heavy_test_lock();
-    let broker = TestBroker::start(BrokerKind::Noida, 4);
+    let broker = TestBroker::start(kind, 4);
     let addr = broker.addr();
     broker.create_topic(INPUT, 4);
     let mut clicks = Clicks::new(78);
@@ -203,13 +213,27 @@ fn exactly_once_user_clicks_across_restarts_on_noida() {
 /// repartitioned exactly once; a `read_uncommitted` reader sees the
 /// repartition records of the aborted transactions as well.
 #[test]
+fn exactly_once_user_clicks_across_five_sigkills_on_weir_broker() {
+    exactly_once_user_clicks_across_five_sigkills(
+        BrokerKind::Dev,
+        "exactly_once_user_clicks_across_five_sigkills_on_weir_broker",
+    );
+}
+
+#[test]
 #[ignore = "noida-db 0.2.3 hides committed records fetched past an abort marker \
             (connectors/examples/aborted_fetch_repro.rs); run with --ignored on a fixed broker"]
 fn exactly_once_user_clicks_across_five_sigkills_on_noida() {
+    exactly_once_user_clicks_across_five_sigkills(
+        BrokerKind::Noida,
+        "exactly_once_user_clicks_across_five_sigkills_on_noida",
+    );
+}
+
+fn exactly_once_user_clicks_across_five_sigkills(kind: BrokerKind, test: &str) {
     let _heavy = heavy_test_lock();
-    let test = "exactly_once_user_clicks_across_five_sigkills_on_noida";
     let mut moments = moment_rng(test);
-    let broker = TestBroker::start(BrokerKind::Noida, 4);
+    let broker = TestBroker::start(kind, 4);
     let addr = broker.addr();
     broker.create_topic(INPUT, 4);
     let mut clicks = Clicks::new(77);
@@ -217,13 +241,29 @@ fn exactly_once_user_clicks_across_five_sigkills_on_noida() {
     daemon.start();
     let mut mid_processing = 0;
     for round in 1..=5 {
-        // Repartition records show (to read_uncommitted) as soon as the
-        // transaction holding them is open; a kill soon after finds it
-        // unfinished.
-        burst_begins(addr, &mut daemon, &mut clicks);
+        // The burst arrives over ~400 ms (40 chunks, 10 ms apart), so the
+        // kill lands while input still arrives, however fast the broker
+        // and the daemon are. Repartition records show (to
+        // read_uncommitted) as soon as the transaction holding them is
+        // open; a kill soon after finds it unfinished.
+        let chunks: Vec<Vec<u8>> = (0..40).map(|_| clicks.lines(1_000)).collect();
+        let mark = total_records(addr, REPARTITION);
         let delay = Duration::from_millis(moments.gen_range(0..30));
-        std::thread::sleep(delay);
-        daemon.kill9();
+        std::thread::scope(|s| {
+            let producer = s.spawn(|| produce_paced(addr, &chunks, Duration::from_millis(10)));
+            wait_for("repartition records to be written", Duration::from_secs(60), || {
+                daemon.assert_running();
+                let now = total_records(addr, REPARTITION);
+                if now > mark {
+                    Ok(())
+                } else {
+                    Err(format!("{now} repartition records, {mark} before"))
+                }
+            });
+            std::thread::sleep(delay);
+            daemon.kill9();
+            producer.join().expect("producer thread");
+        });
         // Mid-processing: the committed counts did not reach the input's.
         let seen = counts_by_user(&kcat_values(addr, OUTPUT, "read_committed"));
         let behind = truth(&clicks)
@@ -269,16 +309,30 @@ fn exactly_once_user_clicks_across_five_sigkills_on_noida() {
 /// emoji-stream's windows across three SIGKILLs: each closed window's
 /// aggregate is committed exactly once, with its exact count.
 #[test]
+fn exactly_once_emoji_windows_across_sigkills_on_weir_broker() {
+    exactly_once_emoji_windows_across_sigkills(
+        BrokerKind::Dev,
+        "exactly_once_emoji_windows_across_sigkills_on_weir_broker",
+    );
+}
+
+#[test]
 #[ignore = "noida-db 0.2.3 hides committed records fetched past an abort marker \
             (connectors/examples/aborted_fetch_repro.rs); run with --ignored on a fixed broker"]
 fn exactly_once_emoji_windows_across_sigkills_on_noida() {
+    exactly_once_emoji_windows_across_sigkills(
+        BrokerKind::Noida,
+        "exactly_once_emoji_windows_across_sigkills_on_noida",
+    );
+}
+
+fn exactly_once_emoji_windows_across_sigkills(kind: BrokerKind, test: &str) {
     use scenario_emoji::{aggregate, reaction, T0};
     const WINDOWS: i64 = 240;
     const EMOJIS: [&str; 3] = ["🔥", "😂", "👍"];
     let _heavy = heavy_test_lock();
-    let test = "exactly_once_emoji_windows_across_sigkills_on_noida";
     let mut moments = moment_rng(test);
-    let broker = TestBroker::start(BrokerKind::Noida, 1);
+    let broker = TestBroker::start(kind, 1);
     let addr = broker.addr();
     broker.create_topic("emoji-events", 1);
     // In window w, emoji e gets 1 + (7w + 13e) % 40 reactions, in time
@@ -376,12 +430,20 @@ fn exactly_once_emoji_windows_across_sigkills_on_noida() {
 /// become visible: it is fenced (its group generation is over), aborts,
 /// and rejoins or exits; the committed counts stay exactly once.
 #[test]
+fn exactly_once_zombie_is_fenced_on_weir_broker() {
+    exactly_once_zombie_is_fenced(BrokerKind::Dev, "exactly_once_zombie_is_fenced_on_weir_broker");
+}
+
+#[test]
 #[ignore = "noida-db 0.2.3 never expires a member that stops heartbeating, so B's JoinGroup \
             waits for the stopped A for ever; run with --ignored on a broker that does"]
 fn exactly_once_zombie_is_fenced_on_noida() {
+    exactly_once_zombie_is_fenced(BrokerKind::Noida, "exactly_once_zombie_is_fenced_on_noida");
+}
+
+fn exactly_once_zombie_is_fenced(kind: BrokerKind, test: &str) {
     let _heavy = heavy_test_lock();
-    let test = "exactly_once_zombie_is_fenced_on_noida";
-    let broker = TestBroker::start(BrokerKind::Noida, 4);
+    let broker = TestBroker::start(kind, 4);
     let addr = broker.addr();
     broker.create_topic(INPUT, 4);
     let mut clicks = Clicks::new(91);
@@ -417,7 +479,10 @@ fn exactly_once_zombie_is_fenced_on_noida() {
         panic!("read_committed: {why}");
     }
     match a.proc().try_status() {
-        None => eprintln!("{test}: A rejoined and runs on"),
+        None => {
+            eprintln!("{test}: A rejoined and runs on");
+            a.stop();
+        }
         Some(status) => {
             let stderr = a.proc().stderr();
             let last = stderr.lines().last().unwrap_or_default().to_string();
@@ -428,6 +493,5 @@ fn exactly_once_zombie_is_fenced_on_noida() {
             );
         }
     }
-    a.stop();
     b.stop();
 }

@@ -1,18 +1,15 @@
-//! Topic administration that works on a real cluster and on weir's
-//! embedded broker alike.
+//! Topic administration through the Kafka admin API, on a Kafka cluster
+//! and on weir's own broker alike.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::broker::{check_partitions, encode_request, CONTROL_TOPIC};
-use super::clients::flush_producer;
+use super::broker::check_partitions;
 use super::config::ClientSettings;
-use super::console::{CountingProducer, DeliveryCounter};
 use crate::{Error, Result};
 
 /// A topic weir needs, as [`Admin::ensure_topics`] should create it if it
@@ -22,15 +19,15 @@ pub struct TopicSpec {
     /// The topic name.
     pub name: String,
     /// The partition count; `None` means the cluster's default
-    /// (`num.partitions` on a real broker, the embedded broker's
-    /// `default_partitions`).
+    /// (`num.partitions` on Kafka, `default_partitions` on weir's broker).
     pub partitions: Option<i32>,
     /// Changelog topics are compacted (`cleanup.policy=compact`) so that
     /// they keep the latest value per key forever and restore stays bounded.
-    /// The embedded broker cannot compact and ignores this.
     pub compacted: bool,
-    /// Further topic configs (`retention.ms`, `segment.bytes`, ...), for a
-    /// real cluster; the embedded broker ignores them.
+    /// Further topic configs (`retention.ms`, `retention.bytes`,
+    /// `segment.bytes`, ...), set when the topic is created. weir's broker
+    /// applies those four and `cleanup.policy`, and refuses keys it does not
+    /// know.
     pub config: Vec<(String, String)>,
 }
 
@@ -92,13 +89,8 @@ pub fn validate_topic(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Creates and inspects topics.
-///
-/// Against a real cluster it uses the admin API (`CreateTopics`). Against
-/// weir's embedded broker, which has no admin API, it recognizes the broker
-/// by its control topic and asks the broker thread to create the topics
-/// (see [`EmbeddedBroker`](super::EmbeddedBroker)). Callers do not need to
-/// know which one they talk to.
+/// Creates and inspects topics, through the admin API (`CreateTopics`)
+/// and metadata requests.
 pub struct Admin {
     settings: ClientSettings,
     client: AdminClient<DefaultClientContext>,
@@ -170,23 +162,11 @@ impl Admin {
         Ok(self.topics()?.get(topic).copied())
     }
 
-    /// Whether the cluster is librdkafka's mock broker (it has the control
-    /// topic), which needs [`ClientSettings::for_embedded_broker`].
-    pub fn is_embedded_broker(&self) -> Result<bool> {
-        Ok(self.topics()?.contains_key(CONTROL_TOPIC))
-    }
-
-    /// Whether the cluster is weir's own broker (`weir_broker`), known by
-    /// the cluster id it reports.
+    /// Whether the cluster is weir's own broker (`weir_broker`, a
+    /// development broker), known by the cluster id it reports. On it weir
+    /// creates missing source topics instead of refusing to start.
     pub fn is_weir_broker(&self) -> bool {
         self.client.inner().fetch_cluster_id(Duration::from_secs(10)).as_deref() == Some(weir_broker::CLUSTER_ID)
-    }
-
-    /// Whether the cluster is a development broker (the mock or weir's
-    /// own), on which weir creates missing source topics instead of
-    /// refusing to start.
-    pub fn is_development_broker(&self) -> Result<bool> {
-        Ok(self.is_weir_broker() || self.is_embedded_broker()?)
     }
 
     /// Creates the topics in `specs` that do not exist yet, and waits until
@@ -221,11 +201,7 @@ impl Admin {
         if missing.is_empty() {
             return Ok(Vec::new());
         }
-        if existing.contains_key(CONTROL_TOPIC) {
-            self.create_on_embedded(&missing)?;
-        } else {
-            self.create_with_admin_api(&missing)?;
-        }
+        self.create_with_admin_api(&missing)?;
         let names: Vec<String> = missing.iter().map(|s| s.name.clone()).collect();
         self.wait_for_topics(&names, self.timeout)?;
         Ok(names)
@@ -288,23 +264,5 @@ impl Admin {
             }
         }
         Ok(())
-    }
-
-    fn create_on_embedded(&self, missing: &[&TopicSpec]) -> Result<()> {
-        let producer: CountingProducer = self
-            .settings
-            .admin_config()
-            .set("linger.ms", "0")
-            .create_with_context(DeliveryCounter::default())
-            .map_err(|e| Error::kafka("creating the control producer", e))?;
-        for s in missing {
-            let request = encode_request(s.partitions);
-            let record = BaseRecord::<str, str>::to(CONTROL_TOPIC).key(&s.name).payload(&request);
-            producer
-                .send(record)
-                .map_err(|(e, _)| Error::kafka("sending a topic request to the embedded broker", e))?;
-        }
-        flush_producer(&producer, self.timeout)?;
-        producer.context().check(CONTROL_TOPIC)
     }
 }

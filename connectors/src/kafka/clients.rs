@@ -16,7 +16,7 @@ use crate::{Error, Result};
 /// Why not `Producer::flush`: rdkafka 0.39 implements it as "ask librdkafka,
 /// then `poll(100 ms)`", and its `poll` always runs to its deadline, so a
 /// flush with anything in flight takes at least 100 ms (measured: 100 ms for
-/// one record on the embedded broker, whose round trip is well under 1 ms).
+/// one record on a local broker, whose round trip is well under 1 ms).
 /// weir flushes at every commit, so this loop polls in 1 ms steps instead
 /// and returns as soon as librdkafka's in-flight count reaches zero
 /// (measured: 6 ms for one record with `linger.ms=5`).
@@ -45,7 +45,7 @@ pub fn flush_producer<C: ProducerContext>(producer: &BaseProducer<C>, timeout: D
 ///
 /// Why: when a partition is assigned at a logical offset (beginning, end)
 /// before the client has metadata for it, librdkafka backs off 500 ms
-/// before it asks for the offset (measured on the embedded broker: first
+/// before it asks for the offset (measured on a local broker: first
 /// record 501 ms after `assign`, against 2 ms with metadata fetched first).
 /// A restore from a changelog or a `weir tail` would pay that on every
 /// start.

@@ -57,10 +57,8 @@ pub struct ClientSettings {
     /// with 10 ms).
     pub fetch_queue_backoff_ms: u32,
     /// `fetch.wait.max.ms` (default 500): how long the broker may hold a
-    /// fetch that found no data. The embedded broker always waits the full
-    /// time instead of answering when data arrives, so this bounds the
-    /// latency of the first record after a quiet spell; a real broker
-    /// answers early either way.
+    /// fetch that found no data. Brokers (Kafka and weir's own) answer as
+    /// soon as data arrives, so this only paces an idle consumer's fetches.
     pub fetch_wait_max_ms: u32,
     /// `max.partition.fetch.bytes` (default 1 MiB): bytes per partition per
     /// fetch. 4 MiB lets one fetch carry a large compressed batch of small
@@ -75,9 +73,7 @@ pub struct ClientSettings {
     /// `session.timeout.ms` (librdkafka default 45 s): how long a consumer
     /// that died without leaving (SIGKILL) keeps its partitions; a restarted
     /// instance gets them only after that. 6 s is the smallest value a real
-    /// broker accepts by default (`group.min.session.timeout.ms`). On the
-    /// embedded broker it also sets the length of *every* rebalance (see
-    /// [`for_embedded_broker`](Self::for_embedded_broker)).
+    /// broker accepts by default (`group.min.session.timeout.ms`).
     pub session_timeout_ms: u32,
     /// `heartbeat.interval.ms` (default 3 s): a third of the session timeout
     /// or less, as Kafka recommends.
@@ -92,8 +88,7 @@ pub struct ClientSettings {
     // ---- producer ----
     /// `linger.ms`: how long the producer waits to fill a batch. A few
     /// milliseconds turn thousands of per-record requests into a few large
-    /// compressed batches, which matters doubly on the embedded broker, which
-    /// keeps at most 100,000 message *sets* per partition.
+    /// batches.
     pub linger_ms: u32,
     /// `batch.size` in bytes (default 1,000,000, also the cap set by
     /// `message.max.bytes`).
@@ -102,10 +97,11 @@ pub struct ClientSettings {
     /// 1 MB batch holds ~20,000, so the count, not the size, would cut
     /// batches short.
     pub batch_num_messages: u32,
-    /// `compression.type`: `zstd` compresses small JSON records to ~8 bytes
-    /// each (measured), which keeps the embedded broker's 5 MiB per
-    /// partition from dropping data and cuts network bytes on a real
-    /// cluster.
+    /// `compression.type` (default `none`): uncompressed records can be
+    /// read by every Kafka client, including those installed without the
+    /// optional codecs (kafka-python, aiokafka). `zstd` compresses small
+    /// JSON records to ~8 bytes each (measured) where network or disk bytes
+    /// matter more.
     pub compression: String,
     /// `queue.buffering.max.messages` (default 100,000): the producer's
     /// local queue. A stream thread produces in bursts between commits; a
@@ -145,36 +141,12 @@ impl ClientSettings {
             linger_ms: 5,
             batch_size: 1_000_000,
             batch_num_messages: 100_000,
-            compression: "zstd".to_string(),
+            compression: "none".to_string(),
             queue_buffering_max_messages: 1_000_000,
             message_timeout_ms: 120_000,
             transaction_timeout_ms: 10_000,
             overrides: Vec::new(),
         }
-    }
-
-    /// Retunes group timing for weir's embedded broker.
-    ///
-    /// The embedded broker completes a rebalance caused by a member joining
-    /// or leaving only when `session.timeout.ms - 1 s` has passed, even if
-    /// every member has already rejoined (measured: 9.0 s with a 10 s
-    /// session, 5.0 s with 6 s, 2.0 s with 3 s). So against it weir uses a
-    /// 3 s session and 500 ms heartbeats, which a real broker would reject
-    /// (its minimum session is 6 s by default).
-    ///
-    /// It also holds every fetch that finds no data for the full
-    /// `fetch.wait.max.ms` instead of answering when data arrives, so each
-    /// hop (input, repartition topic, a reader of the output) waits up to
-    /// that long for a record produced just after an empty fetch: at 100 ms
-    /// that alone puts user-clicks' p99 latency ~200 ms over its commit
-    /// interval (`weir bench latency`). 10 ms costs ~100 empty fetches a
-    /// second per idle consumer, which the in-memory broker answers cheaply;
-    /// a busy consumer's fetches find data and return at once either way.
-    pub fn for_embedded_broker(mut self) -> Self {
-        self.session_timeout_ms = 3_000;
-        self.heartbeat_interval_ms = 500;
-        self.fetch_wait_max_ms = 10;
-        self
     }
 
     /// Adds a raw librdkafka property, applied after weir's own settings.
@@ -249,7 +221,7 @@ impl ClientSettings {
 
     /// An idempotent producer: retries never duplicate or reorder records
     /// within a partition, keyed records land where Kafka's Java client would
-    /// put them, and batches are lingered and zstd-compressed.
+    /// put them, and batches are lingered (and compressed as `compression` says).
     pub fn producer_config(&self) -> ClientConfig {
         let mut c = self.base();
         c.set("enable.idempotence", "true")
@@ -300,8 +272,9 @@ impl ClientSettings {
 
     /// An admin / metadata client. It never auto-creates topics: asking for
     /// the metadata of a missing topic must not create it with the broker's
-    /// default partition count behind weir's back (the embedded broker does
-    /// exactly that when asked to).
+    /// default partition count behind weir's back (a broker with
+    /// `auto.create.topics.enable`, weir's own included, does exactly that
+    /// when asked to).
     pub fn admin_config(&self) -> ClientConfig {
         let mut c = self.base();
         c.set("allow.auto.create.topics", "false");
@@ -347,7 +320,11 @@ mod tests {
         let c = ClientSettings::new("b:1").producer_config();
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         assert_eq!(c.get("partitioner"), Some("murmur2_random"));
-        assert_eq!(c.get("compression.type"), Some("zstd"));
+        assert_eq!(
+            c.get("compression.type"),
+            Some("none"),
+            "every client can read what weir writes"
+        );
         assert_eq!(c.get("linger.ms"), Some("5"));
     }
 }

@@ -18,11 +18,6 @@ use super::config::ClientSettings;
 use super::delivery::{DeliveryTracker, UNTRACKED};
 use crate::{Error, Result};
 
-/// The admin's control producer (admin.rs), which sends plain
-/// `BaseRecord::to` records: a [`DeliveryTracker`] with the `()` opaque.
-pub(crate) type DeliveryCounter = DeliveryTracker<()>;
-pub(crate) type CountingProducer = BaseProducer<DeliveryCounter>;
-
 /// Produces each line of `reader` as one record to `topic` on `brokers`
 /// (what `weir produce` does) and returns how many were delivered.
 ///
@@ -30,9 +25,9 @@ pub(crate) type CountingProducer = BaseProducer<DeliveryCounter>;
 /// (split at the first tab); a line without a tab gets a null key. Lines
 /// may hold any bytes; the trailing `\n` (and a `\r` before it) is removed
 /// and empty lines are skipped. A missing topic is created first with the
-/// cluster's default partition count (through the admin API, or the
-/// embedded broker's control topic), so that it gets the partition count the
-/// cluster was configured with rather than whatever auto-creation does.
+/// cluster's default partition count (through the admin API), so that it
+/// gets the partition count the cluster was configured with rather than
+/// whatever auto-creation does.
 ///
 /// Returns only after every record was delivered (acknowledged by the
 /// broker), or with [`Error::Delivery`] if any was not.

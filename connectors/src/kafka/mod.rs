@@ -1,7 +1,7 @@
-//! Kafka through rdkafka (librdkafka 2.12): the embedded broker, tuned
-//! client configurations, topic administration, line-based produce and tail,
-//! the one producer context ([`DeliveryTracker`]), and Kafka's default
-//! partitioner.
+//! Kafka through rdkafka (librdkafka 2.12): tuned client configurations,
+//! topic administration, line-based produce and tail, the one producer
+//! context ([`DeliveryTracker`]), Kafka's default partitioner, and
+//! [`EmbeddedBroker`], weir's broker with throw-away data for tests.
 //!
 //! Everything here is synchronous: weir's stream threads poll librdkafka
 //! from plain threads, and the admin calls block on their (rare) futures.
@@ -15,7 +15,7 @@ pub mod delivery;
 pub mod stream;
 
 pub use admin::{validate_topic, Admin, TopicSpec};
-pub use broker::{EmbeddedBroker, CONTROL_TOPIC, MAX_PARTITIONS};
+pub use broker::{EmbeddedBroker, MAX_PARTITIONS};
 pub use clients::{assign_at, flush_producer};
 pub use config::{AssignmentStrategy, ClientSettings};
 pub use console::{produce_lines, produce_lines_with, tail, tail_with, TailLimit, TailRecord};

@@ -139,9 +139,6 @@ impl Sink {
         let mut settings = ClientSettings::new(config.brokers.clone());
         settings.client_id = "weir-parquet-sink".to_string();
         let admin = Admin::new(&settings)?;
-        if admin.is_embedded_broker()? {
-            settings = settings.for_embedded_broker();
-        }
         // Source topics that do not exist yet are created with the
         // cluster's default partition count (as `weir produce` would).
         let mut specs = vec![TopicSpec::new(config.dlq_topic.clone(), 1)];

@@ -160,6 +160,8 @@ pub struct TaskManager {
     /// The failure cannot be undone by [`recover`](Self::recover): the
     /// member was fenced, or the abort of its transaction failed too.
     unrecoverable: bool,
+    /// Why the member was fenced, once it was (see [`fenced`](Self::fenced)).
+    fenced: Option<String>,
 }
 
 impl TaskManager {
@@ -183,6 +185,7 @@ impl TaskManager {
             restore_started: None,
             in_txn: false,
             unrecoverable: false,
+            fenced: None,
         }
     }
 
@@ -207,6 +210,9 @@ impl TaskManager {
                 Ok(()) => self.cfg.metrics.transactions_aborted.inc(),
                 Err(e) => {
                     self.unrecoverable = true;
+                    if let RuntimeError::Fenced(why) = &e {
+                        self.fenced.get_or_insert_with(|| why.clone());
+                    }
                     tracing::warn!(member = %self.cfg.name, error = %e, "aborting the transaction failed");
                 }
             }
@@ -225,6 +231,13 @@ impl TaskManager {
     /// committed any more, and the owner should stop.
     pub fn has_failed(&self) -> bool {
         self.failed.is_some()
+    }
+
+    /// Why this member was fenced (exactly-once), if it was: then that is
+    /// the reason it stops, whatever failed after (records purged by the
+    /// failed abort, a lost assignment).
+    pub fn fenced(&self) -> Option<&str> {
+        self.fenced.as_deref()
     }
 
     /// Mark the manager failed (its owner's poll or send failed).
@@ -340,8 +353,9 @@ impl TaskManager {
         let r = f(self, t);
         if let Err(e) = &r {
             self.fail(e.to_string());
-            if matches!(e, RuntimeError::Fenced(_)) {
+            if let RuntimeError::Fenced(why) = e {
                 self.unrecoverable = true;
+                self.fenced.get_or_insert_with(|| why.clone());
             }
             self.abort_txn(t);
         }

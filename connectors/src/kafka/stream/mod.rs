@@ -2,8 +2,9 @@
 //!
 //! [`run`] resolves each application's topics (`weir_runtime::Plan`, through [`plan::prepare`]), opens the
 //! instance's sled database under the state directory, and runs the stream
-//! threads ([`thread`]) until asked to stop. Without brokers it starts the
-//! embedded broker first and prints its address.
+//! threads ([`thread`]) until asked to stop. The cluster is given: the
+//! daemon starts weir's broker itself when it has no `--brokers`, and tests
+//! use [`EmbeddedBroker`](crate::kafka::EmbeddedBroker).
 
 pub mod health;
 pub mod plan;
@@ -25,7 +26,7 @@ use weir_runtime::TaskConfig;
 use weir_state::StateDb;
 use weir_topology::Topology;
 
-use crate::kafka::{Admin, ClientSettings, EmbeddedBroker};
+use crate::kafka::{Admin, ClientSettings};
 use crate::{Error, Result};
 
 /// One application to run: a topology under its application id (which
@@ -37,7 +38,9 @@ pub struct AppSpec {
 
 /// How to run.
 pub struct RunConfig {
-    /// Bootstrap servers; `None` starts the embedded broker in-process.
+    /// Bootstrap servers. Required: `None` is refused (start a broker first,
+    /// e.g. [`EmbeddedBroker`](crate::kafka::EmbeddedBroker), and pass its
+    /// address).
     pub brokers: Option<String>,
     /// Where the instance keeps its sled database.
     pub state_dir: PathBuf,
@@ -111,26 +114,14 @@ pub fn default_idle_advance(commit_interval: Duration) -> Option<Duration> {
 /// ride out a broker restart or a network blip.
 pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The session timeout of static members (`--instance-id`) on a real
-/// cluster: an instance restarted within it gets its partitions back
-/// without a rebalance; one that does not come back holds them this long.
+/// The session timeout of static members (`--instance-id`): an instance
+/// restarted within it gets its partitions back without a rebalance; one
+/// that does not come back holds them this long.
 pub const STATIC_SESSION_TIMEOUT_MS: u32 = 30_000;
 
-/// Partitions of every topic the embedded broker creates by default.
+/// Partitions of every topic the daemon's embedded broker (`weir run`
+/// without `--brokers`) creates by default.
 pub const EMBEDDED_PARTITIONS: i32 = 3;
-
-/// Start the in-process broker `weir run` uses without `--brokers`: prints
-/// `embedded Kafka broker at ADDR` on stdout (what clients connect to) and
-/// a warning that its data lives in memory only on stderr.
-pub fn start_embedded_broker() -> Result<EmbeddedBroker> {
-    let broker = EmbeddedBroker::start(EMBEDDED_PARTITIONS)?;
-    println!("embedded Kafka broker at {}", broker.bootstrap_servers());
-    eprintln!(
-        "weir: the embedded broker keeps everything in memory (no replication, no compaction, no real \
-         transactions): it is for trying weir and for tests. Use --brokers for a real cluster."
-    );
-    Ok(broker)
-}
 
 /// Run `apps` until `config.stop` is set. Returns the first error of any
 /// stream thread (after stopping the others).
@@ -156,38 +147,20 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
     if let Some(why) = config.instance_id.as_deref().and_then(check_instance_id) {
         return Err(Error::InvalidArgument(format!("--instance-id: {why}")));
     }
-    let mut _embedded = None;
-    let brokers = match &config.brokers {
-        Some(b) => b.clone(),
-        None => {
-            let broker = start_embedded_broker()?;
-            let addr = broker.bootstrap_servers();
-            _embedded = Some(broker);
-            addr
-        }
-    };
-    let mut settings = ClientSettings::new(&brokers);
+    let brokers = config
+        .brokers
+        .as_deref()
+        .filter(|b| !b.trim().is_empty())
+        .ok_or_else(|| Error::InvalidArgument("no brokers to run on".into()))?;
+    let mut settings = ClientSettings::new(brokers);
     let admin = Admin::new(&settings)?;
-    let embedded = admin.is_embedded_broker()?;
-    if embedded {
-        settings = settings.for_embedded_broker();
-        if config.guarantee == Guarantee::ExactlyOnce {
-            tracing::warn!(
-                "--guarantee exactly-once on the embedded broker: it accepts transactions but does not enforce \
-                 them (readers see aborted records); outputs are exactly-once only on a real cluster"
-            );
-        }
-    }
     // librdkafka fails a record it could not deliver in this time; the
     // commit waits as long (see `commit.rs`, `ThreadState::await_delivery`).
     settings.message_timeout_ms = config.delivery_timeout.as_millis().min(u32::MAX as u128) as u32;
-    if config.instance_id.is_some() && !embedded {
+    if config.instance_id.is_some() {
         // A static member that stops is not replaced until its session
         // times out: long enough for a restart to come back first (the
-        // point of static membership), as Kafka Streams advises. Not on
-        // the embedded broker, whose rebalances last a whole session
-        // timeout (see `ClientSettings::for_embedded_broker`): there a
-        // static member must be back within its 3 s.
+        // point of static membership), as Kafka Streams advises.
         settings.session_timeout_ms = settings.session_timeout_ms.max(STATIC_SESSION_TIMEOUT_MS);
     }
     std::fs::create_dir_all(&config.state_dir)?;

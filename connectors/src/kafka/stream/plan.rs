@@ -12,10 +12,10 @@ use crate::{Error, Result};
 
 /// Resolve the topics of `topology` on the cluster behind `admin`,
 /// creating what is missing: internal topics always; source and sink
-/// topics only on the embedded/dev broker (on a real cluster a missing
-/// source topic is an error naming it, as in Kafka Streams).
+/// topics only on weir's own (development) broker (on a Kafka cluster a
+/// missing source topic is an error naming it, as in Kafka Streams).
 pub fn prepare(topology: &Topology, application_id: &str, admin: &Admin) -> Result<Plan> {
-    let embedded = admin.is_development_broker()?;
+    let development = admin.is_weir_broker();
     let mut existing = admin.topics()?;
     let mut to_create = Vec::new();
     for (i, t) in topology.topics().iter().enumerate() {
@@ -28,7 +28,7 @@ pub fn prepare(topology: &Topology, application_id: &str, admin: &Admin) -> Resu
             .iter()
             .any(|s| s.source_topics.contains(&(i as u32)));
         if !existing.contains_key(&name) {
-            if embedded || !read {
+            if development || !read {
                 to_create.push(TopicSpec::with_default_partitions(&name));
             } else {
                 return Err(Error::MissingSourceTopic {

@@ -354,6 +354,11 @@ impl ThreadState {
     /// and the thread goes on; otherwise (or when stopping, fenced, or
     /// failing again and again) `e` stands.
     fn recover_or_fail(&mut self, consumer: &BaseConsumer<StreamContext>, e: Error) -> Result<()> {
+        if let Some(why) = self.manager.fenced() {
+            // Whatever failed after (records purged by the failed abort),
+            // being fenced is why this thread stops.
+            return Err(Error::Runtime(weir_runtime::RuntimeError::Fenced(why.to_string())));
+        }
         if !self.manager.can_recover() || self.app.stop.load(Ordering::Relaxed) || self.recoveries >= MAX_RECOVERIES {
             return Err(e);
         }
