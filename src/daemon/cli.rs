@@ -40,8 +40,9 @@ enum Command {
     /// Run one or more topologies on Kafka until SIGINT or SIGTERM.
     ///
     /// Each topology runs as its own application (its name is the
-    /// application id and consumer group). Without --brokers weir starts an
-    /// embedded in-memory broker in this process and prints its address.
+    /// application id and consumer group). Without --brokers weir starts its
+    /// own broker in this process (persistent, single node) and prints its
+    /// address.
     Run(Box<RunArgs>),
     /// Run weir's Kafka-protocol broker on its own until SIGINT or SIGTERM.
     ///
@@ -197,8 +198,7 @@ pub(crate) struct RunArgs {
     /// its partitions back without a rebalance of the other instances.
     /// Give every instance its own ID, the same across its restarts (e.g.
     /// the host or pod name); two live instances with one ID fence each
-    /// other out. The session timeout becomes 30 s (on a real cluster; the
-    /// embedded broker keeps 3 s): an instance that stops for good holds
+    /// other out. The session timeout becomes 30 s: an instance that stops for good holds
     /// its partitions that long before the others take them over. 1-200 ASCII letters, digits, '.', '_' or '-'. [default: none:
     /// dynamic membership]
     #[arg(long, env = "WEIR_INSTANCE_ID", value_name = "ID")]

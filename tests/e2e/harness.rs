@@ -508,8 +508,8 @@ impl Drop for NoidaBroker {
 /// Which broker a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BrokerKind {
-    /// `weir dev-broker` (librdkafka's mock cluster): creates missing
-    /// topics by itself, with its default partition count.
+    /// `weir dev-broker` (weir's own broker): creates missing topics by
+    /// itself, with its default partition count.
     Dev,
     /// `noida-db`, a real Kafka-protocol broker.
     Noida,

@@ -1,7 +1,7 @@
 //! weir on a real Kafka-protocol broker (`noida-db`, [`NoidaBroker`]) where
-//! the dev broker cannot show the behaviour: static group membership (the
-//! mock coordinator does not keep static members' sessions) and a missing
-//! source topic (the dev broker creates it).
+//! the dev broker cannot show the behaviour: static group membership
+//! through a broker nobody here wrote, and a missing source topic (the dev
+//! broker creates it).
 //!
 //! The user-clicks and HTTP tests that end in `_on_noida` run the dev
 //! broker's test bodies on noida.

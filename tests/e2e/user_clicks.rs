@@ -1035,10 +1035,9 @@ fn sigterm_during_an_outage_exits_at_once_and_loses_nothing() {
 }
 
 /// `--instance-id` is checked before anything starts. (Static membership
-/// itself is not tested on the dev broker: librdkafka's mock coordinator
-/// does not keep static members' sessions — they time out every few
-/// seconds with `SESSTMOUT` and one member gets every partition — so it is
-/// tested on a real broker: `noida::a_restarted_static_member_gets_its_tasks_back_without_a_rebalance`.)
+/// itself is tested on noida-db:
+/// `noida::a_restarted_static_member_gets_its_tasks_back_without_a_rebalance`;
+/// weir's broker's coordinator is tested for it in `broker/src/group/tests.rs`.)
 #[test]
 fn a_bad_instance_id_stops_the_daemon_with_one_line() {
     let out = Proc::spawn(
