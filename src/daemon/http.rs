@@ -56,6 +56,18 @@ pub struct HttpState {
     pub routes: Vec<Route>,
     /// What app routes run with (`None` in tests of the built-in routes).
     pub ctx: Option<Arc<Context>>,
+    /// The Kafka cluster the topologies run on, shown by `/topologies`
+    /// and the dashboard.
+    pub kafka: KafkaInfo,
+}
+
+/// Where the daemon's Kafka is.
+#[derive(Clone, Debug, Default)]
+pub struct KafkaInfo {
+    /// The bootstrap servers, as clients should be given them.
+    pub brokers: String,
+    /// Whether it is the broker this daemon started (no `--brokers`).
+    pub embedded: bool,
 }
 
 /// How long a client may take to send its request headers.
@@ -408,7 +420,10 @@ fn topologies(state: &HttpState) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "topologies": list })
+    json!({
+        "kafka": { "brokers": state.kafka.brokers, "embedded": state.kafka.embedded },
+        "topologies": list,
+    })
 }
 
 fn not_found(path: &str) -> Response<Full<Bytes>> {
@@ -654,6 +669,10 @@ mod tests {
             }],
             routes: vec![],
             ctx: None,
+            kafka: KafkaInfo {
+                brokers: "127.0.0.1:9092".into(),
+                embedded: true,
+            },
         }
     }
 
@@ -925,6 +944,7 @@ mod tests {
         assert_eq!(code, StatusCode::OK);
         assert_eq!(ctype, "application/json");
         let v = json(&body);
+        assert_eq!(v["kafka"], json!({ "brokers": "127.0.0.1:9092", "embedded": true }));
         let list = v["topologies"].as_array().unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0]["name"], "user-clicks");

@@ -286,6 +286,10 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
             topologies: infos,
             routes,
             ctx: Some(ctx.clone()),
+            kafka: http::KafkaInfo {
+                brokers: brokers.clone(),
+                embedded: _embedded.is_some(),
+            },
         },
     )?;
     eprintln!("HTTP on http://{bound}");

@@ -107,6 +107,12 @@ async function main() {
       (await byId("topology-row-emoji-stream").count()) > 0 ? true : undefined, state);
     const topologies = await page.$$eval("[data-testid^='topology-row-']", (rows) => rows.map((r) => r.getAttribute("data-name")));
 
+    // 1a. The header says where Kafka is: the daemon's embedded broker.
+    await waitFor("the header to show the embedded broker's address", 10_000, async () => {
+      const t = (await text("kafka"))?.trim();
+      return t && /^Kafka at 127\.0\.0\.1:\d+ \(embedded broker\)$/.test(t) ? t : undefined;
+    }, state);
+
     // 1b. The stream threads card shows its thread running, with its tasks
     // (from /readyz).
     const threadTasks = await waitFor("emoji-stream-thread-0 to run its tasks", 20_000, async () => {

@@ -232,3 +232,81 @@ fn parquet_files_hold_every_record_exactly_once_after_two_sigkills() {
         }
     }
 }
+
+/// clickstream-parquet on its embedded broker, run twice on the same
+/// directories (state, broker data, Parquet files): the second run
+/// continues exactly after the first's last file. (On librdkafka's
+/// in-memory mock a re-run started the topics again at offset 0, and the
+/// sink, which names files by offsets, skipped the new records that
+/// landed on offsets it had already written.)
+#[test]
+fn a_rerun_in_the_same_directories_continues_after_the_last_file() {
+    let _heavy = heavy_test_lock();
+    let dirs = tempfile::tempdir().unwrap();
+    let path = |name: &str| dirs.path().join(name).to_str().unwrap().to_string();
+    let (state, broker_dir, data_dir) = (path("state"), path("broker"), path("data"));
+    let config = dirs.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        "[topologies.clickstream-parquet]\nroll_interval_ms = 300\nmax_file_rows = 200\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let args = [
+        "run",
+        "clickstream-parquet",
+        "--no-generate",
+        "--state-dir",
+        &state,
+        "--broker-dir",
+        &broker_dir,
+        "--data-dir",
+        &data_dir,
+        "--config",
+        &config,
+        "--commit-interval-ms",
+        "200",
+    ];
+    let topics = ["clicks", "views", "ratings"];
+    let half = PER_TOPIC / 2;
+    for (run, records) in [(1, 0..half), (2, half..PER_TOPIC)] {
+        let mut daemon = Proc::spawn(&format!("clickstream-rerun#{run}"), &args);
+        let brokers = wait_for("the embedded broker's address", STARTUP, || {
+            daemon.assert_running();
+            let out = daemon.stdout();
+            out.lines()
+                .find_map(|l| l.strip_prefix("embedded Kafka broker at "))
+                .map(str::to_string)
+                .ok_or_else(|| format!("stdout so far: {out:?}"))
+        });
+        let http = daemon_http_addr(&mut daemon);
+        wait_ready(&http, &mut daemon);
+        for topic in topics {
+            let lines: String = records.clone().map(|i| record(topic, i).0 + "\n").collect();
+            LineProducer::new(&brokers, topic).send_lines(lines.as_bytes());
+        }
+        let want = (records.end * topics.len()) as u64;
+        wait_for("every record of both runs in a Parquet file", DEADLINE, || {
+            daemon.assert_running();
+            let rows = rows_written(&http)?;
+            let total: u64 = rows.values().sum();
+            (total >= want)
+                .then_some(())
+                .ok_or(format!("{total} of {want}: {rows:?}"))
+        });
+        daemon.stop();
+    }
+    let root = format!("{data_dir}/parquet");
+    for topic in topics {
+        let (_, mut rows) = read_with_pyarrow(&root, topic);
+        rows.sort();
+        let mut expected: Vec<String> = (0..PER_TOPIC).map(|i| record(topic, i).1).collect();
+        expected.sort();
+        assert_eq!(
+            rows.len(),
+            expected.len(),
+            "{topic}: rows in files (duplicates or losses)"
+        );
+        assert_eq!(rows, expected, "{topic}: every record of both runs exactly once");
+    }
+}

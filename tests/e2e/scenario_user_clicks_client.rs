@@ -211,3 +211,83 @@ fn scenario_user_clicks_through_kcat_on_the_embedded_broker() {
     );
     daemon.assert_running();
 }
+
+/// The exercise's own scripts, in the original's style (kafka-python:
+/// `KafkaProducer(...).send('user_clickstream', value=...)`, a
+/// `KafkaConsumer('user_click_aggregation', ...)` printing values), against
+/// `weir run user-clicks` on its embedded broker: kafka-python 2.0.2 (the
+/// release the exercise was written for) produces, kafka-python 3.x
+/// consumes, neither with an optional codec installed.
+#[test]
+fn the_exercises_kafka_python_scripts_work_against_the_embedded_broker() {
+    let mut daemon = Proc::spawn("user-clicks-kafka-python", &["run", "user-clicks", "--no-generate"]);
+    let brokers = wait_for("the embedded broker's address", STARTUP, || {
+        daemon.assert_running();
+        let out = daemon.stdout();
+        out.lines()
+            .find_map(|l| l.strip_prefix("embedded Kafka broker at "))
+            .map(|a| a.trim().to_string())
+            .ok_or_else(|| format!("stdout so far: {out:?}"))
+    });
+    let addr = daemon_http_addr(&mut daemon);
+    wait_ready(&addr, &mut daemon);
+
+    let scripts = repo().join("tests/clients");
+    let python2 = repo().join("target/venv-kafka-python2/bin/python3");
+    assert!(python2.exists(), "{} is missing: run .ci/run", python2.display());
+    let out = Command::new(&python2)
+        .arg(scripts.join("user_clicks_producer.py"))
+        .args([&brokers, "600"])
+        .output()
+        .expect("running the producer script");
+    assert!(
+        out.status.success(),
+        "the producer script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(topic_total(&brokers, INPUT), 600, "kafka-python delivered every click");
+
+    let consumer_script = scripts.join("user_clicks_consumer.py");
+    let mut consumer = Proc::spawn_program(
+        "kafka-python-consumer",
+        &venv_python(),
+        &[consumer_script.to_str().expect("utf-8 path"), &brokers],
+    );
+    let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
+    for i in 0..600u32 {
+        *counts.entry(i * 7 % 40 + 1).or_default() += 1;
+    }
+    let want: BTreeMap<u32, String> = counts
+        .iter()
+        .map(|(u, n)| (*u, format!("User {u} has clicked {n} times.")))
+        .collect();
+    wait_for(
+        "the consumer script to print every user's final count",
+        Duration::from_secs(60),
+        || {
+            daemon.assert_running();
+            consumer.assert_running();
+            let out = consumer.stdout();
+            let mut latest: BTreeMap<u32, String> = BTreeMap::new();
+            for line in out.lines() {
+                let user = line
+                    .strip_prefix("User ")
+                    .and_then(|r| r.split_once(' '))
+                    .and_then(|(u, _)| u.parse::<u32>().ok())
+                    .ok_or_else(|| format!("line {line:?} is not `User N has clicked M times.`"))?;
+                latest.insert(user, line.to_string());
+            }
+            if latest == want {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} users have their final count",
+                    latest.iter().filter(|(u, v)| want.get(u) == Some(v)).count(),
+                    want.len()
+                ))
+            }
+        },
+    );
+    consumer.kill9();
+    daemon.assert_running();
+}
