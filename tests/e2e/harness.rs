@@ -319,6 +319,20 @@ impl Drop for Proc {
     }
 }
 
+/// The address `weir run` without `--brokers` prints for its embedded
+/// broker (`embedded Kafka broker at ADDR`), waiting for it.
+#[track_caller]
+pub fn embedded_broker_addr(daemon: &mut Proc) -> String {
+    wait_for("the embedded broker's address", STARTUP, || {
+        daemon.assert_running();
+        let out = daemon.stdout();
+        out.lines()
+            .find_map(|l| l.strip_prefix("embedded Kafka broker at "))
+            .map(|a| a.trim().to_string())
+            .ok_or_else(|| format!("stdout so far: {out:?}"))
+    })
+}
+
 /// `weir dev-broker` in its own process: a broker that outlives the
 /// daemons a test starts and kills. Dropped, it is killed. Its data lives
 /// in a temporary directory of its own, kept across

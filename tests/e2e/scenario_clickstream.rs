@@ -271,14 +271,7 @@ fn a_rerun_in_the_same_directories_continues_after_the_last_file() {
     let half = PER_TOPIC / 2;
     for (run, records) in [(1, 0..half), (2, half..PER_TOPIC)] {
         let mut daemon = Proc::spawn(&format!("clickstream-rerun#{run}"), &args);
-        let brokers = wait_for("the embedded broker's address", STARTUP, || {
-            daemon.assert_running();
-            let out = daemon.stdout();
-            out.lines()
-                .find_map(|l| l.strip_prefix("embedded Kafka broker at "))
-                .map(str::to_string)
-                .ok_or_else(|| format!("stdout so far: {out:?}"))
-        });
+        let brokers = embedded_broker_addr(&mut daemon);
         let http = daemon_http_addr(&mut daemon);
         wait_ready(&http, &mut daemon);
         for topic in topics {

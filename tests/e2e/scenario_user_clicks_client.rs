@@ -93,14 +93,7 @@ fn require_kcat() {
 fn scenario_user_clicks_through_kcat_on_the_embedded_broker() {
     require_kcat();
     let mut daemon = Proc::spawn("user-clicks-embedded", &["run", "user-clicks", "--no-generate"]);
-    let brokers = wait_for("the embedded broker's address", STARTUP, || {
-        daemon.assert_running();
-        let out = daemon.stdout();
-        out.lines()
-            .find_map(|l| l.strip_prefix("embedded Kafka broker at "))
-            .map(|a| a.trim().to_string())
-            .ok_or_else(|| format!("stdout so far: {out:?}"))
-    });
+    let brokers = embedded_broker_addr(&mut daemon);
     let addr = daemon_http_addr(&mut daemon);
     // Ready: the input topic exists (with the daemon's partition count, not
     // whatever a producer's metadata request would auto-create).
@@ -221,14 +214,7 @@ fn scenario_user_clicks_through_kcat_on_the_embedded_broker() {
 #[test]
 fn the_exercises_kafka_python_scripts_work_against_the_embedded_broker() {
     let mut daemon = Proc::spawn("user-clicks-kafka-python", &["run", "user-clicks", "--no-generate"]);
-    let brokers = wait_for("the embedded broker's address", STARTUP, || {
-        daemon.assert_running();
-        let out = daemon.stdout();
-        out.lines()
-            .find_map(|l| l.strip_prefix("embedded Kafka broker at "))
-            .map(|a| a.trim().to_string())
-            .ok_or_else(|| format!("stdout so far: {out:?}"))
-    });
+    let brokers = embedded_broker_addr(&mut daemon);
     let addr = daemon_http_addr(&mut daemon);
     wait_ready(&addr, &mut daemon);
 

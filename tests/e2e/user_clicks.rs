@@ -603,14 +603,7 @@ fn a_restart_on_the_same_directories_keeps_every_store_and_topic() {
     ];
     let start = |n: usize| {
         let mut daemon = Proc::spawn(&format!("run-embedded-restart#{n}"), &args);
-        let addr = wait_for("the daemon to print the embedded broker's address", STARTUP, || {
-            daemon.assert_running();
-            let out = daemon.stdout();
-            out.lines()
-                .find_map(|l| l.strip_prefix("embedded Kafka broker at "))
-                .map(str::to_string)
-                .ok_or_else(|| format!("stdout so far: {out:?}"))
-        });
+        let addr = embedded_broker_addr(&mut daemon);
         (daemon, addr)
     };
     let exact = |daemon: &mut Proc, addr: &str, clicks: &Clicks| {
