@@ -20,6 +20,7 @@
 pub mod group;
 pub mod log;
 pub mod producers;
+mod record_file;
 mod server;
 /// The cluster id the broker reports, by which weir recognizes its own broker.
 pub use server::CLUSTER_ID;

@@ -110,16 +110,27 @@ fn prepare(
     (errors, entries)
 }
 
-/// Groups per-partition results by topic, keeping the request's order.
-fn by_topic(results: Vec<PartitionError>) -> Vec<(String, Vec<(i32, i16)>)> {
-    let mut out: Vec<(String, Vec<(i32, i16)>)> = Vec::new();
-    for (topic, partition, error) in results {
-        match out.last_mut() {
-            Some((t, parts)) if *t == topic => parts.push((partition, error)),
-            _ => out.push((topic, vec![(partition, error)])),
+/// A commit response's topics: the per-partition results grouped by topic,
+/// in the request's order. OffsetCommit and TxnOffsetCommit answer with the
+/// same shape under different generated types, so the caller supplies the
+/// two constructors.
+fn response_topics<T, P>(
+    results: Vec<PartitionError>,
+    topic: impl Fn(TopicName, Vec<P>) -> T,
+    partition: impl Fn(i32, i16) -> P,
+) -> Vec<T> {
+    let mut grouped: Vec<(String, Vec<P>)> = Vec::new();
+    for (name, index, error) in results {
+        let part = partition(index, error);
+        match grouped.last_mut() {
+            Some((t, parts)) if *t == name => parts.push(part),
+            _ => grouped.push((name, vec![part])),
         }
     }
-    out
+    grouped
+        .into_iter()
+        .map(|(name, parts)| topic(TopicName(s(&name)), parts))
+        .collect()
 }
 
 fn s(v: &str) -> StrBytes {
@@ -197,23 +208,19 @@ impl Core {
                 m.heartbeat_deadline = m.heartbeat_deadline.max(now + m.session_timeout);
             }
         }
-        let topics = by_topic(results)
-            .into_iter()
-            .map(|(topic, parts)| {
+        let topics = response_topics(
+            results,
+            |name, parts| {
                 OffsetCommitResponseTopic::default()
-                    .with_name(TopicName(s(&topic)))
-                    .with_partitions(
-                        parts
-                            .into_iter()
-                            .map(|(p, e)| {
-                                OffsetCommitResponsePartition::default()
-                                    .with_partition_index(p)
-                                    .with_error_code(e)
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
+                    .with_name(name)
+                    .with_partitions(parts)
+            },
+            |p, e| {
+                OffsetCommitResponsePartition::default()
+                    .with_partition_index(p)
+                    .with_error_code(e)
+            },
+        );
         OffsetCommitResponse::default().with_topics(topics)
     }
 
@@ -255,23 +262,19 @@ impl Core {
                 .or_default();
             pending.extend(entries);
         }
-        let topics = by_topic(results)
-            .into_iter()
-            .map(|(topic, parts)| {
+        let topics = response_topics(
+            results,
+            |name, parts| {
                 TxnOffsetCommitResponseTopic::default()
-                    .with_name(TopicName(s(&topic)))
-                    .with_partitions(
-                        parts
-                            .into_iter()
-                            .map(|(p, e)| {
-                                TxnOffsetCommitResponsePartition::default()
-                                    .with_partition_index(p)
-                                    .with_error_code(e)
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
+                    .with_name(name)
+                    .with_partitions(parts)
+            },
+            |p, e| {
+                TxnOffsetCommitResponsePartition::default()
+                    .with_partition_index(p)
+                    .with_error_code(e)
+            },
+        );
         TxnOffsetCommitResponse::default().with_topics(topics)
     }
 
