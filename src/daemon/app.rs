@@ -307,7 +307,7 @@ impl Context {
                 match producer.send(record) {
                     Ok(()) => break,
                     Err((e, r)) if is_queue_full(&e) => {
-                        producer.poll(Duration::from_millis(5));
+                        weir_connectors::kafka::serve_deliveries_after(&producer, Duration::from_millis(5));
                         record = r;
                     }
                     Err((e, _)) => anyhow::bail!("producing to {topic:?}: {e}"),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use weir_connectors::kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use weir_connectors::kafka::rdkafka::producer::{BaseProducer, BaseRecord};
-use weir_connectors::kafka::{flush_producer, DeliveryTracker, UNTRACKED};
+use weir_connectors::kafka::{flush_producer, serve_deliveries_after, DeliveryTracker, UNTRACKED};
 
 use super::app::{Context, GeneratedRecord, Generator};
 
@@ -66,7 +66,7 @@ pub fn run(
                 match producer.send(rec) {
                     Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if !ctx.stopping() => {
-                        producer.poll(Duration::from_millis(10));
+                        serve_deliveries_after(&producer, Duration::from_millis(10));
                         rec = back;
                     }
                     Err((e, _)) => {
@@ -76,7 +76,8 @@ pub fn run(
                 }
             }
         }
-        producer.poll(TICK);
+        // Not `producer.poll(TICK)`: see `serve_deliveries_after`.
+        serve_deliveries_after(&producer, TICK);
     }
     flush_producer(&producer, Duration::from_secs(10))?;
     Ok(())

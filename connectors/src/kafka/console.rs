@@ -99,7 +99,7 @@ fn send_with_backpressure(
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                producer.poll(Duration::from_millis(10));
+                crate::kafka::serve_deliveries_after(producer, Duration::from_millis(10));
             }
             Err((e, _)) => return Err(Error::kafka(format!("producing to {topic:?}"), e)),
         }

@@ -16,7 +16,7 @@ pub mod stream;
 
 pub use admin::{validate_topic, Admin, TopicSpec};
 pub use broker::{EmbeddedBroker, MAX_PARTITIONS};
-pub use clients::{assign_at, flush_producer};
+pub use clients::{assign_at, flush_producer, serve_deliveries_after};
 pub use config::{AssignmentStrategy, ClientSettings};
 pub use console::{produce_lines, produce_lines_with, tail, tail_with, TailLimit, TailRecord};
 pub use delivery::{DeliveryTracker, Tracked, UNTRACKED};

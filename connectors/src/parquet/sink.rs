@@ -450,7 +450,7 @@ impl Sink {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    self.producer.poll(Duration::from_millis(5));
+                    crate::kafka::serve_deliveries_after(&self.producer, Duration::from_millis(5));
                     record = back;
                 }
                 Err((e, _)) => return Err(Error::kafka(format!("producing to {}", self.config.dlq_topic), e)),

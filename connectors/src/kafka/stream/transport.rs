@@ -267,7 +267,7 @@ impl Transport for KafkaTransport<'_> {
                             r.topic
                         )));
                     }
-                    producer.poll(Duration::from_millis(5));
+                    crate::kafka::serve_deliveries_after(producer, Duration::from_millis(5));
                     record = back;
                 }
                 Err((e, _)) => return Err(Error::kafka(format!("producing to {}", r.topic), e).into()),
