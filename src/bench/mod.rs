@@ -1,10 +1,12 @@
 //! `weir bench`: throughput of the engine, measured against a hand-written
-//! loop doing the same work (the ceiling for that work on this machine).
+//! loop doing the same work (the ceiling for that work on this machine);
+//! and of weir's broker, next to librdkafka's mock cluster (`broker`).
 //!
 //! Benchmarks are never tests: nothing here fails because a machine is
 //! slow. Each run does check that the engine's results are right, so a fast
 //! wrong engine cannot post a figure.
 
+pub mod broker;
 pub mod e2e;
 pub mod latency;
 pub mod restore;

@@ -321,6 +321,31 @@ enum BenchWorkload {
         #[arg(long)]
         json: bool,
     },
+    /// Records produced to and consumed back from weir's broker (`weir
+    /// dev-broker`) and librdkafka's mock cluster, each in its own process,
+    /// with weir's client settings; every record is checked. The mock keeps
+    /// 5 MiB per partition, so it runs in rounds (weir's broker too, for
+    /// comparison, and once in a single round).
+    Broker {
+        /// Records produced and consumed per run.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+        records: u64,
+        /// Bytes of each record's value (no key).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(8..=900_000))]
+        record_bytes: u64,
+        /// Partition counts of the topic, comma-separated; one run per count and broker.
+        #[arg(long, value_delimiter = ',', default_value = "1,8", value_name = "N,...",
+              value_parser = clap::value_parser!(i32).range(1..=i64::from(kafka::MAX_PARTITIONS)))]
+        partitions: Vec<i32>,
+        /// Print one JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Serve librdkafka's mock cluster with topic `bench` of N partitions
+        /// until SIGINT/SIGTERM (the bench's mock broker process).
+        #[arg(long, hide = true, value_name = "N",
+              value_parser = clap::value_parser!(i32).range(1..=i64::from(kafka::MAX_PARTITIONS)))]
+        serve_mock: Option<i32>,
+    },
     /// Put/get operations per second on weir's sled store with and without
     /// the write cache, next to raw sled.
     State {
@@ -498,6 +523,38 @@ pub(crate) fn run(daemon: Daemon, cli: Cli) -> anyhow::Result<()> {
             BenchWorkload::Restore { keys, json } => {
                 let results = bench::restore::run_restore(&bench::restore::RestoreOptions { keys, verbose: !json })?;
                 print_results(&results, json)
+            }
+            BenchWorkload::Broker {
+                records,
+                record_bytes,
+                partitions,
+                json,
+                serve_mock,
+            } => {
+                if let Some(partitions) = serve_mock {
+                    return bench::broker::serve_mock(partitions);
+                }
+                if !json {
+                    eprintln!(
+                        "weir bench broker: {records} records of {record_bytes} bytes per run, on weir's broker and \
+                         librdkafka's mock, each in its own process"
+                    );
+                }
+                let opts = bench::broker::BrokerOptions {
+                    records,
+                    record_bytes: usize::try_from(record_bytes)?,
+                    partitions,
+                    verbose: !json,
+                };
+                let results = bench::broker::run_broker(&opts)?;
+                if json {
+                    for r in &results {
+                        println!("{}", serde_json::to_string(r)?);
+                    }
+                } else {
+                    bench::broker::print_table(&results);
+                }
+                Ok(())
             }
             BenchWorkload::State { ops, keys, json } => {
                 let results = bench::state::run_state(&bench::state::StateOptions { ops, keys })?;

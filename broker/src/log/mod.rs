@@ -368,7 +368,11 @@ impl PartitionLog {
         if offset >= upper {
             return Ok(Bytes::new());
         }
-        let mut out: Vec<u8> = Vec::new();
+        // One buffer per segment read, joined only when a read spans
+        // segments: a fetch of a few MiB is then read once, not copied again
+        // into a growing buffer.
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        let mut taken = 0usize;
         let first_seg = self.segment_index_for(offset);
         for seg in &self.segments[first_seg..] {
             if seg.base_offset >= upper {
@@ -389,8 +393,8 @@ impl PartitionLog {
                 }
                 let size = (at + h.size as u64 - pos) as usize;
                 // The first batch goes out whatever its size; later ones must fit.
-                let first_batch = out.is_empty() && end == pos;
-                if !first_batch && out.len() + size > max_bytes {
+                let first_batch = taken == 0 && end == pos;
+                if !first_batch && taken + size > max_bytes {
                     full = true;
                     break;
                 }
@@ -400,13 +404,18 @@ impl PartitionLog {
                 let bytes = seg
                     .read_at(pos, (end - pos) as usize)
                     .map_err(io_err(&self.dir, "read segment"))?;
-                out.extend_from_slice(&bytes);
+                taken += bytes.len();
+                chunks.push(bytes);
             }
-            if full || out.len() >= max_bytes {
+            if full || taken >= max_bytes {
                 break;
             }
         }
-        Ok(Bytes::from(out))
+        Ok(match chunks.len() {
+            0 => Bytes::new(),
+            1 => Bytes::from(chunks.pop().unwrap_or_default()),
+            _ => Bytes::from(chunks.concat()),
+        })
     }
 
     fn check_range(&self, offset: i64) -> Result<(), LogError> {

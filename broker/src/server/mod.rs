@@ -170,7 +170,18 @@ async fn handle(mut frame: Bytes, host: &str, shared: &Shared) -> std::io::Resul
 }
 
 fn encode(correlation_id: i32, api: ApiKey, version: i16, response: ResponseKind) -> std::io::Result<Bytes> {
-    let mut out = BytesMut::with_capacity(256);
+    // Sized for the records a Fetch carries, so that a response of many
+    // MiB is not built by doubling (and copying) a small buffer.
+    let records: usize = match &response {
+        ResponseKind::Fetch(f) => f
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .sum(),
+        _ => 0,
+    };
+    let mut out = BytesMut::with_capacity(records + 1024);
     out.put_i32(0); // size, filled in below
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
