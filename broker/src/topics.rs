@@ -154,7 +154,13 @@ impl Topics {
     }
 
     pub fn by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
-        self.all().into_iter().find(|t| t.id == id)
+        // Fetch and Produce from v13 name topics by id: a scan, unsorted.
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
     }
 
     /// Every topic, sorted by name.
@@ -278,32 +284,6 @@ impl Topics {
             id: old.id,
             config: old.config.clone(),
             partitions,
-            dir: old.dir.clone(),
-        };
-        write_meta(&topic.dir, &topic).map_err(|source| TopicError::Io {
-            topic: name.to_string(),
-            source,
-        })?;
-        topics.insert(name.to_string(), Arc::new(topic));
-        Ok(())
-    }
-
-    /// Replace a topic's configuration overrides (AlterConfigs).
-    pub fn set_config(&self, name: &str, config: TopicConfig) -> Result<(), TopicError> {
-        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        let old = topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-        let log_config = config.log_config();
-        for p in &old.partitions {
-            p.log().set_config(log_config.clone());
-        }
-        let topic = Topic {
-            name: old.name.clone(),
-            id: old.id,
-            config,
-            partitions: old.partitions.clone(),
             dir: old.dir.clone(),
         };
         write_meta(&topic.dir, &topic).map_err(|source| TopicError::Io {

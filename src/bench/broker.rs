@@ -373,9 +373,9 @@ fn read_round(consumer: &BaseConsumer, next: &mut [i64], ends: &[i64], partition
 /// [`stop`](Self::stop) ends it with SIGTERM and checks it exits cleanly;
 /// dropping it otherwise kills and reaps it, then deletes its data, so no
 /// path of the bench (errors included) leaves a broker running.
-struct BrokerChild {
-    child: Child,
-    addr: String,
+pub(super) struct BrokerChild {
+    pub(super) child: Child,
+    pub(super) addr: String,
     /// Its stderr, for the error message if it fails.
     log: std::fs::File,
     /// weir's broker's data; dropped after `Drop::drop` has reaped it.
@@ -383,6 +383,19 @@ struct BrokerChild {
 }
 
 impl BrokerChild {
+    /// `weir dev-broker --partitions N` (the other benches' broker).
+    pub(super) fn dev_broker(partitions: i32) -> Result<BrokerChild> {
+        Self::start(BrokerKind::Weir, partitions)
+    }
+
+    /// The client settings `weir run` uses against this broker, so that
+    /// weir and the ceilings run on the same ones, and an admin client.
+    pub(super) fn client(&self) -> Result<(ClientSettings, Admin)> {
+        let settings = ClientSettings::new(&self.addr);
+        let admin = Admin::new(&settings).context("admin client")?;
+        Ok((settings, admin))
+    }
+
     fn start(kind: BrokerKind, partitions: i32) -> Result<BrokerChild> {
         let exe = std::env::current_exe().context("locating the weir executable")?;
         let mut cmd = Command::new(&exe);

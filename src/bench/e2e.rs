@@ -14,10 +14,8 @@
 //! repartition, count, stores, changelogs, checkpoints) shows as the gap.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Seek};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -35,6 +33,7 @@ use weir_connectors::kafka::{
     assign_at, default_partitioner, flush_producer, Admin, ClientSettings, DeliveryTracker, TopicSpec,
 };
 
+use super::broker::BrokerChild;
 use super::{peak_rss_bytes, BenchResult};
 use crate::scenarios::{emoji_stream, user_clicks};
 
@@ -207,7 +206,7 @@ pub(super) fn cluster(
             Ok((None, settings, admin))
         }
         None => {
-            let broker = BrokerProcess::start(partitions)?;
+            let broker = BrokerProcess::dev_broker(partitions)?;
             log(&format!("dev broker (pid {}) at {}", broker.child.id(), broker.addr));
             let (settings, admin) = broker.client()?;
             Ok((Some(broker), settings, admin))
@@ -216,100 +215,8 @@ pub(super) fn cluster(
 }
 
 /// `weir dev-broker` in a child process, on a free port, with its data in
-/// a temporary directory. Dropping it kills and reaps the process, then
-/// deletes the data, so no path of the bench (errors included) leaves a
-/// broker running or its data behind, and every run starts empty.
-pub(super) struct BrokerProcess {
-    pub(super) child: Child,
-    pub(super) addr: String,
-    /// Dropped after `Drop::drop` has reaped the broker.
-    _dir: tempfile::TempDir,
-}
-
-impl BrokerProcess {
-    /// The client settings `weir run` uses against this broker, so that
-    /// weir and the ceilings run on the same ones, and an admin client.
-    pub(super) fn client(&self) -> Result<(ClientSettings, Admin)> {
-        let settings = ClientSettings::new(&self.addr);
-        let admin = Admin::new(&settings).context("admin client")?;
-        Ok((settings, admin))
-    }
-
-    /// Starts `weir dev-broker --partitions N` (this same executable) and
-    /// reads the address it prints as its first line on stdout.
-    pub(super) fn start(partitions: i32) -> Result<BrokerProcess> {
-        let exe = std::env::current_exe().context("locating the weir executable")?;
-        let dir = tempfile::Builder::new()
-            .prefix("weir-bench-broker-")
-            .tempdir()
-            .context("creating a directory for the dev broker's data")?;
-        // stderr goes to a file: a pipe nobody reads could fill and block
-        // the broker, and the file says why the broker died if it does.
-        let mut log = tempfile::tempfile().context("creating a file for the dev broker's stderr")?;
-        let child = Command::new(&exe)
-            .args([
-                "dev-broker",
-                "--partitions",
-                &partitions.to_string(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--broker-dir")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log.try_clone().context("sharing the dev broker's stderr file")?)
-            .spawn()
-            .with_context(|| format!("starting `{} dev-broker`", exe.display()))?;
-        let mut broker = BrokerProcess {
-            child,
-            addr: String::new(),
-            _dir: dir,
-        };
-        let stdout = broker.child.stdout.take().context("the dev broker's stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let first = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send(first);
-            // Drain the rest so the broker never writes into a full or
-            // closed pipe; ends when the broker exits.
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let first = rx.recv_timeout(Duration::from_secs(30));
-        let addr = match first {
-            Ok(Ok(line)) => line
-                .trim_end()
-                .strip_prefix("embedded Kafka broker at ")
-                .map(str::to_string)
-                .ok_or_else(|| anyhow!("unexpected first line from the dev broker: {line:?}")),
-            Ok(Err(e)) => Err(anyhow!(e).context("reading the dev broker's address")),
-            Err(_) => Err(anyhow!("the dev broker printed no address within 30 s")),
-        };
-        match addr {
-            Ok(addr) => {
-                broker.addr = addr;
-                Ok(broker)
-            }
-            Err(e) => {
-                let _ = broker.child.kill();
-                let _ = broker.child.wait();
-                let mut stderr = String::new();
-                let _ = log.rewind();
-                let _ = log.read_to_string(&mut stderr);
-                Err(anyhow!("{e:#} (the dev broker's stderr: {:?})", stderr.trim()))
-            }
-        }
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// a temporary directory (see [`BrokerChild`]): every run starts empty.
+pub(super) type BrokerProcess = BrokerChild;
 
 /// The bench's producers: a [`DeliveryTracker`] keeps delivery failures
 /// (a flush says nothing was left in flight, not that everything arrived;

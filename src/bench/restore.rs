@@ -72,7 +72,7 @@ pub fn run_restore(opts: &RestoreOptions) -> Result<Vec<BenchResult>> {
         .context("user-clicks has a sub-topology with the count store")?;
     let changelog = Topology::changelog_topic(app, store);
 
-    let broker = BrokerProcess::start(PARTITIONS)?;
+    let broker = BrokerProcess::dev_broker(PARTITIONS)?;
     log(&format!("dev broker (pid {}) at {}", broker.child.id(), broker.addr));
     let (settings, admin) = broker.client()?;
     admin

@@ -151,6 +151,12 @@ fn wait_for_final_counts(brokers: &str, truth: &BTreeMap<u32, u64>, daemons: &mu
 fn burst_begins(addr: &str, daemon: &mut Daemon, clicks: &mut Clicks) {
     let mark = total_records(addr, REPARTITION);
     produce(addr, INPUT, &clicks.lines(40_000));
+    wait_for_repartitioning(addr, daemon, mark);
+}
+
+/// Waits until the repartition topic holds more than `mark` records (to
+/// read_uncommitted readers): the daemon is working on new input.
+fn wait_for_repartitioning(addr: &str, daemon: &mut Daemon, mark: i64) {
     wait_for("repartition records to be written", Duration::from_secs(60), || {
         daemon.assert_running();
         let now = total_records(addr, REPARTITION);
@@ -251,15 +257,7 @@ fn exactly_once_user_clicks_across_five_sigkills(kind: BrokerKind, test: &str) {
         let delay = Duration::from_millis(moments.gen_range(0..30));
         std::thread::scope(|s| {
             let producer = s.spawn(|| produce_paced(addr, &chunks, Duration::from_millis(10)));
-            wait_for("repartition records to be written", Duration::from_secs(60), || {
-                daemon.assert_running();
-                let now = total_records(addr, REPARTITION);
-                if now > mark {
-                    Ok(())
-                } else {
-                    Err(format!("{now} repartition records, {mark} before"))
-                }
-            });
+            wait_for_repartitioning(addr, &mut daemon, mark);
             std::thread::sleep(delay);
             daemon.kill9();
             producer.join().expect("producer thread");

@@ -98,6 +98,22 @@ fn read_with_pyarrow(root: &str, topic: &str) -> (String, Vec<String>) {
     (schema, lines.map(str::to_string).collect())
 }
 
+/// Asserts that the Parquet files of `topic` under `root`, read by pyarrow,
+/// hold records 0..PER_TOPIC of it exactly once; returns their schema.
+fn assert_every_record_once(root: &str, topic: &str) -> String {
+    let (schema, mut rows) = read_with_pyarrow(root, topic);
+    rows.sort();
+    let mut expected: Vec<String> = (0..PER_TOPIC).map(|i| record(topic, i).1).collect();
+    expected.sort();
+    assert_eq!(
+        rows.len(),
+        expected.len(),
+        "{topic}: rows in files (duplicates or losses)"
+    );
+    assert_eq!(rows, expected, "{topic}: every record exactly once");
+    schema
+}
+
 fn rows_written(addr: &str) -> Result<BTreeMap<String, u64>, String> {
     let (code, body) = http_request(addr, "GET", "/parquet/files", None)?;
     if code != 200 {
@@ -212,17 +228,8 @@ fn parquet_files_hold_every_record_exactly_once_after_two_sigkills() {
     ];
     let root = format!("{data_dir}/parquet");
     for (t, topic) in topics.iter().enumerate() {
-        let (schema, mut rows) = read_with_pyarrow(&root, topic);
+        let schema = assert_every_record_once(&root, topic);
         assert_eq!(schema, schemas[t], "{topic}: typed columns");
-        rows.sort();
-        let mut expected: Vec<String> = (0..PER_TOPIC).map(|i| record(topic, i).1).collect();
-        expected.sort();
-        assert_eq!(
-            rows.len(),
-            expected.len(),
-            "{topic}: rows in files (duplicates or losses)"
-        );
-        assert_eq!(rows, expected, "{topic}: every record exactly once");
     }
     // No temporary file is left after a clean stop.
     for topic in topics {
@@ -291,15 +298,6 @@ fn a_rerun_in_the_same_directories_continues_after_the_last_file() {
     }
     let root = format!("{data_dir}/parquet");
     for topic in topics {
-        let (_, mut rows) = read_with_pyarrow(&root, topic);
-        rows.sort();
-        let mut expected: Vec<String> = (0..PER_TOPIC).map(|i| record(topic, i).1).collect();
-        expected.sort();
-        assert_eq!(
-            rows.len(),
-            expected.len(),
-            "{topic}: rows in files (duplicates or losses)"
-        );
-        assert_eq!(rows, expected, "{topic}: every record of both runs exactly once");
+        assert_every_record_once(&root, topic);
     }
 }
