@@ -34,6 +34,7 @@ use weir_connectors::kafka::{
 };
 
 use super::broker::BrokerChild;
+use super::windowed_count::{self, WindowedCount};
 use super::{peak_rss_bytes, BenchResult};
 use crate::scenarios::{emoji_stream, user_clicks};
 
@@ -84,7 +85,11 @@ pub fn run_e2e(opts: &E2eOptions) -> Result<Vec<BenchResult>> {
         let workload: Box<dyn Workload> = match name.as_str() {
             user_clicks::NAME => Box::new(UserClicks::default()),
             emoji_stream::NAME => Box::new(EmojiStream::default()),
-            other => bail!("no e2e benchmark for topology {other:?} (use user-clicks or emoji-stream)"),
+            windowed_count::NAME => Box::new(WindowedCount::new(opts.events)),
+            other => bail!(
+                "no e2e benchmark for topology {other:?} (use user-clicks, emoji-stream or {})",
+                windowed_count::NAME
+            ),
         };
         if opts.events < workload.min_events() {
             bail!(
@@ -99,9 +104,14 @@ pub fn run_e2e(opts: &E2eOptions) -> Result<Vec<BenchResult>> {
 
 /// What differs between topologies: the input records, and how to check
 /// weir's outputs against the answer remembered while generating them.
-trait Workload {
+pub(super) trait Workload {
     fn name(&self) -> &'static str;
     fn input_topic(&self) -> &'static str;
+    /// Partitions of the input topic (and so of weir's tasks per
+    /// sub-topology).
+    fn partitions(&self) -> i32 {
+        PARTITIONS
+    }
     fn topology(&self) -> Result<Topology>;
     /// Writes record `i` of the input into `key` (left empty: no key) and
     /// `value`, returns its timestamp, and remembers the answer.
@@ -122,14 +132,15 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
         }
     };
 
-    let (_broker, settings, admin) = cluster(opts.brokers.as_deref(), PARTITIONS, &log)?;
+    let partitions = w.partitions();
+    let (_broker, settings, admin) = cluster(opts.brokers.as_deref(), partitions, &log)?;
 
     // Pre-produce the input (not timed).
     let input = w.input_topic();
     // The records carry event times from 2025: on a real cluster the
     // default retention (7 days) would delete them at once.
     let keep = |name: &str| {
-        let mut spec = TopicSpec::new(name, PARTITIONS);
+        let mut spec = TopicSpec::new(name, partitions);
         spec.config.push(("retention.ms".into(), "-1".into()));
         spec
     };
@@ -163,7 +174,15 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
         .map(|t| keep(&t))
         .collect();
     admin.ensure_topics(&outputs).context("creating the output topics")?;
+    // Peak RSS of weir's run alone: the pre-produced input and the
+    // ceilings' clients are not weir's memory.
+    super::reset_peak_rss();
+    log(&format!(
+        "resident before weir starts: {} MiB (the peak below counts from here)",
+        peak_rss_bytes() >> 20
+    ));
     let seconds = run_weir(&settings, name, &topology, input, &input_ends, opts)?;
+    let peak_rss = peak_rss_bytes();
     log(&format!("weir: {seconds:.3} s; verifying its outputs"));
     w.verify(&settings)?;
     let dlq = format!("{name}-dlq");
@@ -184,7 +203,7 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
         events_per_s: events / seconds,
         ceiling_events_per_s: events / ceiling_seconds,
         ratio: ceiling_seconds / seconds,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: peak_rss,
         latency: None,
         two_hop_ceiling_events_per_s: Some(events / two_hop_seconds),
     })
@@ -264,7 +283,7 @@ fn produce_input(settings: &ClientSettings, topic: &str, n: u64, w: &mut dyn Wor
             // Unkeyed input round-robin over the partitions, so that every
             // task gets its share: librdkafka's sticky partitioner can put
             // half of 1 M records on one partition.
-            record = record.partition((i % PARTITIONS as u64) as i32);
+            record = record.partition((i % w.partitions() as u64) as i32);
         } else {
             record = record.key(&key[..]);
         }

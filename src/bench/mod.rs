@@ -11,6 +11,7 @@ pub mod e2e;
 pub mod latency;
 pub mod restore;
 pub mod state;
+pub mod windowed_count;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -99,6 +100,14 @@ impl Inputs {
 }
 
 /// The highest resident set size of this process so far (Linux VmHWM).
+/// Start a new peak: the kernel sets this process's VmHWM to its current
+/// RSS (`/proc/self/clear_refs`, value 5), so that [`peak_rss_bytes`]
+/// afterwards measures one phase of a bench, not the set-up before it.
+/// Without the file (not Linux) the peak stays the process's.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 pub fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -266,7 +266,9 @@ enum BenchWorkload {
         /// Number of input records per topology.
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
         events: u64,
-        /// Topologies to run (repeat the flag); default: user-clicks and emoji-stream.
+        /// Topologies to run (repeat the flag): user-clicks, emoji-stream, or
+        /// windowed-count (1 M page views on 4 partitions counted per user in
+        /// 10 s windows, no repartition). Default: user-clicks and emoji-stream.
         #[arg(long = "topology", value_name = "NAME")]
         topologies: Vec<String>,
         /// weir's commit interval (and the ceiling's), in milliseconds.
