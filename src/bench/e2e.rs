@@ -35,7 +35,7 @@ use weir_connectors::kafka::{
 
 use super::broker::BrokerChild;
 use super::windowed_count::{self, WindowedCount};
-use super::{peak_rss_bytes, BenchResult};
+use super::BenchResult;
 use crate::scenarios::{emoji_stream, user_clicks};
 
 /// Partitions of the input topic (and so of weir's tasks per
@@ -82,15 +82,7 @@ pub fn run_e2e(opts: &E2eOptions) -> Result<Vec<BenchResult>> {
     }
     let mut results = Vec::new();
     for name in &opts.topologies {
-        let workload: Box<dyn Workload> = match name.as_str() {
-            user_clicks::NAME => Box::new(UserClicks::default()),
-            emoji_stream::NAME => Box::new(EmojiStream::default()),
-            windowed_count::NAME => Box::new(WindowedCount::new(opts.events)),
-            other => bail!(
-                "no e2e benchmark for topology {other:?} (use user-clicks, emoji-stream or {})",
-                windowed_count::NAME
-            ),
-        };
+        let workload = workload(name, opts.events)?;
         if opts.events < workload.min_events() {
             bail!(
                 "the e2e benchmark of {name} needs at least {} events (--events)",
@@ -100,6 +92,19 @@ pub fn run_e2e(opts: &E2eOptions) -> Result<Vec<BenchResult>> {
         results.push(run_one(workload, opts).with_context(|| format!("e2e benchmark of {name}"))?);
     }
     Ok(results)
+}
+
+/// The workload of the topology called `name`, for `events` input records.
+fn workload(name: &str, events: u64) -> Result<Box<dyn Workload>> {
+    Ok(match name {
+        user_clicks::NAME => Box::new(UserClicks::default()),
+        emoji_stream::NAME => Box::new(EmojiStream::default()),
+        windowed_count::NAME => Box::new(WindowedCount::new(events)),
+        other => bail!(
+            "no e2e benchmark for topology {other:?} (use user-clicks, emoji-stream or {})",
+            windowed_count::NAME
+        ),
+    })
 }
 
 /// What differs between topologies: the input records, and how to check
@@ -174,15 +179,7 @@ fn run_one(mut w: Box<dyn Workload>, opts: &E2eOptions) -> Result<BenchResult> {
         .map(|t| keep(&t))
         .collect();
     admin.ensure_topics(&outputs).context("creating the output topics")?;
-    // Peak RSS of weir's run alone: the pre-produced input and the
-    // ceilings' clients are not weir's memory.
-    super::reset_peak_rss();
-    log(&format!(
-        "resident before weir starts: {} MiB (the peak below counts from here)",
-        peak_rss_bytes() >> 20
-    ));
-    let seconds = run_weir(&settings, name, &topology, input, &input_ends, opts)?;
-    let peak_rss = peak_rss_bytes();
+    let (seconds, peak_rss) = run_weir(&settings, name, &topology, input, &input_ends, opts)?;
     log(&format!("weir: {seconds:.3} s; verifying its outputs"));
     w.verify(&settings)?;
     let dlq = format!("{name}-dlq");
@@ -548,12 +545,109 @@ impl Drop for WeirRun {
     }
 }
 
-/// Runs `topology` with `stream::run` (one stream thread, fresh state) and
-/// returns the seconds from the start until its consumer group has
-/// committed every source topic up to its end: the input, and the
-/// repartition topics whose records the input produced. The offsets are
-/// committed only after every output is delivered (weir's commit
-/// protocol), so that is "all input processed, all output delivered".
+/// `weir bench e2e-run`: one e2e topology in this process, on the cluster
+/// at `brokers`, with one stream thread and fresh state in a temporary
+/// directory, until standard input closes (the bench holds it open, so
+/// weir also stops if the bench dies). Then weir commits and leaves.
+pub fn serve_run(topology: &str, brokers: &str, commit_interval: Duration, guarantee: Guarantee) -> Result<()> {
+    let app = workload(topology, 1)?;
+    let state = tempfile::tempdir().context("creating a temporary state directory")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_on_eof = stop.clone();
+    std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            stop_on_eof.store(true, Ordering::Relaxed);
+        })
+        .context("starting the stdin watcher")?;
+    let config = RunConfig {
+        brokers: Some(brokers.to_string()),
+        state_dir: state.path().to_path_buf(),
+        threads: 1,
+        commit_interval,
+        cache_max_bytes: CACHE_MAX_BYTES,
+        idle_advance: weir_connectors::kafka::stream::default_idle_advance(commit_interval),
+        delivery_timeout: weir_connectors::kafka::stream::DEFAULT_DELIVERY_TIMEOUT,
+        instance_id: None,
+        guarantee,
+        stop,
+    };
+    let apps = vec![AppSpec {
+        application_id: app.name().to_string(),
+        topology: app.topology()?,
+    }];
+    stream::run(apps, config).context("weir's run failed")
+}
+
+/// weir's run in a child process (`weir bench e2e-run`), so that its time
+/// includes process start and group join as a user would measure them, and
+/// its peak RSS is weir's alone (not the pre-produced input's or the
+/// ceilings'). Dropping it closes the child's stdin (it stops, committing)
+/// and kills it if it has not exited within 30 s.
+struct WeirProcess {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl WeirProcess {
+    fn start(app: &str, settings: &ClientSettings, opts: &E2eOptions) -> Result<Self> {
+        let exe = std::env::current_exe().context("locating the weir binary")?;
+        let guarantee = match opts.guarantee {
+            Guarantee::AtLeastOnce => "at-least-once",
+            Guarantee::ExactlyOnce => "exactly-once",
+        };
+        let mut child = std::process::Command::new(exe)
+            .args(["bench", "e2e-run", "--topology", app, "--brokers", &settings.brokers])
+            .args(["--commit-interval-ms", &opts.commit_interval.as_millis().to_string()])
+            .args(["--guarantee", guarantee])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .context("starting weir bench e2e-run")?;
+        let stdin = child.stdin.take();
+        Ok(WeirProcess { child, stdin })
+    }
+
+    /// The child's peak resident set so far (VmHWM), in bytes.
+    fn peak_rss_bytes(&self) -> u64 {
+        super::peak_rss_of(&format!("/proc/{}/status", self.child.id()))
+    }
+
+    /// Stops weir and returns how its run ended.
+    fn finish(&mut self) -> Result<()> {
+        self.stdin.take();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().context("waiting for weir")? {
+                if status.success() {
+                    return Ok(());
+                }
+                bail!("weir bench e2e-run ended with {status}");
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("weir bench e2e-run did not stop within 30 s of its stdin closing: killed");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for WeirProcess {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.finish();
+        }
+    }
+}
+
+/// Runs `topology` in a child process (see [`WeirProcess`]) and returns the
+/// seconds from its start until its consumer group has committed every
+/// source topic up to its end: the input, and the repartition topics whose
+/// records the input produced. The offsets are committed only after every
+/// output is delivered (weir's commit protocol), so that is "all input
+/// processed, all output delivered". Also returns weir's peak RSS.
 fn run_weir(
     settings: &ClientSettings,
     app: &str,
@@ -561,9 +655,8 @@ fn run_weir(
     input: &str,
     input_ends: &[i64],
     opts: &E2eOptions,
-) -> Result<f64> {
+) -> Result<(f64, u64)> {
     let commit_interval = opts.commit_interval;
-    let state = tempfile::tempdir().context("creating a temporary state directory")?;
     let mut sources: Vec<u32> = topology
         .subtopologies()
         .iter()
@@ -583,32 +676,8 @@ fn run_weir(
         .create()
         .context("creating the progress monitor")?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let config = RunConfig {
-        brokers: Some(settings.brokers.clone()),
-        state_dir: state.path().to_path_buf(),
-        threads: 1,
-        commit_interval,
-        cache_max_bytes: CACHE_MAX_BYTES,
-        idle_advance: weir_connectors::kafka::stream::default_idle_advance(commit_interval),
-        delivery_timeout: weir_connectors::kafka::stream::DEFAULT_DELIVERY_TIMEOUT,
-        instance_id: None,
-        guarantee: opts.guarantee,
-        stop: stop.clone(),
-    };
-    let apps = vec![AppSpec {
-        application_id: app.to_string(),
-        topology: topology.clone(),
-    }];
     let started = Instant::now();
-    let handle = std::thread::Builder::new()
-        .name(format!("bench-{app}"))
-        .spawn(move || stream::run(apps, config))
-        .context("starting weir's run thread")?;
-    let mut run = WeirRun {
-        stop,
-        handle: Some(handle),
-    };
+    let mut run = WeirProcess::start(app, settings, opts)?;
 
     let stall_limit = Duration::from_secs(60) + 2 * commit_interval;
     let mut partitions: BTreeMap<String, i32> = BTreeMap::new();
@@ -616,7 +685,7 @@ fn run_weir(
     let mut last_progress = Instant::now();
     let seconds = loop {
         std::thread::sleep(PROGRESS_POLL);
-        if run.is_finished() {
+        if run.child.try_wait().context("watching weir")?.is_some() {
             run.finish()?;
             bail!("weir stopped before committing all its input");
         }
@@ -686,8 +755,9 @@ fn run_weir(
             break elapsed;
         }
     };
+    let peak_rss = run.peak_rss_bytes();
     run.finish()?;
-    Ok(seconds)
+    Ok((seconds, peak_rss))
 }
 
 /// Every record of `topic`, from the oldest the broker holds to the end,

@@ -100,16 +100,14 @@ impl Inputs {
 }
 
 /// The highest resident set size of this process so far (Linux VmHWM).
-/// Start a new peak: the kernel sets this process's VmHWM to its current
-/// RSS (`/proc/self/clear_refs`, value 5), so that [`peak_rss_bytes`]
-/// afterwards measures one phase of a bench, not the set-up before it.
-/// Without the file (not Linux) the peak stays the process's.
-pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+pub fn peak_rss_bytes() -> u64 {
+    peak_rss_of("/proc/self/status")
 }
 
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// The peak resident set (VmHWM) in a `/proc/PID/status` file, in bytes; 0
+/// where there is none (not Linux, or the process is gone).
+pub fn peak_rss_of(status_file: &str) -> u64 {
+    std::fs::read_to_string(status_file)
         .ok()
         .and_then(|s| {
             s.lines()

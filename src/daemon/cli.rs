@@ -288,6 +288,20 @@ enum BenchWorkload {
         #[arg(long)]
         json: bool,
     },
+    /// One topology of `weir bench e2e` in its own process, started by the
+    /// bench (which measures its time and memory); runs until its standard
+    /// input closes.
+    #[command(hide = true)]
+    E2eRun {
+        #[arg(long)]
+        topology: String,
+        #[arg(long, value_name = "HOST:PORT")]
+        brokers: String,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        commit_interval_ms: u64,
+        #[arg(long, value_parser = super::config::parse_guarantee)]
+        guarantee: Guarantee,
+    },
     /// End-to-end latency of user-clicks on a `weir dev-broker` at a steady
     /// input rate: from each output's timestamp (its newest input's send
     /// time) to its arrival at a consumer, per commit interval.
@@ -498,6 +512,17 @@ pub(crate) fn run(daemon: Daemon, cli: Cli) -> anyhow::Result<()> {
                 let results = bench::e2e::run_e2e(&opts)?;
                 print_results(&results, json)
             }
+            BenchWorkload::E2eRun {
+                topology,
+                brokers,
+                commit_interval_ms,
+                guarantee,
+            } => bench::e2e::serve_run(
+                &topology,
+                &brokers,
+                Duration::from_millis(commit_interval_ms),
+                guarantee,
+            ),
             BenchWorkload::Latency {
                 rate,
                 seconds,
