@@ -28,6 +28,7 @@
 //! | `weir_rebalance_pause_seconds` | histogram | topology |
 //! | `weir_task_events_total` | counter | topology, event |
 //! | `weir_late_records_dropped_total` | counter | topology |
+//! | `weir_null_records_skipped_total` | counter | topology |
 //! | `weir_dlq_records_total` | counter | topology |
 //! | `weir_rebalances_total` | counter | topology |
 //! | `weir_transactions_aborted_total` | counter | topology |
@@ -61,6 +62,7 @@ pub mod names {
     pub const REBALANCE_PAUSE: &str = "weir_rebalance_pause_seconds";
     pub const TASK_EVENTS: &str = "weir_task_events_total";
     pub const LATE_RECORDS_DROPPED: &str = "weir_late_records_dropped_total";
+    pub const NULL_RECORDS_SKIPPED: &str = "weir_null_records_skipped_total";
     pub const DLQ_RECORDS: &str = "weir_dlq_records_total";
     pub const REBALANCES: &str = "weir_rebalances_total";
     pub const TRANSACTIONS_ABORTED: &str = "weir_transactions_aborted_total";
@@ -115,6 +117,7 @@ pub struct Metrics {
     rebalance_pause: HistogramVec,
     task_events: IntCounterVec,
     late_records: IntCounterVec,
+    null_records: IntCounterVec,
     dlq_records: IntCounterVec,
     rebalances: IntCounterVec,
     transactions_aborted: IntCounterVec,
@@ -261,6 +264,11 @@ impl Metrics {
                 "Records dropped because every window they belong to had closed.",
                 &["topology"],
             ),
+            null_records: counter(
+                NULL_RECORDS_SKIPPED,
+                "Records a join ignored because their key or value was null (as Kafka Streams' joins do).",
+                &["topology"],
+            ),
             dlq_records: counter(DLQ_RECORDS, "Records written to the dead-letter topic.", &["topology"]),
             rebalances: counter(
                 REBALANCES,
@@ -339,6 +347,7 @@ impl Metrics {
             task_events: self.task_events.clone(),
             restore_remaining: self.restore_remaining.clone(),
             late_records_dropped: self.late_records.with_label_values(l),
+            null_records_skipped: self.null_records.with_label_values(l),
             dlq_records: self.dlq_records.with_label_values(l),
             rebalances: self.rebalances.with_label_values(l),
             transactions_aborted: self.transactions_aborted.with_label_values(l),
@@ -393,6 +402,7 @@ pub struct TopologyMetrics {
     task_events: IntCounterVec,
     restore_remaining: IntGaugeVec,
     pub late_records_dropped: IntCounter,
+    pub null_records_skipped: IntCounter,
     pub dlq_records: IntCounter,
     pub rebalances: IntCounter,
     pub transactions_aborted: IntCounter,
@@ -669,6 +679,7 @@ mod tests {
         task.stores[0].entries.set(1);
         task.stores[0].cache_bytes.set(1);
         t.late_records_dropped.inc();
+        t.null_records_skipped.inc();
         t.dlq_records.inc();
         t.rebalances.inc();
         t.transactions_aborted.inc();
@@ -684,7 +695,7 @@ mod tests {
         t.rebalance_pause.observe(0.0);
         t.task_events(TaskEvent::Resumed, 1);
         let families = m.registry().gather();
-        assert_eq!(families.len(), 25);
+        assert_eq!(families.len(), 26);
         for f in &families {
             let name = f.name();
             assert!(name.starts_with("weir_"), "{name}");

@@ -300,6 +300,19 @@ impl TopologyTestDriver {
             .get()
     }
 
+    /// The number of records joins ignored because their key or value was
+    /// null (`TaskCounters::null_records_skipped`).
+    pub fn null_records_skipped(&self) -> u64 {
+        self.inner
+            .borrow()
+            .member
+            .manager
+            .config()
+            .metrics
+            .null_records_skipped
+            .get()
+    }
+
     /// Everything written to a topic (input, output or internal), raw.
     pub fn topic_records(&self, topic: &str) -> Vec<RawRecord> {
         self.inner.borrow().raw_records(topic)
@@ -388,26 +401,30 @@ pub struct TestInputTopic<K, V> {
 }
 
 impl<K: 'static, V: 'static> TestInputTopic<K, V> {
-    /// Send one record with the given event timestamp (epoch ms).
+    /// Send one record with the given event timestamp (epoch ms). A key or
+    /// value the serde calls null (`Serdes::optional`'s `None`) is sent as
+    /// a Kafka null.
     pub fn pipe_input(&self, key: K, value: V, timestamp: i64) -> Result<(), RuntimeError> {
         let k = self
             .key_serde
-            .to_bytes(&key)
+            .to_bytes_opt(&key)
             .map_err(|e| RuntimeError::Io(format!("test input key: {e}")))?;
         let v = self
             .value_serde
-            .to_bytes(&value)
+            .to_bytes_opt(&value)
             .map_err(|e| RuntimeError::Io(format!("test input value: {e}")))?;
-        self.inner.borrow_mut().pipe(&self.topic, Some(&k), Some(&v), timestamp)
+        self.inner
+            .borrow_mut()
+            .pipe(&self.topic, k.as_deref(), v.as_deref(), timestamp)
     }
 
     /// Send a record with no key.
     pub fn pipe_value(&self, value: V, timestamp: i64) -> Result<(), RuntimeError> {
         let v = self
             .value_serde
-            .to_bytes(&value)
+            .to_bytes_opt(&value)
             .map_err(|e| RuntimeError::Io(format!("test input value: {e}")))?;
-        self.inner.borrow_mut().pipe(&self.topic, None, Some(&v), timestamp)
+        self.inner.borrow_mut().pipe(&self.topic, None, v.as_deref(), timestamp)
     }
 }
 

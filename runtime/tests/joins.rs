@@ -350,3 +350,123 @@ fn stream_stream_join_requires_co_partitioned_inputs_and_names_stores() {
     assert_eq!(d.changelog("op-this-join-store").len(), 1);
     assert_eq!(d.changelog("op-other-join-store").len(), 1);
 }
+
+#[test]
+fn outer_join_closes_each_sides_window_by_its_own_reach() {
+    // A left record at t matches right records up to t + after; a right
+    // record at t left records up to t + before. Each leaves unjoined only
+    // when stream time passes that + grace.
+    let mut b = StreamsBuilder::new();
+    let orders = b.stream::<String, String>("orders", Serdes::string(), Serdes::string());
+    let payments = b.stream::<String, String>("payments", Serdes::string(), Serdes::string());
+    let windows = JoinWindows::before_after(Duration::from_secs(2), Duration::from_secs(5))
+        .unwrap()
+        .grace(Duration::from_secs(1))
+        .unwrap();
+    orders
+        .outer_join_stream(
+            payments,
+            |_, o, p| {
+                format!(
+                    "{}+{}",
+                    o.map_or("none", |s| s.as_str()),
+                    p.map_or("none", |s| s.as_str())
+                )
+            },
+            windows,
+            StreamJoined::with(Serdes::string(), Serdes::string(), Serdes::string()),
+        )
+        .to("out", Serdes::string(), Serdes::string());
+    let t = b.build().unwrap();
+    let described = t.describe("app");
+    assert!(
+        described.contains("KSTREAM-OUTERTHIS-") && described.contains("KSTREAM-OUTERSHARED-STORE-"),
+        "{described}"
+    );
+    let d = TopologyTestDriver::new(t, TestDriverConfig::default()).unwrap();
+    let orders = d.input_topic("orders", Serdes::string(), Serdes::string());
+    let payments = d.input_topic("payments", Serdes::string(), Serdes::string());
+    let out = d.output_topic("out", Serdes::string(), Serdes::string());
+    let read = || {
+        out.read_records()
+            .into_iter()
+            .map(|r| (r.value, r.timestamp))
+            .collect::<Vec<_>>()
+    };
+    let rec = |v: &str, ts: i64| (v.to_string(), ts);
+
+    orders.pipe_input("k".into(), "o1".into(), 10_000).unwrap();
+    assert!(read().is_empty());
+    // o1's window closed at 10 + 5 + 1 s: it leaves (first) with its own
+    // timestamp. p1 matches orders in [15 s, 22 s]: none.
+    payments.pipe_input("k".into(), "p1".into(), 20_000).unwrap();
+    assert_eq!(read(), vec![rec("o1+none", 10_000)]);
+    // p1's window closes at 20 + 2 + 1 s: still open at 23 s.
+    orders.pipe_input("k".into(), "o2".into(), 23_000).unwrap();
+    assert!(read().is_empty());
+    orders.pipe_input("k".into(), "o3".into(), 23_001).unwrap();
+    assert_eq!(read(), vec![rec("none+p1", 20_000)]);
+    // Out of order: p2 joins o2 and o3, which then never leave unjoined.
+    payments.pipe_input("k".into(), "p2".into(), 24_000).unwrap();
+    assert_eq!(read(), vec![rec("o2+p2", 24_000), rec("o3+p2", 24_000)]);
+    orders.pipe_input("k".into(), "o4".into(), 40_000).unwrap();
+    assert!(read().is_empty());
+    // A partnerless record whose window has already closed (33 + 2 + 1 <
+    // 40 s) but that is not late (33 + 8 >= 40 s) leaves at once.
+    payments.pipe_input("k".into(), "p3".into(), 33_000).unwrap();
+    assert_eq!(read(), vec![rec("none+p3", 33_000)]);
+    assert_eq!(d.late_records_dropped(), 0);
+    assert_eq!(d.null_records_skipped(), 0);
+}
+
+#[test]
+fn a_stream_table_join_skips_the_null_values_its_source_let_through() {
+    // Null values pass filter, peek, select_key, merge, branches and
+    // repartition unchanged, so the join still knows them for nulls.
+    let mut b = StreamsBuilder::new();
+    let users = b.table::<String, String>(
+        "users",
+        Serdes::string(),
+        Serdes::string(),
+        Materialized::named("users"),
+    );
+    let clicks = b.stream::<String, Option<String>>("clicks", Serdes::string(), Serdes::optional(Serdes::string()));
+    let more = b.stream::<String, Option<String>>("more-clicks", Serdes::string(), Serdes::optional(Serdes::string()));
+    let branches = clicks
+        .merge(more)
+        .filter(|_, _| true)
+        .peek(|_, _| {})
+        .select_key(|k, _| k.clone())
+        .repartition("by-user", Serdes::string(), Serdes::optional(Serdes::string()))
+        .split()
+        .default_branch("all");
+    branches["all"]
+        .clone()
+        .left_join(&users, |_, c: Option<String>, u: Option<String>| {
+            format!("{}/{}", c.unwrap_or_else(|| "NULL".into()), u.unwrap_or_default())
+        })
+        .to("out", Serdes::string(), Serdes::string());
+    let d = TopologyTestDriver::new(b.build().unwrap(), TestDriverConfig::default()).unwrap();
+    d.input_topic("users", Serdes::string(), Serdes::string())
+        .pipe_input("u".into(), "Ann".into(), 1)
+        .unwrap();
+    let clicks = d.input_topic("clicks", Serdes::string(), Serdes::optional(Serdes::string()));
+    let more = d.input_topic("more-clicks", Serdes::string(), Serdes::optional(Serdes::string()));
+    clicks.pipe_input("u".into(), None, 2).unwrap();
+    more.pipe_input("u".into(), None, 3).unwrap();
+    clicks.pipe_input("u".into(), Some("c1".into()), 4).unwrap();
+    // The null went through the repartition topic as a Kafka null.
+    let internal = d
+        .topic_records("test-by-user-repartition")
+        .into_iter()
+        .map(|r| r.value)
+        .collect::<Vec<_>>();
+    assert_eq!(internal, vec![None, None, Some(b"c1".to_vec())]);
+    assert_eq!(
+        d.output_topic("out", Serdes::string(), Serdes::string())
+            .read_key_values(),
+        vec![kv("u", "c1/Ann")]
+    );
+    assert_eq!(d.null_records_skipped(), 2);
+    assert!(d.dead_letters().is_empty());
+}

@@ -11,7 +11,8 @@ use weir_topology::prelude::*;
 fn windowed_counts(session: bool) -> Topology {
     let mut b = StreamsBuilder::new();
     let grouped = b
-        .stream::<String, String>("in", Serdes::string(), Serdes::string())
+        // The records have no key (null): the key is ignored, not decoded.
+        .stream::<(), String>("in", Serdes::ignored(), Serdes::string())
         .map(|_, v| (v, String::new()))
         .group_by_key(Serdes::string(), Serdes::string());
     let table = if session {

@@ -1,7 +1,9 @@
 //! StreamsBuilder: where a topology starts, and the graph bookkeeping that
 //! every DSL operator goes through.
 
+use std::any::Any;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -30,7 +32,18 @@ pub(crate) struct GraphBuilder {
     /// (store, key serde name, value serde name) of key-value stores whose
     /// keys and values the DSL knows, for interactive queries.
     pub(crate) store_formats: Vec<(String, &'static str, &'static str)>,
+    /// Per graph node: a [`NullCheck`] of the values leaving it, type-erased
+    /// (`NullCheck<V>` in an `Rc<dyn Any>`). Sources set it from their
+    /// value serde ([`Serde::is_null`]) and operators that pass values on
+    /// unchanged (filter, peek, select_key, branches, merge) copy it, so a
+    /// stream–table join knows which stream values are Kafka nulls (which
+    /// it skips, as Kafka Streams does). A value made by user code (map,
+    /// map_values, ...) has no check: it is a value, not a null.
+    pub(crate) null_values: HashMap<usize, Rc<dyn Any>>,
 }
+
+/// Tells whether a value is a Kafka null (see [`GraphBuilder::null_values`]).
+pub(crate) type NullCheck<V> = Arc<dyn Fn(&V) -> bool + Send + Sync>;
 
 pub(crate) type Graph = Rc<RefCell<GraphBuilder>>;
 
@@ -72,6 +85,23 @@ impl GraphBuilder {
             stores: Vec::new(),
         });
         id
+    }
+
+    /// Record how to tell a null value among the values leaving `node`.
+    pub(crate) fn set_null_check<V: 'static>(&mut self, node: usize, check: NullCheck<V>) {
+        self.null_values.insert(node, Rc::new(check));
+    }
+
+    /// `to` passes on the values of `from` unchanged: same null check.
+    pub(crate) fn inherit_null_check(&mut self, from: usize, to: usize) {
+        if let Some(c) = self.null_values.get(&from).cloned() {
+            self.null_values.insert(to, c);
+        }
+    }
+
+    /// The null check of the values leaving `node`, if they may be null.
+    pub(crate) fn null_check<V: 'static>(&self, node: usize) -> Option<NullCheck<V>> {
+        self.null_values.get(&node)?.downcast_ref::<NullCheck<V>>().cloned()
     }
 
     pub(crate) fn next_index(&self) -> usize {
@@ -148,11 +178,14 @@ struct Source<K, V> {
 impl<K: Data, V: Data> SourceNode for Source<K, V> {
     #[inline]
     fn process_raw(&mut self, ctx: &mut ProcessorContext, key: Option<&[u8]>, value: Option<&[u8]>) {
-        let k = match self.key_serde.deserialize_opt(key) {
+        // A null key or value decodes only if the serde has an absent
+        // value (Serdes::optional, unit, ignored, json of an Option);
+        // otherwise the record is dead-lettered with a reason that says so.
+        let k = match self.key_serde.deserialize_key(key) {
             Ok(k) => k,
             Err(e) => return ctx.dead_letter(format!("key deserialization failed ({}): {e}", self.key_serde.name())),
         };
-        let v = match self.value_serde.deserialize_opt(value) {
+        let v = match self.value_serde.deserialize_value(value) {
             Ok(v) => v,
             Err(e) => {
                 return ctx.dead_letter(format!(
@@ -196,6 +229,8 @@ pub(crate) fn add_source<K: Data, V: Data>(
         });
     }
     let id = g.add_node("KSTREAM-SOURCE", NodeKind::Source { topic }, vec![]);
+    let vs = value_serde.clone();
+    g.set_null_check::<V>(id, Arc::new(move |v: &V| vs.is_null(v)));
     let slot = ChildSlot::<K, V>::new();
     let out = slot.clone();
     let factory: SourceFactory = Arc::new(move |ictx| {
@@ -220,6 +255,7 @@ impl StreamsBuilder {
                 sources: Vec::new(),
                 errors: Vec::new(),
                 store_formats: Vec::new(),
+                null_values: HashMap::new(),
             })),
         }
     }
@@ -305,6 +341,7 @@ impl StreamsBuilder {
                 sources: std::mem::take(&mut g.sources),
                 errors: std::mem::take(&mut g.errors),
                 store_formats: std::mem::take(&mut g.store_formats),
+                null_values: HashMap::new(),
             }
         });
         if let Some(e) = g.errors.into_iter().next() {

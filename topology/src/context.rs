@@ -72,6 +72,47 @@ impl RecordCollector {
         Ok(())
     }
 
+    /// As [`push_with`](Self::push_with), but a `None` writer writes a
+    /// Kafka null key or value (no bytes at all, not an empty byte string):
+    /// how a sink writes a value its serde calls null
+    /// (`Serdes::optional(..)`'s `None`) with the record's origin.
+    pub fn push_opt_with<E>(
+        &mut self,
+        topic: u32,
+        timestamp: i64,
+        origin: Option<(u32, i64)>,
+        write_key: Option<impl FnOnce(&mut Vec<u8>) -> Result<(), E>>,
+        write_value: Option<impl FnOnce(&mut Vec<u8>) -> Result<(), E>>,
+    ) -> Result<(), E> {
+        let mark = self.arena.len();
+        let mut key = None;
+        if let Some(w) = write_key {
+            let k0 = self.arena.len() as u32;
+            if let Err(e) = w(&mut self.arena) {
+                self.arena.truncate(mark);
+                return Err(e);
+            }
+            key = Some(k0..self.arena.len() as u32);
+        }
+        let mut value = None;
+        if let Some(w) = write_value {
+            let v0 = self.arena.len() as u32;
+            if let Err(e) = w(&mut self.arena) {
+                self.arena.truncate(mark);
+                return Err(e);
+            }
+            value = Some(v0..self.arena.len() as u32);
+        }
+        self.records.push(OutRecord {
+            topic,
+            key,
+            value,
+            timestamp,
+            origin,
+        });
+        Ok(())
+    }
+
     /// Append a record with a key and no value (a tombstone).
     pub fn push_tombstone(&mut self, topic: u32, timestamp: i64, key: &[u8]) {
         let k0 = self.arena.len() as u32;
@@ -127,6 +168,10 @@ pub struct TaskCounters {
     pub late_records_dropped: u64,
     /// Records sent to the dead-letter topic.
     pub dead_letters: u64,
+    /// Records a join ignored because their key or value was a Kafka null
+    /// (a null value is "no record" in Kafka's key-value model, not a value
+    /// to join), as Kafka Streams' joins do.
+    pub null_records_skipped: u64,
 }
 
 /// The task-wide context passed to every processor call.

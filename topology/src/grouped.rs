@@ -1,10 +1,18 @@
 //! Grouped streams and their aggregations (count, reduce, aggregate),
 //! plain and windowed. Aggregations exist only here, so an ungrouped stream
 //! cannot be aggregated: wrong programs do not compile.
+//!
+//! Each aggregation is a *core* ([`AggCore`]: the store, what is emitted
+//! and when, the children) fed by one input node per input stream
+//! ([`Aggregates`]: how one record of that input's value type is folded
+//! in). A plain aggregation owns its core ([`AggNode`]); a cogroup
+//! (`cogroup.rs`) shares one core between inputs of different value types.
 
 use std::sync::Arc;
 
-use crate::context::ProcessorContext;
+use crate::builder::GraphBuilder;
+use crate::context::{InitContext, ProcessorContext};
+use crate::error::TopologyError;
 use crate::kstream::KStream;
 use crate::ktable::KTable;
 use crate::materialized::Materialized;
@@ -12,7 +20,7 @@ use crate::node::{ChildSlot, Children, Node};
 use crate::serde::{Serde, Serdes};
 use crate::store::{split_window_key, KvStoreRef, StoreError, StoreKind, StoreSpec, WindowStoreRef};
 use crate::topology::NodeKind;
-use crate::windows::{SessionWindows, TimeWindows, Window, Windowed};
+use crate::windows::{EmitStrategy, SessionWindows, TimeWindows, Window, Windowed};
 use crate::Data;
 
 /// The per-record step of an aggregation: the new aggregate from the key,
@@ -31,14 +39,20 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// key was changed upstream. Returns it with the store name to use.
     pub(crate) fn input(&self, materialized: &Materialized, kind: &str) -> (KStream<K, V>, String) {
         let store = self.stream.graph.borrow().store_name(materialized, kind);
-        let stream = if self.stream.repartition_required {
+        (self.input_via(&store), store)
+    }
+
+    /// The stream the aggregation reads, repartitioned through
+    /// `{repartition_name}-repartition` if the key was changed upstream
+    /// (cogroup names one topic per input, as they share one store name).
+    pub(crate) fn input_via(&self, repartition_name: &str) -> KStream<K, V> {
+        if self.stream.repartition_required {
             self.stream
                 .clone()
-                .repartition(&store, self.key_serde.clone(), self.value_serde.clone())
+                .repartition(repartition_name, self.key_serde.clone(), self.value_serde.clone())
         } else {
             self.stream.clone()
-        };
-        (stream, store)
+        }
     }
 
     /// The number of records per key.
@@ -107,23 +121,16 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
             id
         };
         let out = ChildSlot::<K, Option<A>>::new();
-        let (out2, store2, kserde, aserde) = (
-            out.clone(),
-            store.clone(),
-            self.key_serde.clone(),
-            aggregate_serde.clone(),
-        );
+        let setup = KvAggSetup {
+            store: store.clone(),
+            key_serde: self.key_serde.clone(),
+            agg_serde: aggregate_serde.clone(),
+            out: out.clone(),
+        };
         input.attach(Arc::new(move |ictx| {
-            Ok(Box::new(KvAggregateNode {
-                store: ictx.key_value_store(&store2)?,
-                name: Arc::from(store2.as_str()),
-                key_serde: kserde.clone(),
-                agg_serde: aserde.clone(),
+            Ok(Box::new(AggNode {
+                core: setup.make_core(ictx)?,
                 step: step.clone(),
-                children: out2.instantiate(ictx)?,
-                kbuf: Vec::new(),
-                vbuf: Vec::new(),
-                nbuf: Vec::new(),
             }) as Box<dyn Node<K, V>>)
         }));
         KTable::new(
@@ -137,8 +144,8 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         )
     }
 
-    /// Window the grouped stream: `TimeWindows` (tumbling or hopping) or
-    /// `SessionWindows`.
+    /// Window the grouped stream: `TimeWindows` (tumbling or hopping),
+    /// `SlidingWindows` or `SessionWindows`.
     pub fn windowed_by<W: WindowSpec<K, V>>(self, windows: W) -> W::Windowed {
         windows.apply(self)
     }
@@ -153,14 +160,22 @@ pub trait WindowSpec<K, V> {
 impl<K: Data, V: Data> WindowSpec<K, V> for TimeWindows {
     type Windowed = TimeWindowedKStream<K, V>;
     fn apply(self, grouped: KGroupedStream<K, V>) -> TimeWindowedKStream<K, V> {
-        TimeWindowedKStream { grouped, windows: self }
+        TimeWindowedKStream {
+            grouped,
+            windows: self,
+            emit: EmitStrategy::default(),
+        }
     }
 }
 
 impl<K: Data, V: Data> WindowSpec<K, V> for SessionWindows {
     type Windowed = SessionWindowedKStream<K, V>;
     fn apply(self, grouped: KGroupedStream<K, V>) -> SessionWindowedKStream<K, V> {
-        SessionWindowedKStream { grouped, windows: self }
+        SessionWindowedKStream {
+            grouped,
+            windows: self,
+            emit: EmitStrategy::default(),
+        }
     }
 }
 
@@ -168,15 +183,24 @@ impl<K: Data, V: Data> WindowSpec<K, V> for SessionWindows {
 pub struct TimeWindowedKStream<K, V> {
     pub(crate) grouped: KGroupedStream<K, V>,
     pub(crate) windows: TimeWindows,
+    pub(crate) emit: EmitStrategy,
 }
 
 /// A grouped stream in session windows.
 pub struct SessionWindowedKStream<K, V> {
     pub(crate) grouped: KGroupedStream<K, V>,
     pub(crate) windows: SessionWindows,
+    pub(crate) emit: EmitStrategy,
 }
 
 impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
+    /// When the aggregation that follows forwards its windows: on every
+    /// update (the default) or once, when the window closes (see
+    /// [`EmitStrategy::on_window_close`]).
+    pub fn emit_strategy(self, emit: EmitStrategy) -> Self {
+        TimeWindowedKStream { emit, ..self }
+    }
+
     /// The number of records per key and window.
     pub fn count(self, materialized: Materialized) -> KTable<Windowed<K>, u64> {
         self.aggregate_with(
@@ -229,52 +253,28 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         step: Step<K, V, A>,
     ) -> KTable<Windowed<K>, A> {
         let (input, store) = self.grouped.input(&materialized, kind);
-        let w = self.windows;
-        let retention = (w.size_ms + w.grace_ms).max(materialized.retention_ms.unwrap_or(0));
-        let id = {
-            let mut g = input.graph.borrow_mut();
-            g.add_store(StoreSpec {
-                name: store.clone(),
-                kind: StoreKind::Window {
-                    retention_ms: retention,
-                },
-                logged: materialized.logged,
-            });
-            let id = g.add_node(kind, NodeKind::Processor, vec![input.node]);
-            g.connect_store(id, &store);
-            // Queryable by record key (`/stores/{store}?key=`): the daemon
-            // decodes the window prefix of the store key itself.
-            g.store_formats
-                .push((store.clone(), self.grouped.key_serde.name(), aggregate_serde.name()));
-            id
-        };
-        let out = ChildSlot::<Windowed<K>, Option<A>>::new();
-        let kserde = self.grouped.key_serde.clone();
-        let (out2, store2, kserde2, aserde) = (out.clone(), store.clone(), kserde.clone(), aggregate_serde.clone());
+        let id = input
+            .graph
+            .borrow_mut()
+            .add_node(kind, NodeKind::Processor, vec![input.node]);
+        let setup = WindowAggSetup::declare(
+            &mut input.graph.borrow_mut(),
+            &[id],
+            store,
+            self.windows,
+            &materialized,
+            self.emit,
+            self.grouped.key_serde.clone(),
+            aggregate_serde,
+        );
+        let table = setup.table(input.graph.clone(), id);
         input.attach(Arc::new(move |ictx| {
-            Ok(Box::new(WindowAggregateNode {
-                store: ictx.window_store(&store2)?,
-                name: Arc::from(store2.as_str()),
-                windows: w,
-                retention_ms: retention,
-                last_purge: i64::MIN,
-                key_serde: kserde2.clone(),
-                agg_serde: aserde.clone(),
+            Ok(Box::new(AggNode {
+                core: setup.make_core(ictx)?,
                 step: step.clone(),
-                children: out2.instantiate(ictx)?,
-                kbuf: Vec::new(),
-                vbuf: Vec::new(),
             }) as Box<dyn Node<K, V>>)
         }));
-        KTable::new(
-            input.graph.clone(),
-            id,
-            out,
-            Some(store),
-            Serdes::windowed(kserde),
-            Some(aggregate_serde),
-            Some(w.grace_ms),
-        )
+        table
     }
 }
 
@@ -302,12 +302,75 @@ pub(crate) fn decode_window_key<K: 'static>(
     Ok((start, key))
 }
 
-struct KvAggregateNode<K, V, A> {
+/// The part of an aggregation that one task instance keeps: its store, its
+/// children and what it remembers between records. Split from the input
+/// side ([`Aggregates`]) so that a cogroup can feed several typed inputs
+/// into one core (one store, one output).
+pub(crate) trait AggCore: 'static {
+    /// Commit time: forward (or emit) what is due, stage the stores, flush
+    /// the children. Must be idempotent within one commit: a core shared by
+    /// several inputs is flushed once per input.
+    fn flush(&mut self, ctx: &mut ProcessorContext);
+    fn punctuate(&mut self, ctx: &mut ProcessorContext);
+    fn close(&mut self, ctx: &mut ProcessorContext);
+}
+
+/// Folding one input's record (key `K`, value `V`) into a core with that
+/// input's step `S` (an aggregator, or a session fold).
+pub(crate) trait Aggregates<K, V, S>: AggCore {
+    fn aggregate(&mut self, ctx: &mut ProcessorContext, key: K, value: V, step: &S);
+}
+
+/// A single-input aggregation: a core it owns and the step of its input.
+pub(crate) struct AggNode<C, S> {
+    pub(crate) core: C,
+    pub(crate) step: S,
+}
+
+impl<K, V, C: Aggregates<K, V, S>, S> Node<K, V> for AggNode<C, S> {
+    #[inline]
+    fn process(&mut self, ctx: &mut ProcessorContext, key: K, value: V) {
+        self.core.aggregate(ctx, key, value, &self.step)
+    }
+    fn flush(&mut self, ctx: &mut ProcessorContext) {
+        self.core.flush(ctx)
+    }
+    fn punctuate(&mut self, ctx: &mut ProcessorContext) {
+        self.core.punctuate(ctx)
+    }
+    fn close(&mut self, ctx: &mut ProcessorContext) {
+        self.core.close(ctx)
+    }
+}
+
+/// What a task needs to create a key-value aggregation core.
+pub(crate) struct KvAggSetup<K, A> {
+    pub(crate) store: String,
+    pub(crate) key_serde: Serde<K>,
+    pub(crate) agg_serde: Serde<A>,
+    pub(crate) out: Arc<ChildSlot<K, Option<A>>>,
+}
+
+impl<K: Data, A: Data> KvAggSetup<K, A> {
+    pub(crate) fn make_core(&self, ictx: &mut InitContext<'_>) -> Result<KvAggCore<K, A>, TopologyError> {
+        Ok(KvAggCore {
+            store: ictx.key_value_store(&self.store)?,
+            name: Arc::from(self.store.as_str()),
+            key_serde: self.key_serde.clone(),
+            agg_serde: self.agg_serde.clone(),
+            children: self.out.instantiate(ictx)?,
+            kbuf: Vec::new(),
+            vbuf: Vec::new(),
+            nbuf: Vec::new(),
+        })
+    }
+}
+
+pub(crate) struct KvAggCore<K, A> {
     store: KvStoreRef,
     name: Arc<str>,
     key_serde: Serde<K>,
     agg_serde: Serde<A>,
-    step: Step<K, V, A>,
     children: Children<K, Option<A>>,
     kbuf: Vec<u8>,
     vbuf: Vec<u8>,
@@ -315,16 +378,16 @@ struct KvAggregateNode<K, V, A> {
     nbuf: Vec<u8>,
 }
 
-impl<K: Data, V: Data, A: Data> Node<K, V> for KvAggregateNode<K, V, A> {
+impl<K: Data, V, A: Data> Aggregates<K, V, Step<K, V, A>> for KvAggCore<K, A> {
     #[inline]
-    fn process(&mut self, ctx: &mut ProcessorContext, key: K, value: V) {
+    fn aggregate(&mut self, ctx: &mut ProcessorContext, key: K, value: V, step: &Step<K, V, A>) {
         self.kbuf.clear();
         if let Err(e) = self.key_serde.serialize(&key, &mut self.kbuf) {
             return ctx.dead_letter(format!("key serialization failed: {e}"));
         }
         let mut store = self.store.borrow_mut();
         // One read-modify-write: a cached key is looked up once.
-        let (step, agg_serde, name) = (&self.step, &self.agg_serde, &self.name);
+        let (agg_serde, name) = (&self.agg_serde, &self.name);
         let mut value = Some(value);
         let mut failed: Option<Result<String, StoreError>> = None;
         let r = store.update(&self.kbuf, &mut self.vbuf, &mut self.nbuf, &mut |old, out| {
@@ -355,7 +418,9 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for KvAggregateNode<K, V, A> {
             ctx.request_commit();
         }
     }
+}
 
+impl<K: Data, A: Data> AggCore for KvAggCore<K, A> {
     fn flush(&mut self, ctx: &mut ProcessorContext) {
         let records = match self.store.borrow_mut().flush() {
             Ok(r) => r,
@@ -398,7 +463,203 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for KvAggregateNode<K, V, A> {
     }
 }
 
-struct WindowAggregateNode<K, V, A> {
+/// The name of the store in which an emit-on-close aggregation over
+/// `store` keeps its emit progress.
+pub(crate) fn emit_store_name(store: &str) -> String {
+    format!("{store}-last-emitted")
+}
+
+/// Declare the emit-progress store of an emit-on-close aggregation and
+/// connect it to the aggregation's nodes. Logged like the window store: the
+/// two are restored together, so a restored task knows what it emitted.
+pub(crate) fn declare_emit_store(g: &mut GraphBuilder, nodes: &[usize], store: &str, logged: bool) -> String {
+    let name = emit_store_name(store);
+    g.add_store(StoreSpec {
+        name: name.clone(),
+        kind: StoreKind::KeyValue,
+        logged,
+    });
+    for &n in nodes {
+        g.connect_store(n, &name);
+    }
+    name
+}
+
+/// The emit progress of an [`EmitStrategy::on_window_close`] aggregation:
+/// the window close time (stream time minus grace) up to which it has
+/// emitted every closed window, as Kafka Streams' `lastEmitWindowCloseTime`.
+///
+/// Why it is crash-safe: windows are emitted in `flush` (the first step of
+/// a commit) and the new close time is written to this store in the same
+/// flush, so it is committed in the same atomic batch as the window store
+/// and the task's checkpoint. A task restored to the previous commit has
+/// the previous close time and emits those windows again; nothing is lost.
+/// With exactly-once the first emission was part of the aborted
+/// transaction, so each window reaches readers once. With at-least-once a
+/// crash after the outputs were produced and before the commit finished
+/// emits those windows twice (as every output of that commit).
+pub(crate) struct FinalEmitter {
+    store: KvStoreRef,
+    name: Arc<str>,
+    /// `None` until read from the store (so that a restored store is seen);
+    /// then `Some(i64::MIN)` if nothing was ever emitted.
+    last_close: Option<i64>,
+}
+
+const EMIT_KEY: &[u8] = b"last-emit-window-close-time";
+
+impl FinalEmitter {
+    pub(crate) fn open(ictx: &mut InitContext<'_>, store: &str) -> Result<Self, TopologyError> {
+        Ok(FinalEmitter {
+            store: ictx.key_value_store(store)?,
+            name: Arc::from(store),
+            last_close: None,
+        })
+    }
+
+    /// The close time up to which windows were emitted (`i64::MIN`: none).
+    pub(crate) fn last_close(&mut self) -> Result<i64, StoreError> {
+        if let Some(c) = self.last_close {
+            return Ok(c);
+        }
+        let c = match self.store.borrow_mut().get(EMIT_KEY)? {
+            Some(b) => {
+                let bytes: [u8; 8] = b
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::new(&*self.name, format!("emit time needs 8 bytes, got {}", b.len())))?;
+                i64::from_be_bytes(bytes)
+            }
+            None => i64::MIN,
+        };
+        self.last_close = Some(c);
+        Ok(c)
+    }
+
+    pub(crate) fn set_last_close(&mut self, close: i64) -> Result<(), StoreError> {
+        self.store.borrow_mut().put(EMIT_KEY, &close.to_be_bytes())?;
+        self.last_close = Some(close);
+        Ok(())
+    }
+
+    /// Stage the emit progress (with the window store, in the same commit).
+    pub(crate) fn flush(&mut self, ctx: &mut ProcessorContext) {
+        match self.store.borrow_mut().flush() {
+            Ok(records) => ctx
+                .changelog
+                .extend(records.into_iter().map(|r| (self.name.clone(), r))),
+            Err(e) => ctx.fail(e),
+        }
+    }
+
+    /// The window close time now and the one emitted up to, if windows
+    /// may be due: stream time moved past the last emission.
+    pub(crate) fn due(&mut self, ctx: &mut ProcessorContext, grace_ms: i64) -> Option<(i64, i64)> {
+        if ctx.stream_time == i64::MIN {
+            return None;
+        }
+        let close = ctx.stream_time.saturating_sub(grace_ms);
+        match self.last_close() {
+            Ok(last) if last == i64::MIN || last < close => Some((last, close)),
+            Ok(_) => None,
+            Err(e) => {
+                ctx.fail(e);
+                None
+            }
+        }
+    }
+}
+
+/// What a task needs to create a time-window aggregation core; built when
+/// the topology is declared ([`WindowAggSetup::declare`]).
+pub(crate) struct WindowAggSetup<K, A> {
+    pub(crate) store: String,
+    pub(crate) emit_store: Option<String>,
+    pub(crate) windows: TimeWindows,
+    pub(crate) retention_ms: i64,
+    pub(crate) key_serde: Serde<K>,
+    pub(crate) agg_serde: Serde<A>,
+    pub(crate) out: Arc<ChildSlot<Windowed<K>, Option<A>>>,
+}
+
+impl<K: Data, A: Data> WindowAggSetup<K, A> {
+    /// Declare the window store (and, to emit on close, the emit-progress
+    /// store) of an aggregation whose graph nodes are `nodes`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn declare(
+        g: &mut GraphBuilder,
+        nodes: &[usize],
+        store: String,
+        windows: TimeWindows,
+        materialized: &Materialized,
+        emit: EmitStrategy,
+        key_serde: Serde<K>,
+        agg_serde: Serde<A>,
+    ) -> Self {
+        let retention = (windows.size_ms + windows.grace_ms).max(materialized.retention_ms.unwrap_or(0));
+        g.add_store(StoreSpec {
+            name: store.clone(),
+            kind: StoreKind::Window {
+                retention_ms: retention,
+            },
+            logged: materialized.logged,
+        });
+        for &n in nodes {
+            g.connect_store(n, &store);
+        }
+        // Queryable by record key (`/stores/{store}?key=`): the daemon
+        // decodes the window prefix of the store key itself.
+        g.store_formats
+            .push((store.clone(), key_serde.name(), agg_serde.name()));
+        let emit_store = emit
+            .on_close
+            .then(|| declare_emit_store(g, nodes, &store, materialized.logged));
+        WindowAggSetup {
+            store,
+            emit_store,
+            windows,
+            retention_ms: retention,
+            key_serde,
+            agg_serde,
+            out: ChildSlot::new(),
+        }
+    }
+
+    /// The aggregation's table, coming out of graph node `node`.
+    pub(crate) fn table(&self, graph: crate::builder::Graph, node: usize) -> KTable<Windowed<K>, A> {
+        KTable::new(
+            graph,
+            node,
+            self.out.clone(),
+            Some(self.store.clone()),
+            Serdes::windowed(self.key_serde.clone()),
+            Some(self.agg_serde.clone()),
+            Some(self.windows.grace_ms),
+        )
+    }
+
+    pub(crate) fn make_core(&self, ictx: &mut InitContext<'_>) -> Result<WindowAggCore<K, A>, TopologyError> {
+        let emit = match &self.emit_store {
+            Some(s) => Some(FinalEmitter::open(ictx, s)?),
+            None => None,
+        };
+        Ok(WindowAggCore {
+            store: ictx.window_store(&self.store)?,
+            name: Arc::from(self.store.as_str()),
+            windows: self.windows,
+            retention_ms: self.retention_ms,
+            last_purge: i64::MIN,
+            key_serde: self.key_serde.clone(),
+            agg_serde: self.agg_serde.clone(),
+            emit,
+            children: self.out.instantiate(ictx)?,
+            kbuf: Vec::new(),
+            vbuf: Vec::new(),
+        })
+    }
+}
+
+pub(crate) struct WindowAggCore<K, A> {
     store: WindowStoreRef,
     name: Arc<str>,
     windows: TimeWindows,
@@ -406,13 +667,15 @@ struct WindowAggregateNode<K, V, A> {
     last_purge: i64,
     key_serde: Serde<K>,
     agg_serde: Serde<A>,
-    step: Step<K, V, A>,
+    /// Set for [`EmitStrategy::on_window_close`]: updates are not
+    /// forwarded, closed windows are (once).
+    emit: Option<FinalEmitter>,
     children: Children<Windowed<K>, Option<A>>,
     kbuf: Vec<u8>,
     vbuf: Vec<u8>,
 }
 
-impl<K: Data, V: Data, A: Data> WindowAggregateNode<K, V, A> {
+impl<K: Data, A: Data> WindowAggCore<K, A> {
     /// Drop windows past retention, at most once per window advance.
     fn maybe_purge(&mut self, ctx: &mut ProcessorContext) {
         let st = ctx.stream_time;
@@ -427,10 +690,72 @@ impl<K: Data, V: Data, A: Data> WindowAggregateNode<K, V, A> {
             self.last_purge = before;
         }
     }
+
+    /// Emit-on-close: forward every window that closed since the last
+    /// emission, oldest first. A window `[start, start + size)` is closed
+    /// once `end + grace <= stream time` (when the aggregation stops
+    /// accepting records for it, and when `suppress` would emit it): so the
+    /// due windows are those with `last_close < end <= close`, one range
+    /// scan of the store by start.
+    fn emit_closed(&mut self, ctx: &mut ProcessorContext) {
+        let Some(emitter) = self.emit.as_mut() else { return };
+        let Some((last, close)) = emitter.due(ctx, self.windows.grace_ms) else {
+            return;
+        };
+        let size = self.windows.size_ms;
+        let from = if last == i64::MIN {
+            i64::MIN
+        } else {
+            last.saturating_sub(size).saturating_add(1)
+        };
+        let to = close.saturating_sub(size);
+        if from <= to {
+            let entries = match self.store.borrow_mut().fetch_all(from, to) {
+                Ok(e) => e,
+                Err(e) => return ctx.fail(e),
+            };
+            let due = entries
+                .into_iter()
+                .map(|(key, start, value)| crate::sliding::DueWindow {
+                    start,
+                    end: start.saturating_add(size),
+                    key,
+                    value,
+                })
+                .collect();
+            let ts = ctx.timestamp;
+            for w in crate::sliding::in_suppress_order(due) {
+                let key = match self.key_serde.deserialize(&w.key) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        return ctx.fail(StoreError::new(&*self.name, format!("stored key does not decode: {e}")))
+                    }
+                };
+                let agg = match decode_stored(&self.agg_serde, &self.name, &w.value) {
+                    Ok(a) => a,
+                    Err(e) => return ctx.fail(e),
+                };
+                // The timestamp `suppress` gives a final result.
+                ctx.timestamp = w.end;
+                let wk = Windowed {
+                    key,
+                    window: Window {
+                        start: w.start,
+                        end: w.end,
+                    },
+                };
+                self.children.forward(ctx, wk, Some(agg));
+            }
+            ctx.timestamp = ts;
+        }
+        if let Err(e) = self.emit.as_mut().expect("emitting").set_last_close(close) {
+            ctx.fail(e);
+        }
+    }
 }
 
-impl<K: Data, V: Data, A: Data> Node<K, V> for WindowAggregateNode<K, V, A> {
-    fn process(&mut self, ctx: &mut ProcessorContext, key: K, value: V) {
+impl<K: Data, V: Clone, A: Data> Aggregates<K, V, Step<K, V, A>> for WindowAggCore<K, A> {
+    fn aggregate(&mut self, ctx: &mut ProcessorContext, key: K, value: V, step: &Step<K, V, A>) {
         self.kbuf.clear();
         if let Err(e) = self.key_serde.serialize(&key, &mut self.kbuf) {
             return ctx.dead_letter(format!("key serialization failed: {e}"));
@@ -454,7 +779,7 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for WindowAggregateNode<K, V, A> {
                     Ok(false) => None,
                     Err(e) => return ctx.fail(e),
                 };
-                let new = (self.step)(&key, value.clone(), old);
+                let new = step(&key, value.clone(), old);
                 self.vbuf.clear();
                 if let Err(e) = self.agg_serde.serialize(&new, &mut self.vbuf) {
                     return ctx.dead_letter(format!("aggregate serialization failed: {e}"));
@@ -471,7 +796,9 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for WindowAggregateNode<K, V, A> {
             ctx.counters.late_records_dropped += 1;
         }
     }
+}
 
+impl<K: Data, A: Data> AggCore for WindowAggCore<K, A> {
     fn flush(&mut self, ctx: &mut ProcessorContext) {
         let records = match self.store.borrow_mut().flush() {
             Ok(r) => r,
@@ -479,7 +806,12 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for WindowAggregateNode<K, V, A> {
         };
         let ts = ctx.timestamp;
         let size = self.windows.size_ms;
+        let forward_updates = self.emit.is_none();
         for rec in records {
+            if !forward_updates {
+                ctx.changelog.push((self.name.clone(), rec));
+                continue;
+            }
             let (start, key) = match decode_window_key(&self.key_serde, &self.name, &rec.key) {
                 Ok(d) => d,
                 Err(e) => {
@@ -513,6 +845,12 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for WindowAggregateNode<K, V, A> {
             }
         }
         ctx.timestamp = ts;
+        // Emit closed windows before the purge below can delete them; the
+        // new emit progress is staged in this same flush.
+        self.emit_closed(ctx);
+        if let Some(e) = self.emit.as_mut() {
+            e.flush(ctx);
+        }
         // Purge only now, after the cached updates went downstream: a window
         // purged before its last update was forwarded would never be emitted.
         self.maybe_purge(ctx);

@@ -1,4 +1,5 @@
-//! Joins: stream–table (inner and left) and windowed stream–stream (inner).
+//! Joins: stream–table (inner and left) and windowed stream–stream (inner,
+//! left and outer).
 //!
 //! Both kinds need the two sides' records of a key in the same task, so
 //! both require co-partitioned inputs: a stream whose key was changed
@@ -10,13 +11,35 @@
 //!   side), as in Kafka Streams.
 //! * Stream–stream: each side's records are kept in a window store for the
 //!   join window; a record joins the other side's records of its key whose
-//!   timestamps fall in the window, whichever side arrives first.
+//!   timestamps fall in the window, whichever side arrives first. Left and
+//!   outer joins (Kafka Streams 3.1+ semantics) keep the records that have
+//!   not found a partner yet in a third, logged key-value store and emit
+//!   them as `X - null` only once their window has closed, so a record is
+//!   never reported unjoined while a partner can still arrive in time.
+//!   (As in Kafka Streams, a partner arriving later than that, more than
+//!   the grace period after the window's end but not yet late for the
+//!   other side's store, still joins: the record then appears twice, once
+//!   unjoined and once joined.)
+//!
+//! Nulls: as in Kafka Streams, a record whose value is null (its serde's
+//! [`Serde::is_null`], e.g. `None` of [`Serdes::optional`]) is no record in
+//! Kafka's key-value model and is skipped by every join; a null key can
+//! match nothing, so inner joins skip it and left/outer joins emit the
+//! record at once with no partner (KIP-962). Skips are counted in
+//! `TaskCounters::null_records_skipped`. A stream–stream join recognises
+//! nulls with its [`StreamJoined`] serdes; a stream–table join recognises
+//! null values with the value serde of the stream's source, if the values
+//! reached the join unchanged (see `GraphBuilder::null_values`), and null
+//! keys with the table's key serde.
+//!
+//! [`Serdes::optional`]: crate::Serdes::optional
 
 use std::cell::RefCell;
+use std::ops::Bound;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::builder::GraphBuilder;
+use crate::builder::{GraphBuilder, NullCheck};
 use crate::context::ProcessorContext;
 use crate::error::TopologyError;
 use crate::grouped::decode_stored;
@@ -24,7 +47,9 @@ use crate::kstream::KStream;
 use crate::ktable::KTable;
 use crate::node::{ChildSlot, Children, Node};
 use crate::serde::Serde;
-use crate::store::{KvStoreRef, StoreError, StoreKind, StoreSpec, WindowStoreRef};
+use crate::store::{
+    decode_window_start, encode_window_start, KvStoreRef, StoreError, StoreKind, StoreSpec, WindowStoreRef,
+};
 use crate::topology::NodeKind;
 use crate::windows::JoinWindows;
 use crate::Data;
@@ -100,7 +125,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         table: &KTable<K, VT>,
         joiner: impl Fn(&K, V, VT) -> VO + Send + Sync + 'static,
     ) -> KStream<K, VO> {
-        self.table_join("KSTREAM-JOIN", table, move |k, v, vt: Option<VT>| {
+        self.table_join("KSTREAM-JOIN", false, table, move |k, v, vt: Option<VT>| {
             vt.map(|vt| joiner(k, v, vt))
         })
     }
@@ -113,12 +138,13 @@ impl<K: Data, V: Data> KStream<K, V> {
         table: &KTable<K, VT>,
         joiner: impl Fn(&K, V, Option<VT>) -> VO + Send + Sync + 'static,
     ) -> KStream<K, VO> {
-        self.table_join("KSTREAM-LEFTJOIN", table, move |k, v, vt| Some(joiner(k, v, vt)))
+        self.table_join("KSTREAM-LEFTJOIN", true, table, move |k, v, vt| Some(joiner(k, v, vt)))
     }
 
     fn table_join<VT: Data, VO: Data>(
         self,
         kind: &str,
+        left: bool,
         table: &KTable<K, VT>,
         joiner: impl Fn(&K, V, Option<VT>) -> Option<VO> + Send + Sync + 'static,
     ) -> KStream<K, VO> {
@@ -158,6 +184,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         let out = ChildSlot::<K, VO>::new();
         if let (Some(store), Some(value_serde)) = (table.store.clone(), table.value_serde.clone()) {
             let key_serde = table.key_serde.clone();
+            let value_is_null = self.graph.borrow().null_check::<V>(self.node);
             let joiner = Arc::new(joiner);
             let out2 = out.clone();
             self.attach(Arc::new(move |ictx| {
@@ -166,6 +193,8 @@ impl<K: Data, V: Data> KStream<K, V> {
                     name: Arc::from(store.as_str()),
                     key_serde: key_serde.clone(),
                     value_serde: value_serde.clone(),
+                    value_is_null: value_is_null.clone(),
+                    left,
                     joiner: joiner.clone(),
                     children: out2.instantiate(ictx)?,
                     kbuf: Vec::new(),
@@ -182,10 +211,87 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// leaving as `joiner(key, this_value, other_value)` stamped with the
     /// later of the two timestamps. A record more than before + after +
     /// grace behind stream time is late: dropped and counted.
+    ///
+    /// Records whose key or value is a Kafka null (per the `serdes`, see
+    /// [`Serde::is_null`]) are skipped and counted in
+    /// `TaskCounters::null_records_skipped`: a null value is no record in
+    /// Kafka's key-value model, and a null key cannot equal any key.
     pub fn join_stream<V2: Data, VO: Data>(
         self,
         other: KStream<K, V2>,
         joiner: impl Fn(&K, &V, &V2) -> VO + Send + Sync + 'static,
+        windows: JoinWindows,
+        serdes: StreamJoined<K, V, V2>,
+    ) -> KStream<K, VO> {
+        let joiner: Arc<StreamJoiner<K, V, V2, VO>> = Arc::new(move |k, v, v2| match (v, v2) {
+            (Some(v), Some(v2)) => Some(joiner(k, v, v2)),
+            _ => None,
+        });
+        self.stream_join(other, false, false, joiner, windows, serdes)
+    }
+
+    /// Windowed left stream–stream join, with Kafka Streams' (3.1+)
+    /// semantics: joins as [`join_stream`](Self::join_stream); in addition
+    /// a record of this stream that found no partner leaves as
+    /// `joiner(key, value, None)`, stamped with its own timestamp, once its
+    /// window has closed, that is when stream time passes its timestamp +
+    /// after + grace (never earlier: no "spurious" `X - null` result that a
+    /// partner arriving in time would contradict). A record that joined is
+    /// never emitted unjoined. As in Kafka Streams, closed windows are
+    /// checked when a newer record reaches the join (either side): without
+    /// input, nothing is emitted.
+    ///
+    /// Records waiting for their window to close are kept in a logged
+    /// key-value store (`KSTREAM-OUTERSHARED-STORE-..`, or
+    /// `{name}-outer-join-store` with [`StreamJoined::with_store_name`]),
+    /// so none is lost or emitted twice across a crash. A record that
+    /// arrives after its window has already closed, without a partner,
+    /// leaves at once (if it is not late, see `join_stream`).
+    ///
+    /// Null values are skipped and counted as in `join_stream`. A record of
+    /// this stream with a null key and a value cannot match anything: it
+    /// leaves at once as `joiner(key, value, None)` (Kafka Streams 3.7+,
+    /// KIP-962); a null-keyed record of `other` is skipped.
+    pub fn left_join_stream<V2: Data, VO: Data>(
+        self,
+        other: KStream<K, V2>,
+        joiner: impl Fn(&K, &V, Option<&V2>) -> VO + Send + Sync + 'static,
+        windows: JoinWindows,
+        serdes: StreamJoined<K, V, V2>,
+    ) -> KStream<K, VO> {
+        let joiner: Arc<StreamJoiner<K, V, V2, VO>> = Arc::new(move |k, v, v2| v.map(|v| joiner(k, v, v2)));
+        self.stream_join(other, true, false, joiner, windows, serdes)
+    }
+
+    /// Windowed outer stream–stream join: as
+    /// [`left_join_stream`](Self::left_join_stream) on both sides. A record
+    /// of `other` without a partner leaves as `joiner(key, None,
+    /// Some(value))` when stream time passes its timestamp + before +
+    /// grace (its window reaches `before` forward in time). The joiner
+    /// always gets at least one value.
+    pub fn outer_join_stream<V2: Data, VO: Data>(
+        self,
+        other: KStream<K, V2>,
+        joiner: impl Fn(&K, Option<&V>, Option<&V2>) -> VO + Send + Sync + 'static,
+        windows: JoinWindows,
+        serdes: StreamJoined<K, V, V2>,
+    ) -> KStream<K, VO> {
+        let joiner: Arc<StreamJoiner<K, V, V2, VO>> = Arc::new(move |k, v, v2| match (v, v2) {
+            (None, None) => None,
+            (v, v2) => Some(joiner(k, v, v2)),
+        });
+        self.stream_join(other, true, true, joiner, windows, serdes)
+    }
+
+    /// The three stream–stream joins: `left_outer` / `right_outer` say
+    /// whether records of this / the other stream without a partner are
+    /// emitted when their window closes.
+    fn stream_join<V2: Data, VO: Data>(
+        self,
+        other: KStream<K, V2>,
+        left_outer: bool,
+        right_outer: bool,
+        joiner: Arc<StreamJoiner<K, V, V2, VO>>,
         windows: JoinWindows,
         serdes: StreamJoined<K, V, V2>,
     ) -> KStream<K, VO> {
@@ -198,18 +304,35 @@ impl<K: Data, V: Data> KStream<K, V> {
             .saturating_add(windows.after_ms)
             .saturating_add(windows.grace_ms);
         let keep = late_after.saturating_add(windows.before_ms.max(windows.after_ms));
-        let (merge, this_store, other_store) = {
+        // Kafka Streams' node names: a side whose records may leave
+        // unjoined is an "OUTER" side.
+        let this_kind = if right_outer {
+            "KSTREAM-OUTERTHIS"
+        } else {
+            "KSTREAM-JOINTHIS"
+        };
+        let other_kind = if left_outer {
+            "KSTREAM-OUTEROTHER"
+        } else {
+            "KSTREAM-JOINOTHER"
+        };
+        let (merge, this_store, other_store, outer_store) = {
             let mut g = self.graph.borrow_mut();
             let index = g.next_index();
-            let (this_store, other_store) = match &serdes.store_name {
-                Some(n) => (format!("{n}-this-join-store"), format!("{n}-other-join-store")),
+            let (this_store, other_store, outer_store) = match &serdes.store_name {
+                Some(n) => (
+                    format!("{n}-this-join-store"),
+                    format!("{n}-other-join-store"),
+                    format!("{n}-outer-join-store"),
+                ),
                 None => (
-                    format!("KSTREAM-JOINTHIS-STORE-{index:010}"),
-                    format!("KSTREAM-JOINOTHER-STORE-{index:010}"),
+                    format!("{this_kind}-STORE-{index:010}"),
+                    format!("{other_kind}-STORE-{index:010}"),
+                    format!("KSTREAM-OUTERSHARED-STORE-{index:010}"),
                 ),
             };
-            let this_side = g.add_node("KSTREAM-JOINTHIS", NodeKind::Processor, vec![self.node]);
-            let other_side = g.add_node("KSTREAM-JOINOTHER", NodeKind::Processor, vec![other.node]);
+            let this_side = g.add_node(this_kind, NodeKind::Processor, vec![self.node]);
+            let other_side = g.add_node(other_kind, NodeKind::Processor, vec![other.node]);
             let merge = g.add_node("KSTREAM-MERGE", NodeKind::Processor, vec![this_side, other_side]);
             if self.repartition_required || other.repartition_required {
                 join_error(&mut g, this_side, REPARTITION_FIRST.to_string());
@@ -224,14 +347,31 @@ impl<K: Data, V: Data> KStream<K, V> {
                 g.connect_store(this_side, store);
                 g.connect_store(other_side, store);
             }
-            (merge, this_store, other_store)
+            let outer_store = (left_outer || right_outer).then(|| {
+                g.add_store(StoreSpec {
+                    name: outer_store.clone(),
+                    kind: StoreKind::KeyValue,
+                    logged: true,
+                });
+                g.connect_store(this_side, &outer_store);
+                g.connect_store(other_side, &outer_store);
+                outer_store
+            });
+            (merge, this_store, other_store, outer_store)
         };
         let out = ChildSlot::<K, VO>::new();
-        let joiner: Arc<StreamJoiner<K, V, V2, VO>> = Arc::new(joiner);
         // One join core per task, shared by the two side nodes.
         let make_core = {
             let (out, this_store, other_store, serdes, joiner) = (out.clone(), this_store, other_store, serdes, joiner);
             Arc::new(move |ictx: &mut crate::context::InitContext<'_>| {
+                let outer = match &outer_store {
+                    Some(name) => Some(OuterStore {
+                        store: ictx.key_value_store(name)?,
+                        name: Arc::from(name.as_str()),
+                        min_time: None,
+                    }),
+                    None => None,
+                };
                 let core = JoinCore {
                     this_store: ictx.window_store(&this_store)?,
                     this_name: Arc::from(this_store.as_str()),
@@ -241,6 +381,10 @@ impl<K: Data, V: Data> KStream<K, V> {
                     late_after_ms: late_after,
                     keep_ms: keep,
                     last_purge: i64::MIN,
+                    left_outer,
+                    right_outer,
+                    outer,
+                    observed_time: i64::MIN,
                     serdes: serdes.clone(),
                     joiner: joiner.clone(),
                     children: out.instantiate(ictx)?,
@@ -267,25 +411,47 @@ impl<K: Data, V: Data> KStream<K, V> {
 }
 
 /// Looks stream records up in a table's store.
-struct TableJoinNode<K, VT, VO, F> {
+struct TableJoinNode<K, V, VT, VO, F> {
     store: KvStoreRef,
     name: Arc<str>,
     key_serde: Serde<K>,
     value_serde: Serde<VT>,
+    /// Recognises the stream's null values, if it may have any.
+    value_is_null: Option<NullCheck<V>>,
+    /// A left join: a null-keyed record with a value still leaves.
+    left: bool,
     joiner: Arc<F>,
     children: Children<K, VO>,
     kbuf: Vec<u8>,
     vbuf: Vec<u8>,
 }
 
-impl<K, V, VT, VO, F> Node<K, V> for TableJoinNode<K, VT, VO, F>
+impl<K, V, VT, VO, F> Node<K, V> for TableJoinNode<K, V, VT, VO, F>
 where
     K: Data,
+    V: Data,
     VT: Data,
     VO: Data,
     F: Fn(&K, V, Option<VT>) -> Option<VO>,
 {
     fn process(&mut self, ctx: &mut ProcessorContext, key: K, value: V) {
+        // As Kafka Streams: a null value is no record, so nothing to join;
+        // a null key matches no table key (a left join still emits the
+        // record with no table value, KIP-962).
+        if self.value_is_null.as_ref().is_some_and(|is_null| is_null(&value)) {
+            ctx.counters.null_records_skipped += 1;
+            return;
+        }
+        if self.key_serde.is_null(&key) {
+            if !self.left {
+                ctx.counters.null_records_skipped += 1;
+                return;
+            }
+            if let Some(out) = (self.joiner)(&key, value, None) {
+                self.children.forward(ctx, key, out);
+            }
+            return;
+        }
         self.kbuf.clear();
         if let Err(e) = self.key_serde.serialize(&key, &mut self.kbuf) {
             return ctx.dead_letter(format!("join key serialization failed: {e}"));
@@ -317,7 +483,46 @@ where
     }
 }
 
-type StreamJoiner<K, V, V2, VO> = dyn Fn(&K, &V, &V2) -> VO + Send + Sync;
+/// A stream–stream joiner as the core calls it: `None` for a missing side;
+/// returns `None` when the join kind emits nothing for that combination.
+type StreamJoiner<K, V, V2, VO> = dyn Fn(&K, Option<&V>, Option<&V2>) -> Option<VO> + Send + Sync;
+
+/// Which input of a stream–stream join a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    This,
+    Other,
+}
+
+impl Side {
+    fn byte(self) -> u8 {
+        match self {
+            Side::This => 0,
+            Side::Other => 1,
+        }
+    }
+}
+
+/// The records of a left or outer join that have not found a partner yet,
+/// waiting for their window to close. Keys are the record's timestamp
+/// (8 bytes, ordered), the side (one byte, this = 0) and the record key,
+/// so a scan is in timestamp order; values are the length-prefixed list of
+/// that side's values at that key and time.
+struct OuterStore {
+    store: KvStoreRef,
+    name: Arc<str>,
+    /// No entry is older than this (`None`: not known since the task
+    /// started, so the next check scans).
+    min_time: Option<i64>,
+}
+
+fn outer_key(ts: i64, side: Side, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + key.len());
+    k.extend_from_slice(&encode_window_start(ts));
+    k.push(side.byte());
+    k.extend_from_slice(key);
+    k
+}
 
 /// The per-task state of a stream–stream join, shared by its two sides.
 struct JoinCore<K, V, V2, VO> {
@@ -331,6 +536,15 @@ struct JoinCore<K, V, V2, VO> {
     /// Stored records this far behind stream time are purged.
     keep_ms: i64,
     last_purge: i64,
+    /// Records of this (left) side without a partner are emitted.
+    left_outer: bool,
+    /// Records of the other (right) side without a partner are emitted.
+    right_outer: bool,
+    outer: Option<OuterStore>,
+    /// The largest timestamp of the records that reached the join (either
+    /// side, null ones included): the join's stream time, as Kafka Streams
+    /// keeps it for emitting unjoined records.
+    observed_time: i64,
     serdes: StreamJoined<K, V, V2>,
     joiner: Arc<StreamJoiner<K, V, V2, VO>>,
     children: Children<K, VO>,
@@ -422,10 +636,212 @@ impl<K: Data, V: Data, V2: Data, VO: Data> JoinCore<K, V, V2, VO> {
         true
     }
 
+    /// How long after its timestamp the window of a record of `side` stays
+    /// open to partners arriving later: a left record at t matches right
+    /// records up to t + after, a right record at t left records up to
+    /// t + before.
+    fn look_ahead(&self, side: Side) -> i64 {
+        match side {
+            Side::This => self.windows.after_ms,
+            Side::Other => self.windows.before_ms,
+        }
+    }
+
+    /// What happens to a record before it is joined: the join's time, a
+    /// null key or value, lateness, and the emission of unjoined records
+    /// whose window closed. `None`: the record is done with (skipped,
+    /// late or failed); otherwise what to do with it (for `Join`, its key
+    /// is serialized in `kbuf`).
+    fn admit(&mut self, ctx: &mut ProcessorContext, side: Side, key: &K, value_is_null: bool) -> Option<Admit> {
+        // A null record still moves the join's time, as in Kafka Streams.
+        self.observed_time = self.observed_time.max(ctx.timestamp);
+        if value_is_null {
+            ctx.counters.null_records_skipped += 1;
+            return None;
+        }
+        if self.serdes.key_serde.is_null(key) {
+            let outer = match side {
+                Side::This => self.left_outer,
+                Side::Other => self.right_outer,
+            };
+            if outer {
+                // Nothing can join it: it leaves at once (KIP-962).
+                return Some(Admit::Unjoinable);
+            }
+            ctx.counters.null_records_skipped += 1;
+            return None;
+        }
+        if ctx.timestamp.saturating_add(self.late_after_ms) < ctx.stream_time {
+            ctx.counters.late_records_dropped += 1;
+            return None;
+        }
+        self.kbuf.clear();
+        if let Err(e) = self.serdes.key_serde.serialize(key, &mut self.kbuf) {
+            ctx.dead_letter(format!("join key serialization failed: {e}"));
+            return None;
+        }
+        // Records whose window has closed leave unjoined first (only when
+        // this record is the newest: otherwise time has not moved since the
+        // last check), as Kafka Streams does before joining the record.
+        if ctx.timestamp == self.observed_time {
+            self.emit_non_joined(ctx);
+        }
+        Some(Admit::Join)
+    }
+
+    /// Forward every record of the outer store whose window has closed
+    /// (stream time past its timestamp + look-ahead + grace) as an
+    /// unjoined result stamped with its own timestamp, oldest first, and
+    /// delete it.
+    fn emit_non_joined(&mut self, ctx: &mut ProcessorContext) {
+        let Some(outer) = &self.outer else { return };
+        let grace = self.windows.grace_ms;
+        let min_ahead = self.windows.before_ms.min(self.windows.after_ms);
+        // Entries with ts + min_ahead + grace < observed may be due.
+        let cutoff = self.observed_time.saturating_sub(min_ahead).saturating_sub(grace);
+        if outer.min_time.is_some_and(|m| m >= cutoff) {
+            return;
+        }
+        let bound = encode_window_start(cutoff);
+        let entries = match outer
+            .store
+            .borrow_mut()
+            .range(Bound::Unbounded, Bound::Excluded(&bound[..]))
+        {
+            Ok(e) => e,
+            Err(e) => return ctx.fail(e),
+        };
+        let name = outer.name.clone();
+        let store = outer.store.clone();
+        let mut min_left = cutoff;
+        let ts = ctx.timestamp;
+        for (store_key, bytes) in entries {
+            let corrupt = || StoreError::new(&*name, "outer join store key is truncated");
+            if store_key.len() < 9 {
+                return ctx.fail(corrupt());
+            }
+            let t = decode_window_start(store_key[..8].try_into().expect("8 bytes"));
+            let side = if store_key[8] == 0 { Side::This } else { Side::Other };
+            if t.saturating_add(self.look_ahead(side)).saturating_add(grace) >= self.observed_time {
+                min_left = min_left.min(t);
+                continue;
+            }
+            let key = match decode_stored(&self.serdes.key_serde, &name, &store_key[9..]) {
+                Ok(k) => k,
+                Err(e) => return ctx.fail(e),
+            };
+            ctx.timestamp = t;
+            match side {
+                Side::This => {
+                    let values = match decode_values(&name, &self.serdes.this_value_serde, &bytes) {
+                        Ok(v) => v,
+                        Err(e) => return ctx.fail(e),
+                    };
+                    for v in &values {
+                        if let Some(out) = (self.joiner)(&key, Some(v), None) {
+                            self.children.forward(ctx, key.clone(), out);
+                        }
+                    }
+                }
+                Side::Other => {
+                    let values = match decode_values(&name, &self.serdes.other_value_serde, &bytes) {
+                        Ok(v) => v,
+                        Err(e) => return ctx.fail(e),
+                    };
+                    for v2 in &values {
+                        if let Some(out) = (self.joiner)(&key, None, Some(v2)) {
+                            self.children.forward(ctx, key.clone(), out);
+                        }
+                    }
+                }
+            }
+            ctx.timestamp = ts;
+            if let Err(e) = store.borrow_mut().delete(&store_key) {
+                return ctx.fail(e);
+            }
+        }
+        ctx.timestamp = ts;
+        if let Some(outer) = &mut self.outer {
+            outer.min_time = Some(min_left);
+        }
+    }
+
+    /// A record of `side` that found no partner: it leaves when its window
+    /// closes, through the outer store, or at once if it already has.
+    fn no_partner(&mut self, ctx: &mut ProcessorContext, side: Side, bytes: Result<Vec<u8>, String>) -> bool {
+        let ts = ctx.timestamp;
+        if ts
+            .saturating_add(self.look_ahead(side))
+            .saturating_add(self.windows.grace_ms)
+            < self.observed_time
+        {
+            return true;
+        }
+        let Some(outer) = &mut self.outer else { return false };
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) => {
+                ctx.dead_letter(format!("join value serialization failed: {e}"));
+                return false;
+            }
+        };
+        let k = outer_key(ts, side, &self.kbuf);
+        let mut store = outer.store.borrow_mut();
+        let mut list = Vec::new();
+        if let Err(e) = store.get_into(&k, &mut list) {
+            ctx.fail(e);
+            return false;
+        }
+        list.extend_from_slice(&bytes);
+        if let Err(e) = store.put(&k, &list) {
+            ctx.fail(e);
+            return false;
+        }
+        if store.wants_flush() {
+            ctx.request_commit();
+        }
+        outer.min_time = Some(outer.min_time.map_or(ts, |m| m.min(ts)));
+        false
+    }
+
+    /// A partner of side `side` at `t` was found: its outer store entry (if
+    /// any) must never leave unjoined.
+    fn joined(&mut self, ctx: &mut ProcessorContext, side: Side, t: i64) {
+        let outer_side = match side {
+            Side::This => self.left_outer,
+            Side::Other => self.right_outer,
+        };
+        let Some(outer) = &self.outer else { return };
+        if !outer_side {
+            return;
+        }
+        // Read first: most partners were never waiting (they had partners
+        // of their own), and a blind delete would log a tombstone for each.
+        let k = outer_key(t, side, &self.kbuf);
+        let mut store = outer.store.borrow_mut();
+        match store.get_into(&k, &mut self.vbuf) {
+            Ok(true) => {
+                if let Err(e) = store.delete(&k) {
+                    ctx.fail(e);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => ctx.fail(e),
+        }
+    }
+
     /// A record of this (left) side.
     fn process_this(&mut self, ctx: &mut ProcessorContext, key: K, value: V) {
-        if !self.accept(ctx, &key) {
-            return;
+        let is_null = self.serdes.this_value_serde.is_null(&value);
+        match self.admit(ctx, Side::This, &key, is_null) {
+            None => return,
+            Some(Admit::Unjoinable) => {
+                if let Some(out) = (self.joiner)(&key, Some(&value), None) {
+                    self.children.forward(ctx, key, out);
+                }
+                return;
+            }
+            Some(Admit::Join) => {}
         }
         if !Self::remember(
             ctx,
@@ -446,25 +862,45 @@ impl<K: Data, V: Data, V2: Data, VO: Data> JoinCore<K, V, V2, VO> {
             Ok(m) => m,
             Err(e) => return ctx.fail(e),
         };
+        let partnerless = matches.is_empty();
         for (t2, bytes) in matches {
             let others = match decode_values(&self.other_name, &self.serdes.other_value_serde, &bytes) {
                 Ok(o) => o,
                 Err(e) => return ctx.fail(e),
             };
+            self.joined(ctx, Side::Other, t2);
             for v2 in others {
-                let out = (self.joiner)(&key, &value, &v2);
-                ctx.timestamp = ts.max(t2);
-                self.children.forward(ctx, key.clone(), out);
+                if let Some(out) = (self.joiner)(&key, Some(&value), Some(&v2)) {
+                    ctx.timestamp = ts.max(t2);
+                    self.children.forward(ctx, key.clone(), out);
+                }
             }
         }
         ctx.timestamp = ts;
+        if partnerless && self.left_outer {
+            let mut bytes = Vec::new();
+            let encoded = append_value(&mut bytes, &self.serdes.this_value_serde, &value).map(|_| bytes);
+            if self.no_partner(ctx, Side::This, encoded) {
+                if let Some(out) = (self.joiner)(&key, Some(&value), None) {
+                    self.children.forward(ctx, key, out);
+                }
+            }
+        }
         self.maybe_purge(ctx);
     }
 
     /// A record of the other (right) side.
     fn process_other(&mut self, ctx: &mut ProcessorContext, key: K, value: V2) {
-        if !self.accept(ctx, &key) {
-            return;
+        let is_null = self.serdes.other_value_serde.is_null(&value);
+        match self.admit(ctx, Side::Other, &key, is_null) {
+            None => return,
+            Some(Admit::Unjoinable) => {
+                if let Some(out) = (self.joiner)(&key, None, Some(&value)) {
+                    self.children.forward(ctx, key, out);
+                }
+                return;
+            }
+            Some(Admit::Join) => {}
         }
         if !Self::remember(
             ctx,
@@ -487,36 +923,40 @@ impl<K: Data, V: Data, V2: Data, VO: Data> JoinCore<K, V, V2, VO> {
             Ok(m) => m,
             Err(e) => return ctx.fail(e),
         };
+        let partnerless = matches.is_empty();
         for (t1, bytes) in matches {
             let these = match decode_values(&self.this_name, &self.serdes.this_value_serde, &bytes) {
                 Ok(o) => o,
                 Err(e) => return ctx.fail(e),
             };
+            self.joined(ctx, Side::This, t1);
             for v1 in these {
-                let out = (self.joiner)(&key, &v1, &value);
-                ctx.timestamp = ts.max(t1);
-                self.children.forward(ctx, key.clone(), out);
+                if let Some(out) = (self.joiner)(&key, Some(&v1), Some(&value)) {
+                    ctx.timestamp = ts.max(t1);
+                    self.children.forward(ctx, key.clone(), out);
+                }
             }
         }
         ctx.timestamp = ts;
+        if partnerless && self.right_outer {
+            let mut bytes = Vec::new();
+            let encoded = append_value(&mut bytes, &self.serdes.other_value_serde, &value).map(|_| bytes);
+            if self.no_partner(ctx, Side::Other, encoded) {
+                if let Some(out) = (self.joiner)(&key, None, Some(&value)) {
+                    self.children.forward(ctx, key, out);
+                }
+            }
+        }
         self.maybe_purge(ctx);
     }
+}
 
-    /// Serialize the key into `kbuf` and check lateness: a record older
-    /// than before + after + grace could miss partners that were purged,
-    /// so it is dropped (and counted) rather than joined partially.
-    fn accept(&mut self, ctx: &mut ProcessorContext, key: &K) -> bool {
-        if ctx.timestamp.saturating_add(self.late_after_ms) < ctx.stream_time {
-            ctx.counters.late_records_dropped += 1;
-            return false;
-        }
-        self.kbuf.clear();
-        if let Err(e) = self.serdes.key_serde.serialize(key, &mut self.kbuf) {
-            ctx.dead_letter(format!("join key serialization failed: {e}"));
-            return false;
-        }
-        true
-    }
+/// What [`JoinCore::admit`] decided for a record.
+enum Admit {
+    /// Join it.
+    Join,
+    /// Its key is null on an outer side: it leaves at once, unjoined.
+    Unjoinable,
 }
 
 /// The input of a stream–stream join from the stream `join_stream` was

@@ -89,11 +89,19 @@ impl<K: Data, V: Data> KStream<K, V> {
 
     /// Keep the records for which `predicate` is true.
     pub fn filter(self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KStream<K, V> {
-        self.add_fn("KSTREAM-FILTER", false, move |ctx, k, v, out| {
+        let s = self.add_fn("KSTREAM-FILTER", false, move |ctx, k, v, out| {
             if predicate(&k, &v) {
                 out.forward(ctx, k, v)
             }
-        })
+        });
+        self.passes_values_to(&s);
+        s
+    }
+
+    /// `to` forwards this stream's values unchanged: values that are Kafka
+    /// nulls here are nulls there (see `GraphBuilder::null_values`).
+    pub(crate) fn passes_values_to<K2>(&self, to: &KStream<K2, V>) {
+        self.graph.borrow_mut().inherit_null_check(self.node, to.node);
     }
 
     /// Drop the records for which `predicate` is true.
@@ -158,18 +166,22 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// Replace the key. Marks the stream for repartitioning before a
     /// grouping.
     pub fn select_key<KO: Data>(self, f: impl Fn(&K, &V) -> KO + Send + Sync + 'static) -> KStream<KO, V> {
-        self.add_fn("KSTREAM-KEY-SELECT", true, move |ctx, k, v, out| {
+        let s = self.add_fn("KSTREAM-KEY-SELECT", true, move |ctx, k, v, out| {
             let k2 = f(&k, &v);
             out.forward(ctx, k2, v)
-        })
+        });
+        self.passes_values_to(&s);
+        s
     }
 
     /// Look at each record without changing it.
     pub fn peek(self, f: impl Fn(&K, &V) + Send + Sync + 'static) -> KStream<K, V> {
-        self.add_fn("KSTREAM-PEEK", false, move |ctx, k, v, out| {
+        let s = self.add_fn("KSTREAM-PEEK", false, move |ctx, k, v, out| {
             f(&k, &v);
             out.forward(ctx, k, v)
-        })
+        });
+        self.passes_values_to(&s);
+        s
     }
 
     /// A terminal operator: call `f` for each record (side effects only).
@@ -208,6 +220,10 @@ impl<K: Data, V: Data> KStream<K, V> {
         }
         let mut s = self.derive(id, out, false);
         s.repartition_required = self.repartition_required || other.repartition_required;
+        // Both inputs' nulls are nulls of the merge (same value type, so
+        // either check recognises them; the other stream's if this has none).
+        other.passes_values_to(&s);
+        self.passes_values_to(&s);
         s
     }
 
@@ -287,13 +303,14 @@ where
         let ts = ctx.timestamp;
         let origin = ctx.origin();
         let (ks, vs) = (&self.key_serde, &self.value_serde);
-        if let Err(e) = ctx.collector.push_with(
-            self.topic,
-            ts,
-            origin,
-            |out| ks.serialize(&key, out),
-            |out| vs.serialize(&value, out),
-        ) {
+        // A key or value its serde calls null (Serdes::optional's None) is
+        // written as a Kafka null, not as an empty byte string.
+        let write_key = (!ks.is_null(&key)).then_some(|out: &mut Vec<u8>| ks.serialize(&key, out));
+        let write_value = (!vs.is_null(&value)).then_some(|out: &mut Vec<u8>| vs.serialize(&value, out));
+        if let Err(e) = ctx
+            .collector
+            .push_opt_with(self.topic, ts, origin, write_key, write_value)
+        {
             ctx.dead_letter(format!("serialization for sink failed: {e}"));
         }
     }
@@ -342,7 +359,9 @@ impl<K: Data, V: Data> BranchedKStream<K, V> {
                 .borrow_mut()
                 .add_node("KSTREAM-BRANCHCHILD", NodeKind::Processor, vec![id]);
             stream.graph.borrow_mut().nodes[bid].name = format!("{}-{name}", stream.graph.borrow().nodes[id].name);
-            out.insert(name.clone(), stream.derive(bid, slot.clone(), false));
+            let branch = stream.derive(bid, slot.clone(), false);
+            stream.passes_values_to(&branch);
+            out.insert(name.clone(), branch);
         }
         let slots2 = slots.clone();
         stream.slot.push(Arc::new(move |ictx| {

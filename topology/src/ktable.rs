@@ -1,5 +1,7 @@
 //! KTable: the changelog view of a table (latest value per key), and the
-//! operators on it, including suppression of windowed tables.
+//! operators on it, including suppression of windowed tables. Table–table
+//! joins are in `table_join.rs`, re-grouping (`group_by`) in
+//! `grouped_table.rs`.
 //!
 //! Inside a task a table flows as `(K, Option<V>)`: `None` is a deletion
 //! (tombstone). Stateful tables forward their changes when their store is
@@ -100,6 +102,25 @@ impl<K: Data, V: Data> KTable<K, V> {
     /// Kafka Streams' `toStream()` with its null values.
     pub fn to_change_stream(&self) -> KStream<K, Option<V>> {
         self.as_change_stream()
+    }
+
+    /// Write this table's changes to `topic`: an update as a record with
+    /// its value, a deletion as a tombstone (a record with no value), as
+    /// Kafka Streams' `table.toStream().to(topic)` does. Downstream
+    /// consumers (a table reading `topic`, a compacted topic) then see the
+    /// deletions, which [`KTable::to_stream`] drops.
+    pub fn to(&self, topic: &str, key_serde: Serde<K>, value_serde: Serde<V>) {
+        let mut g = self.graph.borrow_mut();
+        let topic = g.topic(topic, false);
+        g.add_node("KTABLE-SINK", NodeKind::Sink { topic }, vec![self.node]);
+        self.slot.push(Arc::new(move |_ictx| {
+            Ok(Box::new(TableSinkNode {
+                topic,
+                key_serde: key_serde.clone(),
+                value_serde: value_serde.clone(),
+                kbuf: Vec::new(),
+            }) as Box<dyn Node<K, Option<V>>>)
+        }));
     }
 
     fn as_change_stream(&self) -> KStream<K, Option<V>> {
@@ -207,6 +228,45 @@ impl<K: Data, V: Data> KTable<Windowed<K>, V> {
             self.grace_ms,
         )
     }
+}
+
+/// Writes a table's changes to a topic; deletions as tombstones.
+struct TableSinkNode<K, V> {
+    topic: u32,
+    key_serde: Serde<K>,
+    value_serde: Serde<V>,
+    kbuf: Vec<u8>,
+}
+
+impl<K: 'static, V: 'static> Node<K, Option<V>> for TableSinkNode<K, V> {
+    fn process(&mut self, ctx: &mut ProcessorContext, key: K, value: Option<V>) {
+        let ts = ctx.timestamp;
+        let written = match value {
+            Some(value) => {
+                let origin = ctx.origin();
+                let (ks, vs) = (&self.key_serde, &self.value_serde);
+                ctx.collector.push_with(
+                    self.topic,
+                    ts,
+                    origin,
+                    |out| ks.serialize(&key, out),
+                    |out| vs.serialize(&value, out),
+                )
+            }
+            None => {
+                self.kbuf.clear();
+                self.key_serde
+                    .serialize(&key, &mut self.kbuf)
+                    .map(|()| ctx.collector.push_tombstone(self.topic, ts, &self.kbuf))
+            }
+        };
+        if let Err(e) = written {
+            ctx.dead_letter(format!("serialization for sink failed: {e}"));
+        }
+    }
+    fn flush(&mut self, _ctx: &mut ProcessorContext) {}
+    fn punctuate(&mut self, _ctx: &mut ProcessorContext) {}
+    fn close(&mut self, _ctx: &mut ProcessorContext) {}
 }
 
 /// Buffers windowed updates keyed by (window end, windowed key) and emits

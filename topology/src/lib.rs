@@ -36,6 +36,20 @@ pub mod store;
 mod topology;
 mod windows;
 
+// Operators added for the DSL-parity work (issue 13); each module
+// re-exports its public types through the glob below.
+mod cogroup;
+mod fk_join;
+mod grouped_table;
+mod sliding;
+mod table_join;
+pub use cogroup::*;
+#[allow(unused_imports)]
+pub use fk_join::*;
+pub use grouped_table::*;
+pub use sliding::*;
+pub use table_join::*;
+
 pub use builder::StreamsBuilder;
 pub use context::{
     DeadLetter, InitContext, OutRecord, ProcessorContext, PunctuationType, RecordCollector, StoreRef, TaskCounters,

@@ -16,15 +16,49 @@ use serde::Serialize;
 #[error("{0}")]
 pub struct SerdeError(pub String);
 
+impl SerdeError {
+    /// The error of a serde asked to decode a Kafka null it has no value
+    /// for (see [`SerdeImpl::deserialize_null`]).
+    pub fn cannot_represent_null(serde_name: &str) -> Self {
+        SerdeError(format!("the {serde_name} serde cannot represent null"))
+    }
+}
+
+/// Which part of a record was null, for [`Serde::deserialize_key`] and
+/// [`Serde::deserialize_value`] error messages.
+fn null_part_error(part: &str, e: SerdeError) -> SerdeError {
+    SerdeError(format!(
+        "the record has no {part}, and {}: use Serdes::optional(..) if {part}s may be absent",
+        e.0
+    ))
+}
+
 /// The implementation behind a [`Serde`]. Implement it for your own formats.
 pub trait SerdeImpl<T>: Send + Sync + 'static {
     /// Append the encoding of `value` to `out`.
     fn serialize(&self, value: &T, out: &mut Vec<u8>) -> Result<(), SerdeError>;
     fn deserialize(&self, bytes: &[u8]) -> Result<T, SerdeError>;
-    /// What a Kafka record with no key (or no value) decodes to. By default
-    /// the empty byte string is decoded.
+    /// What a Kafka record with no key (or no value) decodes to.
+    ///
+    /// By default an error: a serde for a type with no "absent" value must
+    /// not invent one (decoding null as the empty byte string made a null
+    /// string value `""`, which then joined and aggregated like a real
+    /// value). Types that can represent absence override it:
+    /// [`Serdes::optional`] (`None`), [`Serdes::unit`] and
+    /// [`Serdes::ignored`] (`()`), [`Serdes::json`] (if the type accepts
+    /// JSON `null`). The error says what to do; [`Serde::deserialize_key`]
+    /// and [`Serde::deserialize_value`] add whether the key or the value was
+    /// missing.
     fn deserialize_null(&self) -> Result<T, SerdeError> {
-        self.deserialize(&[])
+        Err(SerdeError::cannot_represent_null(self.name()))
+    }
+    /// Whether `value` is the absent value, to be written as a Kafka null
+    /// (no bytes at all, not an empty byte string) by sinks, and skipped by
+    /// joins as Kafka Streams does. Only serdes whose
+    /// [`deserialize_null`](Self::deserialize_null) succeeds should return
+    /// true, so that null round-trips. False by default.
+    fn is_null(&self, _value: &T) -> bool {
+        false
     }
     /// A short name for describe() output and error messages.
     fn name(&self) -> &'static str;
@@ -67,12 +101,47 @@ impl<T: 'static> Serde<T> {
         self.0.deserialize(bytes)
     }
 
-    /// Decode an optional Kafka key or value.
+    /// Decode an optional Kafka key or value (`None` is a Kafka null).
     #[inline]
     pub fn deserialize_opt(&self, bytes: Option<&[u8]>) -> Result<T, SerdeError> {
         match bytes {
             Some(b) => self.0.deserialize(b),
             None => self.0.deserialize_null(),
+        }
+    }
+
+    /// Decode a record key; a null key this serde cannot represent is an
+    /// error that says the key was missing and what to use instead.
+    #[inline]
+    pub fn deserialize_key(&self, bytes: Option<&[u8]>) -> Result<T, SerdeError> {
+        match bytes {
+            Some(b) => self.0.deserialize(b),
+            None => self.0.deserialize_null().map_err(|e| null_part_error("key", e)),
+        }
+    }
+
+    /// Decode a record value; as [`Serde::deserialize_key`] for values.
+    #[inline]
+    pub fn deserialize_value(&self, bytes: Option<&[u8]>) -> Result<T, SerdeError> {
+        match bytes {
+            Some(b) => self.0.deserialize(b),
+            None => self.0.deserialize_null().map_err(|e| null_part_error("value", e)),
+        }
+    }
+
+    /// Whether `value` stands for a Kafka null (see [`SerdeImpl::is_null`]):
+    /// sinks write it as a null key or value, joins skip it.
+    #[inline]
+    pub fn is_null(&self, value: &T) -> bool {
+        self.0.is_null(value)
+    }
+
+    /// Serialize a key or value as Kafka sees it: `None` for a null.
+    pub fn to_bytes_opt(&self, value: &T) -> Result<Option<Vec<u8>>, SerdeError> {
+        if self.0.is_null(value) {
+            Ok(None)
+        } else {
+            self.to_bytes(value).map(Some)
         }
     }
 
@@ -123,6 +192,29 @@ impl Serdes {
     pub fn u32_string() -> Serde<u32> {
         Serde::new(U32StringSerde)
     }
+    /// A key or value that may be absent: a Kafka null decodes as `None`
+    /// and `None` is written as a Kafka null (a tombstone when it is a
+    /// value), never as an empty byte string; other bytes decode with
+    /// `inner` as `Some`. Use it for topics whose records may have no key
+    /// or no value: the other serdes refuse null (the record goes to the
+    /// dead-letter topic) rather than invent a value for it.
+    ///
+    /// `None` has no byte encoding: serializing it (rather than letting a
+    /// sink write a null) is an error, so a store never holds a `None`
+    /// that would read back as `Some` of the empty encoding.
+    ///
+    /// ```
+    /// # use weir_topology::Serdes;
+    /// let s = Serdes::optional(Serdes::string());
+    /// assert_eq!(s.deserialize_opt(None).unwrap(), None);
+    /// assert_eq!(s.deserialize_opt(Some(b"a")).unwrap(), Some("a".to_string()));
+    /// assert_eq!(s.to_bytes_opt(&None).unwrap(), None);
+    /// assert_eq!(s.to_bytes_opt(&Some(String::new())).unwrap(), Some(vec![]));
+    /// ```
+    pub fn optional<T: 'static>(inner: Serde<T>) -> Serde<Option<T>> {
+        let name = optional_name(inner.name());
+        Serde::new(OptionalSerde { inner, name })
+    }
     /// Any serde type as JSON.
     pub fn json<T: Serialize + DeserializeOwned + 'static>() -> Serde<T> {
         Serde::new(JsonSerde::<T>(PhantomData))
@@ -131,6 +223,54 @@ impl Serdes {
     /// end as 8-byte big-endian integers.
     pub fn windowed<K: 'static>(inner: Serde<K>) -> Serde<crate::windows::Windowed<K>> {
         Serde::new(crate::windows::WindowedSerde { inner })
+    }
+}
+
+/// "optional(inner)", interned so that [`SerdeImpl::name`] can stay
+/// `&'static str`: one small allocation per distinct inner serde name for
+/// the life of the process.
+fn optional_name(inner: &str) -> &'static str {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashMap<String, &'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    names
+        .entry(inner.to_string())
+        .or_insert_with(|| Box::leak(format!("optional({inner})").into_boxed_str()))
+}
+
+struct OptionalSerde<T> {
+    inner: Serde<T>,
+    name: &'static str,
+}
+impl<T: 'static> SerdeImpl<Option<T>> for OptionalSerde<T> {
+    #[inline]
+    fn serialize(&self, value: &Option<T>, out: &mut Vec<u8>) -> Result<(), SerdeError> {
+        match value {
+            Some(v) => self.inner.serialize(v, out),
+            None => Err(SerdeError(format!(
+                "None of the {} serde is a Kafka null and has no byte encoding (it can only be written as a \
+                 record's null key or value)",
+                self.name
+            ))),
+        }
+    }
+    #[inline]
+    fn deserialize(&self, bytes: &[u8]) -> Result<Option<T>, SerdeError> {
+        self.inner.deserialize(bytes).map(Some)
+    }
+    fn deserialize_null(&self) -> Result<Option<T>, SerdeError> {
+        Ok(None)
+    }
+    #[inline]
+    fn is_null(&self, value: &Option<T>) -> bool {
+        value.is_none()
+    }
+    fn name(&self) -> &'static str {
+        self.name
     }
 }
 
@@ -338,8 +478,10 @@ impl<T: Serialize + DeserializeOwned + 'static> SerdeImpl<T> for JsonSerde<T> {
     fn deserialize(&self, bytes: &[u8]) -> Result<T, SerdeError> {
         serde_json::from_slice(bytes).map_err(|e| SerdeError(format!("invalid JSON: {e}")))
     }
+    /// JSON `null` if the type accepts it (`Option<_>`, `Value`, `()`);
+    /// otherwise the null is refused like any serde's.
     fn deserialize_null(&self) -> Result<T, SerdeError> {
-        serde_json::from_slice(b"null").map_err(|_| SerdeError("no value (null record)".into()))
+        serde_json::from_slice(b"null").map_err(|_| SerdeError::cannot_represent_null("json"))
     }
     fn name(&self) -> &'static str {
         "json"
@@ -384,6 +526,49 @@ mod tests {
             Serdes::u32_string().deserialize(b"abc").unwrap_err().0,
             "expected a decimal u32, got \"abc\""
         );
+    }
+
+    #[test]
+    fn null_is_never_silently_a_value() {
+        assert_eq!(
+            Serdes::string().deserialize_value(None).unwrap_err().0,
+            "the record has no value, and the string serde cannot represent null: use Serdes::optional(..) if \
+             values may be absent"
+        );
+        assert_eq!(
+            Serdes::u64().deserialize_key(None).unwrap_err().0,
+            "the record has no key, and the u64 serde cannot represent null: use Serdes::optional(..) if keys \
+             may be absent"
+        );
+        assert!(Serdes::bytes().deserialize_opt(None).is_err());
+        // The empty byte string is still a value (not a null).
+        assert_eq!(Serdes::string().deserialize_value(Some(b"")).unwrap(), "");
+        // Serdes with an absent value keep decoding null.
+        Serdes::unit().deserialize_value(None).unwrap();
+        Serdes::ignored().deserialize_key(None).unwrap();
+        assert_eq!(Serdes::json::<Option<u32>>().deserialize_value(None).unwrap(), None);
+        assert_eq!(
+            Serdes::json::<u32>().deserialize_value(None).unwrap_err().0,
+            "the record has no value, and the json serde cannot represent null: use Serdes::optional(..) if \
+             values may be absent"
+        );
+        assert!(!Serdes::string().is_null(&String::new()));
+    }
+
+    #[test]
+    fn optional_maps_null_to_none_and_back() {
+        let s = Serdes::optional(Serdes::string());
+        assert_eq!(s.name(), "optional(string)");
+        assert_eq!(Serdes::optional(Serdes::string()).name(), s.name());
+        assert_eq!(s.deserialize_value(None).unwrap(), None);
+        assert_eq!(s.deserialize_key(Some(b"")).unwrap(), Some(String::new()));
+        assert_eq!(s.deserialize_value(Some(b"x")).unwrap(), Some("x".to_string()));
+        assert!(s.is_null(&None) && !s.is_null(&Some(String::new())));
+        assert_eq!(s.to_bytes_opt(&None).unwrap(), None);
+        assert_eq!(s.to_bytes_opt(&Some("x".into())).unwrap(), Some(b"x".to_vec()));
+        assert!(s.to_bytes(&None).unwrap_err().0.contains("Kafka null"));
+        // Inner errors pass through.
+        assert!(Serdes::optional(Serdes::u32()).deserialize(&[1]).is_err());
     }
 
     #[test]

@@ -41,22 +41,37 @@
 
 use std::sync::Arc;
 
-use crate::context::ProcessorContext;
-use crate::grouped::{decode_stored, decode_window_key, SessionWindowedKStream};
+use crate::builder::{Graph, GraphBuilder};
+use crate::context::{InitContext, ProcessorContext};
+use crate::error::TopologyError;
+use crate::grouped::{
+    declare_emit_store, decode_stored, decode_window_key, AggCore, AggNode, Aggregates, FinalEmitter,
+    SessionWindowedKStream,
+};
 use crate::ktable::KTable;
 use crate::materialized::Materialized;
 use crate::node::{ChildSlot, Children, Node};
 use crate::serde::{Serde, Serdes};
 use crate::store::{decode_window_start, encode_window_start, StoreError, StoreKind, StoreSpec, WindowStoreRef};
 use crate::topology::NodeKind;
-use crate::windows::{SessionWindows, Window, Windowed};
+use crate::windows::{EmitStrategy, SessionWindows, Window, Windowed};
 use crate::Data;
 
 /// Combines the aggregates of the sessions a record merges (oldest first)
 /// with the record's value into the merged session's aggregate.
-type SessionFold<K, V, A> = Arc<dyn Fn(&K, Vec<A>, V) -> A + Send + Sync>;
+pub(crate) type SessionFold<K, V, A> = Arc<dyn Fn(&K, Vec<A>, V) -> A + Send + Sync>;
 
 impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
+    /// When the aggregation that follows forwards its sessions: on every
+    /// update (the default: merged-away sessions as tombstones, then the
+    /// merged one) or once per session when it closes, i.e. when stream
+    /// time passes its end + gap + grace (see
+    /// [`EmitStrategy::on_window_close`]). Only final sessions are then
+    /// forwarded, never the tombstones of merges.
+    pub fn emit_strategy(self, emit: EmitStrategy) -> Self {
+        SessionWindowedKStream { emit, ..self }
+    }
+
     /// The number of records per key and session.
     pub fn count(self, materialized: Materialized) -> KTable<Windowed<K>, u64> {
         self.aggregate_with(
@@ -122,62 +137,133 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         fold: SessionFold<K, V, A>,
     ) -> KTable<Windowed<K>, A> {
         let (input, store) = self.grouped.input(&materialized, kind);
-        let w = self.windows;
-        // A session [start, end] can be extended by a record at up to
-        // end + gap (inclusive), which is accepted while its own end + grace
-        // is not behind stream time: the session is final only once stream
-        // time > end + gap + grace. Suppression emits a window when
-        // end + grace_ms <= stream time, hence grace_ms = gap + grace + 1
-        // (the shift from an inclusive end to an exclusive one; with exactly
-        // gap + grace, an in-order record at end + gap would find its old
-        // session already emitted).
-        let close_after = w.gap_ms.saturating_add(w.grace_ms).saturating_add(1);
-        let retention = w
-            .gap_ms
-            .saturating_add(w.grace_ms)
-            .max(materialized.retention_ms.unwrap_or(0));
-        let id = {
-            let mut g = input.graph.borrow_mut();
-            g.add_store(StoreSpec {
-                name: store.clone(),
-                kind: StoreKind::Window {
-                    retention_ms: retention,
-                },
-                logged: materialized.logged,
-            });
-            let id = g.add_node(kind, NodeKind::Processor, vec![input.node]);
-            g.connect_store(id, &store);
-            id
-        };
-        let out = ChildSlot::<Windowed<K>, Option<A>>::new();
-        let kserde = self.grouped.key_serde.clone();
-        let (out2, store2, kserde2, aserde) = (out.clone(), store.clone(), kserde.clone(), aggregate_serde.clone());
+        let id = input
+            .graph
+            .borrow_mut()
+            .add_node(kind, NodeKind::Processor, vec![input.node]);
+        let setup = SessionAggSetup::declare(
+            &mut input.graph.borrow_mut(),
+            &[id],
+            store,
+            self.windows,
+            &materialized,
+            self.emit,
+            self.grouped.key_serde.clone(),
+            aggregate_serde,
+        );
+        let table = setup.table(input.graph.clone(), id);
         input.attach(Arc::new(move |ictx| {
-            Ok(Box::new(SessionAggregateNode {
-                store: ictx.window_store(&store2)?,
-                name: Arc::from(store2.as_str()),
-                windows: w,
-                retention_ms: retention,
-                last_purge: i64::MIN,
-                max_span: None,
-                key_serde: kserde2.clone(),
-                agg_serde: aserde.clone(),
-                fold: fold.clone(),
-                removed: Vec::new(),
-                children: out2.instantiate(ictx)?,
-                kbuf: Vec::new(),
-                vbuf: Vec::new(),
+            Ok(Box::new(AggNode {
+                core: setup.make_core(ictx)?,
+                step: fold.clone(),
             }) as Box<dyn Node<K, V>>)
         }));
+        table
+    }
+}
+
+/// What a task needs to create a session aggregation core.
+pub(crate) struct SessionAggSetup<K, A> {
+    pub(crate) store: String,
+    pub(crate) emit_store: Option<String>,
+    pub(crate) windows: SessionWindows,
+    pub(crate) retention_ms: i64,
+    pub(crate) key_serde: Serde<K>,
+    pub(crate) agg_serde: Serde<A>,
+    pub(crate) out: Arc<ChildSlot<Windowed<K>, Option<A>>>,
+}
+
+impl<K: Data, A: Data> SessionAggSetup<K, A> {
+    /// Declare the session store (and, to emit on close, the emit-progress
+    /// store) of an aggregation whose graph nodes are `nodes`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn declare(
+        g: &mut GraphBuilder,
+        nodes: &[usize],
+        store: String,
+        windows: SessionWindows,
+        materialized: &Materialized,
+        emit: EmitStrategy,
+        key_serde: Serde<K>,
+        agg_serde: Serde<A>,
+    ) -> Self {
+        let retention = windows
+            .gap_ms
+            .saturating_add(windows.grace_ms)
+            .max(materialized.retention_ms.unwrap_or(0));
+        g.add_store(StoreSpec {
+            name: store.clone(),
+            kind: StoreKind::Window {
+                retention_ms: retention,
+            },
+            logged: materialized.logged,
+        });
+        for &n in nodes {
+            g.connect_store(n, &store);
+        }
+        let emit_store = emit
+            .on_close
+            .then(|| declare_emit_store(g, nodes, &store, materialized.logged));
+        SessionAggSetup {
+            store,
+            emit_store,
+            windows,
+            retention_ms: retention,
+            key_serde,
+            agg_serde,
+            out: ChildSlot::new(),
+        }
+    }
+
+    /// A session [start, end] can be extended by a record at up to
+    /// end + gap (inclusive), which is accepted while its own end + grace
+    /// is not behind stream time: the session is final only once stream
+    /// time > end + gap + grace. Suppression emits a window when
+    /// end + grace_ms <= stream time, hence grace_ms = gap + grace + 1
+    /// (the shift from an inclusive end to an exclusive one; with exactly
+    /// gap + grace, an in-order record at end + gap would find its old
+    /// session already emitted).
+    fn close_after(&self) -> i64 {
+        self.windows
+            .gap_ms
+            .saturating_add(self.windows.grace_ms)
+            .saturating_add(1)
+    }
+
+    /// The aggregation's table, coming out of graph node `node`.
+    pub(crate) fn table(&self, graph: Graph, node: usize) -> KTable<Windowed<K>, A> {
         KTable::new(
-            input.graph.clone(),
-            id,
-            out,
-            Some(store),
-            Serdes::windowed(kserde),
-            Some(aggregate_serde),
-            Some(close_after),
+            graph,
+            node,
+            self.out.clone(),
+            Some(self.store.clone()),
+            Serdes::windowed(self.key_serde.clone()),
+            Some(self.agg_serde.clone()),
+            Some(self.close_after()),
         )
+    }
+
+    pub(crate) fn make_core(&self, ictx: &mut InitContext<'_>) -> Result<SessionAggCore<K, A>, TopologyError> {
+        let emit = match &self.emit_store {
+            Some(s) => Some(FinalEmitter::open(ictx, s)?),
+            None => None,
+        };
+        Ok(SessionAggCore {
+            store: ictx.window_store(&self.store)?,
+            name: Arc::from(self.store.as_str()),
+            windows: self.windows,
+            close_after: self.close_after(),
+            retention_ms: self.retention_ms,
+            last_purge: i64::MIN,
+            max_span: None,
+            key_serde: self.key_serde.clone(),
+            agg_serde: self.agg_serde.clone(),
+            emit,
+            removed: Vec::new(),
+            children: self.out.instantiate(ictx)?,
+            kbuf: Vec::new(),
+            vbuf: Vec::new(),
+        })
     }
 }
 
@@ -193,10 +279,12 @@ fn split_session_value<'a>(store: &str, bytes: &'a [u8]) -> Result<(i64, &'a [u8
     Ok((decode_window_start(end.try_into().expect("8 bytes")), agg))
 }
 
-struct SessionAggregateNode<K, V, A> {
+pub(crate) struct SessionAggCore<K, A> {
     store: WindowStoreRef,
     name: Arc<str>,
     windows: SessionWindows,
+    /// gap + grace + 1: a session is closed once end + this <= stream time.
+    close_after: i64,
     retention_ms: i64,
     last_purge: i64,
     /// The longest `end - start` of any session this task has stored: the
@@ -206,7 +294,9 @@ struct SessionAggregateNode<K, V, A> {
     max_span: Option<i64>,
     key_serde: Serde<K>,
     agg_serde: Serde<A>,
-    fold: SessionFold<K, V, A>,
+    /// Set for [`EmitStrategy::on_window_close`]: only closed sessions are
+    /// forwarded, once.
+    emit: Option<FinalEmitter>,
     /// Windows removed by merges since the last flush, to be forwarded as
     /// tombstones. The store's own tombstones cannot be used for this: they
     /// do not carry the old end, and retention purges produce tombstones
@@ -217,7 +307,7 @@ struct SessionAggregateNode<K, V, A> {
     vbuf: Vec<u8>,
 }
 
-impl<K: Data, V: Data, A: Data> SessionAggregateNode<K, V, A> {
+impl<K: Data, A: Data> SessionAggCore<K, A> {
     fn load_max_span(&mut self) -> Result<i64, StoreError> {
         if let Some(s) = self.max_span {
             return Ok(s);
@@ -229,6 +319,75 @@ impl<K: Data, V: Data, A: Data> SessionAggregateNode<K, V, A> {
         }
         self.max_span = Some(span);
         Ok(span)
+    }
+
+    /// Emit-on-close: forward every session that closed since the last
+    /// emission (end + gap + grace < stream time, which is when no record
+    /// can reach it any more and when `suppress` would emit it). The store
+    /// is keyed by start, so the scan looks back by the longest session
+    /// span and keeps the sessions whose *end* is in the due range. This
+    /// runs before the purge of the same flush, which deletes exactly such
+    /// closed sessions.
+    fn emit_closed(&mut self, ctx: &mut ProcessorContext) {
+        let Some(emitter) = self.emit.as_mut() else { return };
+        let Some((last, close)) = emitter.due(ctx, self.close_after) else {
+            return;
+        };
+        let span = match self.load_max_span() {
+            Ok(s) => s,
+            Err(e) => return ctx.fail(e),
+        };
+        let from = if last == i64::MIN {
+            i64::MIN
+        } else {
+            last.saturating_add(1).saturating_sub(span)
+        };
+        let entries = match self.store.borrow_mut().fetch_all(from, close) {
+            Ok(e) => e,
+            Err(e) => return ctx.fail(e),
+        };
+        let mut due = Vec::new();
+        for (kb, start, vb) in entries {
+            let end = match split_session_value(&self.name, &vb) {
+                Ok((end, _)) => end,
+                Err(e) => return ctx.fail(e),
+            };
+            if end > close || (last != i64::MIN && end <= last) {
+                continue;
+            }
+            due.push(crate::sliding::DueWindow {
+                start,
+                end,
+                key: kb,
+                value: vb,
+            });
+        }
+        let ts = ctx.timestamp;
+        for w in crate::sliding::in_suppress_order(due) {
+            let key = match self.key_serde.deserialize(&w.key) {
+                Ok(k) => k,
+                Err(e) => return ctx.fail(StoreError::new(&*self.name, format!("stored key does not decode: {e}"))),
+            };
+            let agg = match split_session_value(&self.name, &w.value)
+                .and_then(|(_, agg)| decode_stored(&self.agg_serde, &self.name, agg))
+            {
+                Ok(a) => a,
+                Err(e) => return ctx.fail(e),
+            };
+            ctx.timestamp = w.end;
+            let wk = Windowed {
+                key,
+                window: Window {
+                    start: w.start,
+                    end: w.end,
+                },
+            };
+            self.children.forward(ctx, wk, Some(agg));
+        }
+        ctx.timestamp = ts;
+        if let Err(e) = self.emit.as_mut().expect("emitting").set_last_close(close) {
+            ctx.fail(e);
+        }
     }
 
     /// Delete sessions that ended more than the retention before stream
@@ -265,8 +424,8 @@ impl<K: Data, V: Data, A: Data> SessionAggregateNode<K, V, A> {
     }
 }
 
-impl<K: Data, V: Data, A: Data> Node<K, V> for SessionAggregateNode<K, V, A> {
-    fn process(&mut self, ctx: &mut ProcessorContext, key: K, value: V) {
+impl<K: Data, V, A: Data> Aggregates<K, V, SessionFold<K, V, A>> for SessionAggCore<K, A> {
+    fn aggregate(&mut self, ctx: &mut ProcessorContext, key: K, value: V, fold: &SessionFold<K, V, A>) {
         self.kbuf.clear();
         if let Err(e) = self.key_serde.serialize(&key, &mut self.kbuf) {
             return ctx.dead_letter(format!("key serialization failed: {e}"));
@@ -316,7 +475,7 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for SessionAggregateNode<K, V, A> {
         }
         let windows: Vec<(i64, i64)> = merged.iter().map(|(s, e, _)| (*s, *e)).collect();
         let aggs = merged.into_iter().map(|(_, _, a)| a).collect();
-        let new = (self.fold)(&key, aggs, value);
+        let new = fold(&key, aggs, value);
         self.vbuf.clear();
         self.vbuf.extend_from_slice(&encode_window_start(end));
         if let Err(e) = self.agg_serde.serialize(&new, &mut self.vbuf) {
@@ -349,12 +508,28 @@ impl<K: Data, V: Data, A: Data> Node<K, V> for SessionAggregateNode<K, V, A> {
         }
         self.max_span = Some(span.max(end.saturating_sub(start)));
     }
+}
 
+impl<K: Data, A: Data> AggCore for SessionAggCore<K, A> {
     fn flush(&mut self, ctx: &mut ProcessorContext) {
         let records = match self.store.borrow_mut().flush() {
             Ok(r) => r,
             Err(e) => return ctx.fail(e),
         };
+        if self.emit.is_some() {
+            // Emit-on-close: updates and merges stay inside; closed
+            // sessions never change again, so they are emitted as final.
+            self.removed.clear();
+            ctx.changelog
+                .extend(records.into_iter().map(|r| (self.name.clone(), r)));
+            self.emit_closed(ctx);
+            if let Some(e) = self.emit.as_mut() {
+                e.flush(ctx);
+            }
+            self.maybe_purge(ctx);
+            self.children.flush(ctx);
+            return;
+        }
         let ts = ctx.timestamp;
         // Removed windows first: downstream sees the old session go before
         // the merged one arrives (Kafka Streams' order).

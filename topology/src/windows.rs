@@ -118,6 +118,69 @@ impl SessionWindows {
     }
 }
 
+/// When a windowed aggregation forwards its results (KIP-825).
+///
+/// ```
+/// # use std::time::Duration;
+/// # use weir_topology::*;
+/// let mut b = StreamsBuilder::new();
+/// b.stream::<String, String>("clicks", Serdes::string(), Serdes::string())
+///     .group_by_key(Serdes::string(), Serdes::string())
+///     .windowed_by(TimeWindows::of(Duration::from_secs(60))?)
+///     .emit_strategy(EmitStrategy::on_window_close())
+///     .count(Materialized::named("clicks-per-minute"))
+///     .to_stream()
+///     .to("final-counts", Serdes::windowed(Serdes::string()), Serdes::u64());
+/// # b.build()?;
+/// # Ok::<(), TopologyError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EmitStrategy {
+    pub(crate) on_close: bool,
+}
+
+impl EmitStrategy {
+    /// Forward every update of a window as it happens (at the next commit,
+    /// through the store's write cache). The default.
+    pub fn on_window_update() -> Self {
+        EmitStrategy { on_close: false }
+    }
+
+    /// Forward each window once, with its final result, when stream time
+    /// passes the window's end plus grace: the records (keys, values,
+    /// timestamps = window end, order) of
+    /// `.suppress(Suppressed::until_window_closes())` on the same
+    /// aggregation, without a suppression buffer holding a second copy of
+    /// every open window. Like suppression, results come out at commit
+    /// time (after every record in the test driver).
+    ///
+    /// How: the aggregation keeps, in a small store named
+    /// `{store}-last-emitted` (logged like the window store), the window
+    /// close time (stream time - grace) up to which it has emitted, as
+    /// Kafka Streams keeps `lastEmitWindowCloseTime`; at each commit it
+    /// range-scans its own window store for the windows that closed since.
+    ///
+    /// Crash safety: the windows are emitted and the new close time is
+    /// staged in the same flush, so the close time is committed atomically
+    /// with the window store and the task's input positions. A task that
+    /// restarts from its last commit emits again exactly the windows whose
+    /// emission was not committed: with exactly-once those first emissions
+    /// were in the aborted transaction, so every window is read once; with
+    /// at-least-once a crash after a commit's outputs were produced and
+    /// before its state was written repeats those windows (with the same
+    /// values). Switching an existing aggregation to this strategy emits
+    /// the closed windows still retained in its store once, on the first
+    /// commit.
+    pub fn on_window_close() -> Self {
+        EmitStrategy { on_close: true }
+    }
+
+    /// True for [`EmitStrategy::on_window_close`].
+    pub fn is_on_window_close(&self) -> bool {
+        self.on_close
+    }
+}
+
 /// The time difference within which two records of a stream–stream join
 /// match: a left record at `t` joins right records in
 /// `[t - before, t + after]`.

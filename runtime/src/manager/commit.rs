@@ -94,6 +94,10 @@ impl TaskManager {
                 .metrics
                 .late_records_dropped
                 .inc_by(counters.late_records_dropped);
+            self.cfg
+                .metrics
+                .null_records_skipped
+                .inc_by(counters.null_records_skipped);
         }
         self.cfg.metrics.commits.inc();
         let exactly_once = self.cfg.guarantee == Guarantee::ExactlyOnce;
