@@ -40,13 +40,19 @@ mod windows;
 // re-exports its public types through the glob below.
 mod cogroup;
 mod fk_join;
+mod global_table;
 mod grouped_table;
+mod produced;
 mod sliding;
 mod table_join;
 pub use cogroup::*;
 #[allow(unused_imports)]
 pub use fk_join::*;
+#[allow(unused_imports)]
+pub use global_table::*;
 pub use grouped_table::*;
+#[allow(unused_imports)]
+pub use produced::*;
 pub use sliding::*;
 pub use table_join::*;
 
