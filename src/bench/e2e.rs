@@ -613,6 +613,20 @@ impl WeirProcess {
         super::peak_rss_of(&format!("/proc/{}/status", self.child.id()))
     }
 
+    /// CPU seconds (user + system) the child has used so far: next to the
+    /// wall time, it shows what weir costs when other work shares the
+    /// cores.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th of the line, in clock ticks (100 per second on
+        // Linux).
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        (ticks(11) + ticks(12)) as f64 / 100.0
+    }
+
     /// Stops weir and returns how its run ended.
     fn finish(&mut self) -> Result<()> {
         self.stdin.take();
@@ -756,7 +770,11 @@ fn run_weir(
         }
     };
     let peak_rss = run.peak_rss_bytes();
+    let cpu = run.cpu_seconds();
     run.finish()?;
+    if opts.verbose {
+        eprintln!("{app}: weir used {cpu:.2} s of CPU until then");
+    }
     Ok((seconds, peak_rss))
 }
 
