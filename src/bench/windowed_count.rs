@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use weir::Topology;
 use weir_connectors::kafka::{default_partitioner, ClientSettings};
-use weir_topology::{Materialized, Serdes, StreamsBuilder, Suppressed, TimeWindows, TopologyError};
+use weir_topology::{EmitStrategy, Materialized, Serdes, StreamsBuilder, TimeWindows, TopologyError};
 
 use super::e2e::{read_topic, Workload, BASE_MS};
 
@@ -55,8 +55,10 @@ pub fn topology() -> Result<Topology, TopologyError> {
         .map_values(|_, _| ())
         .group_by_key(Serdes::string(), Serdes::unit())
         .windowed_by(TimeWindows::of(Duration::from_millis(WINDOW_MS as u64))?.grace(Duration::ZERO)?)
+        // Each window once, when it closes, straight from the window store
+        // (KIP-825): no suppression buffer to write and log.
+        .emit_strategy(EmitStrategy::on_window_close())
         .count(Materialized::named("windowed-count-counts"))
-        .suppress(Suppressed::until_window_closes())
         .to_stream()
         .to(OUTPUT_TOPIC, Serdes::windowed(Serdes::string()), Serdes::u64());
     b.build()
