@@ -14,7 +14,8 @@ use weir_topology::prelude::*;
 
 fn word_counts() -> Topology {
     let mut b = StreamsBuilder::new();
-    b.stream::<String, String>("words", Serdes::string(), Serdes::string())
+    // The words are produced without keys: the key is read as nothing.
+    b.stream::<(), String>("words", Serdes::ignored(), Serdes::string())
         .select_key(|_, w| w.clone())
         .group_by_key(Serdes::string(), Serdes::string())
         .count(Materialized::named("counts"))

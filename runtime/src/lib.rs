@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod dead_letter;
+pub mod global;
 pub mod local;
 pub mod manager;
 pub mod memory;

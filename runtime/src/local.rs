@@ -134,7 +134,11 @@ impl LocalRunner {
         for rec in collector.records() {
             let key = collector.slice(&rec.key);
             let value = collector.slice(&rec.value);
-            let readers = &self.readers[rec.topic as usize];
+            // A topic chosen per record (KStream::to_dynamic) is no topic
+            // of the topology: the engine alone has nowhere to send it.
+            let Some(readers) = self.readers.get(rec.topic as usize) else {
+                continue;
+            };
             if readers.is_empty() {
                 sink.record(rec.topic, key, value, rec.timestamp);
                 continue;

@@ -21,12 +21,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use weir_state::StateDb;
+
+use crate::global::GlobalUpdater;
 use weir_topology::Topology;
 
 use crate::manager::{
     decode_origin, Assignment, Guarantee, Incoming, ManagerConfig, NoListener, TaskListener, ORIGIN_HEADER,
 };
 use crate::metrics::Metrics;
+use crate::partitioner::producer_partition;
 use crate::plan::Plan;
 use crate::transport::{Delivered, GroupOffset, Outgoing, RangeReader, ReadProgress, ReadRecord, Track, Transport};
 use crate::{RuntimeError, TaskConfig, TaskManager};
@@ -124,6 +127,23 @@ impl MemoryCluster {
             txn: None,
         });
         log.len() as i64 - 1
+    }
+
+    /// [`produce`](Self::produce) a record with headers.
+    pub fn produce_with_headers(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        headers: &[(&str, &[u8])],
+    ) -> i64 {
+        let offset = self.produce(topic, partition, key, value, timestamp);
+        let mut data = self.lock();
+        let log = &mut data.topics.get_mut(topic).expect("topic exists")[partition as usize];
+        log[offset as usize].headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
+        offset
     }
 
     /// Every record of a partition.
@@ -373,6 +393,10 @@ impl Transport for MemoryTransport {
     fn send(&mut self, r: Outgoing<'_>) -> Result<(), RuntimeError> {
         self.operation("send")?;
         let partitions = self.cluster.partitions(r.topic);
+        let r = Outgoing {
+            partition: producer_partition(r.partition, r.key, partitions.unwrap_or(0)),
+            ..r
+        };
         if !partitions.is_some_and(|n| (0..n).contains(&r.partition)) {
             return Err(RuntimeError::Transport(format!(
                 "producing to {}/{}: no such partition",
@@ -509,6 +533,10 @@ pub struct Member {
     paused: Vec<(u32, i32)>,
     /// Changelog records per restore step.
     restore_budget: usize,
+    /// The member's global stores and the transport their updater reads
+    /// with (its own: it is not part of the commit protocol), if the
+    /// topology has any.
+    global: Option<(GlobalUpdater, MemoryTransport)>,
 }
 
 impl Member {
@@ -586,6 +614,18 @@ impl Member {
     ) -> Result<Member, RuntimeError> {
         let plan = Plan::new(topology, application_id, &|name| cluster.partitions(name))?;
         cluster.create_internal_topics(&plan);
+        let mut global = GlobalUpdater::new(topology, application_id, &db)?;
+        let global = if global.is_empty() {
+            None
+        } else {
+            let mut reader = cluster.transport();
+            global.init(
+                &|name| cluster.partitions(name),
+                &mut |t, p| reader.watermarks(t, p),
+                cluster_keeps_data,
+            )?;
+            Some((global, reader))
+        };
         let metrics = Metrics::new().topology(application_id);
         let manager = TaskManager::new(
             ManagerConfig {
@@ -612,6 +652,7 @@ impl Member {
             positions: BTreeMap::new(),
             paused: Vec::new(),
             restore_budget: 1000,
+            global,
         })
     }
 
@@ -672,6 +713,11 @@ impl Member {
     /// wall-clock `now`; then a commit if `commit` says so or a task asks
     /// for one. Returns the records processed.
     pub fn poll(&mut self, max: usize, now: i64, commit: bool) -> Result<usize, RuntimeError> {
+        // Global stores first: restored before any task processes, and a
+        // table update is visible to every stream record read after it.
+        if let Some((global, reader)) = &mut self.global {
+            global.catch_up(reader)?;
+        }
         if self.manager.is_restoring() {
             for r in self.manager.restore_step(&mut self.transport, self.restore_budget)? {
                 self.paused.retain(|p| *p != (r.topic, r.partition));
@@ -697,6 +743,7 @@ impl Member {
             self.positions.insert((topic, partition), next);
             for (offset, r) in &records {
                 let offset = *offset as usize;
+                let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
                 let origin = if plan.internal[topic as usize] {
                     r.headers
                         .iter()
@@ -715,6 +762,7 @@ impl Member {
                         key: r.key.as_deref(),
                         value: r.value.as_deref(),
                         origin,
+                        headers: &headers,
                     },
                 )?;
                 n += 1;
@@ -736,6 +784,11 @@ impl Member {
                 return Ok(());
             }
         }
+    }
+
+    /// The member's global stores, if the topology has any.
+    pub fn global(&self) -> Option<&GlobalUpdater> {
+        self.global.as_ref().map(|(g, _)| g)
     }
 
     /// Changelog records each poll restores (1000 by default).

@@ -35,6 +35,8 @@
 //! | `weir_active_tasks` | gauge | topology |
 //! | `weir_restoring_tasks` | gauge | topology |
 //! | `weir_build_info` | gauge (always 1) | version |
+//! | `weir_global_records_total` | counter | topology, store |
+//! | `weir_global_records_skipped_total` | counter | topology |
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -69,6 +71,8 @@ pub mod names {
     pub const ACTIVE_TASKS: &str = "weir_active_tasks";
     pub const RESTORING_TASKS: &str = "weir_restoring_tasks";
     pub const BUILD_INFO: &str = "weir_build_info";
+    pub const GLOBAL_RECORDS: &str = "weir_global_records_total";
+    pub const GLOBAL_RECORDS_SKIPPED: &str = "weir_global_records_skipped_total";
     pub const GENERATED_RECORDS: &str = "weir_generated_records_total";
     pub const INGRESS_RECORDS: &str = "weir_http_ingress_records_total";
     pub const SINK_ROWS: &str = "weir_sink_rows_written_total";
@@ -123,6 +127,8 @@ pub struct Metrics {
     transactions_aborted: IntCounterVec,
     active_tasks: IntGaugeVec,
     restoring_tasks: IntGaugeVec,
+    global_records: IntCounterVec,
+    global_skipped: IntCounterVec,
     /// Records written by the built-in data generators (`--generate`).
     pub generated_records: IntCounterVec,
     /// Records produced by HTTP ingress routes (`POST /emoji`, ...).
@@ -286,6 +292,16 @@ impl Metrics {
                 "Tasks restoring their state in this process (their input partitions paused).",
                 &["topology"],
             ),
+            global_records: counter(
+                GLOBAL_RECORDS,
+                "Records of global tables' topics written to this process's global stores (restore included).",
+                &["topology", "store"],
+            ),
+            global_skipped: counter(
+                GLOBAL_RECORDS_SKIPPED,
+                "Records of global tables' topics not stored because their key or value did not decode.",
+                &["topology"],
+            ),
             generated_records: counter(
                 GENERATED_RECORDS,
                 "Records a built-in data generator produced to an input topic.",
@@ -361,6 +377,8 @@ impl Metrics {
             cache_hits: self.cache_hits.clone(),
             cache_misses: self.cache_misses.clone(),
             restore_records: self.restore_records.clone(),
+            global_records: self.global_records.clone(),
+            global_records_skipped: self.global_skipped.with_label_values(l),
         }
     }
 }
@@ -416,9 +434,18 @@ pub struct TopologyMetrics {
     cache_hits: IntCounterVec,
     cache_misses: IntCounterVec,
     restore_records: IntCounterVec,
+    global_records: IntCounterVec,
+    pub global_records_skipped: IntCounter,
 }
 
 impl TopologyMetrics {
+    /// Count `n` records written to global store `store` (once per batch).
+    pub fn global_records(&self, store: &str, n: u64) {
+        self.global_records
+            .with_label_values(&[self.topology.as_str(), store])
+            .inc_by(n);
+    }
+
     /// The topology (application id) these handles are labelled with.
     pub fn name(&self) -> &str {
         &self.topology
@@ -694,8 +721,10 @@ mod tests {
         t.restore_duration.observe(0.0);
         t.rebalance_pause.observe(0.0);
         t.task_events(TaskEvent::Resumed, 1);
+        t.global_records("s", 1);
+        t.global_records_skipped.inc();
         let families = m.registry().gather();
-        assert_eq!(families.len(), 26);
+        assert_eq!(families.len(), 28);
         for f in &families {
             let name = f.name();
             assert!(name.starts_with("weir_"), "{name}");

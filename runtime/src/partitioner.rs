@@ -10,6 +10,18 @@
 //! (`consistent_random`, CRC32) is not, which is why
 //! `weir_connectors::kafka::ClientSettings::producer_config`
 //! sets `partitioner=murmur2_random`.
+//!
+//! It also decides where each output record of a task goes
+//! ([`destination`]): a partition a `StreamPartitioner` chose in the sink
+//! (`KStream::to_with_partitioner`, told the partition counts through
+//! `ProcessorContext::set_partition_counts`), else the default one by key;
+//! and a topic chosen per record (`KStream::to_dynamic`) by name, with
+//! [`UNASSIGNED_PARTITION`] so that the producer, which knows that topic's
+//! partition count, partitions it.
+
+use weir_topology::{OutRecord, RecordCollector};
+
+use crate::plan::Plan;
 
 /// MurmurHash2 as Kafka's Java client computes it (`Utils.murmur2`): seed
 /// `0x9747b28c`, little-endian 4-byte blocks, the tail bytes mixed in the
@@ -64,6 +76,77 @@ pub fn default_partitioner(key: &[u8], partitions: i32) -> i32 {
         return 0;
     }
     (murmur2(key) & 0x7fff_ffff) % partitions
+}
+
+/// The partition given to a record whose partition weir does not know
+/// the count of (a topic chosen per record, `KStream::to_dynamic`): the
+/// producer's partitioner chooses, as librdkafka's `RD_KAFKA_PARTITION_UA`
+/// (weir configures `murmur2_random`, i.e. [`default_partitioner`] for
+/// keyed records); the in-memory transport does the same.
+pub const UNASSIGNED_PARTITION: i32 = -1;
+
+/// What a producer does with a record's partition: an
+/// [`UNASSIGNED_PARTITION`] becomes [`default_partitioner`] of its key
+/// among `partitions` (partition 0 for a record with no key), any other
+/// partition stays.
+pub fn producer_partition(partition: i32, key: Option<&[u8]>, partitions: i32) -> i32 {
+    match (partition, key) {
+        (UNASSIGNED_PARTITION, Some(k)) => default_partitioner(k, partitions),
+        (UNASSIGNED_PARTITION, None) => 0,
+        (p, _) => p,
+    }
+}
+
+/// Where an output record of task partition `task_partition` goes: its
+/// topic's name and partition.
+///
+/// * A topic chosen per record (`OutRecord::topic_name`): by name, in the
+///   partition a `StreamPartitioner` chose or [`UNASSIGNED_PARTITION`]
+///   (the producer knows the topic's partition count; the plan does not).
+/// * A topic of the topology: the partition a `StreamPartitioner` chose
+///   (checked against the count when it chose), else
+///   [`default_partitioner`] of the key, else (no key) the task's
+///   partition modulo the topic's count.
+#[inline]
+pub fn destination<'a>(
+    plan: &'a Plan,
+    collector: &'a RecordCollector,
+    rec: &OutRecord,
+    task_partition: i32,
+) -> (&'a str, i32) {
+    let chosen = rec.partition.and_then(|p| i32::try_from(p).ok());
+    if let Some(name) = collector.topic_name(rec) {
+        return (name, chosen.unwrap_or(UNASSIGNED_PARTITION));
+    }
+    let topic = rec.topic as usize;
+    let partitions = plan.topic_partitions[topic].max(1);
+    let partition = match (chosen, collector.slice(&rec.key)) {
+        (Some(p), _) if p < partitions => p,
+        (_, Some(k)) => default_partitioner(k, partitions),
+        (_, None) => task_partition % partitions,
+    };
+    (&plan.topic_names[topic], partition)
+}
+
+/// Call `send` with the headers of output record `rec` (those the topology
+/// wrote, then `extra`, weir's own, such as a repartition record's
+/// origin). Allocates only for a record with headers of its own.
+#[inline]
+pub fn with_headers<R>(
+    collector: &RecordCollector,
+    rec: &OutRecord,
+    extra: Option<(&str, &[u8])>,
+    send: impl FnOnce(&[(&str, &[u8])]) -> R,
+) -> R {
+    if rec.headers.is_empty() {
+        return match extra {
+            Some(h) => send(&[h]),
+            None => send(&[]),
+        };
+    }
+    let mut headers: Vec<(&str, &[u8])> = collector.headers(rec).collect();
+    headers.extend(extra);
+    send(&headers)
 }
 
 #[cfg(test)]

@@ -12,6 +12,43 @@ use weir_topology::Topology;
 
 use crate::{RuntimeError, TaskId};
 
+/// The partition count of a repartition topic `t` that does not exist yet
+/// (see [`Plan::new`]), if it can be worked out from what is known.
+fn repartition_count(topology: &Topology, t: u32, topic_partitions: &[i32], sub_partitions: &[i32]) -> Option<i32> {
+    let internal = |t: u32| topology.topics()[t as usize].internal;
+    let subs = topology.subtopologies();
+    // The largest count of the sub-topologies writing `t`, once all known.
+    let writers = |t: u32| -> Option<i32> {
+        let counts: Vec<i32> = subs
+            .iter()
+            .filter(|s| s.sink_topics.contains(&t))
+            .map(|s| sub_partitions[s.id])
+            .collect();
+        (!counts.is_empty() && counts.iter().all(|c| *c > 0)).then(|| counts.into_iter().max().unwrap_or(1))
+    };
+    let Some(reader) = subs.iter().find(|s| s.source_topics.contains(&t)) else {
+        return writers(t);
+    };
+    let external: Vec<i32> = reader
+        .source_topics
+        .iter()
+        .filter(|s| !internal(**s))
+        .map(|s| topic_partitions[*s as usize])
+        .collect();
+    if !external.is_empty() {
+        return external.into_iter().max();
+    }
+    let mut count = 0;
+    for s in &reader.source_topics {
+        let c = match topic_partitions[*s as usize] {
+            0 => writers(*s)?,
+            c => c,
+        };
+        count = count.max(c);
+    }
+    Some(count)
+}
+
 /// The resolved topics of one application.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -86,9 +123,18 @@ impl Plan {
                     existing(&topic_names[i]).ok_or_else(|| RuntimeError::UnknownTopic(topic_names[i].clone()))?;
             }
         }
-        // Sub-topologies take the largest partition count of their sources;
-        // a repartition topic takes the count of the sub-topology writing
-        // it, and its reader follows.
+        // Sub-topologies take the largest partition count of their sources.
+        // A new repartition topic takes (Kafka Streams' rule for
+        // co-partitioned topics) the count of the external topics its
+        // reader also reads, so that a join or aggregation of both finds
+        // a key in the same partition of each; a reader of repartition
+        // topics only gives each new one the largest count of the
+        // sub-topologies writing them (and of those that exist).
+        for i in 0..n {
+            if internal[i] {
+                topic_partitions[i] = existing(&topic_names[i]).unwrap_or(0);
+            }
+        }
         let subs = topology.subtopologies();
         let mut sub_partitions = vec![0i32; subs.len()];
         for _ in 0..=subs.len() {
@@ -103,14 +149,35 @@ impl Plan {
                         sub_partitions[sub.id] = counts.into_iter().max().unwrap_or(1).max(1);
                     }
                 }
-                if sub_partitions[sub.id] > 0 {
-                    for t in &sub.sink_topics {
-                        let t = *t as usize;
-                        if internal[t] && topic_partitions[t] == 0 {
-                            topic_partitions[t] = existing(&topic_names[t]).unwrap_or(sub_partitions[sub.id]);
-                        }
-                    }
+            }
+            for t in 0..n {
+                if internal[t] && topic_partitions[t] == 0 {
+                    topic_partitions[t] =
+                        repartition_count(topology, t as u32, &topic_partitions, &sub_partitions).unwrap_or(0);
                 }
+            }
+        }
+        // Co-partitioning: the topics a stateful sub-topology reads (the
+        // two sides of a join, the inputs of an aggregation of merged
+        // streams) must have as many partitions each, or a key's records
+        // would meet in different tasks (Kafka Streams refuses to start
+        // too). New repartition topics agree by construction; external
+        // topics, and repartition topics that already exist, may not. A
+        // stateless sub-topology (a merge) may mix counts.
+        for sub in subs.iter().filter(|s| !s.stores.is_empty()) {
+            let sources: Vec<(&str, i32)> = sub
+                .source_topics
+                .iter()
+                .map(|t| (topic_names[*t as usize].as_str(), topic_partitions[*t as usize]))
+                .collect();
+            if sources.windows(2).any(|w| w[0].1 != w[1].1) {
+                let counts: Vec<String> = sources.iter().map(|(t, n)| format!("{t} ({n})")).collect();
+                return Err(RuntimeError::Io(format!(
+                    "sub-topology {} of {application_id} reads topics that are not co-partitioned: {} must have \
+                     the same number of partitions (their records are joined or aggregated by key)",
+                    sub.id,
+                    counts.join(", ")
+                )));
             }
         }
         if let Some(sub) = subs.iter().find(|s| sub_partitions[s.id] == 0) {

@@ -226,21 +226,28 @@ impl TopologyTestDriver {
             .map(|(_, s)| s.clone())
     }
 
-    /// Typed reads of a key-value store.
+    /// Typed reads of a key-value store: a task's, or a global store (a
+    /// `GlobalKTable`'s).
     pub fn key_value_store<K: 'static, V: 'static>(
         &self,
         name: &str,
         key_serde: Serde<K>,
         value_serde: Serde<V>,
     ) -> Result<TestKeyValueStore<K, V>, RuntimeError> {
-        match self.store(name) {
-            Some(StoreRef::KeyValue(store)) => Ok(TestKeyValueStore {
-                store,
-                key_serde,
-                value_serde,
-            }),
-            _ => Err(RuntimeError::UnknownStore(name.to_string())),
-        }
+        let store = match self.store(name) {
+            Some(StoreRef::KeyValue(store)) => KvSource::Task(store),
+            Some(StoreRef::Window(_)) => return Err(RuntimeError::UnknownStore(name.to_string())),
+            None => {
+                let inner = self.inner.borrow();
+                let global = inner.member.global().and_then(|g| g.store(name)).cloned();
+                KvSource::Global(global.ok_or_else(|| RuntimeError::UnknownStore(name.to_string()))?)
+            }
+        };
+        Ok(TestKeyValueStore {
+            store,
+            key_serde,
+            value_serde,
+        })
     }
 
     /// Typed reads of a window store.
@@ -481,28 +488,41 @@ impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
     }
 }
 
+/// Where a [`TestKeyValueStore`] reads: a task's store or a global one.
+enum KvSource {
+    Task(weir_topology::store::KvStoreRef),
+    Global(weir_state::SledGlobalStore),
+}
+
 /// Typed reads of a key-value store of a driver.
 pub struct TestKeyValueStore<K, V> {
-    store: weir_topology::store::KvStoreRef,
+    store: KvSource,
     key_serde: Serde<K>,
     value_serde: Serde<V>,
 }
 
 impl<K: 'static, V: 'static> TestKeyValueStore<K, V> {
     pub fn get(&self, key: &K) -> Option<V> {
+        use weir_topology::store::GlobalStore as _;
         let k = self.key_serde.to_bytes(key).expect("key serializes");
-        self.store
-            .borrow_mut()
-            .get(&k)
-            .expect("store read")
-            .map(|v| self.value_serde.deserialize(&v).expect("stored value decodes"))
+        let found = match &self.store {
+            KvSource::Task(s) => s.borrow_mut().get(&k).expect("store read"),
+            KvSource::Global(s) => {
+                let mut out = Vec::new();
+                s.get_into(&k, &mut out).expect("store read").then_some(out)
+            }
+        };
+        found.map(|v| self.value_serde.deserialize(&v).expect("stored value decodes"))
     }
 
     /// Every entry, in key byte order.
     pub fn all(&self) -> Vec<(K, V)> {
-        self.store
-            .borrow_mut()
-            .range(Bound::Unbounded, Bound::Unbounded)
+        use weir_topology::store::GlobalStore as _;
+        let entries = match &self.store {
+            KvSource::Task(s) => s.borrow_mut().range(Bound::Unbounded, Bound::Unbounded),
+            KvSource::Global(s) => s.range(Bound::Unbounded, Bound::Unbounded),
+        };
+        entries
             .expect("store read")
             .into_iter()
             .map(|(k, v)| {

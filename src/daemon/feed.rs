@@ -32,7 +32,11 @@ pub struct Feed {
     topic: String,
     sender: broadcast::Sender<Arc<str>>,
     recent: Mutex<VecDeque<Arc<str>>>,
+    listeners: Mutex<Vec<Listener>>,
 }
+
+/// A callback of [`Feed::listen`].
+type Listener = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Feed {
     pub(crate) fn start(settings: &ClientSettings, topic: &str, stop: Arc<AtomicBool>) -> Arc<Feed> {
@@ -41,6 +45,7 @@ impl Feed {
             topic: topic.to_string(),
             sender,
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            listeners: Mutex::new(Vec::new()),
         });
         let settings = settings.clone();
         let me = feed.clone();
@@ -69,6 +74,9 @@ impl Feed {
     }
 
     fn publish(&self, value: &str) {
+        for listen in self.listeners.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            listen(value);
+        }
         let value: Arc<str> = Arc::from(value);
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -79,6 +87,16 @@ impl Feed {
         }
         // No subscriber is not an error.
         let _ = self.sender.send(value);
+    }
+
+    /// Call `f` with every value appended from now on, on the feed's own
+    /// thread, before any subscriber sees it (so it must be quick). For
+    /// what an app derives from its output, e.g. which windows have closed.
+    pub fn listen(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(f));
     }
 
     /// The topic this feed tails.

@@ -19,6 +19,19 @@ pub fn json_route<F>(path: &str, topology: &str, topic: &str, check: F) -> Route
 where
     F: Fn(&Map<String, Value>) -> Result<Key, String> + Send + Sync + 'static,
 {
+    json_route_noting(path, topology, topic, check, |_| Map::new())
+}
+
+/// [`json_route`], whose 200 answer also carries the fields `note` returns
+/// for the accepted records (all of them, in request order). `note` runs
+/// after every record is checked and before any is produced: it sees the
+/// daemon as the records found it (e.g. which windows had closed). Its
+/// fields are added beside `produced` and `topic`, never replacing them.
+pub fn json_route_noting<F, N>(path: &str, topology: &str, topic: &str, check: F, note: N) -> Route
+where
+    F: Fn(&Map<String, Value>) -> Result<Key, String> + Send + Sync + 'static,
+    N: Fn(&[&Map<String, Value>]) -> Map<String, Value> + Send + Sync + 'static,
+{
     let topology = topology.to_string();
     let topic = topic.to_string();
     Route::new(path, &[Method::POST], move |ctx, req| {
@@ -28,6 +41,7 @@ where
         };
         let many = items.len() > 1 || req.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
         let mut records = Vec::with_capacity(items.len());
+        let mut objects = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let Value::Object(obj) = item else {
                 let what = if many { format!("item {i}: ") } else { String::new() };
@@ -38,7 +52,9 @@ where
                 Err(e) if many => return error(StatusCode::BAD_REQUEST, format!("item {i}: {e}")),
                 Err(e) => return error(StatusCode::BAD_REQUEST, e),
             }
+            objects.push(obj);
         }
+        let extra = note(&objects);
         if let Err(e) = ctx.produce(&records) {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -49,11 +65,17 @@ where
             .ingress_records
             .with_label_values(&[topology.as_str(), topic.as_str()])
             .inc_by(records.len() as u64);
-        json(
-            StatusCode::OK,
-            &serde_json::json!({ "produced": records.len(), "topic": topic }),
-        )
+        json(StatusCode::OK, &answer(records.len(), &topic, extra))
     })
+}
+
+/// The 200 answer: `{"produced": n, "topic": t}` and the route's own
+/// fields (which cannot replace those two).
+fn answer(produced: usize, topic: &str, extra: Map<String, Value>) -> Value {
+    let mut body = extra;
+    body.insert("produced".into(), Value::from(produced));
+    body.insert("topic".into(), Value::from(topic));
+    Value::Object(body)
 }
 
 /// The body as a list of values: an array's elements, or the one value.
@@ -101,6 +123,21 @@ mod tests {
         );
         assert_eq!(parse_body(b"[]").unwrap_err(), "the array is empty: nothing to produce");
         assert!(parse_body(b"{oops").unwrap_err().starts_with("the body is not JSON: "));
+    }
+
+    #[test]
+    fn answers_keep_produced_and_topic() {
+        let mut extra = Map::new();
+        extra.insert("produced".into(), Value::from("no"));
+        extra.insert("warning".into(), Value::from("late"));
+        assert_eq!(
+            answer(3, "emoji-events", extra),
+            serde_json::json!({"produced": 3, "topic": "emoji-events", "warning": "late"})
+        );
+        assert_eq!(
+            answer(1, "t", Map::new()),
+            serde_json::json!({"produced": 1, "topic": "t"})
+        );
     }
 
     #[test]

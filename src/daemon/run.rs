@@ -244,7 +244,7 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
             store_formats: topology
                 .stores()
                 .iter()
-                .filter_map(|s| topology.store_format(&s.name).map(|(k, v)| (s.name.clone(), k, v)))
+                .filter_map(|s| topology.query_codec(&s.name).map(|c| (s.name.clone(), c.clone())))
                 .collect(),
             window_stores: topology
                 .stores()

@@ -148,30 +148,264 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
     b.build()
 }
 
+/// Which windows of the emoji tasks have closed, as far as the daemon has
+/// seen: what `POST /emoji` tells a caller whose reaction is too late to be
+/// counted.
+///
+/// Stream time is per task and lives inside the stream threads; what the
+/// daemon sees of it is the output: an aggregate of window `[s, e)` is
+/// emitted once its task's stream time reached `e + grace`. So the latest
+/// window end emitted by a task bounds that task's stream time from below,
+/// and a reaction whose window ends at or before it is certainly late (its
+/// task will drop it and count it in `weir_late_records_dropped_total`).
+/// A task is the emoji's partition of the re-keyed topic (Kafka's murmur2
+/// partitioner over the emoji's UTF-8 bytes, as the repartition sink does);
+/// until the partition count is known, each emoji stands on its own.
+/// A reaction that becomes late between this check and its processing (its
+/// window closes a moment later) is not reported: the answer says what was
+/// certainly late on arrival.
+pub struct ClosedWindows {
+    window_ms: i64,
+    grace_ms: i64,
+    inner: std::sync::Mutex<Closed>,
+}
+
+#[derive(Default)]
+struct Closed {
+    /// Latest window end emitted per emoji (at most [`MAX_EMOJIS`] emojis).
+    per_emoji: std::collections::HashMap<String, i64>,
+    /// Latest window end emitted per partition of the re-keyed topic, once
+    /// its partition count is known.
+    per_partition: Vec<i64>,
+}
+
+/// Emoji types are the caller's strings: bound what is remembered of them.
+const MAX_EMOJIS: usize = 4096;
+
+/// One reaction whose window had already closed when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateReaction {
+    /// Index in the request (0 for a single object).
+    pub item: usize,
+    pub emoji_type: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    /// The stream time of the emoji's task, at least (ms).
+    pub stream_time: i64,
+}
+
+impl ClosedWindows {
+    pub fn new(p: &Params) -> ClosedWindows {
+        ClosedWindows {
+            window_ms: p.window_ms.max(1),
+            grace_ms: p.grace_ms.max(0),
+            inner: std::sync::Mutex::new(Closed::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Closed> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take note of one aggregate from `emoji-aggregated` (its JSON text);
+    /// anything else is ignored.
+    pub fn observe(&self, aggregate: &str) {
+        let Ok(a) = serde_json::from_str::<EmojiAggregate>(aggregate) else {
+            return;
+        };
+        let Ok(end) = DateTime::parse_from_rfc3339(&a.window_end) else {
+            return;
+        };
+        let end = end.timestamp_millis();
+        let mut c = self.lock();
+        let n = c.per_partition.len();
+        if n > 0 {
+            let p = partition_of(&a.emoji_type, n);
+            c.per_partition[p] = c.per_partition[p].max(end);
+        }
+        if c.per_emoji.len() < MAX_EMOJIS || c.per_emoji.contains_key(&a.emoji_type) {
+            let e = c.per_emoji.entry(a.emoji_type).or_insert(i64::MIN);
+            *e = (*e).max(end);
+        }
+    }
+
+    /// True once an aggregate has been observed.
+    pub fn seen_any(&self) -> bool {
+        !self.lock().per_emoji.is_empty()
+    }
+
+    /// The re-keyed topic has `partitions` partitions: emojis of one
+    /// partition share their task's stream time from now on.
+    pub fn set_partitions(&self, partitions: usize) {
+        let mut c = self.lock();
+        if partitions == 0 || c.per_partition.len() == partitions {
+            return;
+        }
+        let mut per_partition = vec![i64::MIN; partitions];
+        for (emoji, end) in &c.per_emoji {
+            let p = partition_of(emoji, partitions);
+            per_partition[p] = per_partition[p].max(*end);
+        }
+        c.per_partition = per_partition;
+    }
+
+    /// The late one of reaction `item` (`emoji` at event time `ts`, ms), if
+    /// its window had certainly closed.
+    pub fn late(&self, item: usize, emoji: &str, ts: i64) -> Option<LateReaction> {
+        let c = self.lock();
+        let mut seen = c.per_emoji.get(emoji).copied().unwrap_or(i64::MIN);
+        if !c.per_partition.is_empty() {
+            seen = seen.max(c.per_partition[partition_of(emoji, c.per_partition.len())]);
+        }
+        let window_start = ts.saturating_sub(ts.rem_euclid(self.window_ms));
+        let window_end = window_start.saturating_add(self.window_ms);
+        (seen != i64::MIN && window_end <= seen).then(|| LateReaction {
+            item,
+            emoji_type: emoji.to_string(),
+            window_start,
+            window_end,
+            stream_time: seen.saturating_add(self.grace_ms),
+        })
+    }
+
+    /// The fields `POST /emoji` adds to its answer for these (checked)
+    /// reactions: none when every one is in time, else `late` (one entry
+    /// per late reaction: its item, emoji, window, when the window closed
+    /// and the stream time) and a one-line `warning`.
+    pub fn note(
+        &self,
+        items: &[&serde_json::Map<String, serde_json::Value>],
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let late: Vec<LateReaction> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, obj)| {
+                let emoji = obj.get("emoji_type")?.as_str()?;
+                let ts = DateTime::parse_from_rfc3339(obj.get("timestamp")?.as_str()?).ok()?;
+                self.late(i, emoji, ts.timestamp_millis())
+            })
+            .collect();
+        let mut out = serde_json::Map::new();
+        if late.is_empty() {
+            return out;
+        }
+        let iso = |ms: i64| iso_millis(ms).unwrap_or_else(|| ms.to_string());
+        let first = &late[0];
+        let warning = format!(
+            "{} of {} reaction(s) arrived after their window closed and will not be counted \
+             (first: item {}, {} in window {} to {}, closed at {}; stream time {}): they were \
+             produced to {INPUT_TOPIC} all the same. Send \"timestamp\" as the current time.",
+            late.len(),
+            items.len(),
+            first.item,
+            first.emoji_type,
+            iso(first.window_start),
+            iso(first.window_end),
+            iso(first.window_end.saturating_add(self.grace_ms)),
+            iso(first.stream_time),
+        );
+        let entries = late
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "item": l.item,
+                    "emoji_type": l.emoji_type,
+                    "window_start": iso(l.window_start),
+                    "window_end": iso(l.window_end),
+                    "closed_at": iso(l.window_end.saturating_add(self.grace_ms)),
+                    "stream_time": iso(l.stream_time),
+                })
+            })
+            .collect();
+        out.insert("late".into(), serde_json::Value::Array(entries));
+        out.insert("warning".into(), serde_json::Value::from(warning));
+        out
+    }
+}
+
+/// The partition of the re-keyed topic `emoji` goes to among `n`.
+fn partition_of(emoji: &str, n: usize) -> usize {
+    let n = i32::try_from(n).unwrap_or(i32::MAX);
+    weir::runtime::partitioner::default_partitioner(emoji.as_bytes(), n) as usize
+}
+
+/// The re-keyed topic: `{application}-{store}-repartition`.
+pub fn repartition_topic() -> String {
+    format!("{NAME}-{STORE}-repartition")
+}
+
 /// The registration of this scenario with the daemon (parameters from
 /// `[topologies.{NAME}]` of the config).
 ///
 /// Routes: `POST /emoji` (one reaction or an array; all checked before any
-/// is produced) and `GET /emoji/live` (the aggregates as Server-Sent
-/// Events).
+/// is produced; a reaction whose window has already closed is produced all
+/// the same, and the 200 answer names it under `late`, with a `warning`:
+/// see [`ClosedWindows`]) and `GET /emoji/live` (the aggregates as
+/// Server-Sent Events).
 pub fn app() -> weir::daemon::App {
-    use weir::daemon::ingress::{json_route, string_field, time_field};
+    use std::sync::Arc;
+    use weir::daemon::ingress::{json_route_noting, string_field, time_field};
     use weir::daemon::{AppParts, Method, Route, Service};
     weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| {
         let mut parts = AppParts::new(topology(p)?);
         parts.generator = Some(super::generators::emoji_stream_spec());
-        parts.routes.push(json_route("/emoji", NAME, INPUT_TOPIC, |obj| {
-            let user = string_field(obj, "user_id")?;
-            string_field(obj, "emoji_type")?;
-            time_field(obj, "timestamp")?;
-            Ok(Some(user.to_string()))
-        }));
+        let closed = Arc::new(ClosedWindows::new(p));
+        let noting = closed.clone();
+        parts.routes.push(json_route_noting(
+            "/emoji",
+            NAME,
+            INPUT_TOPIC,
+            |obj| {
+                let user = string_field(obj, "user_id")?;
+                string_field(obj, "emoji_type")?;
+                time_field(obj, "timestamp")?;
+                Ok(Some(user.to_string()))
+            },
+            move |items| noting.note(items),
+        ));
         parts.routes.push(Route::new("/emoji/live", &[Method::GET], |ctx, _| {
             ctx.feed(OUTPUT_TOPIC).sse(50)
         }));
         parts.services.push(Service::feed(OUTPUT_TOPIC));
+        parts.services.push(Service {
+            name: "closed-windows".into(),
+            run: Box::new(move |ctx| {
+                let seen = closed.clone();
+                ctx.feed(OUTPUT_TOPIC).listen(move |v| seen.observe(v));
+                // The partition count of the re-keyed topic: asked once a
+                // window has closed (the topic surely exists then; asking
+                // earlier must not race its creation), until known.
+                while !ctx.stopping() {
+                    if !closed.seen_any() {
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        continue;
+                    }
+                    match topic_partitions(&ctx, &repartition_topic()) {
+                        Ok(n) if n > 0 => {
+                            closed.set_partitions(n);
+                            return Ok(());
+                        }
+                        _ => std::thread::sleep(std::time::Duration::from_secs(1)),
+                    }
+                }
+                Ok(())
+            }),
+        });
         Ok(parts)
     })
+}
+
+/// Partitions of `topic` (0 while it does not exist).
+fn topic_partitions(ctx: &weir::daemon::Context, topic: &str) -> anyhow::Result<usize> {
+    use weir::connectors::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ctx.settings.standalone_consumer_config().create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(5))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .sum())
 }
 
 #[cfg(test)]
@@ -414,6 +648,79 @@ mod tests {
             assert_eq!(d.topic_records(&cluster_topic(i)), main, "emoji-cluster-{i}");
         }
         assert!(d.topic_records(&cluster_topic(5)).is_empty());
+    }
+
+    fn aggregate_json(emoji: &str, start: i64) -> String {
+        serde_json::to_string(&EmojiAggregate {
+            emoji_type: emoji.into(),
+            window_start: iso_millis(start).unwrap(),
+            window_end: iso_millis(start + 2000).unwrap(),
+            count: 1,
+            scaled: 1,
+        })
+        .unwrap()
+    }
+
+    fn reactions(items: &[(&str, i64)]) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        items
+            .iter()
+            .map(|(e, ms)| match serde_json::from_str(&event("u1", e, *ms)).unwrap() {
+                serde_json::Value::Object(o) => o,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn post_answers_name_the_reactions_whose_window_has_closed() {
+        let closed = ClosedWindows::new(&Params::default());
+        let items = reactions(&[("🔥", T0 + 500)]);
+        let refs: Vec<_> = items.iter().collect();
+        assert!(closed.note(&refs).is_empty(), "nothing closed yet: nothing to say");
+        assert!(!closed.seen_any());
+        // 🔥's window [T0, T0+2s) closed: its task's stream time is at least
+        // T0 + 3 s (end + grace).
+        closed.observe(&aggregate_json("🔥", T0));
+        closed.observe("not an aggregate");
+        assert!(closed.seen_any());
+        let items = reactions(&[("🔥", T0 + 2500), ("🔥", T0 + 1999), ("😂", T0 + 10)]);
+        let refs: Vec<_> = items.iter().collect();
+        assert_eq!(
+            serde_json::Value::Object(closed.note(&refs)),
+            serde_json::json!({
+                "late": [{
+                    "item": 1,
+                    "emoji_type": "🔥",
+                    "window_start": "2026-11-21T10:00:00.000Z",
+                    "window_end": "2026-11-21T10:00:02.000Z",
+                    "closed_at": "2026-11-21T10:00:03.000Z",
+                    "stream_time": "2026-11-21T10:00:03.000Z",
+                }],
+                "warning": "1 of 3 reaction(s) arrived after their window closed and will not be counted \
+                    (first: item 1, 🔥 in window 2026-11-21T10:00:00.000Z to 2026-11-21T10:00:02.000Z, \
+                    closed at 2026-11-21T10:00:03.000Z; stream time 2026-11-21T10:00:03.000Z): they were \
+                    produced to emoji-events all the same. Send \"timestamp\" as the current time.",
+            })
+        );
+        // Once the partition count is known, an emoji shares the stream
+        // time of every emoji of its partition.
+        let same = ["😂", "👍", "🎉", "😮", "❤️", "👏", "🙌", "💯"]
+            .into_iter()
+            .find(|e| partition_of(e, 3) == partition_of("🔥", 3))
+            .expect("an emoji in 🔥's partition");
+        assert_eq!(closed.late(0, same, T0 + 10), None);
+        closed.set_partitions(3);
+        assert_eq!(
+            closed.late(0, same, T0 + 10),
+            Some(LateReaction {
+                item: 0,
+                emoji_type: same.into(),
+                window_start: T0,
+                window_end: T0 + 2000,
+                stream_time: T0 + 3000,
+            })
+        );
+        assert_eq!(closed.late(0, same, T0 + 2000), None, "the next window is open");
     }
 
     #[test]

@@ -27,6 +27,7 @@
 
 mod cache;
 mod core;
+mod global;
 mod kv;
 mod layout;
 mod task;
@@ -35,6 +36,7 @@ mod window;
 #[cfg(test)]
 mod tests;
 
+pub use global::{GlobalPositions, SledGlobalStore};
 pub use kv::SledKeyValueStore;
 pub use task::{KvEntries, StateDb, StoreReader, TaskState};
 pub use weir_topology::store::*;

@@ -9,8 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_topology::store::{
-    ChangelogRecord, KvStoreRef, StoreError, StoreKind, StoreResult, StoreSpec, StoreSupplier, WindowStoreRef,
+    ChangelogRecord, GlobalStoreRef, KvStoreRef, StoreError, StoreKind, StoreResult, StoreSpec, StoreSupplier,
+    WindowStoreRef,
 };
+
+use crate::global::SledGlobalStore;
 
 use crate::kv::SledKeyValueStore;
 use crate::layout::{decode_checkpoint, encode_checkpoint, range_is_empty, sled_bounds, store_prefix, CHECKPOINT_KEY};
@@ -123,6 +126,7 @@ impl StateDb {
             .map_err(|e| task_err(format!("cannot open the task's tree: {e}")))?;
         Ok(TaskState {
             inner: Rc::new(TaskInner {
+                db: self.db.clone(),
                 task_id: task_id.to_string(),
                 tree,
                 cache_max_bytes,
@@ -134,6 +138,12 @@ impl StateDb {
                 stores: RefCell::new(HashMap::new()),
             }),
         })
+    }
+
+    /// Global store `store` of `application_id` (a global table's), created
+    /// on first use. Every call returns a handle on the same tree.
+    pub fn global_store(&self, application_id: &str, store: &str) -> Result<SledGlobalStore, StoreError> {
+        SledGlobalStore::open(&self.db, application_id, store)
     }
 
     /// Write everything sled holds in memory to disk and fsync it. Commits
@@ -159,6 +169,8 @@ enum Slot {
 }
 
 pub(crate) struct TaskInner {
+    /// The instance's database, for the global stores its processors read.
+    db: sled::Db,
     task_id: String,
     tree: sled::Tree,
     cache_max_bytes: usize,
@@ -439,6 +451,14 @@ impl StoreSupplier for TaskState {
             )),
         }
     }
+
+    /// The instance's global store `name`: the application is the task id's
+    /// part before its last `/` (task ids are `{application}/{task}`), so
+    /// that two applications of one instance never share a global store.
+    fn global(&mut self, name: &str) -> StoreResult<GlobalStoreRef> {
+        let application = self.inner.task_id.rsplit_once('/').map_or("", |(a, _)| a);
+        Ok(Arc::new(SledGlobalStore::open(&self.inner.db, application, name)?))
+    }
 }
 
 /// Read-only access to one task's committed data from any thread (for
@@ -450,6 +470,10 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
+    pub(crate) fn new(tree: sled::Tree, task_id: Arc<str>) -> StoreReader {
+        StoreReader { tree, task_id }
+    }
+
     pub fn task_id(&self) -> &str {
         &self.task_id
     }
@@ -473,7 +497,7 @@ fn read_kv(tree: &sled::Tree, store: &str, key: &[u8]) -> StoreResult<Option<Vec
         .map_err(|e| StoreError::new(store, format!("read: {e}")))
 }
 
-fn scan_kv(tree: &sled::Tree, store: &str, from: Bound<&[u8]>, to: Bound<&[u8]>) -> StoreResult<KvEntries> {
+pub(crate) fn scan_kv(tree: &sled::Tree, store: &str, from: Bound<&[u8]>, to: Bound<&[u8]>) -> StoreResult<KvEntries> {
     let prefix = store_prefix(store)?;
     if range_is_empty(from, to) {
         return Ok(Vec::new());

@@ -29,9 +29,9 @@ pub(crate) struct GraphBuilder {
     pub(crate) stores: Vec<StoreSpec>,
     pub(crate) sources: Vec<SourceEntry>,
     pub(crate) errors: Vec<TopologyError>,
-    /// (store, key serde name, value serde name) of key-value stores whose
-    /// keys and values the DSL knows, for interactive queries.
-    pub(crate) store_formats: Vec<(String, &'static str, &'static str)>,
+    /// (store, query codec) of stores whose keys and values the DSL knows,
+    /// for interactive queries ([`GraphBuilder::record_store_format`]).
+    pub(crate) store_formats: crate::topology::StoreFormats,
     /// Per graph node: a [`NullCheck`] of the values leaving it, type-erased
     /// (`NullCheck<V>` in an `Rc<dyn Any>`). Sources set it from their
     /// value serde ([`Serde::is_null`]) and operators that pass values on
@@ -40,6 +40,9 @@ pub(crate) struct GraphBuilder {
     /// it skips, as Kafka Streams does). A value made by user code (map,
     /// map_values, ...) has no check: it is a value, not a null.
     pub(crate) null_values: HashMap<usize, Rc<dyn Any>>,
+    /// Global stores (`StreamsBuilder::global_table`): outside every
+    /// sub-topology, so kept apart from `nodes` and `stores`.
+    pub(crate) globals: Vec<crate::topology::GlobalStoreDef>,
 }
 
 /// Tells whether a value is a Kafka null (see [`GraphBuilder::null_values`]).
@@ -73,6 +76,16 @@ pub(crate) fn validate_name(name: &str) -> Result<(), TopologyError> {
 }
 
 impl GraphBuilder {
+    /// Record that the operator at graph node `node` cannot work as used:
+    /// `build()` reports it (a construction error never panics).
+    pub(crate) fn node_error(&mut self, node: usize, reason: impl Into<String>) {
+        let node = self.nodes[node].name.clone();
+        self.errors.push(TopologyError::InvalidOperation {
+            node,
+            reason: reason.into(),
+        });
+    }
+
     /// Add a node named `{kind}-{index:010}` (Kafka Streams' convention), so
     /// that names, and the store and topic names derived from them, are the
     /// same every time the same program builds the topology.
@@ -175,9 +188,9 @@ struct Source<K, V> {
     children: Children<K, V>,
 }
 
-impl<K: Data, V: Data> SourceNode for Source<K, V> {
+impl<K: Data, V: Data> Source<K, V> {
     #[inline]
-    fn process_raw(&mut self, ctx: &mut ProcessorContext, key: Option<&[u8]>, value: Option<&[u8]>) {
+    fn decode_and_forward(&mut self, ctx: &mut ProcessorContext, key: Option<&[u8]>, value: Option<&[u8]>) {
         // A null key or value decodes only if the serde has an absent
         // value (Serdes::optional, unit, ignored, json of an Option);
         // otherwise the record is dead-lettered with a reason that says so.
@@ -200,6 +213,15 @@ impl<K: Data, V: Data> SourceNode for Source<K, V> {
         };
         ctx.observe_event_time(ts);
         self.children.forward(ctx, k, v);
+    }
+}
+
+impl<K: Data, V: Data> SourceNode for Source<K, V> {
+    #[inline]
+    fn process_raw(&mut self, ctx: &mut ProcessorContext, key: Option<&[u8]>, value: Option<&[u8]>) {
+        self.decode_and_forward(ctx, key, value);
+        // The record's headers go with it and no further.
+        ctx.end_record();
     }
     fn flush(&mut self, ctx: &mut ProcessorContext) {
         self.children.flush(ctx)
@@ -256,6 +278,7 @@ impl StreamsBuilder {
                 errors: Vec::new(),
                 store_formats: Vec::new(),
                 null_values: HashMap::new(),
+                globals: Vec::new(),
             })),
         }
     }
@@ -342,8 +365,11 @@ impl StreamsBuilder {
                 errors: std::mem::take(&mut g.errors),
                 store_formats: std::mem::take(&mut g.store_formats),
                 null_values: HashMap::new(),
+                globals: std::mem::take(&mut g.globals),
             }
         });
+        let mut g = g;
+        crate::global_table::check_globals(&mut g);
         if let Some(e) = g.errors.into_iter().next() {
             return Err(e);
         }
@@ -365,6 +391,7 @@ impl StreamsBuilder {
             sources: g.sources,
             subtopologies,
             store_formats: g.store_formats,
+            globals: g.globals,
         })))
     }
 }

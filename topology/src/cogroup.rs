@@ -25,15 +25,17 @@ use std::sync::Arc;
 use crate::builder::Graph;
 use crate::context::{InitContext, ProcessorContext};
 use crate::error::TopologyError;
-use crate::grouped::{Aggregates, KGroupedStream, KvAggCore, KvAggSetup, Step, WindowAggCore, WindowAggSetup};
+use crate::grouped::{
+    aggregate_step, declare_kv_store, Aggregates, KGroupedStream, KvAggCore, KvAggSetup, TimeWindowAggCore,
+    WindowAggSetup, WindowedAgg,
+};
 use crate::kstream::KStream;
 use crate::ktable::KTable;
 use crate::materialized::Materialized;
 use crate::node::{ChildSlot, Node};
 use crate::serde::Serde;
-use crate::session::{SessionAggCore, SessionAggSetup, SessionFold};
-use crate::sliding::{SlidingAggCore, SlidingAggSetup, SlidingWindows};
-use crate::store::{StoreKind, StoreSpec};
+use crate::session::{aggregate_fold, SessionAggCore};
+use crate::sliding::{SlidingAggCore, SlidingWindows};
 use crate::topology::NodeKind;
 use crate::windows::{EmitStrategy, SessionWindows, TimeWindows, Windowed};
 use crate::Data;
@@ -124,19 +126,14 @@ impl<K: Data, A: Data> CogroupedKStream<K, A> {
         materialized: Materialized,
     ) -> KTable<K, A> {
         let (inputs, store, nodes, merge) = self.add_nodes(&materialized);
-        {
-            let mut g = self.graph.borrow_mut();
-            g.add_store(StoreSpec {
-                name: store.clone(),
-                kind: StoreKind::KeyValue,
-                logged: materialized.logged,
-            });
-            for &n in &nodes {
-                g.connect_store(n, &store);
-            }
-            g.store_formats
-                .push((store.clone(), self.key_serde.name(), aggregate_serde.name()));
-        }
+        declare_kv_store(
+            &mut self.graph.borrow_mut(),
+            &nodes,
+            &store,
+            materialized.logged,
+            &self.key_serde,
+            &aggregate_serde,
+        );
         let setup = KvAggSetup {
             store: store.clone(),
             key_serde: self.key_serde.clone(),
@@ -144,8 +141,7 @@ impl<K: Data, A: Data> CogroupedKStream<K, A> {
             out: ChildSlot::new(),
         };
         let out = setup.out.clone();
-        let factory: SharedFactory<KvAggCore<K, A>> =
-            Arc::new(move |ictx| ictx.shared(merge, |ictx| Ok(Rc::new(RefCell::new(setup.make_core(ictx)?)))));
+        let factory = shared_factory(merge, move |ictx| setup.make_core(ictx));
         let init: Init<A> = Arc::new(init);
         for input in inputs {
             input.attach(CoreFactory::Kv(factory.clone()), init.clone());
@@ -188,6 +184,47 @@ impl<K: Data, A: Data> CogroupedKStream<K, A> {
             .add_node("COGROUPKSTREAM-MERGE", NodeKind::Processor, nodes.clone());
         (inputs, store, nodes, merge)
     }
+
+    /// A windowed aggregate in windows `windows` (time, sliding or
+    /// session): every input feeds the one task-side core, which `core`
+    /// wraps with what its inputs need.
+    fn windowed_aggregate<W: WindowedAgg<K, A>>(
+        mut self,
+        windows: W,
+        emit: EmitStrategy,
+        materialized: Materialized,
+        aggregate_serde: Serde<A>,
+        init: Init<A>,
+        core: impl Fn(SharedFactory<W::Core>) -> CoreFactory<K, A>,
+    ) -> KTable<Windowed<K>, A> {
+        let (inputs, store, nodes, merge) = self.add_nodes(&materialized);
+        let graph = self.graph.clone();
+        let setup = WindowAggSetup::declare(
+            &mut graph.borrow_mut(),
+            &nodes,
+            store,
+            windows,
+            &materialized,
+            emit,
+            self.key_serde.clone(),
+            aggregate_serde,
+        );
+        let table = setup.table(graph, merge);
+        let factory = shared_factory(merge, move |ictx| setup.make_core(ictx));
+        for input in inputs {
+            input.attach(core(factory.clone()), init.clone());
+        }
+        table
+    }
+}
+
+/// The factory of the core shared by the input nodes of the cogroup whose
+/// merge node is `merge`: the first input node of a task makes it.
+fn shared_factory<C: 'static>(
+    merge: usize,
+    make: impl Fn(&mut InitContext<'_>) -> Result<C, TopologyError> + Send + Sync + 'static,
+) -> SharedFactory<C> {
+    Arc::new(move |ictx| ictx.shared(merge, |ictx| Ok(Rc::new(RefCell::new(make(ictx)?)))))
 }
 
 /// A window specification a cogrouped stream can be windowed by.
@@ -245,31 +282,19 @@ impl<K: Data, A: Data> TimeWindowedCogroupedKStream<K, A> {
     /// The aggregate per key and window of every input, each window
     /// starting from `init()`.
     pub fn aggregate(
-        mut self,
+        self,
         init: impl Fn() -> A + Send + Sync + 'static,
         aggregate_serde: Serde<A>,
         materialized: Materialized,
     ) -> KTable<Windowed<K>, A> {
-        let (inputs, store, nodes, merge) = self.cogrouped.add_nodes(&materialized);
-        let graph = self.cogrouped.graph.clone();
-        let setup = WindowAggSetup::declare(
-            &mut graph.borrow_mut(),
-            &nodes,
-            store,
+        self.cogrouped.windowed_aggregate(
             self.windows,
-            &materialized,
             self.emit,
-            self.cogrouped.key_serde.clone(),
+            materialized,
             aggregate_serde,
-        );
-        let table = setup.table(graph, merge);
-        let factory: SharedFactory<WindowAggCore<K, A>> =
-            Arc::new(move |ictx| ictx.shared(merge, |ictx| Ok(Rc::new(RefCell::new(setup.make_core(ictx)?)))));
-        let init: Init<A> = Arc::new(init);
-        for input in inputs {
-            input.attach(CoreFactory::Window(factory.clone()), init.clone());
-        }
-        table
+            Arc::new(init),
+            CoreFactory::Window,
+        )
     }
 }
 
@@ -288,31 +313,19 @@ impl<K: Data, A: Data> SlidingWindowedCogroupedKStream<K, A> {
 
     /// The aggregate per key and sliding window of every input.
     pub fn aggregate(
-        mut self,
+        self,
         init: impl Fn() -> A + Send + Sync + 'static,
         aggregate_serde: Serde<A>,
         materialized: Materialized,
     ) -> KTable<Windowed<K>, A> {
-        let (inputs, store, nodes, merge) = self.cogrouped.add_nodes(&materialized);
-        let graph = self.cogrouped.graph.clone();
-        let setup = SlidingAggSetup::declare(
-            &mut graph.borrow_mut(),
-            &nodes,
-            store,
+        self.cogrouped.windowed_aggregate(
             self.windows,
-            &materialized,
             self.emit,
-            self.cogrouped.key_serde.clone(),
+            materialized,
             aggregate_serde,
-        );
-        let table = setup.table(graph, merge);
-        let factory: SharedFactory<SlidingAggCore<K, A>> =
-            Arc::new(move |ictx| ictx.shared(merge, |ictx| Ok(Rc::new(RefCell::new(setup.make_core(ictx)?)))));
-        let init: Init<A> = Arc::new(init);
-        for input in inputs {
-            input.attach(CoreFactory::Sliding(factory.clone()), init.clone());
-        }
-        table
+            Arc::new(init),
+            CoreFactory::Sliding,
+        )
     }
 }
 
@@ -335,40 +348,28 @@ impl<K: Data, A: Data> SessionWindowedCogroupedKStream<K, A> {
     /// first, then the record is folded in with its input's aggregator (as
     /// for a single stream's session `aggregate`).
     pub fn aggregate(
-        mut self,
+        self,
         init: impl Fn() -> A + Send + Sync + 'static,
         merger: impl Fn(&K, A, A) -> A + Send + Sync + 'static,
         aggregate_serde: Serde<A>,
         materialized: Materialized,
     ) -> KTable<Windowed<K>, A> {
-        let (inputs, store, nodes, merge) = self.cogrouped.add_nodes(&materialized);
-        let graph = self.cogrouped.graph.clone();
-        let setup = SessionAggSetup::declare(
-            &mut graph.borrow_mut(),
-            &nodes,
-            store,
-            self.windows,
-            &materialized,
-            self.emit,
-            self.cogrouped.key_serde.clone(),
-            aggregate_serde,
-        );
-        let table = setup.table(graph, merge);
-        let factory: SharedFactory<SessionAggCore<K, A>> =
-            Arc::new(move |ictx| ictx.shared(merge, |ictx| Ok(Rc::new(RefCell::new(setup.make_core(ictx)?)))));
-        let init: Init<A> = Arc::new(init);
         let merger: Merger<K, A> = Arc::new(merger);
-        for input in inputs {
-            input.attach(CoreFactory::Session(factory.clone(), merger.clone()), init.clone());
-        }
-        table
+        self.cogrouped.windowed_aggregate(
+            self.windows,
+            self.emit,
+            materialized,
+            aggregate_serde,
+            Arc::new(init),
+            move |f| CoreFactory::Session(f, merger.clone()),
+        )
     }
 }
 
 /// The task-side core every input of one cogroup feeds.
 enum CoreFactory<K, A> {
     Kv(SharedFactory<KvAggCore<K, A>>),
-    Window(SharedFactory<WindowAggCore<K, A>>),
+    Window(SharedFactory<TimeWindowAggCore<K, A>>),
     Sliding(SharedFactory<SlidingAggCore<K, A>>),
     Session(SharedFactory<SessionAggCore<K, A>>, Merger<K, A>),
 }
@@ -404,22 +405,15 @@ impl<K: Data, V: Data, A: Data> ErasedInput<K, A> for TypedInput<K, V, A> {
     fn attach(self: Box<Self>, core: CoreFactory<K, A>, init: Init<A>) {
         let stream = self.stream.expect("add_node runs first");
         let aggregator = self.aggregator;
-        let step = {
-            let (aggregator, init) = (aggregator.clone(), init.clone());
-            move || -> Step<K, V, A> {
-                Arc::new(move |k: &K, v: V, old: Option<A>| aggregator(k, v, old.unwrap_or_else(|| init())))
-            }
-        };
+        let init = move || init();
+        let aggregator = move |k: &K, v: V, acc: A| aggregator(k, v, acc);
         match core {
-            CoreFactory::Kv(f) => attach_shared(&stream, f, step()),
-            CoreFactory::Window(f) => attach_shared(&stream, f, step()),
-            CoreFactory::Sliding(f) => attach_shared(&stream, f, step()),
+            CoreFactory::Kv(f) => attach_shared(&stream, f, aggregate_step(init, aggregator)),
+            CoreFactory::Window(f) => attach_shared(&stream, f, aggregate_step(init, aggregator)),
+            CoreFactory::Sliding(f) => attach_shared(&stream, f, aggregate_step(init, aggregator)),
             CoreFactory::Session(f, merger) => {
-                let fold: SessionFold<K, V, A> = Arc::new(move |k: &K, sessions: Vec<A>, v: V| {
-                    let acc = sessions.into_iter().fold(init(), |acc, s| merger(k, acc, s));
-                    aggregator(k, v, acc)
-                });
-                attach_shared(&stream, f, fold)
+                let merger = move |k: &K, acc: A, s: A| merger(k, acc, s);
+                attach_shared(&stream, f, aggregate_fold(init, aggregator, merger))
             }
         }
     }

@@ -15,10 +15,17 @@ use crate::error::TopologyError;
 use crate::store::{ChangelogRecord, KvStoreRef, StoreError, StoreKind, StoreSupplier, WindowStoreRef};
 use crate::topology::TopologyInner;
 
+/// The `topic` of an [`OutRecord`] whose topic was chosen per record (a
+/// `TopicNameExtractor`, [`crate::KStream::to_dynamic`]): its name is in
+/// the collector ([`RecordCollector::topic_name`]), not among the
+/// topology's topics.
+pub const DYNAMIC_TOPIC: u32 = u32::MAX;
+
 /// A record written by a sink node, in the collector's byte arena.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutRecord {
-    /// Index into [`crate::Topology::topics`].
+    /// Index into [`crate::Topology::topics`], or [`DYNAMIC_TOPIC`] (then
+    /// `topic_name` holds the name).
     pub topic: u32,
     pub key: Option<Range<u32>>,
     pub value: Option<Range<u32>>,
@@ -29,6 +36,163 @@ pub struct OutRecord {
     /// repartition records identifiable, so that a replay after a crash does
     /// not count them twice downstream.
     pub origin: Option<(u32, i64)>,
+    /// The partition a `StreamPartitioner` chose (already checked against
+    /// the topic's partition count); `None`: the default partitioning
+    /// (Kafka's, by key).
+    pub partition: Option<u32>,
+    /// The topic's name in the arena, for a record whose topic was chosen
+    /// per record ([`DYNAMIC_TOPIC`]).
+    pub topic_name: Option<Range<u32>>,
+    /// The record's headers: a range of the collector's header list (see
+    /// [`RecordCollector::headers`]).
+    pub headers: Range<u32>,
+}
+
+/// Where a sink sends a record, beyond its topic index: see
+/// [`RecordCollector::push_to`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Destination<'a> {
+    /// Index into [`crate::Topology::topics`] ([`DYNAMIC_TOPIC`] with
+    /// `topic_name`).
+    pub topic: u32,
+    /// A topic chosen per record, by name.
+    pub topic_name: Option<&'a str>,
+    /// A partition chosen by a partitioner.
+    pub partition: Option<u32>,
+    /// Headers to write with the record.
+    pub headers: Option<&'a Headers>,
+}
+
+impl Destination<'_> {
+    /// Topic `topic` of the topology, default partitioning, no headers.
+    pub fn topic(topic: u32) -> Self {
+        Destination {
+            topic,
+            ..Default::default()
+        }
+    }
+}
+
+/// The headers of a record: `(name, value)` pairs in order, a name possibly
+/// repeated (Kafka's model). Stored in one reusable byte buffer, so that
+/// carrying a record's headers through a task does not allocate per record.
+///
+/// A record's headers follow it as in Kafka Streams: a source copies the
+/// consumed record's headers into the [`ProcessorContext`]
+/// ([`ProcessorContext::headers`]), operators pass them on unchanged
+/// (`filter`, `map`, `select_key`, joins, ...), a processor may change them
+/// ([`crate::ProcessorApi::headers_mut`]) and sinks (repartition topics
+/// included) write them. As in Kafka Streams' processor context, the
+/// headers belong to the record being processed, not to each copy of it:
+/// a change made on one branch of a fan-out is seen by the branches that
+/// run after it. What is emitted with no record being processed (cached
+/// aggregates and table changes forwarded at a commit, closed windows,
+/// suppression) carries no headers, except what a user processor's
+/// punctuation sets. Headers named `weir.*` are weir's own (a repartition
+/// record's origin): never shown to processors, never written by sinks
+/// (the runtime adds them).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Headers {
+    bytes: Vec<u8>,
+    /// (name, value) ranges of `bytes`.
+    entries: Vec<(Range<u32>, Range<u32>)>,
+}
+
+/// The prefix of the header names weir reserves for itself.
+pub const WEIR_HEADER_PREFIX: &str = "weir.";
+
+impl Headers {
+    pub const fn new() -> Self {
+        Headers {
+            bytes: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Headers from `(name, value)` pairs.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
+        let mut h = Headers::new();
+        for (k, v) in pairs {
+            h.add(k, v);
+        }
+        h
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn str_at(&self, r: &Range<u32>) -> &str {
+        // Only ever written from `&str`.
+        std::str::from_utf8(&self.bytes[r.start as usize..r.end as usize]).unwrap_or_default()
+    }
+    fn bytes_at(&self, r: &Range<u32>) -> &[u8] {
+        &self.bytes[r.start as usize..r.end as usize]
+    }
+
+    /// Every header, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        self.entries.iter().map(|(k, v)| (self.str_at(k), self.bytes_at(v)))
+    }
+
+    /// The value of the last header named `name` (Kafka's `lastHeader`).
+    pub fn last(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _)| self.str_at(k) == name)
+            .map(|(_, v)| self.bytes_at(v))
+    }
+
+    /// The values of every header named `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(k, _)| self.str_at(k) == name)
+            .map(|(_, v)| self.bytes_at(v))
+    }
+
+    /// Append a header (a name may repeat).
+    pub fn add(&mut self, name: &str, value: &[u8]) {
+        let k0 = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(name.as_bytes());
+        let k1 = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(value);
+        let v1 = self.bytes.len() as u32;
+        self.entries.push((k0..k1, k1..v1));
+    }
+
+    /// Remove every header named `name`.
+    pub fn remove(&mut self, name: &str) {
+        let bytes = &self.bytes;
+        self.entries
+            .retain(|(k, _)| &bytes[k.start as usize..k.end as usize] != name.as_bytes());
+    }
+
+    /// Replace every header named `name` by one with `value`.
+    pub fn set(&mut self, name: &str, value: &[u8]) {
+        self.remove(name);
+        self.add(name, value);
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+    }
+
+    /// Replace the headers by `pairs`, leaving out weir's own
+    /// ([`WEIR_HEADER_PREFIX`]).
+    pub fn set_from(&mut self, pairs: &[(&str, &[u8])]) {
+        self.clear();
+        for (k, v) in pairs {
+            if !k.starts_with(WEIR_HEADER_PREFIX) {
+                self.add(k, v);
+            }
+        }
+    }
 }
 
 /// Output records of a task since it was last drained.
@@ -36,6 +200,8 @@ pub struct OutRecord {
 pub struct RecordCollector {
     arena: Vec<u8>,
     records: Vec<OutRecord>,
+    /// Headers of the records: (name, value) ranges of the arena.
+    headers: Vec<(Range<u32>, Range<u32>)>,
 }
 
 impl RecordCollector {
@@ -50,26 +216,13 @@ impl RecordCollector {
         write_key: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
         write_value: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mark = self.arena.len();
-        let k0 = mark as u32;
-        if let Err(e) = write_key(&mut self.arena) {
-            self.arena.truncate(mark);
-            return Err(e);
-        }
-        let k1 = self.arena.len() as u32;
-        if let Err(e) = write_value(&mut self.arena) {
-            self.arena.truncate(mark);
-            return Err(e);
-        }
-        let v1 = self.arena.len() as u32;
-        self.records.push(OutRecord {
-            topic,
-            key: Some(k0..k1),
-            value: Some(k1..v1),
+        self.push_to(
+            Destination::topic(topic),
             timestamp,
             origin,
-        });
-        Ok(())
+            Some(write_key),
+            Some(write_value),
+        )
     }
 
     /// As [`push_with`](Self::push_with), but a `None` writer writes a
@@ -79,6 +232,19 @@ impl RecordCollector {
     pub fn push_opt_with<E>(
         &mut self,
         topic: u32,
+        timestamp: i64,
+        origin: Option<(u32, i64)>,
+        write_key: Option<impl FnOnce(&mut Vec<u8>) -> Result<(), E>>,
+        write_value: Option<impl FnOnce(&mut Vec<u8>) -> Result<(), E>>,
+    ) -> Result<(), E> {
+        self.push_to(Destination::topic(topic), timestamp, origin, write_key, write_value)
+    }
+
+    /// As [`push_opt_with`](Self::push_opt_with), to a [`Destination`]: a
+    /// topic chosen by name, a partition chosen by a partitioner, headers.
+    pub fn push_to<E>(
+        &mut self,
+        to: Destination<'_>,
         timestamp: i64,
         origin: Option<(u32, i64)>,
         write_key: Option<impl FnOnce(&mut Vec<u8>) -> Result<(), E>>,
@@ -103,14 +269,35 @@ impl RecordCollector {
             }
             value = Some(v0..self.arena.len() as u32);
         }
+        let topic_name = to.topic_name.map(|name| self.append(name.as_bytes()));
+        let h0 = self.headers.len() as u32;
+        if let Some(headers) = to.headers {
+            // weir's own headers are the runtime's to write (a processor's
+            // `weir.origin` would confuse de-duplication downstream).
+            for (k, v) in headers.iter().filter(|(k, _)| !k.starts_with(WEIR_HEADER_PREFIX)) {
+                let k = self.append(k.as_bytes());
+                let v = self.append(v);
+                self.headers.push((k, v));
+            }
+        }
+        let h1 = self.headers.len() as u32;
         self.records.push(OutRecord {
-            topic,
+            topic: to.topic,
             key,
             value,
             timestamp,
             origin,
+            partition: to.partition,
+            topic_name,
+            headers: h0..h1,
         });
         Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Range<u32> {
+        let start = self.arena.len() as u32;
+        self.arena.extend_from_slice(bytes);
+        start..self.arena.len() as u32
     }
 
     /// Append a record with a key and no value (a tombstone).
@@ -124,6 +311,9 @@ impl RecordCollector {
             value: None,
             timestamp,
             origin: None,
+            partition: None,
+            topic_name: None,
+            headers: 0..0,
         });
     }
 
@@ -141,10 +331,25 @@ impl RecordCollector {
     pub fn slice(&self, range: &Option<Range<u32>>) -> Option<&[u8]> {
         range.as_ref().map(|r| &self.arena[r.start as usize..r.end as usize])
     }
+    /// The topic name of a record whose topic was chosen per record
+    /// ([`DYNAMIC_TOPIC`]).
+    pub fn topic_name(&self, rec: &OutRecord) -> Option<&str> {
+        let name = self.slice(&rec.topic_name)?;
+        // Only ever written from `&str`.
+        std::str::from_utf8(name).ok()
+    }
+    /// The headers of a record, in order.
+    pub fn headers<'a>(&'a self, rec: &OutRecord) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        let at = |r: &Range<u32>| &self.arena[r.start as usize..r.end as usize];
+        self.headers[rec.headers.start as usize..rec.headers.end as usize]
+            .iter()
+            .map(move |(k, v)| (std::str::from_utf8(at(k)).unwrap_or_default(), at(v)))
+    }
     /// Forget every record, keeping the allocations for reuse.
     pub fn clear(&mut self) {
         self.arena.clear();
         self.records.clear();
+        self.headers.clear();
     }
 }
 
@@ -195,6 +400,19 @@ pub struct ProcessorContext {
     /// True while the task flushes or punctuates: outputs then are not tied
     /// to the current input record.
     pub(crate) emitting_on_time: bool,
+    /// The headers of the record being processed (empty between records,
+    /// at flush and at punctuation).
+    pub(crate) headers: Headers,
+    /// The headers of the record about to enter the task
+    /// ([`ProcessorContext::set_headers`]); they become `headers` at
+    /// [`ProcessorContext::set_record`].
+    pub(crate) incoming_headers: Headers,
+    /// True while a user processor punctuates: sinks then write the
+    /// headers it set (other outputs at punctuation time have none).
+    pub(crate) punctuation_headers: bool,
+    /// Partition count of each topology topic (by index), as the runtime
+    /// knows them; empty if it did not say.
+    pub(crate) partition_counts: Arc<[i32]>,
 }
 
 impl ProcessorContext {
@@ -215,7 +433,64 @@ impl ProcessorContext {
             fatal: None,
             commit_requested: false,
             emitting_on_time: false,
+            headers: Headers::new(),
+            incoming_headers: Headers::new(),
+            punctuation_headers: false,
+            partition_counts: Arc::from(Vec::new()),
         }
+    }
+
+    /// Set by the runtime before a record enters the task (before
+    /// [`set_record`](Self::set_record)): the consumed record's headers.
+    /// weir's own headers (`weir.*`, such as a repartition record's origin)
+    /// are left out.
+    #[inline]
+    pub fn set_headers(&mut self, headers: &[(&str, &[u8])]) {
+        if headers.is_empty() && self.incoming_headers.is_empty() {
+            return;
+        }
+        self.incoming_headers.set_from(headers);
+    }
+
+    /// The headers of the record being processed. A processor may change
+    /// them ([`headers_mut`](Self::headers_mut)): the records forwarded
+    /// from then on, while this record is processed, carry the change.
+    pub fn headers(&self) -> &Headers {
+        // At flush or punctuation time there is no current record (a user
+        // processor's punctuation sees the headers it set).
+        static NONE: Headers = Headers::new();
+        if self.emitting_on_time && !self.punctuation_headers {
+            return &NONE;
+        }
+        &self.headers
+    }
+    /// The headers of the record being processed, to change.
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.headers
+    }
+
+    /// The record has been processed: its headers are forgotten, so that
+    /// what is emitted at flush or punctuation time carries none.
+    #[inline]
+    pub(crate) fn end_record(&mut self) {
+        if !self.headers.is_empty() {
+            self.headers.clear();
+        }
+    }
+
+    /// Set by the runtime when it creates the task: the partition count of
+    /// each topic of the topology, by topic index (what a
+    /// `StreamPartitioner` is told).
+    pub fn set_partition_counts(&mut self, counts: &[i32]) {
+        self.partition_counts = Arc::from(counts);
+    }
+
+    /// The partition count of topology topic `topic`, if the runtime said.
+    pub fn partition_count(&self, topic: u32) -> Option<u32> {
+        self.partition_counts
+            .get(topic as usize)
+            .and_then(|n| u32::try_from(*n).ok())
+            .filter(|n| *n > 0)
     }
 
     /// Set by the runtime before a record enters the task: its source topic
@@ -227,6 +502,10 @@ impl ProcessorContext {
         self.topic = topic;
         self.offset = offset;
         self.timestamp = timestamp;
+        if !self.incoming_headers.is_empty() || !self.headers.is_empty() {
+            std::mem::swap(&mut self.headers, &mut self.incoming_headers);
+            self.incoming_headers.clear();
+        }
     }
 
     /// The event time of the record entering the task: it becomes the

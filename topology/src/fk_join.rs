@@ -89,8 +89,14 @@
 //! So a subscription reaches the task holding the right row, and a
 //! response the task holding the left row, provided the subscription topic
 //! has the right table's topic's partition count, the response topic the
-//! left table's, and the input topics were written with the default
-//! partitioner. (In the test driver every topic has one partition.)
+//! left table's, and the two tables' topics were written with the default
+//! partitioner (a table topic written with a custom partitioner would need
+//! the left row's partition carried in the subscription, as Kafka Streams'
+//! version 1 wrapper does; weir does not do that). The run plan gives a
+//! new internal topic the partition count of the external topics its
+//! reader reads, which is exactly that: the subscription topic is read
+//! with the right table's topic, the response topic with the left
+//! table's. (In the test driver every topic has one partition.)
 //!
 //! Timestamps: as for every weir table, rows are stamped with the task's
 //! stream time when they leave a store; with inputs in timestamp order a
@@ -296,8 +302,7 @@ impl<K: Data, V: Data> KTable<K, V> {
                     kind: StoreKind::KeyValue,
                     logged: m.logged,
                 });
-                g.store_formats
-                    .push((name.clone(), self.key_serde.name(), serde.name()));
+                g.record_store_format(&name, &self.key_serde, serde);
                 name
             });
             let ok = errors.is_empty();
@@ -311,17 +316,17 @@ impl<K: Data, V: Data> KTable<K, V> {
         };
 
         // 1. Left side: registration, to the subscription topic.
-        let (send_id, sub_topic, resp_topic) = {
+        let send_id = add_processor(
+            &graph,
+            "KTABLE-FK-JOIN-SUBSCRIPTION-REGISTRATION",
+            self.node,
+            &[Some(&left_values)],
+        );
+        let (sub_topic, resp_topic) = {
             let mut g = graph.borrow_mut();
-            let send_id = g.add_node(
-                "KTABLE-FK-JOIN-SUBSCRIPTION-REGISTRATION",
-                NodeKind::Processor,
-                vec![self.node],
-            );
-            g.connect_store(send_id, &left_values);
             let sub_topic = g.topic(&format!("{base}-subscription-registration"), true);
             let resp_topic = g.topic(&format!("{base}-subscription-response"), true);
-            (send_id, sub_topic, resp_topic)
+            (sub_topic, resp_topic)
         };
         let send_out = ChildSlot::<Vec<u8>, Subscription>::new();
         stream_of(&graph, send_id, send_out.clone()).sink(sub_topic, Serdes::bytes(), SubscriptionSerde::serde());
@@ -329,52 +334,34 @@ impl<K: Data, V: Data> KTable<K, V> {
         // 2. Right side: subscriptions in, responses out.
         let (sub_source, sub_source_slot) =
             add_source(&graph, sub_topic, Serdes::bytes(), SubscriptionSerde::serde(), None);
-        let receive_id = {
-            let mut g = graph.borrow_mut();
-            let id = g.add_node(
-                "KTABLE-FK-JOIN-SUBSCRIPTION-PROCESSOR",
-                NodeKind::Processor,
-                vec![sub_source],
-            );
-            g.connect_store(id, &subscriptions);
-            if let Some(s) = &right_store {
-                g.connect_store(id, s);
-            }
-            id
-        };
+        let receive_id = add_processor(
+            &graph,
+            "KTABLE-FK-JOIN-SUBSCRIPTION-PROCESSOR",
+            sub_source,
+            &[Some(&subscriptions), right_store.as_deref()],
+        );
         let receive_out = ChildSlot::<Vec<u8>, Response>::new();
         stream_of(&graph, receive_id, receive_out.clone()).sink(resp_topic, Serdes::bytes(), ResponseSerde::serde());
 
         // 3. Right side: updates of the right table, to every subscriber.
-        let foreign_id = {
-            let mut g = graph.borrow_mut();
-            let id = g.add_node(
-                "KTABLE-FK-JOIN-FOREIGN-PROCESSOR",
-                NodeKind::Processor,
-                vec![other.node],
-            );
-            g.connect_store(id, &subscriptions);
-            id
-        };
+        let foreign_id = add_processor(
+            &graph,
+            "KTABLE-FK-JOIN-FOREIGN-PROCESSOR",
+            other.node,
+            &[Some(&subscriptions)],
+        );
         let foreign_out = ChildSlot::<Vec<u8>, Response>::new();
         stream_of(&graph, foreign_id, foreign_out.clone()).sink(resp_topic, Serdes::bytes(), ResponseSerde::serde());
 
         // 4. Left side: responses in, joined rows out.
         let (resp_source, resp_source_slot) =
             add_source(&graph, resp_topic, Serdes::bytes(), ResponseSerde::serde(), None);
-        let resolver_id = {
-            let mut g = graph.borrow_mut();
-            let id = g.add_node(
-                "KTABLE-FK-JOIN-SUBSCRIPTION-RESPONSE-RESOLVER",
-                NodeKind::Processor,
-                vec![resp_source],
-            );
-            g.connect_store(id, &left_values);
-            if let Some(s) = &result_store {
-                g.connect_store(id, s);
-            }
-            id
-        };
+        let resolver_id = add_processor(
+            &graph,
+            "KTABLE-FK-JOIN-SUBSCRIPTION-RESPONSE-RESOLVER",
+            resp_source,
+            &[Some(&left_values), result_store.as_deref()],
+        );
         let out = ChildSlot::<K, Option<R>>::new();
         let result_serde = joined.result.as_ref().map(|(_, s)| s.clone());
 
@@ -466,6 +453,17 @@ impl<K: Data, V: Data> KTable<K, V> {
             None,
         )
     }
+}
+
+/// Add a processor node `{kind}-{index}` after `parent`, connected to the
+/// stores that are `Some`; its id.
+fn add_processor(graph: &crate::builder::Graph, kind: &str, parent: usize, stores: &[Option<&str>]) -> usize {
+    let mut g = graph.borrow_mut();
+    let id = g.add_node(kind, NodeKind::Processor, vec![parent]);
+    for store in stores.iter().flatten() {
+        g.connect_store(id, store);
+    }
+    id
 }
 
 /// A stream handle on a node's output slot, to attach a sink to it.

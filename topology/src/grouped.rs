@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::builder::GraphBuilder;
+use crate::builder::{Graph, GraphBuilder};
 use crate::context::{InitContext, ProcessorContext};
 use crate::error::TopologyError;
 use crate::kstream::KStream;
@@ -18,6 +18,7 @@ use crate::ktable::KTable;
 use crate::materialized::Materialized;
 use crate::node::{ChildSlot, Children, Node};
 use crate::serde::{Serde, Serdes};
+use crate::sliding::{fixed_length_due, forward_due};
 use crate::store::{split_window_key, KvStoreRef, StoreError, StoreKind, StoreSpec, WindowStoreRef};
 use crate::topology::NodeKind;
 use crate::windows::{EmitStrategy, SessionWindows, TimeWindows, Window, Windowed};
@@ -26,6 +27,50 @@ use crate::Data;
 /// The per-record step of an aggregation: the new aggregate from the key,
 /// the record's value and the old aggregate (`None` for a new key/window).
 pub(crate) type Step<K, V, A> = Arc<dyn Fn(&K, V, Option<A>) -> A + Send + Sync>;
+
+/// The step of every `count`: one more record.
+pub(crate) fn count_step<K, V>() -> Step<K, V, u64> {
+    Arc::new(|_, _, old| old.unwrap_or(0) + 1)
+}
+
+/// The step of every `reduce`: the first value as is, then
+/// `reducer(old, new)`.
+pub(crate) fn reduce_step<K, V: 'static>(reducer: impl Fn(V, V) -> V + Send + Sync + 'static) -> Step<K, V, V> {
+    Arc::new(move |_, v, old| match old {
+        Some(o) => reducer(o, v),
+        None => v,
+    })
+}
+
+/// The step of every `aggregate`: `aggregator(key, value, old)`, with
+/// `init()` as the old aggregate of a new key or window.
+pub(crate) fn aggregate_step<K, V, A: 'static>(
+    init: impl Fn() -> A + Send + Sync + 'static,
+    aggregator: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
+) -> Step<K, V, A> {
+    Arc::new(move |k, v, old| aggregator(k, v, old.unwrap_or_else(&init)))
+}
+
+/// Declare the key-value store `store` of an aggregation, connect it to
+/// the aggregation's graph nodes and record its serdes for queries.
+pub(crate) fn declare_kv_store<K: 'static, A: 'static>(
+    g: &mut GraphBuilder,
+    nodes: &[usize],
+    store: &str,
+    logged: bool,
+    key_serde: &Serde<K>,
+    agg_serde: &Serde<A>,
+) {
+    g.add_store(StoreSpec {
+        name: store.to_string(),
+        kind: StoreKind::KeyValue,
+        logged,
+    });
+    for &n in nodes {
+        g.connect_store(n, store);
+    }
+    g.record_store_format(store, key_serde, agg_serde);
+}
 
 /// A stream grouped by key, ready to aggregate.
 pub struct KGroupedStream<K, V> {
@@ -57,12 +102,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
 
     /// The number of records per key.
     pub fn count(self, materialized: Materialized) -> KTable<K, u64> {
-        self.aggregate_with(
-            "KSTREAM-AGGREGATE",
-            materialized,
-            Serdes::u64(),
-            Arc::new(|_, _, old| old.unwrap_or(0) + 1),
-        )
+        self.aggregate_with("KSTREAM-AGGREGATE", materialized, Serdes::u64(), count_step())
     }
 
     /// Combine the values of a key with `reducer(old, new)`.
@@ -72,15 +112,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         materialized: Materialized,
     ) -> KTable<K, V> {
         let serde = self.value_serde.clone();
-        self.aggregate_with(
-            "KSTREAM-REDUCE",
-            materialized,
-            serde,
-            Arc::new(move |_, v, old| match old {
-                Some(o) => reducer(o, v),
-                None => v,
-            }),
-        )
+        self.aggregate_with("KSTREAM-REDUCE", materialized, serde, reduce_step(reducer))
     }
 
     /// Fold the values of a key into an aggregate that starts at `init()`.
@@ -95,7 +127,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
             "KSTREAM-AGGREGATE",
             materialized,
             aggregate_serde,
-            Arc::new(move |k, v, old| aggregator(k, v, old.unwrap_or_else(&init))),
+            aggregate_step(init, aggregator),
         )
     }
 
@@ -109,15 +141,15 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         let (input, store) = self.input(&materialized, kind);
         let id = {
             let mut g = input.graph.borrow_mut();
-            g.add_store(StoreSpec {
-                name: store.clone(),
-                kind: StoreKind::KeyValue,
-                logged: materialized.logged,
-            });
             let id = g.add_node(kind, NodeKind::Processor, vec![input.node]);
-            g.connect_store(id, &store);
-            g.store_formats
-                .push((store.clone(), self.key_serde.name(), aggregate_serde.name()));
+            declare_kv_store(
+                &mut g,
+                &[id],
+                &store,
+                materialized.logged,
+                &self.key_serde,
+                &aggregate_serde,
+            );
             id
         };
         let out = ChildSlot::<K, Option<A>>::new();
@@ -142,6 +174,48 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
             Some(aggregate_serde),
             None,
         )
+    }
+
+    /// A windowed aggregation of this stream with step `step`: its node
+    /// (named after `kind`), its store(s) and its table. Time, sliding and
+    /// session windows differ only by `W` (see [`WindowedAgg`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn windowed_aggregate<A: Data, W: WindowedAgg<K, A>, S>(
+        self,
+        kind: &str,
+        windows: W,
+        emit: EmitStrategy,
+        materialized: Materialized,
+        aggregate_serde: Serde<A>,
+        step: S,
+    ) -> KTable<Windowed<K>, A>
+    where
+        W::Core: Aggregates<K, V, S>,
+        S: Clone + Send + Sync + 'static,
+    {
+        let (input, store) = self.input(&materialized, kind);
+        let id = input
+            .graph
+            .borrow_mut()
+            .add_node(kind, NodeKind::Processor, vec![input.node]);
+        let setup = WindowAggSetup::declare(
+            &mut input.graph.borrow_mut(),
+            &[id],
+            store,
+            windows,
+            &materialized,
+            emit,
+            self.key_serde.clone(),
+            aggregate_serde,
+        );
+        let table = setup.table(input.graph.clone(), id);
+        input.attach(Arc::new(move |ictx| {
+            Ok(Box::new(AggNode {
+                core: setup.make_core(ictx)?,
+                step: step.clone(),
+            }) as Box<dyn Node<K, V>>)
+        }));
+        table
     }
 
     /// Window the grouped stream: `TimeWindows` (tumbling or hopping),
@@ -203,12 +277,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
 
     /// The number of records per key and window.
     pub fn count(self, materialized: Materialized) -> KTable<Windowed<K>, u64> {
-        self.aggregate_with(
-            "KSTREAM-AGGREGATE",
-            materialized,
-            Serdes::u64(),
-            Arc::new(|_, _, old| old.unwrap_or(0) + 1),
-        )
+        self.aggregate_with("KSTREAM-AGGREGATE", materialized, Serdes::u64(), count_step())
     }
 
     /// Combine the values of a key within each window.
@@ -218,15 +287,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         materialized: Materialized,
     ) -> KTable<Windowed<K>, V> {
         let serde = self.grouped.value_serde.clone();
-        self.aggregate_with(
-            "KSTREAM-REDUCE",
-            materialized,
-            serde,
-            Arc::new(move |_, v, old| match old {
-                Some(o) => reducer(o, v),
-                None => v,
-            }),
-        )
+        self.aggregate_with("KSTREAM-REDUCE", materialized, serde, reduce_step(reducer))
     }
 
     /// Fold the values of a key within each window.
@@ -241,7 +302,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
             "KSTREAM-AGGREGATE",
             materialized,
             aggregate_serde,
-            Arc::new(move |k, v, old| aggregator(k, v, old.unwrap_or_else(&init))),
+            aggregate_step(init, aggregator),
         )
     }
 
@@ -252,29 +313,8 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         aggregate_serde: Serde<A>,
         step: Step<K, V, A>,
     ) -> KTable<Windowed<K>, A> {
-        let (input, store) = self.grouped.input(&materialized, kind);
-        let id = input
-            .graph
-            .borrow_mut()
-            .add_node(kind, NodeKind::Processor, vec![input.node]);
-        let setup = WindowAggSetup::declare(
-            &mut input.graph.borrow_mut(),
-            &[id],
-            store,
-            self.windows,
-            &materialized,
-            self.emit,
-            self.grouped.key_serde.clone(),
-            aggregate_serde,
-        );
-        let table = setup.table(input.graph.clone(), id);
-        input.attach(Arc::new(move |ictx| {
-            Ok(Box::new(AggNode {
-                core: setup.make_core(ictx)?,
-                step: step.clone(),
-            }) as Box<dyn Node<K, V>>)
-        }));
-        table
+        self.grouped
+            .windowed_aggregate(kind, self.windows, self.emit, materialized, aggregate_serde, step)
     }
 }
 
@@ -485,6 +525,111 @@ pub(crate) fn declare_emit_store(g: &mut GraphBuilder, nodes: &[usize], store: &
     name
 }
 
+/// A window specification whose aggregations keep their windows in a
+/// window store: time, sliding and session windows. What differs between
+/// them is here; what they share is [`WindowAggSetup`], so one windowed
+/// stream or cogroup serves all three kinds
+/// ([`KGroupedStream::windowed_aggregate`], `cogroup.rs`).
+pub(crate) trait WindowedAgg<K, A>: Copy + Send + Sync + 'static {
+    /// What the aggregation is in a task.
+    type Core: AggCore;
+    /// Whether the store's values are the aggregate's bytes as they are,
+    /// so that the daemon can serve queries of the store with the
+    /// aggregate serde (sliding and session windows prefix a timestamp).
+    const QUERYABLE: bool;
+    /// How long the store keeps windows at least.
+    fn min_retention_ms(&self) -> i64;
+    /// The grace period of the aggregation's table: a window is final
+    /// once its end + this is at or behind stream time (when `suppress`
+    /// emits it).
+    fn table_grace_ms(&self) -> i64;
+    /// The task's core, with its emit progress (`Some` to emit on close).
+    fn make_core(
+        setup: &WindowAggSetup<Self, K, A>,
+        emit: Option<FinalEmitter>,
+        ictx: &mut InitContext<'_>,
+    ) -> Result<Self::Core, TopologyError>;
+}
+
+/// What a task needs to create a windowed aggregation core (windows `W`);
+/// built when the topology is declared ([`WindowAggSetup::declare`]).
+pub(crate) struct WindowAggSetup<W, K, A> {
+    pub(crate) store: String,
+    pub(crate) emit_store: Option<String>,
+    pub(crate) windows: W,
+    pub(crate) retention_ms: i64,
+    pub(crate) key_serde: Serde<K>,
+    pub(crate) agg_serde: Serde<A>,
+    pub(crate) out: Arc<ChildSlot<Windowed<K>, Option<A>>>,
+}
+
+impl<W: WindowedAgg<K, A>, K: Data, A: Data> WindowAggSetup<W, K, A> {
+    /// Declare the window store (and, to emit on close, the emit-progress
+    /// store) of an aggregation whose graph nodes are `nodes`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn declare(
+        g: &mut GraphBuilder,
+        nodes: &[usize],
+        store: String,
+        windows: W,
+        materialized: &Materialized,
+        emit: EmitStrategy,
+        key_serde: Serde<K>,
+        agg_serde: Serde<A>,
+    ) -> Self {
+        let retention = windows.min_retention_ms().max(materialized.retention_ms.unwrap_or(0));
+        g.add_store(StoreSpec {
+            name: store.clone(),
+            kind: StoreKind::Window {
+                retention_ms: retention,
+            },
+            logged: materialized.logged,
+        });
+        for &n in nodes {
+            g.connect_store(n, &store);
+        }
+        if W::QUERYABLE {
+            // Queryable by record key (`/stores/{store}?key=`): the daemon
+            // decodes the window prefix of the store key itself.
+            g.record_store_format(&store, &key_serde, &agg_serde);
+        }
+        let emit_store = emit
+            .on_close
+            .then(|| declare_emit_store(g, nodes, &store, materialized.logged));
+        WindowAggSetup {
+            store,
+            emit_store,
+            windows,
+            retention_ms: retention,
+            key_serde,
+            agg_serde,
+            out: ChildSlot::new(),
+        }
+    }
+
+    /// The aggregation's table, coming out of graph node `node`.
+    pub(crate) fn table(&self, graph: Graph, node: usize) -> KTable<Windowed<K>, A> {
+        KTable::new(
+            graph,
+            node,
+            self.out.clone(),
+            Some(self.store.clone()),
+            Serdes::windowed(self.key_serde.clone()),
+            Some(self.agg_serde.clone()),
+            Some(self.windows.table_grace_ms()),
+        )
+    }
+
+    pub(crate) fn make_core(&self, ictx: &mut InitContext<'_>) -> Result<W::Core, TopologyError> {
+        let emit = self
+            .emit_store
+            .as_deref()
+            .map(|s| FinalEmitter::open(ictx, s))
+            .transpose()?;
+        W::make_core(self, emit, ictx)
+    }
+}
+
 /// The emit progress of an [`EmitStrategy::on_window_close`] aggregation:
 /// the window close time (stream time minus grace) up to which it has
 /// emitted every closed window, as Kafka Streams' `lastEmitWindowCloseTime`.
@@ -570,96 +715,42 @@ impl FinalEmitter {
     }
 }
 
-/// What a task needs to create a time-window aggregation core; built when
-/// the topology is declared ([`WindowAggSetup::declare`]).
-pub(crate) struct WindowAggSetup<K, A> {
-    pub(crate) store: String,
-    pub(crate) emit_store: Option<String>,
-    pub(crate) windows: TimeWindows,
-    pub(crate) retention_ms: i64,
-    pub(crate) key_serde: Serde<K>,
-    pub(crate) agg_serde: Serde<A>,
-    pub(crate) out: Arc<ChildSlot<Windowed<K>, Option<A>>>,
-}
+impl<K: Data, A: Data> WindowedAgg<K, A> for TimeWindows {
+    type Core = TimeWindowAggCore<K, A>;
+    const QUERYABLE: bool = true;
 
-impl<K: Data, A: Data> WindowAggSetup<K, A> {
-    /// Declare the window store (and, to emit on close, the emit-progress
-    /// store) of an aggregation whose graph nodes are `nodes`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn declare(
-        g: &mut GraphBuilder,
-        nodes: &[usize],
-        store: String,
-        windows: TimeWindows,
-        materialized: &Materialized,
-        emit: EmitStrategy,
-        key_serde: Serde<K>,
-        agg_serde: Serde<A>,
-    ) -> Self {
-        let retention = (windows.size_ms + windows.grace_ms).max(materialized.retention_ms.unwrap_or(0));
-        g.add_store(StoreSpec {
-            name: store.clone(),
-            kind: StoreKind::Window {
-                retention_ms: retention,
-            },
-            logged: materialized.logged,
-        });
-        for &n in nodes {
-            g.connect_store(n, &store);
-        }
-        // Queryable by record key (`/stores/{store}?key=`): the daemon
-        // decodes the window prefix of the store key itself.
-        g.store_formats
-            .push((store.clone(), key_serde.name(), agg_serde.name()));
-        let emit_store = emit
-            .on_close
-            .then(|| declare_emit_store(g, nodes, &store, materialized.logged));
-        WindowAggSetup {
-            store,
-            emit_store,
-            windows,
-            retention_ms: retention,
-            key_serde,
-            agg_serde,
-            out: ChildSlot::new(),
-        }
+    /// Saturating: a grace of up to `i64::MAX` ms is accepted by
+    /// [`TimeWindows::grace`], and must not overflow here.
+    fn min_retention_ms(&self) -> i64 {
+        self.size_ms.saturating_add(self.grace_ms)
     }
 
-    /// The aggregation's table, coming out of graph node `node`.
-    pub(crate) fn table(&self, graph: crate::builder::Graph, node: usize) -> KTable<Windowed<K>, A> {
-        KTable::new(
-            graph,
-            node,
-            self.out.clone(),
-            Some(self.store.clone()),
-            Serdes::windowed(self.key_serde.clone()),
-            Some(self.agg_serde.clone()),
-            Some(self.windows.grace_ms),
-        )
+    fn table_grace_ms(&self) -> i64 {
+        self.grace_ms
     }
 
-    pub(crate) fn make_core(&self, ictx: &mut InitContext<'_>) -> Result<WindowAggCore<K, A>, TopologyError> {
-        let emit = match &self.emit_store {
-            Some(s) => Some(FinalEmitter::open(ictx, s)?),
-            None => None,
-        };
-        Ok(WindowAggCore {
-            store: ictx.window_store(&self.store)?,
-            name: Arc::from(self.store.as_str()),
-            windows: self.windows,
-            retention_ms: self.retention_ms,
+    fn make_core(
+        setup: &WindowAggSetup<Self, K, A>,
+        emit: Option<FinalEmitter>,
+        ictx: &mut InitContext<'_>,
+    ) -> Result<TimeWindowAggCore<K, A>, TopologyError> {
+        Ok(TimeWindowAggCore {
+            store: ictx.window_store(&setup.store)?,
+            name: Arc::from(setup.store.as_str()),
+            windows: setup.windows,
+            retention_ms: setup.retention_ms,
             last_purge: i64::MIN,
-            key_serde: self.key_serde.clone(),
-            agg_serde: self.agg_serde.clone(),
+            key_serde: setup.key_serde.clone(),
+            agg_serde: setup.agg_serde.clone(),
             emit,
-            children: self.out.instantiate(ictx)?,
+            children: setup.out.instantiate(ictx)?,
             kbuf: Vec::new(),
             vbuf: Vec::new(),
         })
     }
 }
 
-pub(crate) struct WindowAggCore<K, A> {
+pub(crate) struct TimeWindowAggCore<K, A> {
     store: WindowStoreRef,
     name: Arc<str>,
     windows: TimeWindows,
@@ -675,7 +766,7 @@ pub(crate) struct WindowAggCore<K, A> {
     vbuf: Vec<u8>,
 }
 
-impl<K: Data, A: Data> WindowAggCore<K, A> {
+impl<K: Data, A: Data> TimeWindowAggCore<K, A> {
     /// Drop windows past retention, at most once per window advance.
     fn maybe_purge(&mut self, ctx: &mut ProcessorContext) {
         let st = ctx.stream_time;
@@ -702,51 +793,15 @@ impl<K: Data, A: Data> WindowAggCore<K, A> {
         let Some((last, close)) = emitter.due(ctx, self.windows.grace_ms) else {
             return;
         };
-        let size = self.windows.size_ms;
-        let from = if last == i64::MIN {
-            i64::MIN
-        } else {
-            last.saturating_sub(size).saturating_add(1)
+        let due = match fixed_length_due(&self.store, last, close, self.windows.size_ms) {
+            Ok(d) => d,
+            Err(e) => return ctx.fail(e),
         };
-        let to = close.saturating_sub(size);
-        if from <= to {
-            let entries = match self.store.borrow_mut().fetch_all(from, to) {
-                Ok(e) => e,
-                Err(e) => return ctx.fail(e),
-            };
-            let due = entries
-                .into_iter()
-                .map(|(key, start, value)| crate::sliding::DueWindow {
-                    start,
-                    end: start.saturating_add(size),
-                    key,
-                    value,
-                })
-                .collect();
-            let ts = ctx.timestamp;
-            for w in crate::sliding::in_suppress_order(due) {
-                let key = match self.key_serde.deserialize(&w.key) {
-                    Ok(k) => k,
-                    Err(e) => {
-                        return ctx.fail(StoreError::new(&*self.name, format!("stored key does not decode: {e}")))
-                    }
-                };
-                let agg = match decode_stored(&self.agg_serde, &self.name, &w.value) {
-                    Ok(a) => a,
-                    Err(e) => return ctx.fail(e),
-                };
-                // The timestamp `suppress` gives a final result.
-                ctx.timestamp = w.end;
-                let wk = Windowed {
-                    key,
-                    window: Window {
-                        start: w.start,
-                        end: w.end,
-                    },
-                };
-                self.children.forward(ctx, wk, Some(agg));
-            }
-            ctx.timestamp = ts;
+        let decoded = forward_due(ctx, &mut self.children, &self.key_serde, &self.name, due, |v| {
+            decode_stored(&self.agg_serde, &self.name, v)
+        });
+        if let Err(e) = decoded {
+            return ctx.fail(e);
         }
         if let Err(e) = self.emit.as_mut().expect("emitting").set_last_close(close) {
             ctx.fail(e);
@@ -754,7 +809,7 @@ impl<K: Data, A: Data> WindowAggCore<K, A> {
     }
 }
 
-impl<K: Data, V: Clone, A: Data> Aggregates<K, V, Step<K, V, A>> for WindowAggCore<K, A> {
+impl<K: Data, V: Clone, A: Data> Aggregates<K, V, Step<K, V, A>> for TimeWindowAggCore<K, A> {
     fn aggregate(&mut self, ctx: &mut ProcessorContext, key: K, value: V, step: &Step<K, V, A>) {
         self.kbuf.clear();
         if let Err(e) = self.key_serde.serialize(&key, &mut self.kbuf) {
@@ -798,7 +853,7 @@ impl<K: Data, V: Clone, A: Data> Aggregates<K, V, Step<K, V, A>> for WindowAggCo
     }
 }
 
-impl<K: Data, A: Data> AggCore for WindowAggCore<K, A> {
+impl<K: Data, A: Data> AggCore for TimeWindowAggCore<K, A> {
     fn flush(&mut self, ctx: &mut ProcessorContext) {
         let records = match self.store.borrow_mut().flush() {
             Ok(r) => r,
@@ -862,5 +917,29 @@ impl<K: Data, A: Data> AggCore for WindowAggCore<K, A> {
     }
     fn close(&mut self, ctx: &mut ProcessorContext) {
         self.children.close(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::*;
+
+    /// A grace of up to `i64::MAX` ms is a valid window parameter: declaring
+    /// the aggregation must not overflow computing retention or table grace.
+    #[test]
+    fn the_largest_grace_builds() {
+        let max = Duration::from_millis(i64::MAX as u64);
+        let mut b = StreamsBuilder::new();
+        let s = b.stream::<String, String>("t", Serdes::string(), Serdes::string());
+        s.clone()
+            .group_by_key(Serdes::string(), Serdes::string())
+            .windowed_by(TimeWindows::of(Duration::from_millis(10)).unwrap().grace(max).unwrap())
+            .count(Materialized::named("time"));
+        s.group_by_key(Serdes::string(), Serdes::string())
+            .windowed_by(SlidingWindows::of_time_difference_and_grace(Duration::ZERO, max).unwrap())
+            .count(Materialized::named("sliding"));
+        b.build().unwrap();
     }
 }

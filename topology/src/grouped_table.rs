@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use crate::builder::Graph;
 use crate::context::ProcessorContext;
-use crate::grouped::decode_stored;
+use crate::grouped::{aggregate_step, count_step, declare_kv_store, decode_stored, reduce_step, Step};
 use crate::kstream::KStream;
 use crate::ktable::KTable;
 use crate::materialized::Materialized;
@@ -228,8 +228,9 @@ impl<K: Data, V: Data> KTable<K, V> {
 }
 
 type Selector<K, V, KR, VR> = dyn Fn(&K, &V) -> (KR, VR) + Send + Sync;
-/// Add a value to a group's aggregate (`None`: the group has none yet).
-type Adder<K, V, A> = Arc<dyn Fn(&K, V, Option<A>) -> A + Send + Sync>;
+/// Add a value to a group's aggregate (`None`: the group has none yet):
+/// the step of a stream aggregation.
+type Adder<K, V, A> = Step<K, V, A>;
 /// Subtract a value from a group's aggregate; `None` deletes the group.
 type Subtractor<K, V, A> = Arc<dyn Fn(&K, V, A) -> Option<A> + Send + Sync>;
 
@@ -241,7 +242,7 @@ impl<KR: Data, VR: Data> KGroupedTable<KR, VR> {
             "KTABLE-AGGREGATE",
             materialized,
             Serdes::u64(),
-            Arc::new(|_, _, n| n.unwrap_or(0) + 1),
+            count_step(),
             Arc::new(|_, _, n| Some(n.saturating_sub(1))),
         )
     }
@@ -262,10 +263,7 @@ impl<KR: Data, VR: Data> KGroupedTable<KR, VR> {
             "KTABLE-REDUCE",
             materialized,
             serde,
-            Arc::new(move |_, v, agg| match agg {
-                Some(agg) => adder(agg, v),
-                None => v,
-            }),
+            reduce_step(adder),
             Arc::new(move |_, v, agg| subtractor(agg, v)),
         )
     }
@@ -287,7 +285,7 @@ impl<KR: Data, VR: Data> KGroupedTable<KR, VR> {
             "KTABLE-AGGREGATE",
             materialized,
             aggregate_serde,
-            Arc::new(move |k, v, agg| adder(k, v, agg.unwrap_or_else(&init))),
+            aggregate_step(init, adder),
             Arc::new(subtractor),
         )
     }
@@ -309,15 +307,15 @@ impl<KR: Data, VR: Data> KGroupedTable<KR, VR> {
         );
         let id = {
             let mut g = input.graph.borrow_mut();
-            g.add_store(StoreSpec {
-                name: store.clone(),
-                kind: StoreKind::KeyValue,
-                logged: materialized.logged,
-            });
             let id = g.add_node(kind, NodeKind::Processor, vec![input.node]);
-            g.connect_store(id, &store);
-            g.store_formats
-                .push((store.clone(), self.key_serde.name(), aggregate_serde.name()));
+            declare_kv_store(
+                &mut g,
+                &[id],
+                &store,
+                materialized.logged,
+                &self.key_serde,
+                &aggregate_serde,
+            );
             id
         };
         let out = ChildSlot::<KR, Option<A>>::new();

@@ -2,9 +2,21 @@
 //! left and outer).
 //!
 //! Both kinds need the two sides' records of a key in the same task, so
-//! both require co-partitioned inputs: a stream whose key was changed
-//! upstream must be [`KStream::repartition`]ed first (the DSL reports it at
-//! `build()` rather than silently joining the wrong partitions).
+//! both require co-partitioned inputs. A stream whose key was changed
+//! upstream is repartitioned automatically, as in Kafka Streams, when the
+//! join has its serdes: stream–stream joins always do ([`StreamJoined`]),
+//! stream–table joins through [`KStream::join_with`] /
+//! [`KStream::left_join_with`] ([`Joined`]). The repartition topics are
+//! named after the join (`{name}-repartition` for a stream–table join,
+//! `{name}-left-repartition` / `{name}-right-repartition` for a
+//! stream–stream join). The plain [`KStream::join`] / [`KStream::left_join`]
+//! cannot repartition (no serdes): on a re-keyed stream they fail at
+//! `build()` with an error that points to `join_with`, rather than silently
+//! joining the wrong partitions.
+//!
+//! The source topics of the two sides must also have the same partition
+//! count; the runtime's plan gives a repartition topic the partition count
+//! of the external topics its reader also reads (see `weir_runtime::Plan`).
 //!
 //! * Stream–table: each stream record looks its key up in the table's
 //!   store. Table updates do not trigger output (the table is the "lookup"
@@ -39,9 +51,8 @@ use std::ops::Bound;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::builder::{GraphBuilder, NullCheck};
+use crate::builder::NullCheck;
 use crate::context::ProcessorContext;
-use crate::error::TopologyError;
 use crate::grouped::decode_stored;
 use crate::kstream::KStream;
 use crate::ktable::KTable;
@@ -94,9 +105,11 @@ impl<K, V, V2> StreamJoined<K, V, V2> {
     }
 
     /// Name the join's stores `{name}-this-join-store` and
-    /// `{name}-other-join-store` (and so their changelog topics) instead of
-    /// deriving them from the operator's position, so that they stay the
-    /// same when operators are added before the join.
+    /// `{name}-other-join-store` (and so their changelog topics), and the
+    /// repartition topics of re-keyed sides `{name}-left-repartition` /
+    /// `{name}-right-repartition`, instead of deriving them from the
+    /// operator's position, so that they stay the same when operators are
+    /// added before the join.
     pub fn with_store_name(self, name: &str) -> Self {
         StreamJoined {
             store_name: Some(name.to_string()),
@@ -105,15 +118,75 @@ impl<K, V, V2> StreamJoined<K, V, V2> {
     }
 }
 
-/// Record a construction error for a join node (never panic on user input).
-fn join_error(g: &mut GraphBuilder, node: usize, reason: String) {
-    let name = g.nodes[node].name.clone();
-    g.errors.push(TopologyError::InvalidOperation { node: name, reason });
+/// The serdes of a stream–table join (Kafka Streams' `Joined`): the key,
+/// the stream's values and the table's values. A stream whose key was
+/// changed upstream is repartitioned with them before the join, through
+/// `{application_id}-{name}-repartition` (see [`Joined::with_name`]).
+///
+/// ```
+/// # use weir_topology::prelude::*;
+/// let mut b = StreamsBuilder::new();
+/// let users = b.table::<String, String>("users", Serdes::string(), Serdes::string(), Materialized::named("users"));
+/// b.stream::<String, String>("clicks", Serdes::string(), Serdes::string())
+///     .select_key(|_, user| user.clone())
+///     .join_with(
+///         &users,
+///         |_, click, name| format!("{click} by {name}"),
+///         Joined::with(Serdes::string(), Serdes::string(), Serdes::string()).with_name("clicks-users"),
+///     )
+///     .to("enriched", Serdes::string(), Serdes::string());
+/// assert!(b.build()?.describe("app").contains("(topic: app-clicks-users-repartition)"));
+/// # Ok::<(), TopologyError>(())
+/// ```
+pub struct Joined<K, V, VT> {
+    pub(crate) key_serde: Serde<K>,
+    pub(crate) value_serde: Serde<V>,
+    /// The table's value serde: the table reads its values with its own
+    /// (its store is already materialized); kept for Kafka Streams' shape
+    /// of `Joined.with(key, value, otherValue)`.
+    #[allow(dead_code)]
+    pub(crate) other_value_serde: Serde<VT>,
+    pub(crate) name: Option<String>,
+}
+
+impl<K, V, VT> Clone for Joined<K, V, VT> {
+    fn clone(&self) -> Self {
+        Joined {
+            key_serde: self.key_serde.clone(),
+            value_serde: self.value_serde.clone(),
+            other_value_serde: self.other_value_serde.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl<K, V, VT> Joined<K, V, VT> {
+    /// The key serde, the stream's value serde and the table's value serde.
+    pub fn with(key_serde: Serde<K>, value_serde: Serde<V>, other_value_serde: Serde<VT>) -> Self {
+        Joined {
+            key_serde,
+            value_serde,
+            other_value_serde,
+            name: None,
+        }
+    }
+
+    /// Name the join's repartition topic `{name}-repartition` instead of
+    /// deriving it from the operator's position
+    /// (`KSTREAM-JOIN-{index}-repartition`), so that it stays the same when
+    /// operators are added before the join.
+    pub fn with_name(self, name: &str) -> Self {
+        Joined {
+            name: Some(name.to_string()),
+            ..self
+        }
+    }
 }
 
 const REPARTITION_FIRST: &str =
-    "the stream's key was changed upstream: call repartition(..) before joining, so that both sides are \
-     partitioned by the same key (co-partitioned)";
+    "the stream's key was changed upstream, so it must be repartitioned before the join (both sides partitioned \
+     by the same key, co-partitioned): use join_with(..) / left_join_with(..) with Joined::with(key_serde, \
+     value_serde, table_value_serde), which repartitions it automatically, or call repartition(..) before joining";
 
 impl<K: Data, V: Data> KStream<K, V> {
     /// Inner stream–table join: each record of this stream whose key is in
@@ -125,7 +198,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         table: &KTable<K, VT>,
         joiner: impl Fn(&K, V, VT) -> VO + Send + Sync + 'static,
     ) -> KStream<K, VO> {
-        self.table_join("KSTREAM-JOIN", false, table, move |k, v, vt: Option<VT>| {
+        self.table_join("KSTREAM-JOIN", false, table, None, move |k, v, vt: Option<VT>| {
             vt.map(|vt| joiner(k, v, vt))
         })
     }
@@ -138,10 +211,78 @@ impl<K: Data, V: Data> KStream<K, V> {
         table: &KTable<K, VT>,
         joiner: impl Fn(&K, V, Option<VT>) -> VO + Send + Sync + 'static,
     ) -> KStream<K, VO> {
-        self.table_join("KSTREAM-LEFTJOIN", true, table, move |k, v, vt| Some(joiner(k, v, vt)))
+        self.table_join("KSTREAM-LEFTJOIN", true, table, None, move |k, v, vt| {
+            Some(joiner(k, v, vt))
+        })
+    }
+
+    /// [`join`](Self::join) with the stream's serdes (Kafka Streams'
+    /// `join(table, joiner, Joined)`): if the stream's key was changed
+    /// upstream, it is repartitioned by its new key first, through the
+    /// internal topic `{application_id}-{name}-repartition` (`name` from
+    /// [`Joined::with_name`], or `KSTREAM-JOIN-{index}`), so that each
+    /// record meets the table partition holding its key. Without a key
+    /// change it is exactly `join`.
+    pub fn join_with<VT: Data, VO: Data>(
+        self,
+        table: &KTable<K, VT>,
+        joiner: impl Fn(&K, V, VT) -> VO + Send + Sync + 'static,
+        joined: Joined<K, V, VT>,
+    ) -> KStream<K, VO> {
+        self.table_join(
+            "KSTREAM-JOIN",
+            false,
+            table,
+            Some(joined),
+            move |k, v, vt: Option<VT>| vt.map(|vt| joiner(k, v, vt)),
+        )
+    }
+
+    /// [`left_join`](Self::left_join) with the stream's serdes, repartitioning
+    /// a re-keyed stream first as [`join_with`](Self::join_with) does
+    /// (default topic name `KSTREAM-LEFTJOIN-{index}-repartition`).
+    pub fn left_join_with<VT: Data, VO: Data>(
+        self,
+        table: &KTable<K, VT>,
+        joiner: impl Fn(&K, V, Option<VT>) -> VO + Send + Sync + 'static,
+        joined: Joined<K, V, VT>,
+    ) -> KStream<K, VO> {
+        self.table_join("KSTREAM-LEFTJOIN", true, table, Some(joined), move |k, v, vt| {
+            Some(joiner(k, v, vt))
+        })
+    }
+
+    /// This stream, repartitioned through `{name}-repartition` if its key
+    /// was changed upstream (the automatic repartition before a join).
+    fn repartitioned_for_join(self, name: String, key_serde: Serde<K>, value_serde: Serde<V>) -> KStream<K, V> {
+        if self.repartition_required {
+            self.repartition(&name, key_serde, value_serde)
+        } else {
+            self
+        }
     }
 
     fn table_join<VT: Data, VO: Data>(
+        self,
+        kind: &str,
+        left: bool,
+        table: &KTable<K, VT>,
+        joined: Option<Joined<K, V, VT>>,
+        joiner: impl Fn(&K, V, Option<VT>) -> Option<VO> + Send + Sync + 'static,
+    ) -> KStream<K, VO> {
+        let this = match joined {
+            Some(j) => {
+                let name = j
+                    .name
+                    .unwrap_or_else(|| format!("{kind}-{:010}", self.graph.borrow().next_index()));
+                self.repartitioned_for_join(name, j.key_serde, j.value_serde)
+            }
+            None => self,
+        };
+        this.table_join_node(kind, left, table, joiner)
+    }
+
+    fn table_join_node<VT: Data, VO: Data>(
         self,
         kind: &str,
         left: bool,
@@ -152,14 +293,13 @@ impl<K: Data, V: Data> KStream<K, V> {
             let mut g = self.graph.borrow_mut();
             let id = g.add_node(kind, NodeKind::Processor, vec![self.node]);
             if self.repartition_required {
-                join_error(&mut g, id, REPARTITION_FIRST.to_string());
+                g.node_error(id, REPARTITION_FIRST);
             }
             match (&table.store, &table.value_serde) {
                 (Some(store), Some(_)) => {
                     let kind = g.stores.iter().find(|s| &s.name == store).map(|s| s.kind);
                     if let Some(StoreKind::Window { .. }) = kind {
-                        join_error(
-                            &mut g,
+                        g.node_error(
                             id,
                             format!(
                                 "the table's store {store:?} is a window store: a stream can only join a \
@@ -171,8 +311,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                     // in one sub-topology, hence one task per partition.
                     g.connect_store(id, store);
                 }
-                _ => join_error(
-                    &mut g,
+                _ => g.node_error(
                     id,
                     "the table is not materialized (it has no store to look keys up in): join a source table or \
                      an aggregation result, or materialize the table first"
@@ -295,6 +434,42 @@ impl<K: Data, V: Data> KStream<K, V> {
         windows: JoinWindows,
         serdes: StreamJoined<K, V, V2>,
     ) -> KStream<K, VO> {
+        // A side whose key was changed upstream is repartitioned by its new
+        // key first (Kafka Streams does the same), through
+        // `{name}-left-repartition` / `{name}-right-repartition`, `name`
+        // being the join's store name (`StreamJoined::with_store_name`) or
+        // `KSTREAM-JOIN-{index}`.
+        let (this, other) = if self.repartition_required || other.repartition_required {
+            let name = serdes
+                .store_name
+                .clone()
+                .unwrap_or_else(|| format!("KSTREAM-JOIN-{:010}", self.graph.borrow().next_index()));
+            let this = self.repartitioned_for_join(
+                format!("{name}-left"),
+                serdes.key_serde.clone(),
+                serdes.this_value_serde.clone(),
+            );
+            let other = other.repartitioned_for_join(
+                format!("{name}-right"),
+                serdes.key_serde.clone(),
+                serdes.other_value_serde.clone(),
+            );
+            (this, other)
+        } else {
+            (self, other)
+        };
+        this.stream_join_nodes(other, left_outer, right_outer, joiner, windows, serdes)
+    }
+
+    fn stream_join_nodes<V2: Data, VO: Data>(
+        self,
+        other: KStream<K, V2>,
+        left_outer: bool,
+        right_outer: bool,
+        joiner: Arc<StreamJoiner<K, V, V2, VO>>,
+        windows: JoinWindows,
+        serdes: StreamJoined<K, V, V2>,
+    ) -> KStream<K, VO> {
         // Records older than before + after + grace behind stream time are
         // late. The stores keep records max(before, after) longer, so that a
         // record that is just in time still finds every partner in its
@@ -335,7 +510,7 @@ impl<K: Data, V: Data> KStream<K, V> {
             let other_side = g.add_node(other_kind, NodeKind::Processor, vec![other.node]);
             let merge = g.add_node("KSTREAM-MERGE", NodeKind::Processor, vec![this_side, other_side]);
             if self.repartition_required || other.repartition_required {
-                join_error(&mut g, this_side, REPARTITION_FIRST.to_string());
+                g.node_error(this_side, REPARTITION_FIRST);
             }
             for store in [&this_store, &other_store] {
                 g.add_store(StoreSpec {

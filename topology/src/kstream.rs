@@ -7,8 +7,8 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::builder::{add_source, Graph};
-use crate::context::ProcessorContext;
+use crate::builder::{add_source, validate_name, Graph};
+use crate::context::{Destination, ProcessorContext, DYNAMIC_TOPIC};
 use crate::grouped::KGroupedStream;
 use crate::node::{ChildSlot, Children, FnNode, Node, NodeFactory, SharedChildren};
 use crate::serde::Serde;
@@ -233,17 +233,74 @@ impl<K: Data, V: Data> KStream<K, V> {
         self.sink(t, key_serde, value_serde);
     }
 
+    /// Write every record to `topic`, in the partition `partitioner(key,
+    /// value, partition_count)` chooses (Kafka Streams' `StreamPartitioner`);
+    /// `None` leaves the record to the default partitioning (Kafka's, by
+    /// key). A partition out of range sends the record to the dead-letter
+    /// topic instead.
+    ///
+    /// ```
+    /// # use weir_topology::prelude::*;
+    /// let mut b = StreamsBuilder::new();
+    /// b.stream::<u32, String>("in", Serdes::u32(), Serdes::string())
+    ///     .to_with_partitioner("out", Serdes::u32(), Serdes::string(), |k, _, n| Some(k % n));
+    /// # b.build().unwrap();
+    /// ```
+    pub fn to_with_partitioner(
+        self,
+        topic: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+        partitioner: impl Fn(&K, &V, u32) -> Option<u32> + Send + Sync + 'static,
+    ) {
+        let t = self.graph.borrow_mut().topic(topic, false);
+        self.sink_routed(SinkTopic::Fixed(t), key_serde, value_serde, Some(Arc::new(partitioner)));
+    }
+
+    /// Write every record to the topic `extractor(key, value)` names (Kafka
+    /// Streams' `TopicNameExtractor`), partitioned by key. The topics must
+    /// exist (weir creates only its own internal topics); a name that is
+    /// not a valid topic name sends the record to the dead-letter topic.
+    ///
+    /// The topology does not know these topics in advance: a record carries
+    /// its topic's name to the runtime, which produces it to the partition
+    /// the producer's partitioner (Kafka's default, by key) chooses.
+    pub fn to_dynamic(
+        self,
+        extractor: impl Fn(&K, &V) -> String + Send + Sync + 'static,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+    ) {
+        self.sink_routed(SinkTopic::Dynamic(Arc::new(extractor)), key_serde, value_serde, None);
+    }
+
     pub(crate) fn sink(&self, topic: u32, key_serde: Serde<K>, value_serde: Serde<V>) {
-        let id = self
-            .graph
-            .borrow_mut()
-            .add_node("KSTREAM-SINK", NodeKind::Sink { topic }, vec![self.node]);
-        let _ = id;
+        self.sink_routed(SinkTopic::Fixed(topic), key_serde, value_serde, None)
+    }
+
+    /// Add a sink node: to a topic of the topology or one chosen per record,
+    /// with an optional partitioner.
+    pub(crate) fn sink_routed(
+        &self,
+        topic: SinkTopic<K, V>,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+        partitioner: Option<StreamPartitioner<K, V>>,
+    ) {
+        // A per-record topic is no topic of the topology: the node shows as
+        // a processor named like a sink.
+        let kind = match &topic {
+            SinkTopic::Fixed(t) => NodeKind::Sink { topic: *t },
+            SinkTopic::Dynamic(_) => NodeKind::Processor,
+        };
+        self.graph.borrow_mut().add_node("KSTREAM-SINK", kind, vec![self.node]);
         self.slot.push(Arc::new(move |_ictx| {
             Ok(Box::new(SinkNode {
-                topic,
+                topic: topic.clone(),
                 key_serde: key_serde.clone(),
                 value_serde: value_serde.clone(),
+                partitioner: partitioner.clone(),
+                name: String::new(),
             }) as Box<dyn Node<K, V>>)
         }));
     }
@@ -252,8 +309,31 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// read it back, so that records are partitioned by their current key
     /// before the operators that follow (which run in a new sub-topology).
     pub fn repartition(self, name: &str, key_serde: Serde<K>, value_serde: Serde<V>) -> KStream<K, V> {
+        self.repartition_via(name, key_serde, value_serde, None)
+    }
+
+    /// [`repartition`](Self::repartition) with the partition of each
+    /// record chosen by `partitioner(key, value, partition_count)` (see
+    /// [`to_with_partitioner`](Self::to_with_partitioner)).
+    pub fn repartition_with_partitioner(
+        self,
+        name: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+        partitioner: impl Fn(&K, &V, u32) -> Option<u32> + Send + Sync + 'static,
+    ) -> KStream<K, V> {
+        self.repartition_via(name, key_serde, value_serde, Some(Arc::new(partitioner)))
+    }
+
+    pub(crate) fn repartition_via(
+        self,
+        name: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+        partitioner: Option<StreamPartitioner<K, V>>,
+    ) -> KStream<K, V> {
         let t = self.graph.borrow_mut().topic(&format!("{name}-repartition"), true);
-        self.sink(t, key_serde.clone(), value_serde.clone());
+        self.sink_routed(SinkTopic::Fixed(t), key_serde.clone(), value_serde.clone(), partitioner);
         let (id, slot) = add_source(&self.graph, t, key_serde, value_serde, None);
         KStream {
             graph: self.graph.clone(),
@@ -286,11 +366,42 @@ impl<K: Data, V: Data> KStream<K, V> {
     }
 }
 
-/// Writes records to a topic through the task's record collector.
+/// Chooses the partition of a record written to a topic: `(key, value,
+/// partition count)` to a partition below the count, or `None` for the
+/// default partitioning (Kafka Streams' `StreamPartitioner`).
+pub type StreamPartitioner<K, V> = Arc<dyn Fn(&K, &V, u32) -> Option<u32> + Send + Sync>;
+
+/// Chooses the topic of a record by name (Kafka Streams'
+/// `TopicNameExtractor`).
+pub type TopicNameExtractor<K, V> = Arc<dyn Fn(&K, &V) -> String + Send + Sync>;
+
+/// Where a sink writes.
+pub(crate) enum SinkTopic<K, V> {
+    /// A topic of the topology (its index).
+    Fixed(u32),
+    /// A topic chosen per record.
+    Dynamic(TopicNameExtractor<K, V>),
+}
+
+impl<K, V> Clone for SinkTopic<K, V> {
+    fn clone(&self) -> Self {
+        match self {
+            SinkTopic::Fixed(t) => SinkTopic::Fixed(*t),
+            SinkTopic::Dynamic(f) => SinkTopic::Dynamic(f.clone()),
+        }
+    }
+}
+
+/// Writes records to a topic through the task's record collector, with
+/// the current record's headers.
 struct SinkNode<K, V> {
-    topic: u32,
+    topic: SinkTopic<K, V>,
     key_serde: Serde<K>,
     value_serde: Serde<V>,
+    partitioner: Option<StreamPartitioner<K, V>>,
+    /// The last dynamic topic name (reused: no allocation per record when
+    /// the extractor returns the same name).
+    name: String,
 }
 
 impl<K, V> Node<K, V> for SinkNode<K, V>
@@ -302,15 +413,52 @@ where
     fn process(&mut self, ctx: &mut ProcessorContext, key: K, value: V) {
         let ts = ctx.timestamp;
         let origin = ctx.origin();
+        let (topic, topic_name) = match &self.topic {
+            SinkTopic::Fixed(t) => (*t, None),
+            SinkTopic::Dynamic(extract) => {
+                let name = extract(&key, &value);
+                if name != self.name {
+                    if let Err(e) = validate_name(&name) {
+                        return ctx.dead_letter(format!("the topic name extractor chose no valid topic: {e}"));
+                    }
+                    self.name = name;
+                }
+                (DYNAMIC_TOPIC, Some(self.name.as_str()))
+            }
+        };
+        // A partitioner is asked only when the topic's partition count is
+        // known (the runtime tells each task; not the bare engine, which
+        // does not partition).
+        let mut partition = None;
+        if let Some(choose) = &self.partitioner {
+            if let Some(count) = ctx.partition_count(topic) {
+                match choose(&key, &value, count) {
+                    Some(p) if p >= count => {
+                        return ctx.dead_letter(format!(
+                            "the partitioner chose partition {p} of a topic with {count} partitions"
+                        ))
+                    }
+                    chosen => partition = chosen,
+                }
+            }
+        }
         let (ks, vs) = (&self.key_serde, &self.value_serde);
         // A key or value its serde calls null (Serdes::optional's None) is
         // written as a Kafka null, not as an empty byte string.
         let write_key = (!ks.is_null(&key)).then_some(|out: &mut Vec<u8>| ks.serialize(&key, out));
         let write_value = (!vs.is_null(&value)).then_some(|out: &mut Vec<u8>| vs.serialize(&value, out));
-        if let Err(e) = ctx
-            .collector
-            .push_opt_with(self.topic, ts, origin, write_key, write_value)
-        {
+        // A record's headers follow it; what is emitted at flush or
+        // punctuation time has none, unless a processor's punctuation set
+        // them.
+        let headers =
+            (!ctx.headers.is_empty() && (!ctx.emitting_on_time || ctx.punctuation_headers)).then_some(&ctx.headers);
+        let to = Destination {
+            topic,
+            topic_name,
+            partition,
+            headers,
+        };
+        if let Err(e) = ctx.collector.push_to(to, ts, origin, write_key, write_value) {
             ctx.dead_letter(format!("serialization for sink failed: {e}"));
         }
     }

@@ -449,8 +449,7 @@ pub(crate) fn source_table<K: Data, V: Data>(
             logged: materialized.logged,
         });
         g.connect_store(id, &store);
-        g.store_formats
-            .push((store.clone(), key_serde.name(), value_serde.name()));
+        g.record_store_format(&store, &key_serde, &value_serde);
         let slot = ChildSlot::<K, Option<V>>::new();
         let (slot2, store2, ks, vs) = (slot.clone(), store.clone(), key_serde.clone(), value_serde.clone());
         g.sources.push(SourceEntry {

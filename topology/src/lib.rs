@@ -58,12 +58,13 @@ pub use table_join::*;
 
 pub use builder::StreamsBuilder;
 pub use context::{
-    DeadLetter, InitContext, OutRecord, ProcessorContext, PunctuationType, RecordCollector, StoreRef, TaskCounters,
+    DeadLetter, Destination, Headers, InitContext, OutRecord, ProcessorContext, PunctuationType, RecordCollector,
+    StoreRef, TaskCounters, DYNAMIC_TOPIC, WEIR_HEADER_PREFIX,
 };
 pub use error::TopologyError;
 pub use grouped::{KGroupedStream, SessionWindowedKStream, TimeWindowedKStream, WindowSpec};
-pub use join::StreamJoined;
-pub use kstream::{BranchedKStream, KStream};
+pub use join::{Joined, StreamJoined};
+pub use kstream::{BranchedKStream, KStream, StreamPartitioner, TopicNameExtractor};
 pub use ktable::KTable;
 pub use materialized::{Materialized, Suppressed};
 pub use node::{Children, Node};
@@ -80,8 +81,9 @@ impl<T: Clone + 'static> Data for T {}
 /// Everything a topology author needs, in one import.
 pub mod prelude {
     pub use crate::{
-        Data, InitContext, JoinWindows, KGroupedStream, KStream, KTable, KeyValueStoreHandle, Materialized, Processor,
-        ProcessorApi, PunctuationType, Serde, Serdes, SessionWindows, StreamJoined, StreamsBuilder, Suppressed,
-        TimeWindows, Topology, TopologyError, Window, Windowed,
+        CogroupedKStream, Consumed, Data, DefaultSerde, EmitStrategy, FkJoined, Grouped, Headers, InitContext,
+        JoinWindows, Joined, KGroupedStream, KGroupedTable, KStream, KTable, KeyValueStoreHandle, Materialized,
+        Processor, ProcessorApi, Produced, PunctuationType, Serde, Serdes, SessionWindows, SlidingWindows,
+        StreamJoined, StreamsBuilder, Suppressed, TableJoined, TimeWindows, Topology, TopologyError, Window, Windowed,
     };
 }

@@ -43,7 +43,7 @@ use std::marker::PhantomData;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::context::{InitContext, ProcessorContext, PunctuationType};
+use crate::context::{Headers, InitContext, ProcessorContext, PunctuationType};
 use crate::error::TopologyError;
 use crate::grouped::decode_stored;
 use crate::kstream::KStream;
@@ -123,6 +123,19 @@ impl<KO: Data, VO: Data> ProcessorApi<'_, KO, VO> {
     /// The source offset of the record being processed.
     pub fn offset(&self) -> i64 {
         self.ctx.offset()
+    }
+    /// The headers of the record being processed (those of the consumed
+    /// record, as changed upstream); none inside
+    /// [`Processor::punctuate`].
+    pub fn headers(&self) -> &Headers {
+        self.ctx.headers()
+    }
+    /// Change the headers of the record being processed: records forwarded
+    /// from here on carry them (Kafka Streams' `context.headers().add(..)`).
+    /// Inside [`Processor::punctuate`], the headers of the records it
+    /// forwards (cleared after each punctuation).
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        self.ctx.headers_mut()
     }
     pub fn application_id(&self) -> &str {
         self.ctx.application_id()
@@ -345,11 +358,17 @@ impl<K, V, P: Processor<K, V>> Node<K, V> for ProcessNode<K, V, P> {
                     s.next = Some(now.saturating_add(s.interval_ms));
                     let kind = s.kind;
                     ctx.set_timestamp(now);
+                    // A punctuation has no input record: no headers but
+                    // those the processor sets.
+                    ctx.headers.clear();
+                    ctx.punctuation_headers = true;
                     let mut api = ProcessorApi {
                         ctx,
                         children: &mut self.children,
                     };
                     self.processor.punctuate(&mut api, kind, now);
+                    ctx.punctuation_headers = false;
+                    ctx.headers.clear();
                 }
                 Some(_) => {}
             }

@@ -62,6 +62,43 @@ pub trait SerdeImpl<T>: Send + Sync + 'static {
     }
     /// A short name for describe() output and error messages.
     fn name(&self) -> &'static str;
+    /// A value from text a person typed (an interactive query's `?key=` in
+    /// a URL), so that the daemon can look up a store key through the
+    /// store's own serde instead of guessing the encoding from the serde's
+    /// name (which made stores with custom serdes unqueryable).
+    ///
+    /// The built-in serdes read what [`to_json`](Self::to_json) writes for
+    /// scalars: decimal numbers, text as is, JSON text for [`Serdes::json`],
+    /// `key@start/end` for [`Serdes::windowed`]. By default an error that
+    /// says this serde does not read text. Errors start with the quoted text
+    /// (`"abc" is not a u32`), so that a caller can prefix what the text was.
+    fn parse_text(&self, text: &str) -> Result<T, SerdeError> {
+        Err(SerdeError(format!(
+            "{text:?} cannot be read as text: the {} serde does not implement SerdeImpl::parse_text",
+            self.name()
+        )))
+    }
+    /// `value` as JSON, for interactive-query answers. By default the
+    /// value's bytes in hex, as `{"hex": "..."}` (an object, so that it is
+    /// never mistaken for a string value), or `{"error": "..."}` if it does
+    /// not serialize.
+    fn to_json(&self, value: &T) -> serde_json::Value {
+        let mut out = Vec::new();
+        match self.serialize(value, &mut out) {
+            Ok(()) => hex_json(&out),
+            Err(e) => serde_json::json!({ "error": e.0 }),
+        }
+    }
+}
+
+/// `{"hex": "0a1b.."}`: bytes that have no better JSON form.
+pub fn hex_json(bytes: &[u8]) -> serde_json::Value {
+    use std::fmt::Write as _;
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(hex, "{b:02x}");
+    }
+    serde_json::json!({ "hex": hex })
 }
 
 /// A cheap-to-clone handle on a serializer/deserializer pair for `T`.
@@ -148,6 +185,16 @@ impl<T: 'static> Serde<T> {
     pub fn name(&self) -> &'static str {
         self.0.name()
     }
+
+    /// A value from text a person typed; see [`SerdeImpl::parse_text`].
+    pub fn parse_text(&self, text: &str) -> Result<T, SerdeError> {
+        self.0.parse_text(text)
+    }
+
+    /// `value` as JSON; see [`SerdeImpl::to_json`].
+    pub fn to_json(&self, value: &T) -> serde_json::Value {
+        self.0.to_json(value)
+    }
 }
 
 /// The built-in serdes.
@@ -226,6 +273,181 @@ impl Serdes {
     }
 }
 
+/// A type with a default serde, for the short forms of the DSL
+/// ([`StreamsBuilder::stream_of`](crate::StreamsBuilder::stream_of),
+/// [`KStream::to_topic`](crate::KStream::to_topic),
+/// [`Consumed::new`](crate::Consumed::new), ...): when the type says
+/// enough, the serde need not be spelled out.
+///
+/// Only the types whose encoding is beyond doubt have one: `String`
+/// (UTF-8), `u32`/`u64`/`i64` (big-endian, so that byte order is numeric
+/// order), `Vec<u8>` (as is), `()` ([`Serdes::unit`]), `Option<T>`
+/// ([`Serdes::optional`]: `None` is a Kafka null) and `Windowed<K>`. There
+/// is deliberately no blanket impl for serde types: it would conflict with
+/// these impls (a `String` is a serde type too) and would silently choose
+/// JSON for a type that might be meant as Avro or text. Use
+/// [`Serdes::json`] explicitly, e.g. `Consumed::with(Serdes::string(),
+/// Serdes::json())`, or implement `DefaultSerde` for your own type.
+///
+/// ```
+/// # use weir_topology::{DefaultSerde, Serdes};
+/// let s = <Option<String>>::default_serde();
+/// assert_eq!(s.to_bytes_opt(&None).unwrap(), None);
+/// assert_eq!(u64::default_serde().name(), Serdes::u64().name());
+/// ```
+pub trait DefaultSerde: Sized + 'static {
+    fn default_serde() -> Serde<Self>;
+}
+
+impl DefaultSerde for String {
+    fn default_serde() -> Serde<Self> {
+        Serdes::string()
+    }
+}
+impl DefaultSerde for u32 {
+    fn default_serde() -> Serde<Self> {
+        Serdes::u32()
+    }
+}
+impl DefaultSerde for u64 {
+    fn default_serde() -> Serde<Self> {
+        Serdes::u64()
+    }
+}
+impl DefaultSerde for i64 {
+    fn default_serde() -> Serde<Self> {
+        Serdes::i64()
+    }
+}
+impl DefaultSerde for Vec<u8> {
+    fn default_serde() -> Serde<Self> {
+        Serdes::bytes()
+    }
+}
+/// [`Serdes::unit`]: no bytes, and a Kafka null reads as `()` (not
+/// [`Serdes::ignored`], which would hide bytes a topology did not expect).
+impl DefaultSerde for () {
+    fn default_serde() -> Serde<Self> {
+        Serdes::unit()
+    }
+}
+impl<T: DefaultSerde> DefaultSerde for Option<T> {
+    fn default_serde() -> Serde<Self> {
+        Serdes::optional(T::default_serde())
+    }
+}
+impl<K: DefaultSerde> DefaultSerde for crate::windows::Windowed<K> {
+    fn default_serde() -> Serde<Self> {
+        Serdes::windowed(K::default_serde())
+    }
+}
+
+/// How an interactive query reads a store: the store's key and value
+/// serdes with their types erased, so that the daemon (which knows no
+/// store's types) turns a key typed in a URL into store bytes and stored
+/// bytes into JSON through the serdes the store was really built with
+/// ([`SerdeImpl::parse_text`], [`SerdeImpl::to_json`]) rather than by
+/// matching serde names. [`Topology::query_codec`](crate::Topology::query_codec)
+/// gives the one of each store the DSL created.
+///
+/// For a window store the key serde is the record key's: the daemon splits
+/// off the window start prefix itself.
+#[derive(Clone)]
+pub struct QueryCodec(Arc<dyn ErasedCodec>);
+
+trait ErasedCodec: Send + Sync {
+    fn key_serde_name(&self) -> &'static str;
+    fn value_serde_name(&self) -> &'static str;
+    fn parse_key(&self, text: &str) -> Result<Vec<u8>, SerdeError>;
+    fn key_json(&self, bytes: &[u8]) -> serde_json::Value;
+    fn value_json(&self, bytes: &[u8]) -> serde_json::Value;
+}
+
+struct TypedCodec<K, V> {
+    key: Serde<K>,
+    value: Serde<V>,
+}
+
+/// Bytes that do not decode still answer (a query must not fail on one
+/// bad entry), visibly: null would look like a real null value, and lossy
+/// text would hide that anything was wrong.
+fn json_of<T: 'static>(serde: &Serde<T>, bytes: &[u8]) -> serde_json::Value {
+    match serde.deserialize(bytes) {
+        Ok(v) => serde.to_json(&v),
+        Err(e) => {
+            let mut v = hex_json(bytes);
+            v["error"] = serde_json::Value::from(e.0);
+            v
+        }
+    }
+}
+
+impl<K: 'static, V: 'static> ErasedCodec for TypedCodec<K, V> {
+    fn key_serde_name(&self) -> &'static str {
+        self.key.name()
+    }
+    fn value_serde_name(&self) -> &'static str {
+        self.value.name()
+    }
+    fn parse_key(&self, text: &str) -> Result<Vec<u8>, SerdeError> {
+        self.key.to_bytes(&self.key.parse_text(text)?)
+    }
+    fn key_json(&self, bytes: &[u8]) -> serde_json::Value {
+        json_of(&self.key, bytes)
+    }
+    fn value_json(&self, bytes: &[u8]) -> serde_json::Value {
+        json_of(&self.value, bytes)
+    }
+}
+
+impl QueryCodec {
+    /// The codec of a store whose keys and values these serdes wrote.
+    pub fn new<K: 'static, V: 'static>(key: Serde<K>, value: Serde<V>) -> Self {
+        QueryCodec(Arc::new(TypedCodec { key, value }))
+    }
+    /// The key serde's name (for listings and messages).
+    pub fn key_serde_name(&self) -> &'static str {
+        self.0.key_serde_name()
+    }
+    /// The value serde's name.
+    pub fn value_serde_name(&self) -> &'static str {
+        self.0.value_serde_name()
+    }
+    /// Store key bytes for a key typed as text. The error starts with the
+    /// quoted text (`"abc" is not a u32`).
+    pub fn parse_key(&self, text: &str) -> Result<Vec<u8>, SerdeError> {
+        self.0.parse_key(text)
+    }
+    /// A stored key as JSON; undecodable bytes as `{"hex", "error"}`.
+    pub fn key_json(&self, bytes: &[u8]) -> serde_json::Value {
+        self.0.key_json(bytes)
+    }
+    /// A stored value as JSON; undecodable bytes as `{"hex", "error"}`.
+    pub fn value_json(&self, bytes: &[u8]) -> serde_json::Value {
+        self.0.value_json(bytes)
+    }
+}
+
+impl fmt::Debug for QueryCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "QueryCodec({}, {})", self.key_serde_name(), self.value_serde_name())
+    }
+}
+
+impl crate::builder::GraphBuilder {
+    /// Make `store` queryable: record the serdes its keys and values are
+    /// written with (see [`QueryCodec`]).
+    pub(crate) fn record_store_format<K: 'static, V: 'static>(
+        &mut self,
+        store: &str,
+        key: &Serde<K>,
+        value: &Serde<V>,
+    ) {
+        self.store_formats
+            .push((store.to_string(), QueryCodec::new(key.clone(), value.clone())));
+    }
+}
+
 /// "optional(inner)", interned so that [`SerdeImpl::name`] can stay
 /// `&'static str`: one small allocation per distinct inner serde name for
 /// the life of the process.
@@ -272,6 +494,16 @@ impl<T: 'static> SerdeImpl<Option<T>> for OptionalSerde<T> {
     fn name(&self) -> &'static str {
         self.name
     }
+    /// Typed text is always a value (`Some`): a URL cannot carry a null.
+    fn parse_text(&self, text: &str) -> Result<Option<T>, SerdeError> {
+        self.inner.parse_text(text).map(Some)
+    }
+    fn to_json(&self, value: &Option<T>) -> serde_json::Value {
+        match value {
+            Some(v) => self.inner.to_json(v),
+            None => serde_json::Value::Null,
+        }
+    }
 }
 
 struct StringSerde;
@@ -290,6 +522,12 @@ impl SerdeImpl<String> for StringSerde {
     }
     fn name(&self) -> &'static str {
         "string"
+    }
+    fn parse_text(&self, text: &str) -> Result<String, SerdeError> {
+        Ok(text.to_owned())
+    }
+    fn to_json(&self, value: &String) -> serde_json::Value {
+        serde_json::Value::from(value.as_str())
     }
 }
 
@@ -316,6 +554,18 @@ impl SerdeImpl<()> for UnitSerde {
     fn name(&self) -> &'static str {
         "unit"
     }
+    fn parse_text(&self, text: &str) -> Result<(), SerdeError> {
+        if text.is_empty() {
+            Ok(())
+        } else {
+            Err(SerdeError(format!(
+                "{text:?} is not empty (the unit serde has one value, written as nothing)"
+            )))
+        }
+    }
+    fn to_json(&self, _value: &()) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 struct IgnoredSerde;
@@ -334,6 +584,12 @@ impl SerdeImpl<()> for IgnoredSerde {
     fn name(&self) -> &'static str {
         "ignored"
     }
+    fn parse_text(&self, _text: &str) -> Result<(), SerdeError> {
+        Ok(())
+    }
+    fn to_json(&self, _value: &()) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 struct BytesSerde;
@@ -348,10 +604,22 @@ impl SerdeImpl<Vec<u8>> for BytesSerde {
     fn name(&self) -> &'static str {
         "bytes"
     }
+    /// The text's UTF-8 bytes.
+    fn parse_text(&self, text: &str) -> Result<Vec<u8>, SerdeError> {
+        Ok(text.as_bytes().to_vec())
+    }
+    /// Text if the bytes are UTF-8 (what [`parse_text`](Self::parse_text)
+    /// reads back), else `{"hex": ..}`.
+    fn to_json(&self, value: &Vec<u8>) -> serde_json::Value {
+        match std::str::from_utf8(value) {
+            Ok(s) => serde_json::Value::from(s),
+            Err(_) => hex_json(value),
+        }
+    }
 }
 
 /// Fixed-width big-endian unsigned integers.
-trait BeInt: Copy + Send + Sync + 'static {
+trait BeInt: Copy + Send + Sync + 'static + std::str::FromStr + Into<serde_json::Value> {
     const WIDTH: usize;
     const NAME: &'static str;
     fn write(self, out: &mut Vec<u8>);
@@ -400,6 +668,17 @@ impl<T: BeInt> SerdeImpl<T> for BeSerde<T> {
     fn name(&self) -> &'static str {
         T::NAME
     }
+    fn parse_text(&self, text: &str) -> Result<T, SerdeError> {
+        text.parse::<T>().map_err(|_| not_a(text, T::NAME))
+    }
+    fn to_json(&self, value: &T) -> serde_json::Value {
+        (*value).into()
+    }
+}
+
+/// `"abc" is not a u32`.
+fn not_a(text: &str, what: &str) -> SerdeError {
+    SerdeError(format!("{text:?} is not a {what}"))
 }
 
 struct I64Serde;
@@ -418,6 +697,12 @@ impl SerdeImpl<i64> for I64Serde {
     }
     fn name(&self) -> &'static str {
         "i64"
+    }
+    fn parse_text(&self, text: &str) -> Result<i64, SerdeError> {
+        text.parse::<i64>().map_err(|_| not_a(text, "i64"))
+    }
+    fn to_json(&self, value: &i64) -> serde_json::Value {
+        serde_json::Value::from(*value)
     }
 }
 
@@ -442,6 +727,12 @@ impl SerdeImpl<u32> for U32StringSerde {
     }
     fn name(&self) -> &'static str {
         "u32-string"
+    }
+    fn parse_text(&self, text: &str) -> Result<u32, SerdeError> {
+        text.parse::<u32>().map_err(|_| not_a(text, "u32"))
+    }
+    fn to_json(&self, value: &u32) -> serde_json::Value {
+        serde_json::Value::from(*value)
     }
 }
 
@@ -485,6 +776,19 @@ impl<T: Serialize + DeserializeOwned + 'static> SerdeImpl<T> for JsonSerde<T> {
     }
     fn name(&self) -> &'static str {
         "json"
+    }
+    /// JSON text as `T` (so that the key bytes are exactly what the store
+    /// holds: `T`'s field order, not the order typed). Text that is not
+    /// JSON is tried as a JSON string, so that `?key=alice` works for a
+    /// string-like key as well as `?key="alice"`.
+    fn parse_text(&self, text: &str) -> Result<T, SerdeError> {
+        serde_json::from_str(text).or_else(|e| {
+            serde_json::from_value(serde_json::Value::from(text))
+                .map_err(|_| SerdeError(format!("{text:?} is not JSON: {e}")))
+        })
+    }
+    fn to_json(&self, value: &T) -> serde_json::Value {
+        serde_json::to_value(value).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
     }
 }
 

@@ -41,25 +41,39 @@
 
 use std::sync::Arc;
 
-use crate::builder::{Graph, GraphBuilder};
 use crate::context::{InitContext, ProcessorContext};
 use crate::error::TopologyError;
 use crate::grouped::{
-    declare_emit_store, decode_stored, decode_window_key, AggCore, AggNode, Aggregates, FinalEmitter,
-    SessionWindowedKStream,
+    decode_stored, decode_window_key, AggCore, Aggregates, FinalEmitter, SessionWindowedKStream, WindowAggSetup,
+    WindowedAgg,
 };
 use crate::ktable::KTable;
 use crate::materialized::Materialized;
-use crate::node::{ChildSlot, Children, Node};
+use crate::node::Children;
 use crate::serde::{Serde, Serdes};
-use crate::store::{decode_window_start, encode_window_start, StoreError, StoreKind, StoreSpec, WindowStoreRef};
-use crate::topology::NodeKind;
+use crate::sliding::{forward_due, DueWindow};
+use crate::store::{decode_window_start, encode_window_start, StoreError, WindowStoreRef};
 use crate::windows::{EmitStrategy, SessionWindows, Window, Windowed};
 use crate::Data;
 
 /// Combines the aggregates of the sessions a record merges (oldest first)
 /// with the record's value into the merged session's aggregate.
 pub(crate) type SessionFold<K, V, A> = Arc<dyn Fn(&K, Vec<A>, V) -> A + Send + Sync>;
+
+/// The fold of a session `aggregate` (single stream or cogroup input): the
+/// merged sessions' aggregates combined with `merger(key, acc, session)`
+/// starting from `init()`, oldest first, then the record folded in with
+/// `aggregator`, as in Kafka Streams.
+pub(crate) fn aggregate_fold<K, V, A: 'static>(
+    init: impl Fn() -> A + Send + Sync + 'static,
+    aggregator: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
+    merger: impl Fn(&K, A, A) -> A + Send + Sync + 'static,
+) -> SessionFold<K, V, A> {
+    Arc::new(move |k, sessions: Vec<A>, v| {
+        let acc = sessions.into_iter().fold(init(), |acc, s| merger(k, acc, s));
+        aggregator(k, v, acc)
+    })
+}
 
 impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
     /// When the aggregation that follows forwards its sessions: on every
@@ -122,10 +136,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
             "KSTREAM-AGGREGATE",
             materialized,
             aggregate_serde,
-            Arc::new(move |k, sessions: Vec<A>, v| {
-                let acc = sessions.into_iter().fold(init(), |acc, s| merger(k, acc, s));
-                aggregator(k, v, acc)
-            }),
+            aggregate_fold(init, aggregator, merger),
         )
     }
 
@@ -136,83 +147,17 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         aggregate_serde: Serde<A>,
         fold: SessionFold<K, V, A>,
     ) -> KTable<Windowed<K>, A> {
-        let (input, store) = self.grouped.input(&materialized, kind);
-        let id = input
-            .graph
-            .borrow_mut()
-            .add_node(kind, NodeKind::Processor, vec![input.node]);
-        let setup = SessionAggSetup::declare(
-            &mut input.graph.borrow_mut(),
-            &[id],
-            store,
-            self.windows,
-            &materialized,
-            self.emit,
-            self.grouped.key_serde.clone(),
-            aggregate_serde,
-        );
-        let table = setup.table(input.graph.clone(), id);
-        input.attach(Arc::new(move |ictx| {
-            Ok(Box::new(AggNode {
-                core: setup.make_core(ictx)?,
-                step: fold.clone(),
-            }) as Box<dyn Node<K, V>>)
-        }));
-        table
+        self.grouped
+            .windowed_aggregate(kind, self.windows, self.emit, materialized, aggregate_serde, fold)
     }
 }
 
-/// What a task needs to create a session aggregation core.
-pub(crate) struct SessionAggSetup<K, A> {
-    pub(crate) store: String,
-    pub(crate) emit_store: Option<String>,
-    pub(crate) windows: SessionWindows,
-    pub(crate) retention_ms: i64,
-    pub(crate) key_serde: Serde<K>,
-    pub(crate) agg_serde: Serde<A>,
-    pub(crate) out: Arc<ChildSlot<Windowed<K>, Option<A>>>,
-}
+impl<K: Data, A: Data> WindowedAgg<K, A> for SessionWindows {
+    type Core = SessionAggCore<K, A>;
+    const QUERYABLE: bool = false;
 
-impl<K: Data, A: Data> SessionAggSetup<K, A> {
-    /// Declare the session store (and, to emit on close, the emit-progress
-    /// store) of an aggregation whose graph nodes are `nodes`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn declare(
-        g: &mut GraphBuilder,
-        nodes: &[usize],
-        store: String,
-        windows: SessionWindows,
-        materialized: &Materialized,
-        emit: EmitStrategy,
-        key_serde: Serde<K>,
-        agg_serde: Serde<A>,
-    ) -> Self {
-        let retention = windows
-            .gap_ms
-            .saturating_add(windows.grace_ms)
-            .max(materialized.retention_ms.unwrap_or(0));
-        g.add_store(StoreSpec {
-            name: store.clone(),
-            kind: StoreKind::Window {
-                retention_ms: retention,
-            },
-            logged: materialized.logged,
-        });
-        for &n in nodes {
-            g.connect_store(n, &store);
-        }
-        let emit_store = emit
-            .on_close
-            .then(|| declare_emit_store(g, nodes, &store, materialized.logged));
-        SessionAggSetup {
-            store,
-            emit_store,
-            windows,
-            retention_ms: retention,
-            key_serde,
-            agg_serde,
-            out: ChildSlot::new(),
-        }
+    fn min_retention_ms(&self) -> i64 {
+        self.gap_ms.saturating_add(self.grace_ms)
     }
 
     /// A session [start, end] can be extended by a record at up to
@@ -223,44 +168,28 @@ impl<K: Data, A: Data> SessionAggSetup<K, A> {
     /// (the shift from an inclusive end to an exclusive one; with exactly
     /// gap + grace, an in-order record at end + gap would find its old
     /// session already emitted).
-    fn close_after(&self) -> i64 {
-        self.windows
-            .gap_ms
-            .saturating_add(self.windows.grace_ms)
-            .saturating_add(1)
+    fn table_grace_ms(&self) -> i64 {
+        self.gap_ms.saturating_add(self.grace_ms).saturating_add(1)
     }
 
-    /// The aggregation's table, coming out of graph node `node`.
-    pub(crate) fn table(&self, graph: Graph, node: usize) -> KTable<Windowed<K>, A> {
-        KTable::new(
-            graph,
-            node,
-            self.out.clone(),
-            Some(self.store.clone()),
-            Serdes::windowed(self.key_serde.clone()),
-            Some(self.agg_serde.clone()),
-            Some(self.close_after()),
-        )
-    }
-
-    pub(crate) fn make_core(&self, ictx: &mut InitContext<'_>) -> Result<SessionAggCore<K, A>, TopologyError> {
-        let emit = match &self.emit_store {
-            Some(s) => Some(FinalEmitter::open(ictx, s)?),
-            None => None,
-        };
+    fn make_core(
+        setup: &WindowAggSetup<Self, K, A>,
+        emit: Option<FinalEmitter>,
+        ictx: &mut InitContext<'_>,
+    ) -> Result<SessionAggCore<K, A>, TopologyError> {
         Ok(SessionAggCore {
-            store: ictx.window_store(&self.store)?,
-            name: Arc::from(self.store.as_str()),
-            windows: self.windows,
-            close_after: self.close_after(),
-            retention_ms: self.retention_ms,
+            store: ictx.window_store(&setup.store)?,
+            name: Arc::from(setup.store.as_str()),
+            windows: setup.windows,
+            close_after: WindowedAgg::<K, A>::table_grace_ms(&setup.windows),
+            retention_ms: setup.retention_ms,
             last_purge: i64::MIN,
             max_span: None,
-            key_serde: self.key_serde.clone(),
-            agg_serde: self.agg_serde.clone(),
+            key_serde: setup.key_serde.clone(),
+            agg_serde: setup.agg_serde.clone(),
             emit,
             removed: Vec::new(),
-            children: self.out.instantiate(ictx)?,
+            children: setup.out.instantiate(ictx)?,
             kbuf: Vec::new(),
             vbuf: Vec::new(),
         })
@@ -355,36 +284,19 @@ impl<K: Data, A: Data> SessionAggCore<K, A> {
             if end > close || (last != i64::MIN && end <= last) {
                 continue;
             }
-            due.push(crate::sliding::DueWindow {
+            due.push(DueWindow {
                 start,
                 end,
                 key: kb,
                 value: vb,
             });
         }
-        let ts = ctx.timestamp;
-        for w in crate::sliding::in_suppress_order(due) {
-            let key = match self.key_serde.deserialize(&w.key) {
-                Ok(k) => k,
-                Err(e) => return ctx.fail(StoreError::new(&*self.name, format!("stored key does not decode: {e}"))),
-            };
-            let agg = match split_session_value(&self.name, &w.value)
-                .and_then(|(_, agg)| decode_stored(&self.agg_serde, &self.name, agg))
-            {
-                Ok(a) => a,
-                Err(e) => return ctx.fail(e),
-            };
-            ctx.timestamp = w.end;
-            let wk = Windowed {
-                key,
-                window: Window {
-                    start: w.start,
-                    end: w.end,
-                },
-            };
-            self.children.forward(ctx, wk, Some(agg));
+        let decoded = forward_due(ctx, &mut self.children, &self.key_serde, &self.name, due, |v| {
+            split_session_value(&self.name, v).and_then(|(_, agg)| decode_stored(&self.agg_serde, &self.name, agg))
+        });
+        if let Err(e) = decoded {
+            return ctx.fail(e);
         }
-        ctx.timestamp = ts;
         if let Err(e) = self.emit.as_mut().expect("emitting").set_last_close(close) {
             ctx.fail(e);
         }

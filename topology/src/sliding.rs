@@ -41,19 +41,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::builder::{Graph, GraphBuilder};
 use crate::context::{InitContext, ProcessorContext};
 use crate::error::TopologyError;
 use crate::grouped::{
-    declare_emit_store, decode_stored, decode_window_key, AggCore, AggNode, Aggregates, FinalEmitter, KGroupedStream,
-    Step, WindowSpec,
+    aggregate_step, count_step, decode_stored, decode_window_key, reduce_step, AggCore, Aggregates, FinalEmitter,
+    KGroupedStream, Step, WindowAggSetup, WindowSpec, WindowedAgg,
 };
 use crate::ktable::KTable;
 use crate::materialized::Materialized;
-use crate::node::{ChildSlot, Children, Node};
+use crate::node::Children;
 use crate::serde::{Serde, Serdes};
-use crate::store::{decode_window_start, encode_window_start, StoreError, StoreKind, StoreSpec, WindowStoreRef};
-use crate::topology::NodeKind;
+use crate::store::{decode_window_start, encode_window_start, StoreError, WindowStoreRef};
 use crate::windows::{Window, Windowed};
 use crate::Data;
 
@@ -110,9 +108,11 @@ impl SlidingWindows {
         Self::of_time_difference_and_grace(time_difference, Duration::ZERO)
     }
 
+    /// The largest time difference (ms) between two records of a window.
     pub fn time_difference_ms(&self) -> i64 {
         self.diff_ms
     }
+    /// How long (ms) after a window's end its records are still accepted.
     pub fn grace_ms(&self) -> i64 {
         self.grace_ms
     }
@@ -146,12 +146,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
 
     /// The number of records per key and window.
     pub fn count(self, materialized: Materialized) -> KTable<Windowed<K>, u64> {
-        self.aggregate_with(
-            "KSTREAM-AGGREGATE",
-            materialized,
-            Serdes::u64(),
-            Arc::new(|_, _, old| old.unwrap_or(0) + 1),
-        )
+        self.aggregate_with("KSTREAM-AGGREGATE", materialized, Serdes::u64(), count_step())
     }
 
     /// Combine the values of a key within each window.
@@ -161,15 +156,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         materialized: Materialized,
     ) -> KTable<Windowed<K>, V> {
         let serde = self.grouped.value_serde.clone();
-        self.aggregate_with(
-            "KSTREAM-REDUCE",
-            materialized,
-            serde,
-            Arc::new(move |_, v, old| match old {
-                Some(o) => reducer(o, v),
-                None => v,
-            }),
-        )
+        self.aggregate_with("KSTREAM-REDUCE", materialized, serde, reduce_step(reducer))
     }
 
     /// Fold the values of a key within each window, starting from `init()`.
@@ -187,7 +174,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
             "KSTREAM-AGGREGATE",
             materialized,
             aggregate_serde,
-            Arc::new(move |k, v, old| aggregator(k, v, old.unwrap_or_else(&init))),
+            aggregate_step(init, aggregator),
         )
     }
 
@@ -198,29 +185,8 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         aggregate_serde: Serde<A>,
         step: Step<K, V, A>,
     ) -> KTable<Windowed<K>, A> {
-        let (input, store) = self.grouped.input(&materialized, kind);
-        let id = input
-            .graph
-            .borrow_mut()
-            .add_node(kind, NodeKind::Processor, vec![input.node]);
-        let setup = SlidingAggSetup::declare(
-            &mut input.graph.borrow_mut(),
-            &[id],
-            store,
-            self.windows,
-            &materialized,
-            self.emit,
-            self.grouped.key_serde.clone(),
-            aggregate_serde,
-        );
-        let table = setup.table(input.graph.clone(), id);
-        input.attach(Arc::new(move |ictx| {
-            Ok(Box::new(AggNode {
-                core: setup.make_core(ictx)?,
-                step: step.clone(),
-            }) as Box<dyn Node<K, V>>)
-        }));
-        table
+        self.grouped
+            .windowed_aggregate(kind, self.windows, self.emit, materialized, aggregate_serde, step)
     }
 }
 
@@ -248,87 +214,102 @@ pub(crate) fn in_suppress_order(mut due: Vec<DueWindow>) -> Vec<DueWindow> {
     due
 }
 
-/// What a task needs to create a sliding-window aggregation core.
-pub(crate) struct SlidingAggSetup<K, A> {
-    pub(crate) store: String,
-    pub(crate) emit_store: Option<String>,
-    pub(crate) windows: SlidingWindows,
-    pub(crate) retention_ms: i64,
-    pub(crate) key_serde: Serde<K>,
-    pub(crate) agg_serde: Serde<A>,
-    pub(crate) out: Arc<ChildSlot<Windowed<K>, Option<A>>>,
+/// The windows `[start, start + len]` of a store whose end passed the last
+/// emission: `last_close < end <= close` (`last_close` is `i64::MIN` when
+/// nothing was emitted yet), found with one range scan by start. Time
+/// windows (`len` = size) and sliding windows (`len` = time difference)
+/// have a fixed length; sessions do not.
+pub(crate) fn fixed_length_due(
+    store: &WindowStoreRef,
+    last_close: i64,
+    close: i64,
+    len: i64,
+) -> Result<Vec<DueWindow>, StoreError> {
+    let from = if last_close == i64::MIN {
+        i64::MIN
+    } else {
+        last_close.saturating_sub(len).saturating_add(1)
+    };
+    let to = close.saturating_sub(len);
+    if from > to {
+        return Ok(Vec::new());
+    }
+    let entries = store.borrow_mut().fetch_all(from, to)?;
+    Ok(entries
+        .into_iter()
+        .map(|(key, start, value)| DueWindow {
+            start,
+            end: start.saturating_add(len),
+            key,
+            value,
+        })
+        .collect())
 }
 
-impl<K: Data, A: Data> SlidingAggSetup<K, A> {
-    /// Declare the window store (and, to emit on close, the emit-progress
-    /// store) of an aggregation whose graph nodes are `nodes`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn declare(
-        g: &mut GraphBuilder,
-        nodes: &[usize],
-        store: String,
-        windows: SlidingWindows,
-        materialized: &Materialized,
-        emit: EmitStrategy,
-        key_serde: Serde<K>,
-        agg_serde: Serde<A>,
-    ) -> Self {
-        let retention = (2 * windows.diff_ms + windows.grace_ms).max(materialized.retention_ms.unwrap_or(0));
-        g.add_store(StoreSpec {
-            name: store.clone(),
-            kind: StoreKind::Window {
-                retention_ms: retention,
+/// Forward the closed windows an emit-on-close aggregation found, in
+/// [`in_suppress_order`], each with its end as timestamp (the timestamp
+/// `suppress` gives a final result); `decode` reads the aggregate from a
+/// stored value. A stored key or value that does not decode stops the
+/// emission with the error (store corruption: the caller fails the task).
+pub(crate) fn forward_due<K: Data, A: Data>(
+    ctx: &mut ProcessorContext,
+    children: &mut Children<Windowed<K>, Option<A>>,
+    key_serde: &Serde<K>,
+    store: &str,
+    due: Vec<DueWindow>,
+    decode: impl Fn(&[u8]) -> Result<A, StoreError>,
+) -> Result<(), StoreError> {
+    let ts = ctx.timestamp;
+    for w in in_suppress_order(due) {
+        let key = key_serde
+            .deserialize(&w.key)
+            .map_err(|e| StoreError::new(store, format!("stored key does not decode: {e}")))?;
+        let agg = decode(&w.value)?;
+        ctx.timestamp = w.end;
+        let wk = Windowed {
+            key,
+            window: Window {
+                start: w.start,
+                end: w.end,
             },
-            logged: materialized.logged,
-        });
-        for &n in nodes {
-            g.connect_store(n, &store);
-        }
-        let emit_store = emit
-            .on_close
-            .then(|| declare_emit_store(g, nodes, &store, materialized.logged));
-        SlidingAggSetup {
-            store,
-            emit_store,
-            windows,
-            retention_ms: retention,
-            key_serde,
-            agg_serde,
-            out: ChildSlot::new(),
-        }
+        };
+        children.forward(ctx, wk, Some(agg));
+    }
+    ctx.timestamp = ts;
+    Ok(())
+}
+
+impl<K: Data, A: Data> WindowedAgg<K, A> for SlidingWindows {
+    type Core = SlidingAggCore<K, A>;
+    const QUERYABLE: bool = false;
+
+    /// Kafka's default: a new record reads windows up to `2 d` before it.
+    fn min_retention_ms(&self) -> i64 {
+        2 * self.diff_ms + self.grace_ms
     }
 
-    /// The aggregation's table, coming out of graph node `node`. Its grace
-    /// is `grace + 1`: a window `[s, e]` takes records while
+    /// `grace + 1`: a window `[s, e]` takes records while
     /// `e >= stream time - grace`, so it is final once
     /// `e + grace + 1 <= stream time`, which is when `suppress` emits.
-    pub(crate) fn table(&self, graph: Graph, node: usize) -> KTable<Windowed<K>, A> {
-        KTable::new(
-            graph,
-            node,
-            self.out.clone(),
-            Some(self.store.clone()),
-            Serdes::windowed(self.key_serde.clone()),
-            Some(self.agg_serde.clone()),
-            Some(self.windows.grace_ms + 1),
-        )
+    fn table_grace_ms(&self) -> i64 {
+        self.grace_ms.saturating_add(1)
     }
 
-    pub(crate) fn make_core(&self, ictx: &mut InitContext<'_>) -> Result<SlidingAggCore<K, A>, TopologyError> {
-        let emit = match &self.emit_store {
-            Some(s) => Some(FinalEmitter::open(ictx, s)?),
-            None => None,
-        };
+    fn make_core(
+        setup: &WindowAggSetup<Self, K, A>,
+        emit: Option<FinalEmitter>,
+        ictx: &mut InitContext<'_>,
+    ) -> Result<SlidingAggCore<K, A>, TopologyError> {
         Ok(SlidingAggCore {
-            store: ictx.window_store(&self.store)?,
-            name: Arc::from(self.store.as_str()),
-            windows: self.windows,
-            retention_ms: self.retention_ms,
+            store: ictx.window_store(&setup.store)?,
+            name: Arc::from(setup.store.as_str()),
+            windows: setup.windows,
+            retention_ms: setup.retention_ms,
             last_purge: i64::MIN,
-            key_serde: self.key_serde.clone(),
-            agg_serde: self.agg_serde.clone(),
+            key_serde: setup.key_serde.clone(),
+            agg_serde: setup.agg_serde.clone(),
             emit,
-            children: self.out.instantiate(ictx)?,
+            children: setup.out.instantiate(ictx)?,
             kbuf: Vec::new(),
             vbuf: Vec::new(),
         })
@@ -585,56 +566,18 @@ impl<K: Data, A: Data> SlidingAggCore<K, A> {
     fn emit_closed(&mut self, ctx: &mut ProcessorContext) {
         let Some(emitter) = self.emit.as_mut() else { return };
         // Due: end + grace + 1 <= stream time, i.e. end <= close.
-        let Some((last, close)) = emitter.due(ctx, self.windows.grace_ms + 1) else {
+        let Some((last, close)) = emitter.due(ctx, self.windows.grace_ms.saturating_add(1)) else {
             return;
         };
-        let diff = self.windows.diff_ms;
-        let from = if last == i64::MIN {
-            i64::MIN
-        } else {
-            last.saturating_sub(diff).saturating_add(1)
+        let due = match fixed_length_due(&self.store, last, close, self.windows.diff_ms) {
+            Ok(d) => d,
+            Err(e) => return ctx.fail(e),
         };
-        let to = close.saturating_sub(diff);
-        if from <= to {
-            let entries = match self.store.borrow_mut().fetch_all(from, to) {
-                Ok(e) => e,
-                Err(e) => return ctx.fail(e),
-            };
-            let due = entries
-                .into_iter()
-                .map(|(key, start, value)| DueWindow {
-                    start,
-                    end: start + diff,
-                    key,
-                    value,
-                })
-                .collect();
-            let ts = ctx.timestamp;
-            for w in in_suppress_order(due) {
-                let key = match self.key_serde.deserialize(&w.key) {
-                    Ok(k) => k,
-                    Err(e) => {
-                        return ctx.fail(StoreError::new(&*self.name, format!("stored key does not decode: {e}")))
-                    }
-                };
-                let agg = match split_value(&self.name, &w.value)
-                    .and_then(|(_, agg)| decode_stored(&self.agg_serde, &self.name, agg))
-                {
-                    Ok(a) => a,
-                    Err(e) => return ctx.fail(e),
-                };
-                // The timestamp `suppress` gives a final result.
-                ctx.timestamp = w.end;
-                let wk = Windowed {
-                    key,
-                    window: Window {
-                        start: w.start,
-                        end: w.end,
-                    },
-                };
-                self.children.forward(ctx, wk, Some(agg));
-            }
-            ctx.timestamp = ts;
+        let decoded = forward_due(ctx, &mut self.children, &self.key_serde, &self.name, due, |v| {
+            split_value(&self.name, v).and_then(|(_, agg)| decode_stored(&self.agg_serde, &self.name, agg))
+        });
+        if let Err(e) = decoded {
+            return ctx.fail(e);
         }
         if let Err(e) = self.emit.as_mut().expect("emitting").set_last_close(close) {
             ctx.fail(e);

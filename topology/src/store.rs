@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::ops::Bound;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// A failure of the storage layer (disk, corruption, encoding).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -179,7 +180,37 @@ pub struct StoreSpec {
 pub trait StoreSupplier {
     fn key_value(&mut self, spec: &StoreSpec) -> StoreResult<KvStoreRef>;
     fn window(&mut self, spec: &StoreSpec) -> StoreResult<WindowStoreRef>;
+
+    /// The instance's global store `name` (a [`crate::GlobalKTable`]'s),
+    /// shared read-only by every task of the instance. A supplier without
+    /// global stores refuses, naming the store, so a topology that needs
+    /// one fails when its task is created rather than joining nothing.
+    fn global(&mut self, name: &str) -> StoreResult<GlobalStoreRef> {
+        Err(StoreError::new(name, "this store supplier has no global stores"))
+    }
 }
+
+/// Read access to a global store (the whole of a global table's topic,
+/// every partition, on every instance).
+///
+/// Unlike task stores it is `Send + Sync` and shared: one global updater
+/// per instance writes it (the source topic is its changelog), and every
+/// task of every stream thread reads it concurrently. Reads see what the
+/// updater has applied, with no write cache in between: a global table has
+/// no commit of its own that a cache would have to wait for.
+pub trait GlobalStore: Send + Sync {
+    /// The store's name as declared in the topology.
+    fn name(&self) -> &str;
+
+    /// Copy the value of `key` into `out` (cleared first); false if absent.
+    fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> StoreResult<bool>;
+
+    /// Every entry with a key within the bounds, in key order.
+    fn range(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
+}
+
+/// How processors hold a global store: shared by every task of an instance.
+pub type GlobalStoreRef = Arc<dyn GlobalStore>;
 
 /// Encode a window start so that byte order equals numeric order
 /// (big-endian with the sign bit flipped).

@@ -43,7 +43,6 @@ use std::sync::Arc;
 
 use crate::builder::GraphBuilder;
 use crate::context::ProcessorContext;
-use crate::error::TopologyError;
 use crate::grouped::decode_stored;
 use crate::ktable::KTable;
 use crate::materialized::Materialized;
@@ -231,10 +230,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             let this_side = g.add_node(this_kind, NodeKind::Processor, vec![self.node]);
             let other_side = g.add_node(other_kind, NodeKind::Processor, vec![other.node]);
             let merge = g.add_node("KTABLE-MERGE", NodeKind::Processor, vec![this_side, other_side]);
-            let fail = |g: &mut GraphBuilder, node: usize, reason: String| {
-                let node = g.nodes[node].name.clone();
-                g.errors.push(TopologyError::InvalidOperation { node, reason });
-            };
+            let fail = |g: &mut GraphBuilder, node: usize, reason: String| g.node_error(node, reason);
             let same_builder = Rc::ptr_eq(&self.graph, &other.graph);
             if !same_builder {
                 fail(
@@ -255,8 +251,7 @@ impl<K: Data, V: Data> KTable<K, V> {
                         kind: StoreKind::KeyValue,
                         logged: m.logged,
                     });
-                    g.store_formats
-                        .push((name.clone(), self.key_serde.name(), serde.name()));
+                    g.record_store_format(&name, &self.key_serde, serde);
                     Some(name)
                 }
                 None if kind != JoinKind::Inner => {

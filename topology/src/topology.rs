@@ -62,13 +62,61 @@ pub struct SubTopology {
     pub stores: Vec<String>,
 }
 
+/// Checks one record of a global table's topic: `Err(reason)` if its key
+/// or value does not decode with the table's serdes (a tombstone's absent
+/// value is fine).
+pub(crate) type GlobalRecordCheck = Arc<dyn Fn(Option<&[u8]>, Option<&[u8]>) -> Result<(), String> + Send + Sync>;
+
+/// A global store: the store of a [`crate::GlobalKTable`] and the topic it
+/// is read from. Not part of any sub-topology: every instance reads every
+/// partition of the topic into its own copy, and no task is created for
+/// it (Kafka Streams' "global store").
+#[derive(Clone)]
+pub struct GlobalStoreDef {
+    /// The store name (also what interactive queries name it by).
+    pub store: String,
+    /// Index into [`Topology::topics`] of the source topic, which is the
+    /// store's changelog: the store has no changelog topic of its own.
+    pub topic: u32,
+    /// describe()'s names of the source node and of the processor that
+    /// writes the store.
+    pub source_name: String,
+    pub processor_name: String,
+    pub(crate) check: GlobalRecordCheck,
+}
+
+impl fmt::Debug for GlobalStoreDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GlobalStoreDef")
+            .field("store", &self.store)
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+impl GlobalStoreDef {
+    /// Whether a record of the source topic belongs in the store: its key
+    /// and (unless it is a tombstone) its value decode with the table's
+    /// serdes. A record that does not is skipped by the updater (logged
+    /// and counted), as Kafka Streams' global consumer skips records its
+    /// deserialization handler lets it continue past.
+    pub fn check_record(&self, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(), String> {
+        (self.check)(key, value)
+    }
+}
+
+/// (store, query codec) of the stores whose keys and values the DSL knows
+/// ([`GraphBuilder::record_store_format`](crate::builder::GraphBuilder)).
+pub(crate) type StoreFormats = Vec<(String, crate::serde::QueryCodec)>;
+
 pub struct TopologyInner {
     pub(crate) nodes: Vec<NodeInfo>,
     pub(crate) topics: Vec<TopicDef>,
     pub(crate) stores: Vec<StoreSpec>,
     pub(crate) sources: Vec<SourceEntry>,
     pub(crate) subtopologies: Vec<SubTopology>,
-    pub(crate) store_formats: Vec<(String, &'static str, &'static str)>,
+    pub(crate) store_formats: StoreFormats,
+    pub(crate) globals: Vec<GlobalStoreDef>,
 }
 
 impl TopologyInner {
@@ -103,16 +151,29 @@ impl Topology {
         &self.0.nodes
     }
 
+    /// The global stores (global tables) and their source topics.
+    pub fn global_stores(&self) -> &[GlobalStoreDef] {
+        &self.0.globals
+    }
+
+    /// The global store named `name`, if there is one.
+    pub fn global_store(&self, name: &str) -> Option<&GlobalStoreDef> {
+        self.0.globals.iter().find(|g| g.store == name)
+    }
+
     /// The serde names (key, value) of a key-value store the DSL created
     /// (aggregations, tables), e.g. `("u32", "u64")`: what an interactive
     /// query needs to turn a key typed by a person into store bytes and the
     /// stored value into JSON.
     pub fn store_format(&self, store: &str) -> Option<(&'static str, &'static str)> {
-        self.0
-            .store_formats
-            .iter()
-            .find(|(s, _, _)| s == store)
-            .map(|(_, k, v)| (*k, *v))
+        self.query_codec(store)
+            .map(|c| (c.key_serde_name(), c.value_serde_name()))
+    }
+
+    /// How to query a store the DSL created, through the serdes it was
+    /// built with (see [`QueryCodec`](crate::serde::QueryCodec)).
+    pub fn query_codec(&self, store: &str) -> Option<&crate::serde::QueryCodec> {
+        self.0.store_formats.iter().find(|(s, _)| s == store).map(|(_, c)| c)
     }
 
     /// The Kafka topic name of topic `index` for an application.
@@ -262,6 +323,28 @@ impl Topology {
                     let parents: Vec<&str> = node.parents.iter().map(|p| inner.nodes[*p].name.as_str()).collect();
                     let _ = writeln!(out, "      <-- {}", parents.join(", "));
                 }
+            }
+            out.push('\n');
+        }
+        if !inner.globals.is_empty() {
+            // Kafka Streams shows each global store as a sub-topology "for
+            // global store (will not generate tasks)"; here they get a
+            // section of their own, so that sub-topology numbers stay task
+            // numbers.
+            out.push_str("Global stores:\n");
+            for g in &inner.globals {
+                let topic = self.topic_name(g.topic, application_id);
+                let _ = writeln!(
+                    out,
+                    "   Global store: {} (key-value; not logged: its source topic {topic} is its changelog; every \
+                     instance reads every partition; no tasks)",
+                    g.store
+                );
+                let _ = writeln!(out, "    Source: {} (topics: [{topic}])", g.source_name);
+                let _ = writeln!(out, "      --> {}", g.processor_name);
+                let _ = writeln!(out, "    Processor: {} (stores: [{}])", g.processor_name, g.store);
+                let _ = writeln!(out, "      --> none");
+                let _ = writeln!(out, "      <-- {}", g.source_name);
             }
             out.push('\n');
         }

@@ -267,6 +267,29 @@ impl<K: 'static> SerdeImpl<Windowed<K>> for WindowedSerde<K> {
     fn name(&self) -> &'static str {
         "windowed"
     }
+    /// `key@start/end` (epoch ms), as [`Windowed`] displays, with or
+    /// without the brackets; split at the last `@` so that the key may
+    /// contain one.
+    fn parse_text(&self, text: &str) -> Result<Windowed<K>, SerdeError> {
+        let bad = || SerdeError(format!("{text:?} is not a windowed key (key@start/end, in epoch ms)"));
+        let t = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
+        let (key, window) = t.rsplit_once('@').ok_or_else(bad)?;
+        let (start, end) = window.split_once('/').ok_or_else(bad)?;
+        Ok(Windowed {
+            key: self.inner.parse_text(key)?,
+            window: Window {
+                start: start.parse().map_err(|_| bad())?,
+                end: end.parse().map_err(|_| bad())?,
+            },
+        })
+    }
+    fn to_json(&self, value: &Windowed<K>) -> serde_json::Value {
+        serde_json::json!({
+            "key": self.inner.to_json(&value.key),
+            "start": value.window.start,
+            "end": value.window.end,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -324,5 +347,14 @@ mod tests {
         };
         assert_eq!(s.deserialize(&s.to_bytes(&w).unwrap()).unwrap(), w);
         assert!(s.deserialize(b"short").is_err());
+        // Text and JSON for interactive queries.
+        assert_eq!(s.parse_text("k@-5/10").unwrap(), w);
+        assert_eq!(s.parse_text(&w.to_string()).unwrap(), w);
+        assert_eq!(s.parse_text("a@b@0/1").unwrap().key, "a@b");
+        assert_eq!(
+            s.parse_text("k@5").unwrap_err().0,
+            "\"k@5\" is not a windowed key (key@start/end, in epoch ms)"
+        );
+        assert_eq!(s.to_json(&w), serde_json::json!({"key": "k", "start": -5, "end": 10}));
     }
 }

@@ -188,6 +188,11 @@ impl TaskManager {
             &self.cfg.db,
             self.cfg.task_config.clone(),
         )
+        .map(|mut task| {
+            // What a StreamPartitioner is told.
+            task.ctx.set_partition_counts(&self.cfg.plan.topic_partitions);
+            task
+        })
         .map_err(|e| RuntimeError::task(id, format!("creating the task: {e}")))
     }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::{now_ms, TaskManager};
 use crate::dead_letter::DeadLetterOut;
-use crate::partitioner::default_partitioner;
+use crate::partitioner::{destination, with_headers};
 use crate::task::{Origin, Task, TaskId};
 use crate::transport::{Outgoing, Track, Transport};
 use crate::RuntimeError;
@@ -51,6 +51,9 @@ pub struct Incoming<'a> {
     pub value: Option<&'a [u8]>,
     /// The origin header of a repartition record (see [`decode_origin`]).
     pub origin: Option<Origin>,
+    /// The record's headers (weir's own, `weir.*`, may be among them or
+    /// not: processors never see them).
+    pub headers: &'a [(&'a str, &'a [u8])],
 }
 
 impl TaskManager {
@@ -70,6 +73,7 @@ impl TaskManager {
         self.seen += 1;
         self.uncommitted += 1;
         let timed = self.seen.is_multiple_of(SAMPLE).then(Instant::now);
+        task.ctx.set_headers(rec.headers);
         match rec.origin {
             Some(o) => {
                 task.process_from(rec.topic, rec.offset, rec.timestamp, rec.key, rec.value, o);
@@ -154,6 +158,7 @@ impl TaskManager {
                     key: None,
                     value: None,
                     origin: None,
+                    headers: &[],
                 };
                 self.send_dead_letters(t, &rec, vec![d])?;
             }
@@ -173,10 +178,12 @@ impl TaskManager {
         let mut result = Ok(());
         for (i, rec) in collector.records().iter().enumerate() {
             let topic = rec.topic as usize;
+            // A topic chosen per record (DYNAMIC_TOPIC) is no internal one.
+            let internal = plan.internal.get(topic).copied().unwrap_or(false);
             if let Some(m) = meters {
                 m.produced(rec.topic, 1);
             }
-            if !plan.internal[topic] && (i as u64).is_multiple_of(SAMPLE) {
+            if !internal && (i as u64).is_multiple_of(SAMPLE) {
                 self.cfg
                     .metrics
                     .end_to_end_latency
@@ -184,12 +191,8 @@ impl TaskManager {
             }
             let key = collector.slice(&rec.key);
             let value = collector.slice(&rec.value);
-            let partitions = plan.topic_partitions[topic].max(1);
-            let partition = match key {
-                Some(k) => default_partitioner(k, partitions),
-                None => id.partition % partitions,
-            };
-            let origin = match (plan.internal[topic], rec.origin) {
+            let (topic_name, partition) = destination(plan, &collector, rec, id.partition);
+            let origin = match (internal, rec.origin) {
                 (true, Some((source, offset))) => {
                     if self.current_origin != Some((source, offset)) {
                         self.current_origin = Some((source, offset));
@@ -215,22 +218,17 @@ impl TaskManager {
                 }
                 _ => None,
             };
-            let header;
-            let headers: &[(&str, &[u8])] = match &origin {
-                Some(bytes) => {
-                    header = [(ORIGIN_HEADER, &bytes[..])];
-                    &header
-                }
-                None => &[],
-            };
-            result = t.send(Outgoing {
-                topic: &plan.topic_names[topic],
-                partition,
-                key,
-                value,
-                timestamp: rec.timestamp,
-                headers,
-                track: Track::Quiet,
+            let origin = origin.as_ref().map(|bytes| (ORIGIN_HEADER, &bytes[..]));
+            result = with_headers(&collector, rec, origin, |headers| {
+                t.send(Outgoing {
+                    topic: topic_name,
+                    partition,
+                    key,
+                    value,
+                    timestamp: rec.timestamp,
+                    headers,
+                    track: Track::Quiet,
+                })
             });
             if result.is_err() {
                 break;

@@ -6,6 +6,7 @@
 //! daemon starts weir's broker itself when it has no `--brokers`, and tests
 //! use [`EmbeddedBroker`](crate::kafka::EmbeddedBroker).
 
+pub mod global;
 pub mod health;
 pub mod plan;
 pub mod restore;
@@ -185,9 +186,29 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
     };
 
     let mut shared = Vec::new();
+    let mut globals = Vec::new();
     for app in apps {
         let plan = Arc::new(plan::prepare(&app.topology, &app.application_id, &admin)?);
         tracing::info!(application = %app.application_id, topics = ?plan.source_topics(), "topics ready");
+        // Global stores are restored before any stream thread starts, so
+        // that no task processes a record against a half-loaded table.
+        match global::bootstrap(
+            &app.topology,
+            &plan,
+            &settings,
+            db.clone(),
+            config.stop.clone(),
+            &status,
+            metrics.topology(&app.application_id),
+        ) {
+            Ok(Some(g)) => globals.push(g),
+            Ok(None) => {}
+            Err(Error::Interrupted(why)) if config.stop.load(Ordering::Relaxed) => {
+                tracing::info!("stopped before the stream threads started ({why})");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
         shared.push(Arc::new(thread::AppShared {
             topology: app.topology,
             plan,
@@ -209,6 +230,22 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
     }
 
     let mut handles = Vec::new();
+    for g in globals {
+        let stop = config.stop.clone();
+        let h = std::thread::Builder::new()
+            .name("global".into())
+            .spawn(move || {
+                let r = g.run();
+                if r.is_err() {
+                    // A table that stops updating would join stale data
+                    // silently: stop everything instead.
+                    stop.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+            .map_err(Error::Io)?;
+        handles.push(h);
+    }
     for app in &shared {
         for i in 0..config.threads {
             status.register(&format!("{}-thread-{i}", app.plan.application_id));

@@ -23,10 +23,12 @@ pub fn prepare(topology: &Topology, application_id: &str, admin: &Admin) -> Resu
             continue;
         }
         let name = topology.topic_name(i as u32, application_id);
+        // A global table's topic is read too (by every instance).
         let read = topology
             .subtopologies()
             .iter()
-            .any(|s| s.source_topics.contains(&(i as u32)));
+            .any(|s| s.source_topics.contains(&(i as u32)))
+            || topology.global_stores().iter().any(|g| g.topic == i as u32);
         if !existing.contains_key(&name) {
             if development || !read {
                 to_create.push(TopicSpec::with_default_partitions(&name));

@@ -460,6 +460,14 @@ impl ThreadState {
         } else {
             None
         };
+        // The record's headers but weir's own (no allocation for a record
+        // without others); a null header value reads as empty.
+        let headers: Vec<(&str, &[u8])> = msg.headers().map_or_else(Vec::new, |hs| {
+            hs.iter()
+                .filter(|h| h.key != ORIGIN_HEADER)
+                .map(|h| (h.key, h.value.unwrap_or_default()))
+                .collect()
+        });
         let mut t = KafkaTransport {
             io: &mut self.io,
             consumer,
@@ -474,6 +482,7 @@ impl ThreadState {
                 key: msg.key(),
                 value: msg.payload(),
                 origin,
+                headers: &headers,
             },
         )?;
         Ok(())
