@@ -241,11 +241,7 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
             description: p.description.clone(),
             describe: topology.describe(&p.name),
             internal_topics: topology.internal_topics(&p.name),
-            store_formats: topology
-                .stores()
-                .iter()
-                .filter_map(|s| topology.query_codec(&s.name).map(|c| (s.name.clone(), c.clone())))
-                .collect(),
+            store_formats: queryable_stores(&topology),
             window_stores: topology
                 .stores()
                 .iter()
@@ -341,5 +337,50 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// The stores `/stores/..` can read, with the serdes to read them by: every
+/// store whose serdes the topology recorded, global stores included (each
+/// instance holds a global store whole, registered under partition -1).
+fn queryable_stores(topology: &weir_topology::Topology) -> Vec<(String, weir_topology::QueryCodec)> {
+    let names = topology
+        .stores()
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain(topology.global_stores().iter().map(|g| g.store.as_str()));
+    names
+        .filter_map(|name| topology.query_codec(name).map(|c| (name.to_string(), c.clone())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_topology::{Materialized, Serdes, StreamsBuilder};
+
+    #[test]
+    fn global_stores_are_queryable_with_their_serdes() {
+        let mut b = StreamsBuilder::new();
+        let customers = b.global_table::<String, String>(
+            "customers",
+            Serdes::string(),
+            Serdes::string(),
+            Materialized::named("customers-by-id"),
+        );
+        b.stream::<String, String>("orders", Serdes::string(), Serdes::string())
+            .join_global(
+                &customers,
+                |_, order| order.clone(),
+                |_, order, name| format!("{order}/{name}"),
+            )
+            .to("orders-named", Serdes::string(), Serdes::string());
+        b.table::<String, u64>("totals", Serdes::string(), Serdes::u64(), Materialized::named("totals"));
+        let topology = b.build().unwrap();
+        let stores = super::queryable_stores(&topology);
+        let names: Vec<&str> = stores.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["totals", "customers-by-id"]);
+        let (_, codec) = &stores[1];
+        assert_eq!(codec.parse_key("c-7").unwrap(), b"c-7".to_vec());
+        assert_eq!(codec.value_json(b"Ann"), serde_json::json!("Ann"));
     }
 }
