@@ -1,10 +1,12 @@
 //! `KStream::process` with user processors: stores, punctuation, dead
 //! letters, and record metadata.
 
+use std::ops::Bound;
 use std::time::Duration;
 
 use weir_runtime::testing::{TestDriverConfig, TopologyTestDriver};
 use weir_topology::prelude::*;
+use weir_topology::store::StoreToken;
 
 /// Counts records per key in the declared store "counts" and forwards the
 /// running count.
@@ -247,4 +249,159 @@ fn an_unknown_store_fails_the_build() {
         .to("out", Serdes::string(), Serdes::u64());
     let err = b.build().unwrap_err().to_string();
     assert!(err.contains("unknown store \"count\""), "{err}");
+}
+
+/// Counts records per key through a typed store token: no store name or
+/// serde in the processor, no `Option` to unwrap.
+struct TypedCounter {
+    counts: StoreToken<String, u64>,
+}
+
+impl Processor<String, String> for TypedCounter {
+    type KeyOut = String;
+    type ValueOut = u64;
+
+    fn process(&mut self, ctx: &mut ProcessorApi<'_, String, u64>, key: String, _value: String) {
+        let counts = ctx.store(&self.counts);
+        let updated = counts.get(&key).and_then(|n| {
+            let n = n.unwrap_or(0) + 1;
+            counts.put(&key, &n).map(|()| n)
+        });
+        match updated {
+            Ok(n) => ctx.forward(key, n),
+            Err(e) => ctx.fail(e),
+        }
+    }
+}
+
+fn typed_counter_topology() -> Topology {
+    let mut b = StreamsBuilder::new();
+    let counts: StoreToken<String, u64> = b.add_key_value_store_typed("counts", Serdes::string(), Serdes::u64());
+    let token = counts.clone();
+    b.stream::<String, String>("in", Serdes::string(), Serdes::string())
+        .process(move || TypedCounter { counts: token.clone() }, &[counts.name()])
+        .to("out", Serdes::string(), Serdes::u64());
+    b.build().unwrap()
+}
+
+#[test]
+fn a_typed_store_token_counts_per_key() {
+    let d = TopologyTestDriver::new(typed_counter_topology(), TestDriverConfig::default()).unwrap();
+    let input = d.input_topic("in", Serdes::string(), Serdes::string());
+    let out = d.output_topic("out", Serdes::string(), Serdes::u64());
+    for (k, ts) in [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("a", 5), ("b", 6)] {
+        input.pipe_input(k.into(), "".into(), ts).unwrap();
+    }
+    assert_eq!(
+        out.read_records()
+            .into_iter()
+            .map(|r| (r.key, r.value, r.timestamp))
+            .collect::<Vec<_>>(),
+        vec![
+            ("a".to_string(), 1, 1),
+            ("b".to_string(), 1, 2),
+            ("a".to_string(), 2, 3),
+            ("c".to_string(), 1, 4),
+            ("a".to_string(), 3, 5),
+            ("b".to_string(), 2, 6),
+        ]
+    );
+    let store = d.key_value_store("counts", Serdes::string(), Serdes::u64()).unwrap();
+    assert_eq!(
+        store.all(),
+        vec![("a".to_string(), 3), ("b".to_string(), 2), ("c".to_string(), 1)]
+    );
+    assert_eq!(store.get(&"a".to_string()), Some(3));
+    assert_eq!(store.get(&"z".to_string()), None);
+}
+
+#[test]
+fn a_typed_store_is_connected_to_its_processor_and_queryable() {
+    let t = typed_counter_topology();
+    let described = t.describe("app");
+    assert!(
+        described.contains("Processor: KSTREAM-PROCESSOR-0000000001 (stores: [counts])"),
+        "{described}"
+    );
+    assert_eq!(t.subtopologies().len(), 1);
+    assert_eq!(t.subtopologies()[0].stores, vec!["counts".to_string()]);
+    // The serdes given at registration are the store's query codec.
+    assert_eq!(t.store_format("counts"), Some(("string", "u64")));
+}
+
+/// Opens its typed store once in `init`, and also reads a range of it.
+struct InitOpened {
+    counts: StoreToken<String, u64>,
+    store: Option<KeyValueStoreHandle<String, u64>>,
+}
+
+impl Processor<String, String> for InitOpened {
+    type KeyOut = String;
+    type ValueOut = String;
+
+    fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), TopologyError> {
+        self.store = Some(ctx.store(&self.counts)?);
+        Ok(())
+    }
+
+    fn process(&mut self, ctx: &mut ProcessorApi<'_, String, String>, key: String, value: String) {
+        let Some(store) = &self.store else { return };
+        let n = value.parse::<u64>().unwrap_or(0);
+        if let Err(e) = store.put(&key, &n) {
+            return ctx.fail(e);
+        }
+        // Keys from "b" up to (not including) "d", in key order.
+        match store.range(Bound::Included(&"b".to_string()), Bound::Excluded(&"d".to_string())) {
+            Ok(entries) => {
+                let text = entries
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                ctx.forward(key, text)
+            }
+            Err(e) => ctx.fail(e),
+        }
+    }
+}
+
+#[test]
+fn a_store_opened_in_init_and_range_queries_with_typed_bounds() {
+    let mut b = StreamsBuilder::new();
+    let counts = b.add_key_value_store_typed("counts", Serdes::string(), Serdes::u64());
+    let token = counts.clone();
+    b.stream::<String, String>("in", Serdes::string(), Serdes::string())
+        .process(
+            move || InitOpened {
+                counts: token.clone(),
+                store: None,
+            },
+            &[counts.name()],
+        )
+        .to("out", Serdes::string(), Serdes::string());
+    let d = TopologyTestDriver::new(b.build().unwrap(), TestDriverConfig::default()).unwrap();
+    let input = d.input_topic("in", Serdes::string(), Serdes::string());
+    for (k, v) in [("c", "3"), ("a", "1"), ("d", "4"), ("b", "2")] {
+        input.pipe_input(k.into(), v.into(), 1).unwrap();
+    }
+    assert_eq!(
+        d.output_topic("out", Serdes::string(), Serdes::string()).read_values(),
+        vec!["c=3", "c=3", "c=3", "b=2,c=3"]
+    );
+}
+
+#[test]
+fn a_typed_store_not_listed_in_process_fails_the_task() {
+    let mut b = StreamsBuilder::new();
+    let counts = b.add_key_value_store_typed("counts", Serdes::string(), Serdes::u64());
+    b.stream::<String, String>("in", Serdes::string(), Serdes::string())
+        .process(move || TypedCounter { counts: counts.clone() }, &[])
+        .to("out", Serdes::string(), Serdes::u64());
+    let d = TopologyTestDriver::new(b.build().unwrap(), TestDriverConfig::default()).unwrap();
+    let err = d
+        .input_topic("in", Serdes::string(), Serdes::string())
+        .pipe_input("a".into(), "".into(), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'counts': not connected to this processor"), "{err}");
 }

@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use weir::prelude::*;
+use weir::store::StoreToken;
 
 pub const NAME: &str = "sms-delivery";
 pub const DESCRIPTION: &str =
@@ -247,7 +248,8 @@ pub fn simulate_send(p: &Params, id: &str) -> Delivery {
 struct Sender {
     params: Params,
     sender_id: String,
-    state: Option<KeyValueStoreHandle<String, SenderState>>,
+    /// The store `sender-state`: the sender's [`SenderState`] by sender id.
+    state: StoreToken<String, SenderState>,
 }
 
 impl Processor<(), SmsMessage> for Sender {
@@ -256,17 +258,11 @@ impl Processor<(), SmsMessage> for Sender {
 
     fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), TopologyError> {
         self.sender_id = format!("sender_{}", ctx.partition());
-        self.state = Some(KeyValueStoreHandle::new(
-            ctx,
-            SENDER_STATE,
-            Serdes::string(),
-            Serdes::json(),
-        )?);
         Ok(())
     }
 
     fn process(&mut self, ctx: &mut ProcessorApi<'_, String, SenderStatus>, _key: (), msg: SmsMessage) {
-        let Some(store) = &self.state else { return };
+        let store = ctx.store(&self.state);
         // Read the state first: if the store fails, the task stops before
         // "sending", and the message is replayed after the restart.
         let mut state = match store.get(&self.sender_id) {
@@ -294,17 +290,17 @@ impl Processor<(), SmsMessage> for Sender {
 /// the `sender-status` table.
 pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
     let mut b = StreamsBuilder::new();
-    b.add_key_value_store(SENDER_STATE);
-    let params = p.clone();
+    let state = b.add_key_value_store_typed(SENDER_STATE, Serdes::string(), Serdes::json::<SenderState>());
+    let (params, token) = (p.clone(), state.clone());
     // The key is not used (one sender per partition): not decoded either.
     b.stream::<(), SmsMessage>(INPUT_TOPIC, Serdes::ignored(), Serdes::json())
         .process(
             move || Sender {
                 params: params.clone(),
                 sender_id: String::new(),
-                state: None,
+                state: token.clone(),
             },
-            &[SENDER_STATE],
+            &[state.name()],
         )
         .to(STATUS_TOPIC, Serdes::string(), Serdes::json());
     // The monitor: the latest status per sender, queryable.

@@ -15,7 +15,7 @@ use crate::ktable::KTable;
 use crate::materialized::Materialized;
 use crate::node::{ChildSlot, Children};
 use crate::serde::Serde;
-use crate::store::{StoreKind, StoreSpec};
+use crate::store::{StoreKind, StoreSpec, StoreToken};
 use crate::topology::{
     NodeInfo, NodeKind, SourceEntry, SourceFactory, SourceNode, SubTopology, TopicDef, Topology, TopologyInner,
 };
@@ -349,6 +349,25 @@ impl StreamsBuilder {
             kind: StoreKind::KeyValue,
             logged: true,
         });
+    }
+
+    /// Declare a key-value store with a changelog, with the serdes of its
+    /// keys and values, and get its [`StoreToken`]: list it in
+    /// [`KStream::process`] by [`StoreToken::name`] and open it with
+    /// [`ProcessorApi::store`](crate::ProcessorApi::store) or
+    /// [`InitContext::store`](crate::InitContext::store) as a view of exactly
+    /// these types. The serdes also make the store queryable.
+    pub fn add_key_value_store_typed<K: 'static, V: 'static>(
+        &mut self,
+        name: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+    ) -> StoreToken<K, V> {
+        self.add_key_value_store(name);
+        self.graph
+            .borrow_mut()
+            .record_store_format(name, &key_serde, &value_serde);
+        StoreToken::new(name, key_serde, value_serde)
     }
 
     /// Finish: check the graph, split it into sub-topologies and freeze it.

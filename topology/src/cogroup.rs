@@ -30,7 +30,7 @@ use crate::grouped::{
     WindowAggSetup, WindowedAgg,
 };
 use crate::kstream::KStream;
-use crate::ktable::KTable;
+use crate::ktable::{KTable, WindowStored};
 use crate::materialized::Materialized;
 use crate::node::{ChildSlot, Node};
 use crate::serde::Serde;
@@ -196,7 +196,7 @@ impl<K: Data, A: Data> CogroupedKStream<K, A> {
         aggregate_serde: Serde<A>,
         init: Init<A>,
         core: impl Fn(SharedFactory<W::Core>) -> CoreFactory<K, A>,
-    ) -> KTable<Windowed<K>, A> {
+    ) -> KTable<Windowed<K>, A, WindowStored> {
         let (inputs, store, nodes, merge) = self.add_nodes(&materialized);
         let graph = self.graph.clone();
         let setup = WindowAggSetup::declare(
@@ -286,7 +286,7 @@ impl<K: Data, A: Data> TimeWindowedCogroupedKStream<K, A> {
         init: impl Fn() -> A + Send + Sync + 'static,
         aggregate_serde: Serde<A>,
         materialized: Materialized,
-    ) -> KTable<Windowed<K>, A> {
+    ) -> KTable<Windowed<K>, A, WindowStored> {
         self.cogrouped.windowed_aggregate(
             self.windows,
             self.emit,
@@ -317,7 +317,7 @@ impl<K: Data, A: Data> SlidingWindowedCogroupedKStream<K, A> {
         init: impl Fn() -> A + Send + Sync + 'static,
         aggregate_serde: Serde<A>,
         materialized: Materialized,
-    ) -> KTable<Windowed<K>, A> {
+    ) -> KTable<Windowed<K>, A, WindowStored> {
         self.cogrouped.windowed_aggregate(
             self.windows,
             self.emit,
@@ -353,7 +353,7 @@ impl<K: Data, A: Data> SessionWindowedCogroupedKStream<K, A> {
         merger: impl Fn(&K, A, A) -> A + Send + Sync + 'static,
         aggregate_serde: Serde<A>,
         materialized: Materialized,
-    ) -> KTable<Windowed<K>, A> {
+    ) -> KTable<Windowed<K>, A, WindowStored> {
         let merger: Merger<K, A> = Arc::new(merger);
         self.cogrouped.windowed_aggregate(
             self.windows,

@@ -102,6 +102,7 @@
 //! stream time when they leave a store; with inputs in timestamp order a
 //! joined row carries the timestamp of the input that caused it.
 
+use std::marker::PhantomData;
 use std::ops::Bound;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -111,7 +112,7 @@ use crate::context::{InitContext, ProcessorContext};
 use crate::error::TopologyError;
 use crate::grouped::decode_stored;
 use crate::kstream::KStream;
-use crate::ktable::KTable;
+use crate::ktable::{Derived, Joinable, KTable, Stored, TableState};
 use crate::materialized::Materialized;
 use crate::node::{ChildSlot, Children, Node};
 use crate::serde::{Serde, SerdeError, SerdeImpl, Serdes};
@@ -132,12 +133,16 @@ use crate::Data;
 /// stores `{name}-subscription-store` and `{name}-left-values`. Naming
 /// the join keeps those names (and so the topics' data) when the program
 /// changes elsewhere.
-pub struct FkJoined<R> {
+///
+/// `S` is the state of the result table: [`Stored`] for
+/// [`FkJoined::materialized`], [`Derived`] for [`FkJoined::unmaterialized`].
+pub struct FkJoined<R, S: TableState = Stored> {
     result: Option<(Materialized, Serde<R>)>,
     name: Option<String>,
+    _state: PhantomData<S>,
 }
 
-impl<R: 'static> FkJoined<R> {
+impl<R: 'static> FkJoined<R, Stored> {
     /// Materialize the join result in the store `materialized` describes,
     /// its values written with `value_serde`: the result then forwards its
     /// changes at commit, can be queried and joined.
@@ -145,18 +150,36 @@ impl<R: 'static> FkJoined<R> {
         FkJoined {
             result: Some((materialized, value_serde)),
             name: None,
+            _state: PhantomData,
         }
     }
 
+    /// The same materialization, typed as a [`Derived`] result: for a
+    /// program that chooses at run time whether to materialize (both
+    /// branches then have one type). The result keeps its store (and
+    /// [`KTable::store_name`]) but cannot be joined.
+    pub fn into_derived(self) -> FkJoined<R, Derived> {
+        FkJoined {
+            result: self.result,
+            name: self.name,
+            _state: PhantomData,
+        }
+    }
+}
+
+impl<R: 'static> FkJoined<R, Derived> {
     /// Do not materialize the result: each joined row (or tombstone) is
     /// forwarded as the response that produced it is resolved.
     pub fn unmaterialized() -> Self {
         FkJoined {
             result: None,
             name: None,
+            _state: PhantomData,
         }
     }
+}
 
+impl<R: 'static, S: TableState> FkJoined<R, S> {
     /// The base name of the join's internal topics and stores (see the
     /// type's docs).
     pub fn named(self, name: &str) -> Self {
@@ -186,7 +209,7 @@ impl<V, VO, R> Clone for FkJoiner<V, VO, R> {
     }
 }
 
-impl<K: Data, V: Data> KTable<K, V> {
+impl<K: Data, V: Data, S: TableState> KTable<K, V, S> {
     /// Inner foreign-key join: for every row `(k, v)` of this table whose
     /// foreign key `foreign_key(&v)` is a key of `other` with value `vo`,
     /// a row `(k, joiner(&v, &vo))`, kept up to date as either table
@@ -214,13 +237,13 @@ impl<K: Data, V: Data> KTable<K, V> {
     /// assert!(text.contains("(topic: app-orders-customers-subscription-response)"));
     /// # Ok::<(), TopologyError>(())
     /// ```
-    pub fn fk_join<KO: Data, VO: Data, R: Data>(
+    pub fn fk_join<KO: Data, VO: Data, R: Data, SO: Joinable, SR: TableState>(
         &self,
-        other: &KTable<KO, VO>,
+        other: &KTable<KO, VO, SO>,
         foreign_key: impl Fn(&V) -> KO + Send + Sync + 'static,
         joiner: impl Fn(&V, &VO) -> R + Send + Sync + 'static,
-        joined: FkJoined<R>,
-    ) -> KTable<K, R> {
+        joined: FkJoined<R, SR>,
+    ) -> KTable<K, R, SR> {
         self.fk_join_with(other, Arc::new(foreign_key), FkJoiner::Inner(Arc::new(joiner)), joined)
     }
 
@@ -228,23 +251,23 @@ impl<K: Data, V: Data> KTable<K, V> {
     /// `(k, v)` of this table, with `vo` the value of the referenced row of
     /// `other`, `None` while there is none. Requirements as for
     /// [`KTable::fk_join`].
-    pub fn fk_left_join<KO: Data, VO: Data, R: Data>(
+    pub fn fk_left_join<KO: Data, VO: Data, R: Data, SO: Joinable, SR: TableState>(
         &self,
-        other: &KTable<KO, VO>,
+        other: &KTable<KO, VO, SO>,
         foreign_key: impl Fn(&V) -> KO + Send + Sync + 'static,
         joiner: impl Fn(&V, Option<&VO>) -> R + Send + Sync + 'static,
-        joined: FkJoined<R>,
-    ) -> KTable<K, R> {
+        joined: FkJoined<R, SR>,
+    ) -> KTable<K, R, SR> {
         self.fk_join_with(other, Arc::new(foreign_key), FkJoiner::Left(Arc::new(joiner)), joined)
     }
 
-    fn fk_join_with<KO: Data, VO: Data, R: Data>(
+    fn fk_join_with<KO: Data, VO: Data, R: Data, SO: Joinable, SR: TableState>(
         &self,
-        other: &KTable<KO, VO>,
+        other: &KTable<KO, VO, SO>,
         foreign_key: Arc<Extractor<V, KO>>,
         joiner: FkJoiner<V, VO, R>,
-        joined: FkJoined<R>,
-    ) -> KTable<K, R> {
+        joined: FkJoined<R, SR>,
+    ) -> KTable<K, R, SR> {
         let graph = self.graph.clone();
         let left_join = matches!(joiner, FkJoiner::Left(_));
         // Names and stores; errors are recorded for build() to report.
@@ -267,6 +290,9 @@ impl<K: Data, V: Data> KTable<K, V> {
                         .to_string(),
                 );
             }
+            // `SO: Joinable`: a `Stored` right table has a key-value store and
+            // a value serde; the errors below guard that invariant (user code
+            // cannot reach them, see topology/tests/ui/).
             let right_store = match (&other.store, &other.value_serde) {
                 (Some(s), Some(_)) => match g.stores.iter().find(|spec| &spec.name == s).map(|spec| spec.kind) {
                     Some(StoreKind::Window { .. }) => {

@@ -14,7 +14,7 @@ use crate::builder::{Graph, GraphBuilder};
 use crate::context::{InitContext, ProcessorContext};
 use crate::error::TopologyError;
 use crate::kstream::KStream;
-use crate::ktable::KTable;
+use crate::ktable::{KTable, WindowStored};
 use crate::materialized::Materialized;
 use crate::node::{ChildSlot, Children, Node};
 use crate::serde::{Serde, Serdes};
@@ -188,7 +188,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         materialized: Materialized,
         aggregate_serde: Serde<A>,
         step: S,
-    ) -> KTable<Windowed<K>, A>
+    ) -> KTable<Windowed<K>, A, WindowStored>
     where
         W::Core: Aggregates<K, V, S>,
         S: Clone + Send + Sync + 'static,
@@ -276,7 +276,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
     }
 
     /// The number of records per key and window.
-    pub fn count(self, materialized: Materialized) -> KTable<Windowed<K>, u64> {
+    pub fn count(self, materialized: Materialized) -> KTable<Windowed<K>, u64, WindowStored> {
         self.aggregate_with("KSTREAM-AGGREGATE", materialized, Serdes::u64(), count_step())
     }
 
@@ -285,7 +285,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         self,
         reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
         materialized: Materialized,
-    ) -> KTable<Windowed<K>, V> {
+    ) -> KTable<Windowed<K>, V, WindowStored> {
         let serde = self.grouped.value_serde.clone();
         self.aggregate_with("KSTREAM-REDUCE", materialized, serde, reduce_step(reducer))
     }
@@ -297,7 +297,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         aggregator: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
         aggregate_serde: Serde<A>,
         materialized: Materialized,
-    ) -> KTable<Windowed<K>, A> {
+    ) -> KTable<Windowed<K>, A, WindowStored> {
         self.aggregate_with(
             "KSTREAM-AGGREGATE",
             materialized,
@@ -312,7 +312,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         materialized: Materialized,
         aggregate_serde: Serde<A>,
         step: Step<K, V, A>,
-    ) -> KTable<Windowed<K>, A> {
+    ) -> KTable<Windowed<K>, A, WindowStored> {
         self.grouped
             .windowed_aggregate(kind, self.windows, self.emit, materialized, aggregate_serde, step)
     }
@@ -608,7 +608,7 @@ impl<W: WindowedAgg<K, A>, K: Data, A: Data> WindowAggSetup<W, K, A> {
     }
 
     /// The aggregation's table, coming out of graph node `node`.
-    pub(crate) fn table(&self, graph: Graph, node: usize) -> KTable<Windowed<K>, A> {
+    pub(crate) fn table(&self, graph: Graph, node: usize) -> KTable<Windowed<K>, A, WindowStored> {
         KTable::new(
             graph,
             node,

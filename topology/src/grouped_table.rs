@@ -44,7 +44,7 @@ use crate::builder::Graph;
 use crate::context::ProcessorContext;
 use crate::grouped::{aggregate_step, count_step, declare_kv_store, decode_stored, reduce_step, Step};
 use crate::kstream::KStream;
-use crate::ktable::KTable;
+use crate::ktable::{KTable, TableState};
 use crate::materialized::Materialized;
 use crate::node::{ChildSlot, Children, Node};
 use crate::serde::{Serde, SerdeError, SerdeImpl, Serdes};
@@ -152,7 +152,7 @@ pub struct KGroupedTable<KR, VR> {
     value_serde: Serde<VR>,
 }
 
-impl<K: Data, V: Data> KTable<K, V> {
+impl<K: Data, V: Data, S: TableState> KTable<K, V, S> {
     /// Group the rows of this table by a new key: `selector` maps each row
     /// to `(group key, value)`. An aggregation of the result keeps one row
     /// per group and follows every change of this table: a changed row's

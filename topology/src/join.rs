@@ -55,7 +55,7 @@ use crate::builder::NullCheck;
 use crate::context::ProcessorContext;
 use crate::grouped::decode_stored;
 use crate::kstream::KStream;
-use crate::ktable::KTable;
+use crate::ktable::{Joinable, KTable};
 use crate::node::{ChildSlot, Children, Node};
 use crate::serde::Serde;
 use crate::store::{
@@ -193,9 +193,9 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// `table` leaves as `joiner(key, value, table_value)`; records whose key
     /// is absent are dropped. The table must be materialized (a source
     /// table or an aggregation result).
-    pub fn join<VT: Data, VO: Data>(
+    pub fn join<VT: Data, VO: Data, ST: Joinable>(
         self,
-        table: &KTable<K, VT>,
+        table: &KTable<K, VT, ST>,
         joiner: impl Fn(&K, V, VT) -> VO + Send + Sync + 'static,
     ) -> KStream<K, VO> {
         self.table_join("KSTREAM-JOIN", false, table, None, move |k, v, vt: Option<VT>| {
@@ -206,9 +206,9 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// Left stream–table join: every record of this stream leaves as
     /// `joiner(key, value, table_value)`, with `None` when the table has no
     /// value for the key.
-    pub fn left_join<VT: Data, VO: Data>(
+    pub fn left_join<VT: Data, VO: Data, ST: Joinable>(
         self,
-        table: &KTable<K, VT>,
+        table: &KTable<K, VT, ST>,
         joiner: impl Fn(&K, V, Option<VT>) -> VO + Send + Sync + 'static,
     ) -> KStream<K, VO> {
         self.table_join("KSTREAM-LEFTJOIN", true, table, None, move |k, v, vt| {
@@ -223,9 +223,9 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// [`Joined::with_name`], or `KSTREAM-JOIN-{index}`), so that each
     /// record meets the table partition holding its key. Without a key
     /// change it is exactly `join`.
-    pub fn join_with<VT: Data, VO: Data>(
+    pub fn join_with<VT: Data, VO: Data, ST: Joinable>(
         self,
-        table: &KTable<K, VT>,
+        table: &KTable<K, VT, ST>,
         joiner: impl Fn(&K, V, VT) -> VO + Send + Sync + 'static,
         joined: Joined<K, V, VT>,
     ) -> KStream<K, VO> {
@@ -241,9 +241,9 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// [`left_join`](Self::left_join) with the stream's serdes, repartitioning
     /// a re-keyed stream first as [`join_with`](Self::join_with) does
     /// (default topic name `KSTREAM-LEFTJOIN-{index}-repartition`).
-    pub fn left_join_with<VT: Data, VO: Data>(
+    pub fn left_join_with<VT: Data, VO: Data, ST: Joinable>(
         self,
-        table: &KTable<K, VT>,
+        table: &KTable<K, VT, ST>,
         joiner: impl Fn(&K, V, Option<VT>) -> VO + Send + Sync + 'static,
         joined: Joined<K, V, VT>,
     ) -> KStream<K, VO> {
@@ -262,11 +262,11 @@ impl<K: Data, V: Data> KStream<K, V> {
         }
     }
 
-    fn table_join<VT: Data, VO: Data>(
+    fn table_join<VT: Data, VO: Data, ST: Joinable>(
         self,
         kind: &str,
         left: bool,
-        table: &KTable<K, VT>,
+        table: &KTable<K, VT, ST>,
         joined: Option<Joined<K, V, VT>>,
         joiner: impl Fn(&K, V, Option<VT>) -> Option<VO> + Send + Sync + 'static,
     ) -> KStream<K, VO> {
@@ -282,11 +282,11 @@ impl<K: Data, V: Data> KStream<K, V> {
         this.table_join_node(kind, left, table, joiner)
     }
 
-    fn table_join_node<VT: Data, VO: Data>(
+    fn table_join_node<VT: Data, VO: Data, ST: Joinable>(
         self,
         kind: &str,
         left: bool,
-        table: &KTable<K, VT>,
+        table: &KTable<K, VT, ST>,
         joiner: impl Fn(&K, V, Option<VT>) -> Option<VO> + Send + Sync + 'static,
     ) -> KStream<K, VO> {
         let id = {
@@ -295,6 +295,9 @@ impl<K: Data, V: Data> KStream<K, V> {
             if self.repartition_required {
                 g.node_error(id, REPARTITION_FIRST);
             }
+            // `ST: Joinable`: a `Stored` table has a key-value store and a
+            // value serde; the errors below guard that invariant (user code
+            // cannot reach them, see topology/tests/ui/).
             match (&table.store, &table.value_serde) {
                 (Some(store), Some(_)) => {
                     let kind = g.stores.iter().find(|s| &s.name == store).map(|s| s.kind);

@@ -27,8 +27,63 @@ use crate::topology::{NodeKind, SourceEntry, SourceNode};
 use crate::windows::Windowed;
 use crate::Data;
 
-/// A table: the latest value per key.
-pub struct KTable<K, V> {
+/// Whether a [`KTable`] has a store, as a type: the third parameter of
+/// `KTable<K, V, S>`. Sealed: the markers are [`Stored`], [`Derived`] and
+/// [`WindowStored`].
+pub trait TableState: sealed::Sealed + 'static {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Stored {}
+    impl Sealed for super::Derived {}
+    impl Sealed for super::WindowStored {}
+}
+
+/// A table with a queryable key-value store: a source table
+/// ([`StreamsBuilder::table`]), the result of a non-windowed aggregation, or
+/// a join materialized with `TableJoined::materialized` /
+/// `FkJoined::materialized`. The default state of [`KTable`]; only such
+/// tables can be joined (see [`Joinable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {}
+
+/// A table without a store of its own: the result of
+/// [`map_values`](KTable::map_values), [`filter`](KTable::filter),
+/// [`suppress`](KTable::suppress) or an unmaterialized join. It can be
+/// written, streamed, grouped and derived from, but not joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Derived {}
+
+/// A windowed table straight from a windowed aggregation (time, sliding,
+/// session or cogrouped windows): its store is a window store, which a join
+/// cannot look keys up in, and it is the only kind of table that can be
+/// [`suppress`](KTable::suppress)ed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowStored {}
+
+impl TableState for Stored {}
+impl TableState for Derived {}
+impl TableState for WindowStored {}
+
+/// The table states a join can look keys up in: [`Stored`] only.
+#[diagnostic::on_unimplemented(
+    message = "this table has no key-value store to join against (it is a `KTable<_, _, {Self}>`)",
+    label = "this table cannot be joined",
+    note = "a join looks keys up in the table's store: join a source table (`StreamsBuilder::table`), a \
+            non-windowed aggregation result or a join materialized with `TableJoined::materialized` / \
+            `FkJoined::materialized`",
+    note = "`map_values`, `filter`, `suppress` and unmaterialized joins give a table with no store \
+            (`Derived`); a windowed aggregation gives a window store (`WindowStored`): join first, then derive"
+)]
+pub trait Joinable: TableState {}
+impl Joinable for Stored {}
+
+/// A table: the latest value per key. `S` says whether it has a store
+/// ([`Stored`], the default), has none ([`Derived`]) or comes straight
+/// from a windowed aggregation ([`WindowStored`]); joins need [`Stored`]
+/// tables, `suppress` a [`WindowStored`] one, and both are checked by the
+/// compiler.
+pub struct KTable<K, V, S: TableState = Stored> {
     pub(crate) graph: Graph,
     pub(crate) node: usize,
     pub(crate) slot: Arc<ChildSlot<K, Option<V>>>,
@@ -38,9 +93,10 @@ pub struct KTable<K, V> {
     pub(crate) value_serde: Option<Serde<V>>,
     /// For windowed tables: the grace period after which windows close.
     pub(crate) grace_ms: Option<i64>,
+    pub(crate) _state: PhantomData<S>,
 }
 
-impl<K, V> Clone for KTable<K, V> {
+impl<K, V, S: TableState> Clone for KTable<K, V, S> {
     fn clone(&self) -> Self {
         KTable {
             graph: self.graph.clone(),
@@ -50,11 +106,12 @@ impl<K, V> Clone for KTable<K, V> {
             key_serde: self.key_serde.clone(),
             value_serde: self.value_serde.clone(),
             grace_ms: self.grace_ms,
+            _state: PhantomData,
         }
     }
 }
 
-impl<K: Data, V: Data> KTable<K, V> {
+impl<K: Data, V: Data, S: TableState> KTable<K, V, S> {
     pub(crate) fn new(
         graph: Graph,
         node: usize,
@@ -72,6 +129,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             key_serde,
             value_serde,
             grace_ms,
+            _state: PhantomData,
         }
     }
 
@@ -134,7 +192,7 @@ impl<K: Data, V: Data> KTable<K, V> {
     }
 
     /// A table of `f(key, value)`; not materialized.
-    pub fn map_values<VO: Data>(&self, f: impl Fn(&K, V) -> VO + Send + Sync + 'static) -> KTable<K, VO> {
+    pub fn map_values<VO: Data>(&self, f: impl Fn(&K, V) -> VO + Send + Sync + 'static) -> KTable<K, VO, Derived> {
         let s = self
             .as_change_stream()
             .add_fn("KTABLE-MAPVALUES", false, move |ctx, k, v: Option<V>, out| {
@@ -154,7 +212,7 @@ impl<K: Data, V: Data> KTable<K, V> {
 
     /// A table of the entries that satisfy `predicate`; an update that does
     /// not satisfy it deletes the key downstream. Not materialized.
-    pub fn filter(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KTable<K, V> {
+    pub fn filter(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KTable<K, V, Derived> {
         let s = self
             .as_change_stream()
             .add_fn("KTABLE-FILTER", false, move |ctx, k, v: Option<V>, out| {
@@ -173,11 +231,29 @@ impl<K: Data, V: Data> KTable<K, V> {
     }
 }
 
-impl<K: Data, V: Data> KTable<Windowed<K>, V> {
+/// The table states [`KTable::suppress`] accepts: [`WindowStored`] only.
+#[diagnostic::on_unimplemented(
+    message = "only a table straight from a windowed aggregation can be suppressed (this is a `KTable<_, _, {Self}>`)",
+    label = "this table cannot be suppressed",
+    note = "suppress needs the windows' grace period, which only the aggregation's own table carries: call \
+            `suppress` right after `count` / `aggregate` / `reduce` of a windowed stream, then \
+            `map_values` / `filter` its result"
+)]
+pub trait Suppressible: TableState {}
+impl Suppressible for WindowStored {}
+
+impl<K: Data, V: Data, S: TableState> KTable<Windowed<K>, V, S> {
     /// Hold each window's updates back and emit only its final result, once,
     /// when stream time passes the window end plus grace. The buffer is a
     /// logged store, so nothing buffered is lost on a crash.
-    pub fn suppress(&self, _suppressed: Suppressed) -> KTable<Windowed<K>, V> {
+    ///
+    /// Only a table straight from a windowed aggregation can be suppressed
+    /// (it knows its windows' grace period): suppress first, then
+    /// `map_values` / `filter` the result.
+    pub fn suppress(&self, _suppressed: Suppressed) -> KTable<Windowed<K>, V, Derived>
+    where
+        S: Suppressible,
+    {
         let (id, store) = {
             let mut g = self.graph.borrow_mut();
             let store = format!("KTABLE-SUPPRESS-STATE-STORE-{:010}", g.next_index());
@@ -188,13 +264,8 @@ impl<K: Data, V: Data> KTable<Windowed<K>, V> {
                 logged: true,
             });
             g.connect_store(id, &store);
-            if self.value_serde.is_none() || self.grace_ms.is_none() {
-                let node = g.nodes[id].name.clone();
-                g.errors.push(TopologyError::InvalidOperation {
-                    node,
-                    reason: "suppress needs a windowed table straight from a windowed aggregation".into(),
-                });
-            }
+            // `S: Suppressible`: a table straight from a windowed
+            // aggregation, which has its value serde and grace period.
             (id, store)
         };
         let out = ChildSlot::<Windowed<K>, Option<V>>::new();

@@ -65,10 +65,10 @@ pub use error::TopologyError;
 pub use grouped::{KGroupedStream, SessionWindowedKStream, TimeWindowedKStream, WindowSpec};
 pub use join::{Joined, StreamJoined};
 pub use kstream::{BranchedKStream, KStream, StreamPartitioner, TopicNameExtractor};
-pub use ktable::KTable;
+pub use ktable::{Derived, Joinable, KTable, Stored, Suppressible, TableState, WindowStored};
 pub use materialized::{Materialized, Suppressed};
 pub use node::{Children, Node};
-pub use process::{KeyValueStoreHandle, Processor, ProcessorApi};
+pub use process::{KeyValueStoreHandle, KeyValueStoreView, Processor, ProcessorApi, StoreToken};
 pub use serde::{Serde, SerdeError, SerdeImpl, Serdes};
 pub use topology::{NodeInfo, NodeKind, SourceNode, SubTopology, TaskNodes, TopicDef, Topology};
 pub use windows::{JoinWindows, SessionWindows, TimeWindows, Window, Windowed};
@@ -81,9 +81,10 @@ impl<T: Clone + 'static> Data for T {}
 /// Everything a topology author needs, in one import.
 pub mod prelude {
     pub use crate::{
-        CogroupedKStream, Consumed, Data, DefaultSerde, EmitStrategy, FkJoined, Grouped, Headers, InitContext,
-        JoinWindows, Joined, KGroupedStream, KGroupedTable, KStream, KTable, KeyValueStoreHandle, Materialized,
-        Processor, ProcessorApi, Produced, PunctuationType, Serde, Serdes, SessionWindows, SlidingWindows,
-        StreamJoined, StreamsBuilder, Suppressed, TableJoined, TimeWindows, Topology, TopologyError, Window, Windowed,
+        CogroupedKStream, Consumed, Data, DefaultSerde, Derived, EmitStrategy, FkJoined, GlobalKTable, Grouped,
+        Headers, InitContext, JoinWindows, Joined, KGroupedStream, KGroupedTable, KStream, KTable, KeyValueStoreHandle,
+        KeyValueStoreView, Materialized, Processor, ProcessorApi, Produced, PunctuationType, Serde, Serdes,
+        SessionWindows, SlidingWindows, StoreToken, Stored, StreamJoined, StreamsBuilder, Suppressed, TableJoined,
+        TimeWindows, Topology, TopologyError, Window, WindowStored, Windowed,
     };
 }

@@ -3,24 +3,21 @@
 //!
 //! ```
 //! use weir_topology::prelude::*;
+//! use weir_topology::store::StoreToken;
 //!
 //! /// Counts records per key in a store and forwards the running count.
 //! struct Counter {
-//!     store: Option<KeyValueStoreHandle<String, u64>>,
+//!     counts: StoreToken<String, u64>,
 //! }
 //!
 //! impl Processor<String, String> for Counter {
 //!     type KeyOut = String;
 //!     type ValueOut = u64;
-//!     fn init(&mut self, ctx: &mut InitContext<'_>) -> Result<(), TopologyError> {
-//!         self.store = Some(KeyValueStoreHandle::new(ctx, "counts", Serdes::string(), Serdes::u64())?);
-//!         Ok(())
-//!     }
 //!     fn process(&mut self, ctx: &mut ProcessorApi<'_, String, u64>, key: String, _value: String) {
-//!         let Some(store) = &self.store else { return };
-//!         let result = store.get(&key).and_then(|n| {
+//!         let counts = ctx.store(&self.counts);
+//!         let result = counts.get(&key).and_then(|n| {
 //!             let n = n.unwrap_or(0) + 1;
-//!             store.put(&key, &n).map(|()| n)
+//!             counts.put(&key, &n).map(|()| n)
 //!         });
 //!         match result {
 //!             Ok(n) => ctx.forward(key, n),
@@ -30,14 +27,23 @@
 //! }
 //!
 //! let mut b = StreamsBuilder::new();
-//! b.add_key_value_store("counts");
+//! // The store's name, key type and value type, given once.
+//! let counts = b.add_key_value_store_typed("counts", Serdes::string(), Serdes::u64());
+//! let token = counts.clone();
 //! b.stream::<String, String>("in", Serdes::string(), Serdes::string())
-//!     .process(|| Counter { store: None }, &["counts"])
+//!     .process(move || Counter { counts: token.clone() }, &[counts.name()])
 //!     .to("out", Serdes::string(), Serdes::u64());
 //! let topology = b.build()?;
 //! assert!(topology.describe("app").contains("(stores: [counts])"));
+//! // Registered with its serdes, the store is queryable.
+//! assert_eq!(topology.store_format("counts"), Some(("string", "u64")));
 //! # Ok::<(), TopologyError>(())
 //! ```
+//!
+//! A processor may also open a store once in [`Processor::init`] with
+//! [`InitContext::store`], which gives an owned [`KeyValueStoreHandle`]
+//! (the untyped [`KeyValueStoreHandle::new`] by name stays for stores
+//! declared with `add_key_value_store` / `add_state_store`).
 
 use std::marker::PhantomData;
 use std::ops::Bound;
@@ -49,7 +55,7 @@ use crate::grouped::decode_stored;
 use crate::kstream::KStream;
 use crate::node::{ChildSlot, Children, Node};
 use crate::serde::Serde;
-use crate::store::{KvStoreRef, StoreError};
+use crate::store::{KvStoreRef, StoreError, StoreKind};
 use crate::topology::NodeKind;
 use crate::Data;
 
@@ -89,10 +95,27 @@ pub trait Processor<K, V>: 'static {
 }
 
 /// What a [`Processor`] can do while it handles a record or a punctuation:
-/// forward records and see the current record's metadata.
+/// forward records, see the current record's metadata and open its stores.
 pub struct ProcessorApi<'a, KO, VO> {
     ctx: &'a mut ProcessorContext,
     children: &'a mut Children<KO, VO>,
+    /// The key-value stores connected to the processor's node, opened when
+    /// the task was created.
+    stores: &'a [(Arc<str>, KvStoreRef)],
+}
+
+impl<'a, KO, VO> ProcessorApi<'a, KO, VO> {
+    /// The typed view of the store `token` stands for (see
+    /// [`StoreToken`]). The store must be connected to this processor
+    /// (its name listed in [`KStream::process`]); otherwise every operation
+    /// of the view fails with a [`StoreError`] that says so.
+    pub fn store<'s, K: 'static, V: 'static>(&self, token: &'s StoreToken<K, V>) -> KeyValueStoreView<'s, K, V>
+    where
+        'a: 's,
+    {
+        let store = self.stores.iter().find(|(n, _)| **n == *token.name).map(|(_, s)| s);
+        KeyValueStoreView { store, token }
+    }
 }
 
 impl<KO: Data, VO: Data> ProcessorApi<'_, KO, VO> {
@@ -152,23 +175,213 @@ impl<KO: Data, VO: Data> ProcessorApi<'_, KO, VO> {
     }
 }
 
-/// Typed access to a declared key-value store, for processors. It
-/// serializes with the given serdes so the store stays bytes-level (and its
-/// changelog readable by any instance with the same serdes).
-pub struct KeyValueStoreHandle<K, V> {
-    store: KvStoreRef,
+/// A key-value store registered with its key and value serdes
+/// ([`StreamsBuilder::add_key_value_store_typed`](crate::StreamsBuilder::add_key_value_store_typed)):
+/// the name, key type and value type of the store, written once, that a
+/// processor opens with [`ProcessorApi::store`] or [`InitContext::store`].
+/// The view it gives has the token's types, so a mismatch does not compile:
+///
+/// ```compile_fail,E0308
+/// use weir_topology::prelude::*;
+/// use weir_topology::store::{KeyValueStoreView, StoreToken};
+///
+/// fn open(api: &ProcessorApi<'_, String, u64>, counts: &StoreToken<String, u64>) {
+///     let _store: KeyValueStoreView<'_, u32, u64> = api.store(counts);
+/// }
+/// ```
+///
+/// while the same code with the token's own types does:
+///
+/// ```
+/// use weir_topology::prelude::*;
+/// use weir_topology::store::{KeyValueStoreView, StoreToken};
+///
+/// fn open(api: &ProcessorApi<'_, String, u64>, counts: &StoreToken<String, u64>) {
+///     let _store: KeyValueStoreView<'_, String, u64> = api.store(counts);
+/// }
+/// ```
+pub struct StoreToken<K, V> {
     name: Arc<str>,
     key_serde: Serde<K>,
     value_serde: Serde<V>,
+}
+
+impl<K, V> Clone for StoreToken<K, V> {
+    fn clone(&self) -> Self {
+        StoreToken {
+            name: self.name.clone(),
+            key_serde: self.key_serde.clone(),
+            value_serde: self.value_serde.clone(),
+        }
+    }
+}
+
+impl<K: 'static, V: 'static> std::fmt::Debug for StoreToken<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreToken")
+            .field("name", &&*self.name)
+            .field("key_serde", &self.key_serde.name())
+            .field("value_serde", &self.value_serde.name())
+            .finish()
+    }
+}
+
+impl<K: 'static, V: 'static> StoreToken<K, V> {
+    /// Only the builder hands out tokens, so a token always names a
+    /// declared store.
+    pub(crate) fn new(name: &str, key_serde: Serde<K>, value_serde: Serde<V>) -> Self {
+        StoreToken {
+            name: Arc::from(name),
+            key_serde,
+            value_serde,
+        }
+    }
+
+    /// The store's name, as listed in [`KStream::process`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn key_serde(&self) -> &Serde<K> {
+        &self.key_serde
+    }
+
+    pub fn value_serde(&self) -> &Serde<V> {
+        &self.value_serde
+    }
+}
+
+impl InitContext<'_> {
+    /// The task's instance of the store `token` stands for, typed: for a
+    /// processor that keeps its store from [`Processor::init`] on.
+    pub fn store<K: 'static, V: 'static>(
+        &mut self,
+        token: &StoreToken<K, V>,
+    ) -> Result<KeyValueStoreHandle<K, V>, TopologyError> {
+        Ok(KeyValueStoreHandle {
+            store: self.key_value_store(token.name())?,
+            token: token.clone(),
+        })
+    }
+}
+
+/// A typed view of a key-value store ([`ProcessorApi::store`]): keys and
+/// values go through the serdes of the store's [`StoreToken`], so the store
+/// stays bytes-level (and its changelog readable by any instance with the
+/// same serdes).
+pub struct KeyValueStoreView<'s, K, V> {
+    /// `None` if the store is not connected to the processor.
+    store: Option<&'s KvStoreRef>,
+    token: &'s StoreToken<K, V>,
+}
+
+impl<K, V> Clone for KeyValueStoreView<'_, K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K, V> Copy for KeyValueStoreView<'_, K, V> {}
+
+impl<'s, K: 'static, V: 'static> KeyValueStoreView<'s, K, V> {
+    pub fn name(&self) -> &'s str {
+        &self.token.name
+    }
+
+    /// The untyped store underneath (`None` if it is not connected).
+    pub fn raw(&self) -> Option<&'s KvStoreRef> {
+        self.store
+    }
+
+    fn store(&self) -> Result<&'s KvStoreRef, StoreError> {
+        self.store.ok_or_else(|| {
+            StoreError::new(
+                self.name(),
+                "not connected to this processor (list it in `process(..)`)",
+            )
+        })
+    }
+
+    fn key_bytes(&self, key: &K) -> Result<Vec<u8>, StoreError> {
+        self.token
+            .key_serde
+            .to_bytes(key)
+            .map_err(|e| StoreError::new(self.name(), format!("key does not serialize: {e}")))
+    }
+
+    fn decode_entry(&self, k: &[u8], v: &[u8]) -> Result<(K, V), StoreError> {
+        let key = self
+            .token
+            .key_serde
+            .deserialize(k)
+            .map_err(|e| StoreError::new(self.name(), format!("stored key does not decode: {e}")))?;
+        Ok((key, decode_stored(&self.token.value_serde, self.name(), v)?))
+    }
+
+    pub fn get(&self, key: &K) -> Result<Option<V>, StoreError> {
+        let store = self.store()?;
+        let k = self.key_bytes(key)?;
+        match store.borrow_mut().get(&k)? {
+            Some(v) => Ok(Some(decode_stored(&self.token.value_serde, self.name(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put(&self, key: &K, value: &V) -> Result<(), StoreError> {
+        let store = self.store()?;
+        let k = self.key_bytes(key)?;
+        let v = self
+            .token
+            .value_serde
+            .to_bytes(value)
+            .map_err(|e| StoreError::new(self.name(), format!("value does not serialize: {e}")))?;
+        store.borrow_mut().put(&k, &v)
+    }
+
+    pub fn delete(&self, key: &K) -> Result<(), StoreError> {
+        let store = self.store()?;
+        let k = self.key_bytes(key)?;
+        store.borrow_mut().delete(&k)
+    }
+
+    /// The entries whose keys are within the bounds, in key **byte** order
+    /// (the order of the serialized keys, which is the order of `K` only if
+    /// the key serde preserves it, as the string serde does).
+    pub fn range(&self, from: Bound<&K>, to: Bound<&K>) -> Result<Vec<(K, V)>, StoreError> {
+        let store = self.store()?;
+        let encode = |b: Bound<&K>| -> Result<Bound<Vec<u8>>, StoreError> {
+            Ok(match b {
+                Bound::Included(k) => Bound::Included(self.key_bytes(k)?),
+                Bound::Excluded(k) => Bound::Excluded(self.key_bytes(k)?),
+                Bound::Unbounded => Bound::Unbounded,
+            })
+        };
+        let (from, to) = (encode(from)?, encode(to)?);
+        let entries = store
+            .borrow_mut()
+            .range(from.as_ref().map(|k| k.as_slice()), to.as_ref().map(|k| k.as_slice()))?;
+        entries.iter().map(|(k, v)| self.decode_entry(k, v)).collect()
+    }
+
+    /// Every entry, in key byte order.
+    pub fn all(&self) -> Result<Vec<(K, V)>, StoreError> {
+        self.range(Bound::Unbounded, Bound::Unbounded)
+    }
+}
+
+/// Typed access to a declared key-value store that a processor keeps (from
+/// [`InitContext::store`], or by name with [`KeyValueStoreHandle::new`]);
+/// its operations are those of [`KeyValueStoreView`].
+pub struct KeyValueStoreHandle<K, V> {
+    store: KvStoreRef,
+    token: StoreToken<K, V>,
 }
 
 impl<K, V> Clone for KeyValueStoreHandle<K, V> {
     fn clone(&self) -> Self {
         KeyValueStoreHandle {
             store: self.store.clone(),
-            name: self.name.clone(),
-            key_serde: self.key_serde.clone(),
-            value_serde: self.value_serde.clone(),
+            token: self.token.clone(),
         }
     }
 }
@@ -189,9 +402,7 @@ impl<K: 'static, V: 'static> KeyValueStoreHandle<K, V> {
     pub fn from_ref(store: KvStoreRef, name: &str, key_serde: Serde<K>, value_serde: Serde<V>) -> Self {
         KeyValueStoreHandle {
             store,
-            name: Arc::from(name),
-            key_serde,
-            value_serde,
+            token: StoreToken::new(name, key_serde, value_serde),
         }
     }
 
@@ -200,47 +411,34 @@ impl<K: 'static, V: 'static> KeyValueStoreHandle<K, V> {
         &self.store
     }
 
-    fn key_bytes(&self, key: &K) -> Result<Vec<u8>, StoreError> {
-        self.key_serde
-            .to_bytes(key)
-            .map_err(|e| StoreError::new(&*self.name, format!("key does not serialize: {e}")))
-    }
-
-    pub fn get(&self, key: &K) -> Result<Option<V>, StoreError> {
-        let k = self.key_bytes(key)?;
-        match self.store.borrow_mut().get(&k)? {
-            Some(v) => Ok(Some(decode_stored(&self.value_serde, &self.name, &v)?)),
-            None => Ok(None),
+    /// The store's operations, borrowed.
+    pub fn view(&self) -> KeyValueStoreView<'_, K, V> {
+        KeyValueStoreView {
+            store: Some(&self.store),
+            token: &self.token,
         }
     }
 
+    pub fn get(&self, key: &K) -> Result<Option<V>, StoreError> {
+        self.view().get(key)
+    }
+
     pub fn put(&self, key: &K, value: &V) -> Result<(), StoreError> {
-        let k = self.key_bytes(key)?;
-        let v = self
-            .value_serde
-            .to_bytes(value)
-            .map_err(|e| StoreError::new(&*self.name, format!("value does not serialize: {e}")))?;
-        self.store.borrow_mut().put(&k, &v)
+        self.view().put(key, value)
     }
 
     pub fn delete(&self, key: &K) -> Result<(), StoreError> {
-        let k = self.key_bytes(key)?;
-        self.store.borrow_mut().delete(&k)
+        self.view().delete(key)
+    }
+
+    /// See [`KeyValueStoreView::range`].
+    pub fn range(&self, from: Bound<&K>, to: Bound<&K>) -> Result<Vec<(K, V)>, StoreError> {
+        self.view().range(from, to)
     }
 
     /// Every entry, in key byte order.
     pub fn all(&self) -> Result<Vec<(K, V)>, StoreError> {
-        let entries = self.store.borrow_mut().range(Bound::Unbounded, Bound::Unbounded)?;
-        entries
-            .into_iter()
-            .map(|(k, v)| {
-                let key = self
-                    .key_serde
-                    .deserialize(&k)
-                    .map_err(|e| StoreError::new(&*self.name, format!("stored key does not decode: {e}")))?;
-                Ok((key, decode_stored(&self.value_serde, &self.name, &v)?))
-            })
-            .collect()
+        self.view().all()
     }
 }
 
@@ -248,8 +446,10 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// Run a user [`Processor`] on every record. `supplier` creates one
     /// instance per task; `stores` names the declared stores it uses, which
     /// puts them in this node's sub-topology (an unknown name makes
-    /// `build()` fail). The result may have new keys, so grouping it
-    /// repartitions.
+    /// `build()` fail) and opens the key-value ones for
+    /// [`ProcessorApi::store`] (list a [`StoreToken`] by its
+    /// [`name`](StoreToken::name)). The result may have new keys, so
+    /// grouping it repartitions.
     pub fn process<P: Processor<K, V>>(
         self,
         supplier: impl Fn() -> P + Send + Sync + 'static,
@@ -266,8 +466,18 @@ impl<K: Data, V: Data> KStream<K, V> {
         let out = ChildSlot::<P::KeyOut, P::ValueOut>::new();
         let out2 = out.clone();
         let supplier = Arc::new(supplier);
+        let store_names: Vec<String> = stores.iter().map(|s| s.to_string()).collect();
         self.attach(Arc::new(move |ictx| {
             let children = out2.instantiate(ictx)?;
+            // Open the connected key-value stores (in the order listed,
+            // which is the order a processor opening them in `init` used).
+            let mut stores = Vec::new();
+            for name in &store_names {
+                let is_kv = matches!(ictx.topology.store(name), Some(spec) if spec.kind == StoreKind::KeyValue);
+                if is_kv && !stores.iter().any(|(n, _): &(Arc<str>, KvStoreRef)| **n == **name) {
+                    stores.push((Arc::from(name.as_str()), ictx.key_value_store(name)?));
+                }
+            }
             let mut processor = supplier();
             let first = ictx.schedules.len();
             processor.init(ictx)?;
@@ -283,6 +493,7 @@ impl<K: Data, V: Data> KStream<K, V> {
             Ok(Box::new(ProcessNode {
                 processor,
                 children,
+                stores,
                 schedules,
                 _marker: PhantomData,
             }) as Box<dyn Node<K, V>>)
@@ -322,6 +533,7 @@ impl Punctuator {
 struct ProcessNode<K, V, P: Processor<K, V>> {
     processor: P,
     children: Children<P::KeyOut, P::ValueOut>,
+    stores: Vec<(Arc<str>, KvStoreRef)>,
     schedules: Vec<Punctuator>,
     _marker: PhantomData<fn(K, V)>,
 }
@@ -334,6 +546,7 @@ impl<K, V, P: Processor<K, V>> Node<K, V> for ProcessNode<K, V, P> {
         let mut api = ProcessorApi {
             ctx,
             children: &mut self.children,
+            stores: &self.stores,
         };
         let ts = api.ctx.timestamp();
         self.processor.process(&mut api, key, value);
@@ -365,6 +578,7 @@ impl<K, V, P: Processor<K, V>> Node<K, V> for ProcessNode<K, V, P> {
                     let mut api = ProcessorApi {
                         ctx,
                         children: &mut self.children,
+                        stores: &self.stores,
                     };
                     self.processor.punctuate(&mut api, kind, now);
                     ctx.punctuation_headers = false;

@@ -70,7 +70,7 @@ use crate::error::TopologyError;
 use crate::grouped::KGroupedStream;
 use crate::join::{Joined, StreamJoined};
 use crate::kstream::{KStream, StreamPartitioner};
-use crate::ktable::KTable;
+use crate::ktable::{KTable, TableState};
 use crate::materialized::Materialized;
 use crate::serde::Serde;
 use crate::{Data, StreamsBuilder};
@@ -429,7 +429,7 @@ impl<K: Data, V: Data> KStream<K, V> {
     }
 }
 
-impl<K: Data, V: Data> KTable<K, V> {
+impl<K: Data, V: Data, S: TableState> KTable<K, V, S> {
     /// Write this table's changes to `topic` (deletions as tombstones, see
     /// [`KTable::to`]) with the types' default serdes.
     pub fn to_topic(&self, topic: &str)

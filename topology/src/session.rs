@@ -47,7 +47,7 @@ use crate::grouped::{
     decode_stored, decode_window_key, AggCore, Aggregates, FinalEmitter, SessionWindowedKStream, WindowAggSetup,
     WindowedAgg,
 };
-use crate::ktable::KTable;
+use crate::ktable::{KTable, WindowStored};
 use crate::materialized::Materialized;
 use crate::node::Children;
 use crate::serde::{Serde, Serdes};
@@ -87,7 +87,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
     }
 
     /// The number of records per key and session.
-    pub fn count(self, materialized: Materialized) -> KTable<Windowed<K>, u64> {
+    pub fn count(self, materialized: Materialized) -> KTable<Windowed<K>, u64, WindowStored> {
         self.aggregate_with(
             "KSTREAM-AGGREGATE",
             materialized,
@@ -103,7 +103,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         self,
         reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
         materialized: Materialized,
-    ) -> KTable<Windowed<K>, V> {
+    ) -> KTable<Windowed<K>, V, WindowStored> {
         let serde = self.grouped.value_serde.clone();
         self.aggregate_with(
             "KSTREAM-REDUCE",
@@ -131,7 +131,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         merger: impl Fn(&K, A, A) -> A + Send + Sync + 'static,
         aggregate_serde: Serde<A>,
         materialized: Materialized,
-    ) -> KTable<Windowed<K>, A> {
+    ) -> KTable<Windowed<K>, A, WindowStored> {
         self.aggregate_with(
             "KSTREAM-AGGREGATE",
             materialized,
@@ -146,7 +146,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         materialized: Materialized,
         aggregate_serde: Serde<A>,
         fold: SessionFold<K, V, A>,
-    ) -> KTable<Windowed<K>, A> {
+    ) -> KTable<Windowed<K>, A, WindowStored> {
         self.grouped
             .windowed_aggregate(kind, self.windows, self.emit, materialized, aggregate_serde, fold)
     }

@@ -47,7 +47,7 @@ use crate::grouped::{
     aggregate_step, count_step, decode_stored, decode_window_key, reduce_step, AggCore, Aggregates, FinalEmitter,
     KGroupedStream, Step, WindowAggSetup, WindowSpec, WindowedAgg,
 };
-use crate::ktable::KTable;
+use crate::ktable::{KTable, WindowStored};
 use crate::materialized::Materialized;
 use crate::node::Children;
 use crate::serde::{Serde, Serdes};
@@ -145,7 +145,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
     }
 
     /// The number of records per key and window.
-    pub fn count(self, materialized: Materialized) -> KTable<Windowed<K>, u64> {
+    pub fn count(self, materialized: Materialized) -> KTable<Windowed<K>, u64, WindowStored> {
         self.aggregate_with("KSTREAM-AGGREGATE", materialized, Serdes::u64(), count_step())
     }
 
@@ -154,7 +154,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         self,
         reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
         materialized: Materialized,
-    ) -> KTable<Windowed<K>, V> {
+    ) -> KTable<Windowed<K>, V, WindowStored> {
         let serde = self.grouped.value_serde.clone();
         self.aggregate_with("KSTREAM-REDUCE", materialized, serde, reduce_step(reducer))
     }
@@ -169,7 +169,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         aggregator: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
         aggregate_serde: Serde<A>,
         materialized: Materialized,
-    ) -> KTable<Windowed<K>, A> {
+    ) -> KTable<Windowed<K>, A, WindowStored> {
         self.aggregate_with(
             "KSTREAM-AGGREGATE",
             materialized,
@@ -184,7 +184,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         materialized: Materialized,
         aggregate_serde: Serde<A>,
         step: Step<K, V, A>,
-    ) -> KTable<Windowed<K>, A> {
+    ) -> KTable<Windowed<K>, A, WindowStored> {
         self.grouped
             .windowed_aggregate(kind, self.windows, self.emit, materialized, aggregate_serde, step)
     }

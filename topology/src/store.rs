@@ -14,6 +14,9 @@ use std::ops::Bound;
 use std::rc::Rc;
 use std::sync::Arc;
 
+/// Typed stores for user processors (defined with the Processor API).
+pub use crate::process::{KeyValueStoreView, StoreToken};
+
 /// A failure of the storage layer (disk, corruption, encoding).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("state store '{store}': {message}")]

@@ -38,13 +38,14 @@
 //! the two agree while records arrive in timestamp order).
 
 use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::builder::GraphBuilder;
 use crate::context::ProcessorContext;
 use crate::grouped::decode_stored;
-use crate::ktable::KTable;
+use crate::ktable::{Derived, Joinable, KTable, Stored, TableState};
 use crate::materialized::Materialized;
 use crate::node::{ChildSlot, Children, Node};
 use crate::serde::Serde;
@@ -54,11 +55,15 @@ use crate::Data;
 
 /// How a table–table join keeps its result: in a queryable store, or not
 /// at all (the result table then cannot be joined or looked up itself).
-pub struct TableJoined<R> {
+/// `S` is the state of the result table: [`Stored`] for
+/// [`TableJoined::materialized`], [`Derived`] for
+/// [`TableJoined::unmaterialized`].
+pub struct TableJoined<R, S: TableState = Stored> {
     store: Option<(Materialized, Serde<R>)>,
+    _state: PhantomData<S>,
 }
 
-impl<R: 'static> TableJoined<R> {
+impl<R: 'static> TableJoined<R, Stored> {
     /// Materialize the join result in the store `materialized` describes,
     /// its values written with `value_serde`. The result then forwards its
     /// changes at commit (like every materialized table) and can be queried
@@ -66,14 +71,31 @@ impl<R: 'static> TableJoined<R> {
     pub fn materialized(materialized: Materialized, value_serde: Serde<R>) -> Self {
         TableJoined {
             store: Some((materialized, value_serde)),
+            _state: PhantomData,
         }
     }
 
+    /// The same materialization, typed as a [`Derived`] result: for a
+    /// program that chooses at run time whether to materialize (both
+    /// branches then have one type). The result keeps its store (and
+    /// [`KTable::store_name`]) but cannot be joined.
+    pub fn into_derived(self) -> TableJoined<R, Derived> {
+        TableJoined {
+            store: self.store,
+            _state: PhantomData,
+        }
+    }
+}
+
+impl<R: 'static> TableJoined<R, Derived> {
     /// Do not materialize the result: each joined row is forwarded as it is
     /// computed. A left or outer join still keeps a small store of the keys
     /// that have a row (see the module docs).
     pub fn unmaterialized() -> Self {
-        TableJoined { store: None }
+        TableJoined {
+            store: None,
+            _state: PhantomData,
+        }
     }
 }
 
@@ -149,8 +171,15 @@ impl<V, VO, R> Joiner<V, VO, R> {
 }
 
 /// The store-name of a table, checked for a table–table join: the table
-/// must be a materialized key-value table of the same builder.
-fn joinable_store<K, V>(g: &GraphBuilder, table: &KTable<K, V>, side: &str) -> Result<String, String> {
+/// must be a materialized key-value table of the same builder. Both sides
+/// are `S: Joinable` ([`Stored`]), so the errors here guard the invariant
+/// that a `Stored` table has a key-value store and a value serde; user code
+/// cannot reach them (see tests/ui/).
+fn joinable_store<K, V, S: TableState>(
+    g: &GraphBuilder,
+    table: &KTable<K, V, S>,
+    side: &str,
+) -> Result<String, String> {
     let (Some(store), Some(_)) = (&table.store, &table.value_serde) else {
         return Err(format!(
             "the {side} table is not materialized: a table-table join looks every update up in the other \
@@ -165,7 +194,7 @@ fn joinable_store<K, V>(g: &GraphBuilder, table: &KTable<K, V>, side: &str) -> R
     }
 }
 
-impl<K: Data, V: Data> KTable<K, V> {
+impl<K: Data, V: Data, S: TableState> KTable<K, V, S> {
     /// Inner table–table join: a row `joiner(this_value, other_value)` for
     /// every key present in both tables, updated (or deleted with a
     /// tombstone) whenever either table changes. Both tables must be
@@ -184,45 +213,54 @@ impl<K: Data, V: Data> KTable<K, V> {
     /// assert!(b.build()?.describe("app").contains("KTABLE-JOINTHIS-"));
     /// # Ok::<(), TopologyError>(())
     /// ```
-    pub fn join<VO: Data, R: Data>(
+    pub fn join<VO: Data, R: Data, SO: Joinable, SR: TableState>(
         &self,
-        other: &KTable<K, VO>,
+        other: &KTable<K, VO, SO>,
         joiner: impl Fn(&V, &VO) -> R + Send + Sync + 'static,
-        joined: TableJoined<R>,
-    ) -> KTable<K, R> {
+        joined: TableJoined<R, SR>,
+    ) -> KTable<K, R, SR>
+    where
+        S: Joinable,
+    {
         self.table_join(other, Joiner::Inner(Arc::new(joiner)), joined)
     }
 
     /// Left table–table join: a row `joiner(this_value, other_value)` for
     /// every key of this table, with `None` while the other table has no
     /// value for it. Requirements as for [`KTable::join`].
-    pub fn left_join<VO: Data, R: Data>(
+    pub fn left_join<VO: Data, R: Data, SO: Joinable, SR: TableState>(
         &self,
-        other: &KTable<K, VO>,
+        other: &KTable<K, VO, SO>,
         joiner: impl Fn(&V, Option<&VO>) -> R + Send + Sync + 'static,
-        joined: TableJoined<R>,
-    ) -> KTable<K, R> {
+        joined: TableJoined<R, SR>,
+    ) -> KTable<K, R, SR>
+    where
+        S: Joinable,
+    {
         self.table_join(other, Joiner::Left(Arc::new(joiner)), joined)
     }
 
     /// Outer table–table join: a row `joiner(this_value, other_value)` for
     /// every key of either table, with `None` for the side that has no
     /// value (never both). Requirements as for [`KTable::join`].
-    pub fn outer_join<VO: Data, R: Data>(
+    pub fn outer_join<VO: Data, R: Data, SO: Joinable, SR: TableState>(
         &self,
-        other: &KTable<K, VO>,
+        other: &KTable<K, VO, SO>,
         joiner: impl Fn(Option<&V>, Option<&VO>) -> R + Send + Sync + 'static,
-        joined: TableJoined<R>,
-    ) -> KTable<K, R> {
+        joined: TableJoined<R, SR>,
+    ) -> KTable<K, R, SR>
+    where
+        S: Joinable,
+    {
         self.table_join(other, Joiner::Outer(Arc::new(joiner)), joined)
     }
 
-    fn table_join<VO: Data, R: Data>(
+    fn table_join<VO: Data, R: Data, SO: Joinable, SR: TableState>(
         &self,
-        other: &KTable<K, VO>,
+        other: &KTable<K, VO, SO>,
         joiner: Joiner<V, VO, R>,
-        joined: TableJoined<R>,
-    ) -> KTable<K, R> {
+        joined: TableJoined<R, SR>,
+    ) -> KTable<K, R, SR> {
         let kind = joiner.kind();
         let (this_kind, other_kind, store_kind) = kind.names();
         let (merge, stores, materialized_store) = {
