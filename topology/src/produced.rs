@@ -283,6 +283,26 @@ default_serdes!(
     "The types' default serdes ([`DefaultSerde`]) for the key, the stream's values and the table's values."
 );
 
+impl<K: Data, V: Data> KStream<K, V> {
+    /// Name the operator this stream comes out of (Kafka Streams' `Named`):
+    /// `describe()` and errors show `name` instead of a generated name such
+    /// as `KSTREAM-FILTER-0000000003`, which changes when operators are
+    /// added before it. A name that is invalid or already used by another
+    /// operator is a `build()` error.
+    pub fn named(self, name: &str) -> Self {
+        rename_node(&self.graph, self.node, name);
+        self
+    }
+}
+
+impl<K: Data, V: Data, S: TableState> KTable<K, V, S> {
+    /// Name the operator this table comes out of, as [`KStream::named`].
+    pub fn named(self, name: &str) -> Self {
+        rename_node(&self.graph, self.node, name);
+        self
+    }
+}
+
 /// Give graph node `node` the name a parameter object asked for, or record
 /// why it cannot have it (reported by `build()`, never a panic).
 fn rename_node(graph: &crate::builder::Graph, node: usize, name: &str) {

@@ -200,3 +200,51 @@ fn the_topology_keeps_each_stores_real_serdes_for_queries() {
     assert_eq!(w.value_json(&3u64.to_be_bytes()), serde_json::json!(3));
     assert!(t.query_codec("nope").is_none());
 }
+
+/// `named` names any operator: describe() keeps the name when operators are
+/// added before it, and a name used twice is a build() error.
+#[test]
+fn named_operators_keep_their_names() {
+    fn build(extra_step: bool) -> Result<Topology, TopologyError> {
+        let mut b = StreamsBuilder::new();
+        let mut s = b.stream::<String, String>("in", Serdes::string(), Serdes::string());
+        if extra_step {
+            s = s.peek(|_, _| {});
+        }
+        s.filter(|_, v| !v.is_empty())
+            .named("non-empty")
+            .map_values(|_, v| v.to_uppercase())
+            .named("shout")
+            .to("out", Serdes::string(), Serdes::string());
+        b.table::<String, String>(
+            "names",
+            Serdes::string(),
+            Serdes::string(),
+            Materialized::named("names"),
+        )
+        .map_values(|_, v| v.len() as u64)
+        .named("name-length")
+        .to_stream()
+        .to("lengths", Serdes::string(), Serdes::u64());
+        b.build()
+    }
+    for extra_step in [false, true] {
+        let text = build(extra_step).unwrap().describe("app");
+        for name in ["non-empty", "shout", "name-length"] {
+            assert!(text.contains(&format!("Processor: {name} ")), "{name} in:\n{text}");
+        }
+    }
+
+    let mut b = StreamsBuilder::new();
+    b.stream::<String, String>("in", Serdes::string(), Serdes::string())
+        .filter(|_, _| true)
+        .named("step")
+        .map_values(|_, v| v)
+        .named("step")
+        .to("out", Serdes::string(), Serdes::string());
+    let err = b.build().unwrap_err().to_string();
+    assert!(
+        err.contains("the processor name \"step\" is already used by another processor"),
+        "{err}"
+    );
+}
