@@ -68,9 +68,6 @@ const RECORD_OVERHEAD: u64 = 16;
 const STALL: Duration = Duration::from_secs(30);
 /// How long a broker may take to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Clock ticks per second of the times in `/proc/PID/stat` (USER_HZ, 100 on
-/// every Linux architecture weir builds for).
-const USER_HZ: f64 = 100.0;
 
 /// Options of `weir bench broker`.
 pub struct BrokerOptions {
@@ -482,27 +479,7 @@ impl BrokerChild {
 
     /// The process's peak RSS in bytes (VmHWM) and CPU seconds so far.
     fn usage(&self) -> Result<(u64, f64)> {
-        let pid = self.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("reading /proc/{pid}/status"))?;
-        let kb = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .with_context(|| format!("no VmHWM in /proc/{pid}/status"))?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("reading /proc/{pid}/stat"))?;
-        // Fields after the command name (which is in parentheses and may
-        // hold spaces): state is field 3, utime and stime fields 14 and 15.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        let cpu = match (ticks(11), ticks(12)) {
-            (Some(u), Some(s)) => (u + s) as f64 / USER_HZ,
-            _ => bail!("cannot read the CPU times in /proc/{pid}/stat: {stat:?}"),
-        };
-        Ok((kb * 1024, cpu))
+        super::process_usage(self.child.id())
     }
 
     /// Reads the broker's peak RSS and CPU time, then stops it with

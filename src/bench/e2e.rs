@@ -608,23 +608,11 @@ impl WeirProcess {
         Ok(WeirProcess { child, stdin })
     }
 
-    /// The child's peak resident set so far (VmHWM), in bytes.
-    fn peak_rss_bytes(&self) -> u64 {
-        super::peak_rss_of(&format!("/proc/{}/status", self.child.id()))
-    }
-
-    /// CPU seconds (user + system) the child has used so far: next to the
-    /// wall time, it shows what weir costs when other work shares the
-    /// cores.
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are
-        // the 14th and 15th of the line, in clock ticks (100 per second on
-        // Linux).
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-        (ticks(11) + ticks(12)) as f64 / 100.0
+    /// The child's peak RSS in bytes and CPU seconds so far: next to the
+    /// wall time, the CPU shows what weir costs when other work shares
+    /// the cores.
+    fn usage(&self) -> Result<(u64, f64)> {
+        super::process_usage(self.child.id())
     }
 
     /// Stops weir and returns how its run ended.
@@ -769,8 +757,7 @@ fn run_weir(
             break elapsed;
         }
     };
-    let peak_rss = run.peak_rss_bytes();
-    let cpu = run.cpu_seconds();
+    let (peak_rss, cpu) = run.usage()?;
     run.finish()?;
     if opts.verbose {
         eprintln!("{app}: weir used {cpu:.2} s of CPU until then");

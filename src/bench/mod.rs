@@ -101,13 +101,7 @@ impl Inputs {
 
 /// The highest resident set size of this process so far (Linux VmHWM).
 pub fn peak_rss_bytes() -> u64 {
-    peak_rss_of("/proc/self/status")
-}
-
-/// The peak resident set (VmHWM) in a `/proc/PID/status` file, in bytes; 0
-/// where there is none (not Linux, or the process is gone).
-pub fn peak_rss_of(status_file: &str) -> u64 {
-    std::fs::read_to_string(status_file)
+    std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
@@ -117,6 +111,35 @@ pub fn peak_rss_of(status_file: &str) -> u64 {
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0)
+}
+
+/// Clock ticks per second of the times in `/proc/PID/stat` (USER_HZ, 100 on
+/// Linux whatever the kernel's HZ).
+const USER_HZ: f64 = 100.0;
+
+/// The peak RSS in bytes (VmHWM) and CPU seconds so far (user + system) of
+/// process `pid`, a child a bench started (the broker, or weir itself).
+pub(crate) fn process_usage(pid: u32) -> Result<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .with_context(|| format!("no VmHWM in /proc/{pid}/status"))?;
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may
+    // hold spaces): state is field 3, utime and stime fields 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    let cpu = match (ticks(11), ticks(12)) {
+        (Some(u), Some(s)) => (u + s) as f64 / USER_HZ,
+        _ => bail!("cannot read the CPU times in /proc/{pid}/stat: {stat:?}"),
+    };
+    Ok((kb * 1024, cpu))
 }
 
 pub fn run_engine(opts: &EngineOptions) -> Result<Vec<BenchResult>> {
