@@ -236,6 +236,7 @@ impl TopologyTestDriver {
     ) -> Result<TestKeyValueStore<K, V>, RuntimeError> {
         let store = match self.store(name) {
             Some(StoreRef::KeyValue(store)) => KvSource::Task(store),
+            Some(StoreRef::Versioned(store)) => KvSource::Task(store),
             Some(StoreRef::Window(_)) => return Err(RuntimeError::UnknownStore(name.to_string())),
             None => {
                 let inner = self.inner.borrow();
@@ -248,6 +249,23 @@ impl TopologyTestDriver {
             key_serde,
             value_serde,
         })
+    }
+
+    /// Typed reads of a versioned store, as of any time.
+    pub fn versioned_store<K: 'static, V: 'static>(
+        &self,
+        name: &str,
+        key_serde: Serde<K>,
+        value_serde: Serde<V>,
+    ) -> Result<TestVersionedStore<K, V>, RuntimeError> {
+        match self.store(name) {
+            Some(StoreRef::Versioned(store)) => Ok(TestVersionedStore {
+                store,
+                key_serde,
+                value_serde,
+            }),
+            _ => Err(RuntimeError::UnknownStore(name.to_string())),
+        }
     }
 
     /// Typed reads of a window store.
@@ -532,6 +550,35 @@ impl<K: 'static, V: 'static> TestKeyValueStore<K, V> {
                 )
             })
             .collect()
+    }
+}
+
+/// Typed reads of a versioned store of a driver (a table materialized with
+/// `Materialized::versioned`).
+pub struct TestVersionedStore<K, V> {
+    store: weir_topology::store::VersionedStoreRef,
+    key_serde: Serde<K>,
+    value_serde: Serde<V>,
+}
+
+impl<K: 'static, V: 'static> TestVersionedStore<K, V> {
+    /// The version of `key` valid at `as_of`, with the timestamp it is
+    /// valid from; `None` if there was none then (or it was deleted, or
+    /// `as_of` is older than the history retention reaches).
+    pub fn get_as_of(&self, key: &K, as_of: i64) -> Option<(V, i64)> {
+        let k = self.key_serde.to_bytes(key).expect("key serializes");
+        let mut out = Vec::new();
+        let ts = self
+            .store
+            .borrow_mut()
+            .get_as_of(&k, as_of, &mut out)
+            .expect("store read")?;
+        Some((self.value_serde.deserialize(&out).expect("stored value decodes"), ts))
+    }
+
+    /// The newest version of `key` and its timestamp.
+    pub fn get_latest(&self, key: &K) -> Option<(V, i64)> {
+        self.get_as_of(key, i64::MAX)
     }
 }
 

@@ -42,6 +42,8 @@ pub struct TopologyInfo {
     pub store_formats: Vec<(String, weir_topology::QueryCodec)>,
     /// Which of those are window stores (keys prefixed by the window start).
     pub window_stores: Vec<String>,
+    /// Which of those are versioned stores (queryable as of a time).
+    pub versioned_stores: Vec<String>,
     /// Paths of the app's own routes.
     pub routes: Vec<String>,
     /// Whether its data generator runs.
@@ -161,19 +163,34 @@ fn query_store(state: &HttpState, store: &str, query: &str) -> Response<Full<Byt
         Ok(p) => p,
         Err(e) => return error_json(StatusCode::BAD_REQUEST, e),
     };
+    let versioned = state.topologies.iter().any(|t| t.versioned_stores.contains(&store));
     if let Some((name, _)) = params
         .iter()
-        .find(|(k, _)| !matches!(k.as_str(), "key" | "from" | "to"))
+        .find(|(k, _)| !(matches!(k.as_str(), "key" | "from" | "to") || versioned && k == "as_of"))
     {
         let shown: String = name.chars().take(50).collect();
+        let usage = if versioned {
+            "use key= (and optionally as_of=), or from= and to="
+        } else {
+            "use key=, or from= and to="
+        };
         return error_json(
             StatusCode::BAD_REQUEST,
-            format!("unknown parameter {shown:?} (use key=, or from= and to=)"),
+            format!("unknown parameter {shown:?} ({usage})"),
         );
     }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     if state.topologies.iter().any(|t| t.window_stores.contains(&store)) {
         return query_window_store(state, &store, &codec, get("key"), get("from"), get("to"));
+    }
+    if versioned && get("from").is_none() && get("to").is_none() {
+        return query_versioned_key(state, &store, &codec, get("key"), get("as_of"));
+    }
+    if versioned && get("as_of").is_some() {
+        return error_json(
+            StatusCode::BAD_REQUEST,
+            "as_of= goes with key= (a range shows the newest versions)".into(),
+        );
     }
     let readers = state.status.store_readers(&store);
     let encode = |text: &str| super::query::encode_key(&codec, text);
@@ -221,7 +238,12 @@ fn query_store(state: &HttpState, store: &str, query: &str) -> Response<Full<Byt
     let upper = to.as_deref().map_or(Bound::Unbounded, Bound::Included);
     let mut entries = Vec::new();
     for (_, _, reader) in &readers {
-        match reader.scan_kv(&store, lower, upper) {
+        let found = if versioned {
+            reader.scan_versioned(&store, lower, upper)
+        } else {
+            reader.scan_kv(&store, lower, upper)
+        };
+        match found {
             Ok(found) => entries.extend(found),
             Err(e) => return error_json(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
@@ -239,6 +261,76 @@ fn query_store(state: &HttpState, store: &str, query: &str) -> Response<Full<Byt
     json_response(
         StatusCode::OK,
         &serde_json::json!({ "store": store, "entries": entries }),
+    )
+}
+
+/// A time in answers: RFC 3339 in UTC with milliseconds (`None` beyond
+/// chrono's range).
+fn format_time(ms: i64) -> Option<String> {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// A time parameter of a query: epoch milliseconds or RFC 3339.
+fn parse_time(name: &str, text: &str) -> Result<i64, String> {
+    text.parse::<i64>()
+        .ok()
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|d| d.timestamp_millis())
+        })
+        .ok_or_else(|| format!("{name}={text:?} is neither epoch milliseconds nor an RFC 3339 time"))
+}
+
+/// `GET /stores/{versioned store}?key=K[&as_of=T]`: the version of K valid
+/// at T (epoch ms or RFC 3339), or its newest, with the time it is valid
+/// from (committed data on this instance).
+fn query_versioned_key(
+    state: &HttpState,
+    store: &str,
+    codec: &weir_topology::QueryCodec,
+    key: Option<&str>,
+    as_of: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let Some(key) = key else {
+        return error_json(
+            StatusCode::BAD_REQUEST,
+            "give key= (and optionally as_of=), or from= and/or to=".into(),
+        );
+    };
+    let key_bytes = match super::query::encode_key(codec, key) {
+        Ok(b) => b,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, e),
+    };
+    let as_of = match as_of.map(|t| parse_time("as_of", t)).transpose() {
+        Ok(t) => t,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, e),
+    };
+    for (_, _, reader) in state.status.store_readers(store) {
+        match reader.read_versioned(store, &key_bytes, as_of) {
+            Ok(Some((valid_from, v))) => {
+                return json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "store": store,
+                        "key": key,
+                        "value": super::query::value_json(codec, &v),
+                        "valid_from_ms": valid_from,
+                        "valid_from": format_time(valid_from),
+                    }),
+                )
+            }
+            Ok(None) => {}
+            Err(e) => return error_json(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+    let when = as_of.map_or(String::new(), |t| {
+        format!(" as of {}", format_time(t).unwrap_or_else(|| t.to_string()))
+    });
+    error_json(
+        StatusCode::NOT_FOUND,
+        format!("no key {key:?}{when} in store {store:?} on this instance"),
     )
 }
 
@@ -263,20 +355,7 @@ fn query_window_store(
         Ok(b) => b,
         Err(e) => return error_json(StatusCode::BAD_REQUEST, e),
     };
-    let time = |name: &str, v: Option<&str>, default: i64| -> Result<i64, String> {
-        match v {
-            None => Ok(default),
-            Some(t) => t
-                .parse::<i64>()
-                .ok()
-                .or_else(|| {
-                    chrono::DateTime::parse_from_rfc3339(t)
-                        .ok()
-                        .map(|d| d.timestamp_millis())
-                })
-                .ok_or_else(|| format!("{name}={t:?} is neither epoch milliseconds nor an RFC 3339 time")),
-        }
-    };
+    let time = |name: &str, v: Option<&str>, default: i64| v.map_or(Ok(default), |t| parse_time(name, t));
     let (lo, hi) = match (time("from", from, i64::MIN), time("to", to, i64::MAX)) {
         (Ok(lo), Ok(hi)) => (lo, hi),
         (Err(e), _) | (_, Err(e)) => return error_json(StatusCode::BAD_REQUEST, e),
@@ -312,8 +391,7 @@ fn query_window_store(
         .into_iter()
         .map(|(start, value)| {
             json!({
-                "window_start": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(start)
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                "window_start": format_time(start),
                 "window_start_ms": start,
                 "value": value,
             })
@@ -659,6 +737,7 @@ mod tests {
                     weir::QueryCodec::new(weir::Serdes::u32(), weir::Serdes::u64()),
                 )],
                 window_stores: vec![],
+                versioned_stores: vec![],
                 routes: vec![],
                 generating: false,
             }],
@@ -806,6 +885,90 @@ mod tests {
         assert_eq!(
             json(&body)["error"],
             "from=\"soon\" is neither epoch milliseconds nor an RFC 3339 time"
+        );
+    }
+
+    #[test]
+    fn versioned_stores_answer_as_of_a_time() {
+        use weir::state::{StateDb, StateStore, VersionedKeyValueStore};
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let task = db.task("fx/0_0", 1 << 20).unwrap();
+        {
+            let store = task.open_versioned("rates", 60_000).unwrap();
+            let mut s = store.borrow_mut();
+            for (key, rate, ts) in [
+                ("EUR", 2u64, 1_000i64),
+                ("EUR", 3, 5_000),
+                ("USD", 1, 2_000),
+                ("EUR", 7, 3_000),
+            ] {
+                s.put_versioned(key.as_bytes(), Some(&rate.to_be_bytes()), ts).unwrap();
+            }
+            s.put_versioned(b"USD", None, 6_000).unwrap();
+            s.flush().unwrap();
+        }
+        task.commit(&weir::runtime::TaskCheckpoint::default().encode()).unwrap();
+        let mut st = state();
+        st.topologies[0].store_formats.push((
+            "rates".into(),
+            weir::QueryCodec::new(weir::Serdes::string(), weir::Serdes::u64()),
+        ));
+        st.topologies[0].versioned_stores.push("rates".into());
+        st.status.host("fx", 0, &["rates".to_string()], &task.reader());
+
+        // The newest version, and the version valid at a given time.
+        let (code, _, body) = get(&st, Method::GET, "/stores/rates?key=EUR");
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let v = json(&body);
+        assert_eq!(
+            (v["value"].as_u64(), v["valid_from_ms"].as_i64()),
+            (Some(3), Some(5_000))
+        );
+        let (code, _, body) = get(&st, Method::GET, "/stores/rates?key=EUR&as_of=1970-01-01T00:00:04Z");
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let v = json(&body);
+        assert_eq!(
+            (v["value"].as_u64(), v["valid_from_ms"].as_i64()),
+            (Some(7), Some(3_000))
+        );
+        assert_eq!(v["valid_from"], "1970-01-01T00:00:03.000Z");
+
+        // Nothing before the first version; a deleted key is absent.
+        let (code, _, body) = get(&st, Method::GET, "/stores/rates?key=EUR&as_of=999");
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(
+            json(&body)["error"],
+            "no key \"EUR\" as of 1970-01-01T00:00:00.999Z in store \"rates\" on this instance"
+        );
+        let (code, _, _) = get(&st, Method::GET, "/stores/rates?key=USD");
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        let (code, _, body) = get(&st, Method::GET, "/stores/rates?key=USD&as_of=5999");
+        assert_eq!(code, StatusCode::OK, "{body}");
+
+        // A range shows the newest values, deleted keys left out.
+        let (code, _, body) = get(&st, Method::GET, "/stores/rates?from=A");
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(json(&body)["entries"], serde_json::json!([{"key": "EUR", "value": 3}]));
+
+        // Bad parameters name themselves.
+        let (code, _, body) = get(&st, Method::GET, "/stores/rates?key=EUR&as_of=soon");
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            json(&body)["error"],
+            "as_of=\"soon\" is neither epoch milliseconds nor an RFC 3339 time"
+        );
+        let (code, _, body) = get(&st, Method::GET, "/stores/rates?from=A&as_of=1");
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            json(&body)["error"],
+            "as_of= goes with key= (a range shows the newest versions)"
+        );
+        let (code, _, body) = get(&st, Method::GET, "/stores/clicks-per-user?key=1&as_of=1");
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            json(&body)["error"],
+            "unknown parameter \"as_of\" (use key=, or from= and to=)"
         );
     }
 

@@ -248,6 +248,12 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
                 .filter(|s| matches!(s.kind, weir_topology::store::StoreKind::Window { .. }))
                 .map(|s| s.name.clone())
                 .collect(),
+            versioned_stores: topology
+                .stores()
+                .iter()
+                .filter(|s| matches!(s.kind, weir_topology::store::StoreKind::Versioned { .. }))
+                .map(|s| s.name.clone())
+                .collect(),
             routes: p.parts.routes.iter().map(|r| r.path.clone()).collect(),
             generating: generating && p.parts.generator.is_some(),
         });

@@ -48,6 +48,13 @@ impl StoreCore {
         &self.name
     }
 
+    /// The task's reset epoch now (bumped by restores and wipes), for
+    /// stores that mirror some of their data outside the cache and must
+    /// reload it when the data is replaced underneath them.
+    pub fn task_epoch(&self) -> u64 {
+        self.task.epoch()
+    }
+
     fn err(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
         StoreError::new(&self.name, format!("{what}: {e}"))
     }

@@ -8,9 +8,13 @@
 //!   task's stores (keys prefixed by store name) and its checkpoint (bytes
 //!   of weir-runtime's checkpoint codec).
 //!   It is the task's [`StoreSupplier`].
-//! * [`SledKeyValueStore`], [`SledWindowStore`]: per-store write caches over
-//!   the tree, implementing the traits of `weir_topology::store` (re-exported
-//!   here) that processors are written against.
+//! * [`SledKeyValueStore`], [`SledWindowStore`], [`SledVersionedStore`]:
+//!   per-store write caches over the tree, implementing the traits of
+//!   `weir_topology::store` (re-exported here) that processors are written
+//!   against. The versioned store keeps each key's versions (KIP-889) for
+//!   as-of reads, and is the current state of its table as a
+//!   [`KeyValueStore`]; [`TaskState::read_versioned`] and
+//!   [`TaskState::scan_versioned`] read it for interactive queries.
 //!
 //! # The commit protocol, as the stores see it
 //!
@@ -31,13 +35,17 @@ mod global;
 mod kv;
 mod layout;
 mod task;
+mod versioned;
 mod window;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod versioned_tests;
 
 pub use global::{GlobalPositions, SledGlobalStore};
 pub use kv::SledKeyValueStore;
 pub use task::{KvEntries, StateDb, StoreReader, TaskState};
+pub use versioned::SledVersionedStore;
 pub use weir_topology::store::*;
 pub use window::SledWindowStore;

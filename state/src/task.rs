@@ -9,14 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_topology::store::{
-    ChangelogRecord, GlobalStoreRef, KvStoreRef, StoreError, StoreKind, StoreResult, StoreSpec, StoreSupplier,
-    WindowStoreRef,
+    encode_window_start, ChangelogRecord, GlobalStoreRef, KvStoreRef, StoreError, StoreKind, StoreResult, StoreSpec,
+    StoreSupplier, VersionedStoreRef, WindowStoreRef,
 };
 
 use crate::global::SledGlobalStore;
 
 use crate::kv::SledKeyValueStore;
 use crate::layout::{decode_checkpoint, encode_checkpoint, range_is_empty, sled_bounds, store_prefix, CHECKPOINT_KEY};
+use crate::versioned::{self as vlayout, SledVersionedStore};
 use crate::window::SledWindowStore;
 
 /// Key-value pairs in key order, as scans return them.
@@ -166,6 +167,23 @@ fn is_lock_conflict(e: &std::io::Error) -> bool {
 enum Slot {
     Kv(Weak<RefCell<SledKeyValueStore>>),
     Window(Weak<RefCell<SledWindowStore>>),
+    Versioned(Weak<RefCell<SledVersionedStore>>),
+}
+
+impl Slot {
+    /// Refuse to open `name` as another kind while it is open as this one
+    /// (a dropped store's name may be reopened as any kind).
+    fn refuse(&self, name: &str) -> StoreResult<()> {
+        let (live, kind) = match self {
+            Slot::Kv(w) => (w.strong_count() > 0, "a key-value store"),
+            Slot::Window(w) => (w.strong_count() > 0, "a window store"),
+            Slot::Versioned(w) => (w.strong_count() > 0, "a versioned key-value store"),
+        };
+        if live {
+            return Err(StoreError::new(name, format!("already open as {kind}")));
+        }
+        Ok(())
+    }
 }
 
 pub(crate) struct TaskInner {
@@ -365,6 +383,22 @@ impl TaskState {
         scan_kv(&self.inner.tree, store, from, to)
     }
 
+    /// Committed version of `key` in versioned store `store` valid as of
+    /// `as_of` (the newest with `None`), with its timestamp: what
+    /// [`get_as_of`](weir_topology::store::VersionedKeyValueStore::get_as_of)
+    /// would return if the store had nothing cached. The retention rule
+    /// uses the committed observed stream time and the retention stored
+    /// with it, since a reader has no topology to ask.
+    pub fn read_versioned(&self, store: &str, key: &[u8], as_of: Option<i64>) -> StoreResult<Option<(i64, Vec<u8>)>> {
+        read_versioned(&self.inner.tree, store, key, as_of)
+    }
+
+    /// Committed newest values (tombstones and history left out) of the
+    /// user keys of versioned store `store` within the bounds, in key order.
+    pub fn scan_versioned(&self, store: &str, from: Bound<&[u8]>, to: Bound<&[u8]>) -> StoreResult<KvEntries> {
+        scan_versioned(&self.inner.tree, store, from, to)
+    }
+
     /// Bytes held by the write cache of the open store `name` (0 if it is
     /// not open, or is in use right now). Read at commit time for the
     /// `weir_store_cache_bytes` gauge; never on the per-record path.
@@ -375,6 +409,10 @@ impl TaskState {
                 .and_then(|s| s.try_borrow().ok().map(|s| s.cache_bytes()))
                 .unwrap_or(0),
             Some(Slot::Window(w)) => w
+                .upgrade()
+                .and_then(|s| s.try_borrow().ok().map(|s| s.cache_bytes()))
+                .unwrap_or(0),
+            Some(Slot::Versioned(w)) => w
                 .upgrade()
                 .and_then(|s| s.try_borrow().ok().map(|s| s.cache_bytes()))
                 .unwrap_or(0),
@@ -392,10 +430,7 @@ impl TaskState {
                         return Ok(store);
                     }
                 }
-                Slot::Window(w) if w.strong_count() > 0 => {
-                    return Err(StoreError::new(name, "already open as a window store"));
-                }
-                Slot::Window(_) => {}
+                other => other.refuse(name)?,
             }
         }
         let store = Rc::new(RefCell::new(SledKeyValueStore::open(self.clone(), name)?));
@@ -416,10 +451,7 @@ impl TaskState {
                         return Ok(store);
                     }
                 }
-                Slot::Kv(w) if w.strong_count() > 0 => {
-                    return Err(StoreError::new(name, "already open as a key-value store"));
-                }
-                Slot::Kv(_) => {}
+                other => other.refuse(name)?,
             }
         }
         let store = Rc::new(RefCell::new(SledWindowStore::open(self.clone(), name, retention_ms)?));
@@ -429,12 +461,46 @@ impl TaskState {
             .insert(name.to_string(), Slot::Window(Rc::downgrade(&store)));
         Ok(store)
     }
+
+    /// The versioned key-value store `name` of this task, opened on first
+    /// use and shared afterwards (a second call's `history_retention_ms` is
+    /// ignored). A negative retention is an error.
+    pub fn open_versioned(
+        &self,
+        name: &str,
+        history_retention_ms: i64,
+    ) -> StoreResult<Rc<RefCell<SledVersionedStore>>> {
+        if let Some(slot) = self.inner.stores.borrow().get(name) {
+            match slot {
+                Slot::Versioned(w) => {
+                    if let Some(store) = w.upgrade() {
+                        return Ok(store);
+                    }
+                }
+                other => other.refuse(name)?,
+            }
+        }
+        let store = Rc::new(RefCell::new(SledVersionedStore::open(
+            self.clone(),
+            name,
+            history_retention_ms,
+        )?));
+        self.inner
+            .stores
+            .borrow_mut()
+            .insert(name.to_string(), Slot::Versioned(Rc::downgrade(&store)));
+        Ok(store)
+    }
 }
 
 impl StoreSupplier for TaskState {
+    /// A versioned spec gets the task's shared versioned store, seen as
+    /// its current state (the same instance [`StoreSupplier::versioned`]
+    /// returns), so that every reader of a table works on it unchanged.
     fn key_value(&mut self, spec: &StoreSpec) -> StoreResult<KvStoreRef> {
         match spec.kind {
             StoreKind::KeyValue => Ok(self.open_key_value(&spec.name)?),
+            StoreKind::Versioned { history_retention_ms } => Ok(self.open_versioned(&spec.name, history_retention_ms)?),
             StoreKind::Window { .. } => Err(StoreError::new(
                 &spec.name,
                 "declared as a window store, requested as a key-value store",
@@ -448,6 +514,24 @@ impl StoreSupplier for TaskState {
             StoreKind::KeyValue => Err(StoreError::new(
                 &spec.name,
                 "declared as a key-value store, requested as a window store",
+            )),
+            StoreKind::Versioned { .. } => Err(StoreError::new(
+                &spec.name,
+                "declared as a versioned key-value store, requested as a window store",
+            )),
+        }
+    }
+
+    fn versioned(&mut self, spec: &StoreSpec) -> StoreResult<VersionedStoreRef> {
+        match spec.kind {
+            StoreKind::Versioned { history_retention_ms } => Ok(self.open_versioned(&spec.name, history_retention_ms)?),
+            StoreKind::KeyValue => Err(StoreError::new(
+                &spec.name,
+                "declared as a key-value store, requested as a versioned key-value store",
+            )),
+            StoreKind::Window { .. } => Err(StoreError::new(
+                &spec.name,
+                "declared as a window store, requested as a versioned key-value store",
             )),
         }
     }
@@ -487,6 +571,16 @@ impl StoreReader {
     pub fn scan_kv(&self, store: &str, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KvEntries, StoreError> {
         scan_kv(&self.tree, store, from, to)
     }
+
+    /// See [`TaskState::read_versioned`].
+    pub fn read_versioned(&self, store: &str, key: &[u8], as_of: Option<i64>) -> StoreResult<Option<(i64, Vec<u8>)>> {
+        read_versioned(&self.tree, store, key, as_of)
+    }
+
+    /// See [`TaskState::scan_versioned`].
+    pub fn scan_versioned(&self, store: &str, from: Bound<&[u8]>, to: Bound<&[u8]>) -> StoreResult<KvEntries> {
+        scan_versioned(&self.tree, store, from, to)
+    }
 }
 
 fn read_kv(tree: &sled::Tree, store: &str, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
@@ -508,4 +602,73 @@ pub(crate) fn scan_kv(tree: &sled::Tree, store: &str, from: Bound<&[u8]>, to: Bo
                 .map_err(|e| StoreError::new(store, format!("scan: {e}")))
         })
         .collect()
+}
+
+/// [`TaskState::read_versioned`] on a tree: the decisions of
+/// `SledVersionedStore::get_as_of`, on sled alone.
+fn read_versioned(
+    tree: &sled::Tree,
+    store: &str,
+    key: &[u8],
+    as_of: Option<i64>,
+) -> StoreResult<Option<(i64, Vec<u8>)>> {
+    let prefix = store_prefix(store)?;
+    let p = prefix.len();
+    let fail = |e: sled::Error| StoreError::new(store, format!("read: {e}"));
+    let mut k = prefix;
+    if let Some(t) = as_of {
+        k.extend_from_slice(vlayout::OBSERVED_KEY);
+        if let Some(b) = tree.get(&k).map_err(fail)? {
+            let (observed, retention) =
+                vlayout::decode_observed(&b).ok_or_else(|| vlayout::corrupt(store, "observed stream time"))?;
+            if t < vlayout::cutoff(observed, retention) {
+                return Ok(None);
+            }
+        }
+        k.truncate(p);
+    }
+    let mut scratch = Vec::with_capacity(1 + key.len());
+    vlayout::latest_key(&mut scratch, key);
+    k.extend_from_slice(&scratch);
+    let Some(latest) = tree.get(&k).map_err(fail)? else {
+        return Ok(None);
+    };
+    let (lt, value) = vlayout::decode_latest(&latest).ok_or_else(|| vlayout::corrupt(store, "newest version"))?;
+    let t = as_of.unwrap_or(i64::MAX);
+    if lt <= t {
+        return Ok(value.map(|v| (lt, v.to_vec())));
+    }
+    // The last history entry at or before `t`.
+    k.truncate(p);
+    vlayout::history_prefix(&mut scratch, store, key)?;
+    k.extend_from_slice(&scratch);
+    let lo = k.clone();
+    k.extend_from_slice(&encode_window_start(t));
+    let Some((hk, hv)) = tree.range(lo..=k).next_back().transpose().map_err(fail)? else {
+        return Ok(None);
+    };
+    let ts = vlayout::history_ts(&hk).ok_or_else(|| vlayout::corrupt(store, "history key"))?;
+    let value = vlayout::decode_version(&hv).ok_or_else(|| vlayout::corrupt(store, "history entry"))?;
+    Ok(value.map(|v| (ts, v.to_vec())))
+}
+
+/// [`TaskState::scan_versioned`] on a tree.
+fn scan_versioned(tree: &sled::Tree, store: &str, from: Bound<&[u8]>, to: Bound<&[u8]>) -> StoreResult<KvEntries> {
+    let prefix = store_prefix(store)?;
+    if range_is_empty(from, to) {
+        return Ok(Vec::new());
+    }
+    let (lo, hi) = vlayout::latest_bounds(from, to);
+    let mut out = Vec::new();
+    // Store-relative keys: skip the store prefix and the `LATEST` byte.
+    let skip = prefix.len() + 1;
+    for kv in tree.range(sled_bounds(&prefix, vlayout::bound_ref(&lo), vlayout::bound_ref(&hi))) {
+        let (k, v) = kv.map_err(|e| StoreError::new(store, format!("scan: {e}")))?;
+        match vlayout::decode_latest(&v) {
+            Some((_, Some(v))) => out.push((k[skip..].to_vec(), v.to_vec())),
+            Some((_, None)) => {}
+            None => return Err(vlayout::corrupt(store, "newest version")),
+        }
+    }
+    Ok(out)
 }

@@ -1,5 +1,5 @@
 //! Model-based property tests: random operation sequences run against the
-//! sled stores and against a `BTreeMap` model that tracks three views:
+//! sled stores (key-value, window, versioned) and against a `BTreeMap` model that tracks three views:
 //!
 //! * `current`: what reads must see (cached writes included);
 //! * `flushed`: the state as of the last flush (staged or committed);
@@ -471,6 +471,236 @@ fn run_window(budget: usize, ops: Vec<WinOp>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+// ---------------------------------------------------------------- versioned
+
+#[derive(Debug, Clone)]
+enum VerOp {
+    Put(Vec<u8>, Option<Vec<u8>>, i64),
+    KvPut(Vec<u8>, Vec<u8>),
+    KvDelete(Vec<u8>),
+    AsOf(Vec<u8>, i64),
+    Get(Vec<u8>),
+    Range(B, B),
+    Flush,
+    Commit,
+    Reopen,
+    RestoreCheck,
+}
+
+/// History retention of the versioned model: short against the timestamps
+/// below, so that expiry and purges happen all the time.
+const RETENTION: i64 = 4;
+
+/// Timestamps: a dozen around zero, and now and then the extremes.
+fn ver_ts() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        20 => -1i64..=12,
+        1 => Just(i64::MIN),
+        1 => Just(i64::MAX),
+    ]
+}
+
+fn ver_op() -> impl Strategy<Value = VerOp> {
+    prop_oneof![
+        10 => (small_bytes(1), prop::option::weighted(0.8, small_bytes(2)), ver_ts())
+            .prop_map(|(k, v, t)| VerOp::Put(k, v, t)),
+        2 => (small_bytes(1), small_bytes(2)).prop_map(|(k, v)| VerOp::KvPut(k, v)),
+        1 => small_bytes(1).prop_map(VerOp::KvDelete),
+        6 => (small_bytes(1), ver_ts()).prop_map(|(k, t)| VerOp::AsOf(k, t)),
+        2 => small_bytes(1).prop_map(VerOp::Get),
+        2 => (bound(), bound()).prop_map(|(a, b)| VerOp::Range(a, b)),
+        3 => Just(VerOp::Flush),
+        2 => Just(VerOp::Commit),
+        1 => Just(VerOp::Reopen),
+        1 => Just(VerOp::RestoreCheck),
+    ]
+}
+
+/// Every version ever stored (nothing is purged: purging must not change
+/// any answer), and the observed stream time.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct VerModel {
+    versions: BTreeMap<Vec<u8>, BTreeMap<i64, Option<Vec<u8>>>>,
+    observed: Option<i64>,
+}
+
+impl VerModel {
+    fn put(&mut self, key: &[u8], value: Option<Vec<u8>>, ts: i64) -> VersionedPut {
+        let observed = self.observed.map_or(ts, |o| o.max(ts));
+        if ts < observed.saturating_sub(RETENTION) {
+            return VersionedPut::Expired;
+        }
+        self.observed = Some(observed);
+        let versions = self.versions.entry(key.to_vec()).or_default();
+        let newest = versions.keys().next_back().copied();
+        versions.insert(ts, value);
+        if newest.is_none_or(|n| ts >= n) {
+            VersionedPut::Latest
+        } else {
+            VersionedPut::OutOfOrder
+        }
+    }
+
+    fn as_of(&self, key: &[u8], t: i64) -> Option<(i64, Vec<u8>)> {
+        if t < self.observed.unwrap_or(i64::MIN).saturating_sub(RETENTION) {
+            return None;
+        }
+        let (ts, v) = self.versions.get(key)?.range(..=t).next_back()?;
+        v.clone().map(|v| (*ts, v))
+    }
+
+    fn current(&self) -> Map {
+        self.versions
+            .iter()
+            .filter_map(|(k, vs)| Some((k.clone(), vs.values().next_back()?.clone()?)))
+            .collect()
+    }
+}
+
+fn ver_spec() -> StoreSpec {
+    StoreSpec {
+        name: STORE.to_string(),
+        kind: StoreKind::Versioned {
+            history_retention_ms: RETENTION,
+        },
+        logged: true,
+    }
+}
+
+fn ver_keys() -> Vec<Vec<u8>> {
+    std::iter::once(vec![]).chain((0..3u8).map(|a| vec![a])).collect()
+}
+
+fn ver_times() -> Vec<i64> {
+    [i64::MIN, i64::MAX].into_iter().chain(-2..=13).collect()
+}
+
+/// Every (key, time) answer of the store equals the model's, and so do
+/// its observed stream time and table view.
+fn check_versioned(s: &VersionedStoreRef, model: &VerModel) -> Result<(), TestCaseError> {
+    let mut out = Vec::new();
+    for k in ver_keys() {
+        for t in ver_times() {
+            let got = s.borrow_mut().get_as_of(&k, t, &mut out).unwrap();
+            prop_assert_eq!(
+                got.map(|ts| (ts, out.clone())),
+                model.as_of(&k, t),
+                "as of {} {:?}",
+                t,
+                k
+            );
+        }
+    }
+    prop_assert_eq!(
+        s.borrow_mut().observed_stream_time().unwrap(),
+        model.observed.unwrap_or(i64::MIN)
+    );
+    let all: Map = s
+        .borrow_mut()
+        .range(Bound::Unbounded, Bound::Unbounded)
+        .unwrap()
+        .into_iter()
+        .collect();
+    prop_assert_eq!(all, model.current());
+    Ok(())
+}
+
+fn run_versioned(budget: usize, ops: Vec<VerOp>) -> Result<(), TestCaseError> {
+    let mut base = Base::new(budget);
+    let mut store: Option<VersionedStoreRef> = Some(base.task.clone().unwrap().versioned(&ver_spec()).unwrap());
+    let (mut current, mut flushed, mut committed) = (VerModel::default(), VerModel::default(), VerModel::default());
+
+    for op in ops {
+        let s = store.as_ref().unwrap();
+        match op {
+            VerOp::Put(k, v, t) => {
+                let got = s.borrow_mut().put_versioned(&k, v.as_deref(), t).unwrap();
+                prop_assert_eq!(got, current.put(&k, v, t), "put {:?} at {}", k, t);
+                prop_assert_eq!(
+                    s.borrow_mut().observed_stream_time().unwrap(),
+                    current.observed.unwrap_or(i64::MIN)
+                );
+            }
+            VerOp::KvPut(k, v) => {
+                s.borrow_mut().put(&k, &v).unwrap();
+                let at = current.observed.unwrap_or(0);
+                prop_assert_eq!(current.put(&k, Some(v), at), VersionedPut::Latest);
+            }
+            VerOp::KvDelete(k) => {
+                s.borrow_mut().delete(&k).unwrap();
+                let at = current.observed.unwrap_or(0);
+                prop_assert_eq!(current.put(&k, None, at), VersionedPut::Latest);
+            }
+            VerOp::AsOf(k, t) => {
+                let mut out = vec![1];
+                let got = s.borrow_mut().get_as_of(&k, t, &mut out).unwrap();
+                prop_assert_eq!(got.map(|ts| (ts, out)), current.as_of(&k, t), "as of {} {:?}", t, k);
+            }
+            VerOp::Get(k) => {
+                prop_assert_eq!(s.borrow_mut().get(&k).unwrap(), current.current().get(&k).cloned());
+            }
+            VerOp::Range(lo, hi) => {
+                let got = s.borrow_mut().range(lo.get(), hi.get()).unwrap();
+                let want: Vec<_> = current
+                    .current()
+                    .into_iter()
+                    .filter(|(k, _)| in_bounds(k, lo.get(), hi.get()))
+                    .collect();
+                prop_assert_eq!(got, want, "range {:?}..{:?}", lo, hi);
+            }
+            VerOp::Flush => {
+                let records = s.borrow_mut().flush().unwrap();
+                for pair in records.windows(2) {
+                    prop_assert!(pair[0].key < pair[1].key, "records not in key order: {:?}", records);
+                }
+                base.pending_log.extend(records);
+                flushed = current.clone();
+            }
+            VerOp::Commit => {
+                base.commit()?;
+                committed = flushed.clone();
+                // The committed-data readers answer as the model did then.
+                let task = base.task();
+                for k in ver_keys() {
+                    prop_assert_eq!(
+                        task.read_versioned(STORE, &k, None).unwrap(),
+                        committed.as_of(&k, i64::MAX)
+                    );
+                    for t in ver_times() {
+                        prop_assert_eq!(
+                            task.read_versioned(STORE, &k, Some(t)).unwrap(),
+                            committed.as_of(&k, t),
+                            "committed as of {} {:?}",
+                            t,
+                            k
+                        );
+                    }
+                }
+                let scan: Map = task
+                    .scan_versioned(STORE, Bound::Unbounded, Bound::Unbounded)
+                    .unwrap()
+                    .into_iter()
+                    .collect();
+                prop_assert_eq!(scan, committed.current());
+            }
+            VerOp::Reopen => {
+                drop(store.take());
+                base.reopen()?;
+                store = Some(base.task.clone().unwrap().versioned(&ver_spec()).unwrap());
+                current = committed.clone();
+                flushed = committed.clone();
+                check_versioned(store.as_ref().unwrap(), &current)?;
+            }
+            VerOp::RestoreCheck => {
+                let (_dir, _db, mut task) = base.restore_elsewhere();
+                let restored = task.versioned(&ver_spec()).unwrap();
+                check_versioned(&restored, &committed)?;
+            }
+        }
+    }
+    check_versioned(store.as_ref().unwrap(), &current)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 64,
@@ -482,6 +712,11 @@ proptest! {
     #[test]
     fn kv_store_matches_model(budget in cache_budget(), ops in prop::collection::vec(kv_op(), 1..80)) {
         run_kv(budget, ops)?;
+    }
+
+    #[test]
+    fn versioned_store_matches_model(budget in cache_budget(), ops in prop::collection::vec(ver_op(), 1..80)) {
+        run_versioned(budget, ops)?;
     }
 
     #[test]

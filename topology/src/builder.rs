@@ -157,8 +157,24 @@ impl GraphBuilder {
     }
 
     /// The store name for a stateful operator: the given name, or one
-    /// derived from the operator's node index.
-    pub(crate) fn store_name(&self, materialized: &Materialized, kind: &str) -> String {
+    /// derived from the operator's node index. Only source tables keep
+    /// versioned stores ([`Materialized::versioned`]): any other operator
+    /// given one fails `build()`, naming the operator.
+    pub(crate) fn store_name(&mut self, materialized: &Materialized, kind: &str) -> String {
+        if materialized.history_retention_ms.is_some() {
+            self.errors.push(TopologyError::InvalidOperation {
+                node: format!("{kind}-{:010}", self.next_index()),
+                reason: "Materialized::versioned is for source tables (StreamsBuilder::table and its short forms); \
+                         this operator keeps an unversioned store"
+                    .into(),
+            });
+        }
+        self.table_store_name(materialized, kind)
+    }
+
+    /// [`store_name`](Self::store_name) for a source table, which may be
+    /// versioned.
+    pub(crate) fn table_store_name(&self, materialized: &Materialized, kind: &str) -> String {
         materialized
             .name
             .clone()

@@ -171,7 +171,7 @@ impl<K: Data, A: Data> CogroupedKStream<K, A> {
         &mut self,
         materialized: &Materialized,
     ) -> (Vec<Box<dyn ErasedInput<K, A>>>, String, Vec<usize>, usize) {
-        let store = self.graph.borrow().store_name(materialized, KIND);
+        let store = self.graph.borrow_mut().store_name(materialized, KIND);
         let mut inputs = std::mem::take(&mut self.inputs);
         let nodes: Vec<usize> = inputs
             .iter_mut()

@@ -12,7 +12,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::TopologyError;
-use crate::store::{ChangelogRecord, KvStoreRef, StoreError, StoreKind, StoreSupplier, WindowStoreRef};
+use crate::store::{
+    ChangelogRecord, KvStoreRef, StoreError, StoreKind, StoreSupplier, VersionedStoreRef, WindowStoreRef,
+};
 use crate::topology::TopologyInner;
 
 /// The `topic` of an [`OutRecord`] whose topic was chosen per record (a
@@ -623,6 +625,29 @@ pub(crate) struct Schedule {
 pub enum StoreRef {
     KeyValue(KvStoreRef),
     Window(WindowStoreRef),
+    /// A versioned store; [`InitContext::key_value_store`] hands out the
+    /// same instance as a plain key-value store (its newest versions).
+    Versioned(VersionedStoreRef),
+}
+
+impl StoreRef {
+    /// The store's commit-time half (flush, size, cache statistics).
+    pub fn with_state<R>(&self, f: impl FnOnce(&dyn crate::store::StateStore) -> R) -> R {
+        match self {
+            StoreRef::KeyValue(s) => f(&*s.borrow()),
+            StoreRef::Window(s) => f(&*s.borrow()),
+            StoreRef::Versioned(s) => f(&*s.borrow()),
+        }
+    }
+
+    /// [`StateStore::flush`](crate::store::StateStore::flush) of the store.
+    pub fn flush(&self) -> crate::store::StoreResult<Vec<ChangelogRecord>> {
+        match self {
+            StoreRef::KeyValue(s) => s.borrow_mut().flush(),
+            StoreRef::Window(s) => s.borrow_mut().flush(),
+            StoreRef::Versioned(s) => s.borrow_mut().flush(),
+        }
+    }
 }
 
 /// Handed to processor factories while a task is being created: stores
@@ -643,19 +668,47 @@ impl<'a> InitContext<'a> {
 
     /// The task's instance of the key-value store `name`, created on first
     /// use.
+    /// A versioned store comes as the plain key-value view of its newest
+    /// versions (the same instance as [`versioned_store`](Self::versioned_store)).
     pub fn key_value_store(&mut self, name: &str) -> Result<KvStoreRef, TopologyError> {
-        if let Some((_, StoreRef::KeyValue(s))) = self.stores.iter().find(|(n, _)| n == name) {
+        match self.stores.iter().find(|(n, _)| n == name) {
+            Some((_, StoreRef::KeyValue(s))) => return Ok(s.clone()),
+            Some((_, StoreRef::Versioned(s))) => return Ok(s.clone() as KvStoreRef),
+            _ => {}
+        }
+        let spec = self
+            .topology
+            .store(name)
+            .ok_or_else(|| TopologyError::UnknownStore(name.to_string()))?;
+        match spec.kind {
+            StoreKind::KeyValue => {}
+            StoreKind::Versioned { .. } => return Ok(self.versioned_store(name)? as KvStoreRef),
+            StoreKind::Window { .. } => {
+                return Err(TopologyError::UnknownStore(format!("{name} (it is a window store)")));
+            }
+        }
+        let store = self.supplier.key_value(spec)?;
+        self.stores.push((name.to_string(), StoreRef::KeyValue(store.clone())));
+        Ok(store)
+    }
+
+    /// The task's instance of the versioned store `name`, created on first
+    /// use.
+    pub fn versioned_store(&mut self, name: &str) -> Result<VersionedStoreRef, TopologyError> {
+        if let Some((_, StoreRef::Versioned(s))) = self.stores.iter().find(|(n, _)| n == name) {
             return Ok(s.clone());
         }
         let spec = self
             .topology
             .store(name)
             .ok_or_else(|| TopologyError::UnknownStore(name.to_string()))?;
-        if spec.kind != StoreKind::KeyValue {
-            return Err(TopologyError::UnknownStore(format!("{name} (it is a window store)")));
+        if !matches!(spec.kind, StoreKind::Versioned { .. }) {
+            return Err(TopologyError::UnknownStore(format!(
+                "{name} (it is not a versioned store)"
+            )));
         }
-        let store = self.supplier.key_value(spec)?;
-        self.stores.push((name.to_string(), StoreRef::KeyValue(store.clone())));
+        let store = self.supplier.versioned(spec)?;
+        self.stores.push((name.to_string(), StoreRef::Versioned(store.clone())));
         Ok(store)
     }
 
@@ -669,7 +722,9 @@ impl<'a> InitContext<'a> {
             .store(name)
             .ok_or_else(|| TopologyError::UnknownStore(name.to_string()))?;
         if !matches!(spec.kind, StoreKind::Window { .. }) {
-            return Err(TopologyError::UnknownStore(format!("{name} (it is a key-value store)")));
+            return Err(TopologyError::UnknownStore(format!(
+                "{name} (it is not a window store)"
+            )));
         }
         let store = self.supplier.window(spec)?;
         self.stores.push((name.to_string(), StoreRef::Window(store.clone())));

@@ -103,6 +103,14 @@ impl StreamsBuilder {
             if let Err(e) = validate_name(&store) {
                 g.errors.push(e);
             }
+            if materialized.history_retention_ms.is_some() {
+                g.errors.push(TopologyError::InvalidOperation {
+                    node: format!("global table {topic:?}"),
+                    reason: "a global table cannot be versioned (Materialized::versioned): as in Kafka Streams, \
+                             only a source KTable can"
+                        .into(),
+                });
+            }
             let t = g.topic(topic, false);
             if g.globals.iter().any(|d| d.topic == t) {
                 g.errors.push(TopologyError::InvalidOperation {

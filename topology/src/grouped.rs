@@ -83,7 +83,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// The stream the aggregation reads: repartitioned by key first if the
     /// key was changed upstream. Returns it with the store name to use.
     pub(crate) fn input(&self, materialized: &Materialized, kind: &str) -> (KStream<K, V>, String) {
-        let store = self.stream.graph.borrow().store_name(materialized, kind);
+        let store = self.stream.graph.borrow_mut().store_name(materialized, kind);
         (self.input_via(&store), store)
     }
 

@@ -298,7 +298,7 @@ impl<KR: Data, VR: Data> KGroupedTable<KR, VR> {
         add: Adder<KR, VR, A>,
         subtract: Subtractor<KR, VR, A>,
     ) -> KTable<KR, A> {
-        let store = self.graph.borrow().store_name(&materialized, kind);
+        let store = self.graph.borrow_mut().store_name(&materialized, kind);
         let selected = (self.select)(&store, materialized.logged);
         let input = selected.repartition(
             &store,

@@ -20,7 +20,12 @@
 //!
 //! * Stream–table: each stream record looks its key up in the table's
 //!   store. Table updates do not trigger output (the table is the "lookup"
-//!   side), as in Kafka Streams.
+//!   side), as in Kafka Streams. A versioned table
+//!   ([`Materialized::versioned`](crate::Materialized::versioned), KIP-914)
+//!   is looked up as of the stream record's timestamp: the version valid
+//!   then, so that an out-of-order stream record joins the table value of
+//!   its own time (none if that is older than the table's history
+//!   retention).
 //! * Stream–stream: each side's records are kept in a window store for the
 //!   join window; a record joins the other side's records of its key whose
 //!   timestamps fall in the window, whichever side arrives first. Left and
@@ -59,7 +64,8 @@ use crate::ktable::{Joinable, KTable};
 use crate::node::{ChildSlot, Children, Node};
 use crate::serde::Serde;
 use crate::store::{
-    decode_window_start, encode_window_start, KvStoreRef, StoreError, StoreKind, StoreSpec, WindowStoreRef,
+    decode_window_start, encode_window_start, KvStoreRef, StoreError, StoreKind, StoreSpec, VersionedStoreRef,
+    WindowStoreRef,
 };
 use crate::topology::NodeKind;
 use crate::windows::JoinWindows;
@@ -289,6 +295,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         table: &KTable<K, VT, ST>,
         joiner: impl Fn(&K, V, Option<VT>) -> Option<VO> + Send + Sync + 'static,
     ) -> KStream<K, VO> {
+        let mut versioned = false;
         let id = {
             let mut g = self.graph.borrow_mut();
             let id = g.add_node(kind, NodeKind::Processor, vec![self.node]);
@@ -301,6 +308,7 @@ impl<K: Data, V: Data> KStream<K, V> {
             match (&table.store, &table.value_serde) {
                 (Some(store), Some(_)) => {
                     let kind = g.stores.iter().find(|s| &s.name == store).map(|s| s.kind);
+                    versioned = matches!(kind, Some(StoreKind::Versioned { .. }));
                     if let Some(StoreKind::Window { .. }) = kind {
                         g.node_error(
                             id,
@@ -330,8 +338,13 @@ impl<K: Data, V: Data> KStream<K, V> {
             let joiner = Arc::new(joiner);
             let out2 = out.clone();
             self.attach(Arc::new(move |ictx| {
+                let lookup = if versioned {
+                    TableLookup::AsOf(ictx.versioned_store(&store)?)
+                } else {
+                    TableLookup::Latest(ictx.key_value_store(&store)?)
+                };
                 Ok(Box::new(TableJoinNode {
-                    store: ictx.key_value_store(&store)?,
+                    store: lookup,
                     name: Arc::from(store.as_str()),
                     key_serde: key_serde.clone(),
                     value_serde: value_serde.clone(),
@@ -589,8 +602,26 @@ impl<K: Data, V: Data> KStream<K, V> {
 }
 
 /// Looks stream records up in a table's store.
+/// How a stream–table join reads the table: its current value, or, for a
+/// versioned table, the value it had at the stream record's timestamp.
+enum TableLookup {
+    Latest(KvStoreRef),
+    AsOf(VersionedStoreRef),
+}
+
+impl TableLookup {
+    /// The table's value of `key` for a stream record at `timestamp`, into
+    /// `out`; false if there is none.
+    fn get(&self, key: &[u8], timestamp: i64, out: &mut Vec<u8>) -> Result<bool, StoreError> {
+        match self {
+            TableLookup::Latest(s) => s.borrow_mut().get_into(key, out),
+            TableLookup::AsOf(s) => Ok(s.borrow_mut().get_as_of(key, timestamp, out)?.is_some()),
+        }
+    }
+}
+
 struct TableJoinNode<K, V, VT, VO, F> {
-    store: KvStoreRef,
+    store: TableLookup,
     name: Arc<str>,
     key_serde: Serde<K>,
     value_serde: Serde<VT>,
@@ -634,7 +665,7 @@ where
         if let Err(e) = self.key_serde.serialize(&key, &mut self.kbuf) {
             return ctx.dead_letter(format!("join key serialization failed: {e}"));
         }
-        let found = match self.store.borrow_mut().get_into(&self.kbuf, &mut self.vbuf) {
+        let found = match self.store.get(&self.kbuf, ctx.timestamp(), &mut self.vbuf) {
             Ok(f) => f,
             Err(e) => return ctx.fail(e),
         };

@@ -22,7 +22,9 @@ use crate::kstream::KStream;
 use crate::materialized::{Materialized, Suppressed};
 use crate::node::{ChildSlot, Children, Node};
 use crate::serde::Serde;
-use crate::store::{encode_window_start, KvStoreRef, StoreError, StoreKind, StoreSpec};
+use crate::store::{
+    encode_window_start, KvStoreRef, StoreError, StoreKind, StoreSpec, VersionedPut, VersionedStoreRef,
+};
 use crate::topology::{NodeKind, SourceEntry, SourceNode};
 use crate::windows::Windowed;
 use crate::Data;
@@ -512,11 +514,15 @@ pub(crate) fn source_table<K: Data, V: Data>(
     let (id, store) = {
         let mut g = b.graph.borrow_mut();
         let t = g.topic(topic, false);
-        let store = g.store_name(&materialized, "KTABLE-SOURCE");
+        let store = g.table_store_name(&materialized, "KTABLE-SOURCE");
         let id = g.add_node("KTABLE-SOURCE", NodeKind::Source { topic: t }, vec![]);
+        let versioned = materialized.history_retention_ms;
         g.add_store(StoreSpec {
             name: store.clone(),
-            kind: StoreKind::KeyValue,
+            kind: match versioned {
+                Some(history_retention_ms) => StoreKind::Versioned { history_retention_ms },
+                None => StoreKind::KeyValue,
+            },
             logged: materialized.logged,
         });
         g.connect_store(id, &store);
@@ -526,6 +532,14 @@ pub(crate) fn source_table<K: Data, V: Data>(
         g.sources.push(SourceEntry {
             topic: t,
             factory: Arc::new(move |ictx| {
+                if versioned.is_some() {
+                    return Ok(Box::new(VersionedTableSource {
+                        store: ictx.versioned_store(&store2)?,
+                        key_serde: ks.clone(),
+                        value_serde: vs.clone(),
+                        children: slot2.instantiate(ictx)?,
+                    }) as Box<dyn SourceNode>);
+                }
                 Ok(Box::new(TableSource {
                     store: ictx.key_value_store(&store2)?,
                     name: Arc::from(store2.as_str()),
@@ -618,6 +632,68 @@ impl<K: Data, V: Data> SourceNode for TableSource<K, V> {
             self.children.forward(ctx, key, value);
         }
         ctx.timestamp = ts;
+        self.children.flush(ctx);
+    }
+
+    fn punctuate(&mut self, ctx: &mut ProcessorContext) {
+        self.children.punctuate(ctx)
+    }
+    fn close(&mut self, ctx: &mut ProcessorContext) {
+        self.children.close(ctx)
+    }
+}
+
+/// The source of a versioned table ([`Materialized::versioned`]): every
+/// record is put into the store as a version at its timestamp, and only
+/// records that become the key's newest version change the table and are
+/// forwarded, at once and with their own timestamp (versioned stores have
+/// no record cache, as in Kafka Streams). An out-of-order record only
+/// enriches the history that as-of joins read; one older than the history
+/// retention is dropped and counted as late.
+struct VersionedTableSource<K, V> {
+    store: VersionedStoreRef,
+    key_serde: Serde<K>,
+    value_serde: Serde<V>,
+    children: Children<K, Option<V>>,
+}
+
+impl<K: Data, V: Data> SourceNode for VersionedTableSource<K, V> {
+    fn process_raw(&mut self, ctx: &mut ProcessorContext, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let ts = ctx.timestamp();
+        ctx.observe_event_time(ts);
+        let Some(key_bytes) = key else {
+            return ctx.dead_letter("a table record needs a key");
+        };
+        let key = match self.key_serde.deserialize(key_bytes) {
+            Ok(k) => k,
+            Err(e) => {
+                return ctx.dead_letter(format!("key deserialization failed ({}): {e}", self.key_serde.name()));
+            }
+        };
+        let decoded = match value.map(|v| self.value_serde.deserialize(v)).transpose() {
+            Ok(v) => v,
+            Err(e) => {
+                return ctx.dead_letter(format!(
+                    "value deserialization failed ({}): {e}",
+                    self.value_serde.name()
+                ))
+            }
+        };
+        let outcome = self.store.borrow_mut().put_versioned(key_bytes, value, ts);
+        match outcome {
+            Ok(VersionedPut::Latest) => self.children.forward(ctx, key, decoded),
+            Ok(VersionedPut::OutOfOrder) => {}
+            Ok(VersionedPut::Expired) => ctx.counters.late_records_dropped += 1,
+            Err(e) => return ctx.fail(e),
+        }
+        if self.store.borrow().wants_flush() {
+            ctx.request_commit();
+        }
+    }
+
+    /// The store's changelog records are collected by the task's own
+    /// flush of every store; nothing is held back here.
+    fn flush(&mut self, ctx: &mut ProcessorContext) {
         self.children.flush(ctx);
     }
 

@@ -14,6 +14,8 @@ pub struct Materialized {
     pub(crate) name: Option<String>,
     pub(crate) retention_ms: Option<i64>,
     pub(crate) logged: bool,
+    /// `Some(history retention)` for a versioned store.
+    pub(crate) history_retention_ms: Option<i64>,
 }
 
 impl Default for Materialized {
@@ -22,6 +24,7 @@ impl Default for Materialized {
             name: None,
             retention_ms: None,
             logged: true,
+            history_retention_ms: None,
         }
     }
 }
@@ -47,6 +50,26 @@ impl Materialized {
     pub fn with_retention(self, retention: Duration) -> Self {
         Materialized {
             retention_ms: Some(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX)),
+            ..self
+        }
+    }
+
+    /// A versioned store (Kafka Streams' KIP-889/914) keeping each key's
+    /// history for `history_retention` behind the table's stream time, for
+    /// source tables ([`StreamsBuilder::table`](crate::StreamsBuilder::table)
+    /// and its short forms; any other operator refuses it at `build()`).
+    ///
+    /// A stream–table join then looks each stream record up in the table
+    /// as it was at the record's timestamp, so an out-of-order stream joins
+    /// the value that was valid when its records happened, not whatever
+    /// came last. Table updates older than the key's newest version go into
+    /// the history without changing the table (they are not forwarded
+    /// downstream), and updates older than the retention are dropped and
+    /// counted as late (`weir_late_records_total`). The store is not
+    /// cached: every in-order update is forwarded as it arrives.
+    pub fn versioned(self, history_retention: Duration) -> Self {
+        Materialized {
+            history_retention_ms: Some(i64::try_from(history_retention.as_millis()).unwrap_or(i64::MAX)),
             ..self
         }
     }

@@ -127,6 +127,73 @@ pub trait KeyValueStore: StateStore {
     fn range(&mut self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
 }
 
+/// What [`VersionedKeyValueStore::put_versioned`] did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionedPut {
+    /// The record is the key's newest version (its timestamp is at least
+    /// that of every version so far): the table changed, and the change is
+    /// forwarded downstream.
+    Latest,
+    /// The record is older than the key's newest version but within the
+    /// history retention: it was inserted into the history (as-of reads
+    /// see it) but the table's current value is unchanged.
+    OutOfOrder,
+    /// The record is older than the store's observed stream time minus its
+    /// history retention: nothing was stored (as Kafka Streams' versioned
+    /// stores, which return `PUT_RETURN_CODE_NOT_PUT`).
+    Expired,
+}
+
+/// A versioned key-value store (Kafka Streams' KIP-889): every key keeps
+/// its versions, each a value (or a tombstone) with the timestamp from
+/// which it is valid, for `history_retention_ms` behind the store's
+/// observed stream time (the largest timestamp put so far). Reading "as of"
+/// a time gives the version that was valid then, which is what a
+/// stream–table join needs to join an out-of-order stream correctly.
+///
+/// As a [`KeyValueStore`] it is the table's current state: `get_into` and
+/// `range` see each key's newest version (nothing for a tombstone), so
+/// every reader of a table (table–table and foreign-key joins, queries,
+/// re-grouping) works on it unchanged. Its plain `put`/`delete` write a
+/// version at the observed stream time.
+///
+/// Rules (those of Kafka Streams' `RocksDBVersionedStore`):
+/// * a put with the timestamp of an existing version replaces it;
+/// * a put older than observed stream time minus the history retention is
+///   [`VersionedPut::Expired`] and stores nothing;
+/// * an as-of read older than observed stream time minus the history
+///   retention finds nothing (the history that old is not kept);
+/// * the newest version of a key is kept whatever its age (unless it is a
+///   tombstone older than the retention, which is as good as absent);
+/// * older versions are dropped once the version after them is itself
+///   older than observed stream time minus the retention (nothing as-of
+///   inside the retention can see them).
+pub trait VersionedKeyValueStore: KeyValueStore {
+    /// How far behind observed stream time history is kept.
+    fn history_retention_ms(&self) -> i64;
+
+    /// The largest timestamp put so far (`i64::MIN` if none); survives
+    /// restarts and restores, since it decides what is expired.
+    fn observed_stream_time(&mut self) -> StoreResult<i64>;
+
+    /// Insert a version of `key`: `Some(value)` or a tombstone (`None`),
+    /// valid from `timestamp` until the next version's timestamp.
+    fn put_versioned(&mut self, key: &[u8], value: Option<&[u8]>, timestamp: i64) -> StoreResult<VersionedPut>;
+
+    /// The version of `key` valid at `as_of` (the one with the largest
+    /// timestamp `<= as_of`): its value is copied into `out` (cleared
+    /// first) and its timestamp returned. `None` if there is no such
+    /// version, if it is a tombstone, or if `as_of` is older than the
+    /// history retention reaches.
+    fn get_as_of(&mut self, key: &[u8], as_of: i64, out: &mut Vec<u8>) -> StoreResult<Option<i64>>;
+
+    /// The newest version of `key` and its timestamp (as
+    /// [`get_as_of`](Self::get_as_of) at the end of time).
+    fn get_latest(&mut self, key: &[u8], out: &mut Vec<u8>) -> StoreResult<Option<i64>> {
+        self.get_as_of(key, i64::MAX, out)
+    }
+}
+
 /// (record key, window start, value) triples from a window store scan.
 pub type WindowEntries = Vec<(Vec<u8>, i64, Vec<u8>)>;
 
@@ -156,6 +223,7 @@ pub trait WindowStore: StateStore {
 /// threads.
 pub type KvStoreRef = Rc<RefCell<dyn KeyValueStore>>;
 pub type WindowStoreRef = Rc<RefCell<dyn WindowStore>>;
+pub type VersionedStoreRef = Rc<RefCell<dyn VersionedKeyValueStore>>;
 
 /// The kind of a declared store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +232,11 @@ pub enum StoreKind {
     /// Windows of the given size; `retention_ms` = size + grace by default.
     Window {
         retention_ms: i64,
+    },
+    /// A versioned key-value store ([`VersionedKeyValueStore`]) keeping
+    /// history for `history_retention_ms` behind observed stream time.
+    Versioned {
+        history_retention_ms: i64,
     },
 }
 
@@ -183,6 +256,7 @@ pub struct StoreSpec {
 pub trait StoreSupplier {
     fn key_value(&mut self, spec: &StoreSpec) -> StoreResult<KvStoreRef>;
     fn window(&mut self, spec: &StoreSpec) -> StoreResult<WindowStoreRef>;
+    fn versioned(&mut self, spec: &StoreSpec) -> StoreResult<VersionedStoreRef>;
 
     /// The instance's global store `name` (a [`crate::GlobalKTable`]'s),
     /// shared read-only by every task of the instance. A supplier without

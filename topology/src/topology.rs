@@ -256,7 +256,7 @@ impl Topology {
         for name in &sub.stores {
             let spec = inner.store(name).expect("sub-topology stores are declared");
             match spec.kind {
-                crate::store::StoreKind::KeyValue => {
+                crate::store::StoreKind::KeyValue | crate::store::StoreKind::Versioned { .. } => {
                     ictx.key_value_store(name)?;
                 }
                 crate::store::StoreKind::Window { .. } => {
@@ -354,6 +354,9 @@ impl Topology {
                 let kind = match s.kind {
                     crate::store::StoreKind::KeyValue => "key-value".to_string(),
                     crate::store::StoreKind::Window { retention_ms } => format!("window, retention {retention_ms} ms"),
+                    crate::store::StoreKind::Versioned { history_retention_ms } => {
+                        format!("versioned key-value, history {history_retention_ms} ms")
+                    }
                 };
                 let log = if s.logged {
                     format!("changelog {}", crate::names::changelog_topic(application_id, &s.name))
@@ -399,11 +402,7 @@ impl TaskNodes {
         }
         ctx.emitting_on_time = false;
         for (name, store) in &self.stores {
-            let result = match store {
-                StoreRef::KeyValue(s) => s.borrow_mut().flush(),
-                StoreRef::Window(s) => s.borrow_mut().flush(),
-            };
-            match result {
+            match store.flush() {
                 Ok(records) => {
                     let name: Arc<str> = Arc::from(name.as_str());
                     ctx.changelog.extend(records.into_iter().map(|r| (name.clone(), r)));
@@ -434,10 +433,7 @@ impl TaskNodes {
 
     /// True if any store's write cache is over its limit.
     pub fn wants_flush(&self) -> bool {
-        self.stores.iter().any(|(_, s)| match s {
-            StoreRef::KeyValue(s) => s.borrow().wants_flush(),
-            StoreRef::Window(s) => s.borrow().wants_flush(),
-        })
+        self.stores.iter().any(|(_, s)| s.with_state(|s| s.wants_flush()))
     }
 }
 

@@ -30,8 +30,6 @@
 
 use std::time::Instant;
 
-use weir_topology::StoreRef;
-
 use super::{checkpoint_pointer, now_ms, Guarantee, TaskManager};
 use crate::task::{TaskCheckpoint, TaskId};
 use crate::transport::{GroupOffset, Outgoing, Track, Transport};
@@ -236,16 +234,7 @@ impl TaskManager {
             let seen_all = self.cache_seen.entry(*id).or_default();
             seen_all.resize(task.stores().len(), (0, 0));
             for (i, (name, store)) in task.stores().iter().enumerate() {
-                let (len, stats) = match store {
-                    StoreRef::KeyValue(s) => {
-                        let s = s.borrow();
-                        (s.approximate_len(), s.cache_stats())
-                    }
-                    StoreRef::Window(s) => {
-                        let s = s.borrow();
-                        (s.approximate_len(), s.cache_stats())
-                    }
-                };
+                let (len, stats) = store.with_state(|s| (s.approximate_len(), s.cache_stats()));
                 if let (Some(h), Some(seen)) = (m.stores.get(i), seen_all.get_mut(i)) {
                     h.entries.set(len as i64);
                     h.cache_bytes.set(task.state().cache_bytes(name) as i64);
