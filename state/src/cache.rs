@@ -41,14 +41,20 @@ use weir_topology::store::ChangelogRecord;
 /// bookkeeping outweighs the payload.
 pub(crate) const ENTRY_OVERHEAD: usize = 64;
 
-/// What a blind write (a put or delete of a key that was not cached)
-/// assumed about the key's presence in sled, so that the store's length
-/// counter can be corrected at flush time instead of reading sled on the
-/// per-record path.
+/// What the cache knows of a key's presence in sled as of the last flush
+/// (which is also what its changelog says), or what a blind write (a put
+/// or delete of a key that was not cached) assumed about it, so that the
+/// store's length counter can be corrected at flush time instead of
+/// reading sled on the per-record path.
+///
+/// Knowing that sled never had the key lets a flush drop a delete of it
+/// outright: a key created and deleted between two flushes (a window that
+/// closed and was purged, a pending join record that found its partner)
+/// then costs neither a sled delete nor a changelog tombstone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Guess {
-    /// The presence of the key before the entry was created is known.
-    Known,
+    /// Sled had the key (`true`) or not as of the last flush.
+    Known(bool),
     /// A put of an uncached key assumed the key was absent.
     Absent,
     /// A delete of an uncached key assumed the key was present.
@@ -136,6 +142,12 @@ pub(crate) struct Cache {
     pub unsynced: BTreeSet<Vec<u8>>,
     pub bytes: Bytes,
     pub max_bytes: usize,
+    /// Whether a flush drops the deletes of keys that sled never had (see
+    /// [`Guess`]) instead of staging and logging them. Only for stores
+    /// whose flushed records are not forwarded downstream as table changes
+    /// (window stores): a table's tombstone for a key that never existed is
+    /// still an output record in Kafka Streams' semantics.
+    pub elide_unlogged_deletes: bool,
 }
 
 impl Cache {
@@ -145,6 +157,7 @@ impl Cache {
             unsynced: BTreeSet::new(),
             bytes: Bytes::default(),
             max_bytes,
+            elide_unlogged_deletes: false,
         }
     }
 
@@ -175,7 +188,7 @@ impl Cache {
             value: value.map(<[u8]>::to_vec),
             dirty: false,
             in_set: false,
-            guess: Guess::Known,
+            guess: Guess::Known(value.is_some()),
             pin: 0,
         };
         self.bytes.add(key.len(), &e, commits);
@@ -287,15 +300,25 @@ impl Cache {
         let mut records = Vec::new();
         let map = &mut self.map;
         let bytes = &mut self.bytes;
+        let elide = self.elide_unlogged_deletes;
         self.unsynced.retain(|key| {
             let Some(e) = map.get_mut(key.as_slice()) else {
                 return false;
             };
-            if e.dirty {
+            if elide && e.dirty && e.value.is_none() && e.guess == Guess::Known(false) {
+                // Deleted before sled or the changelog ever had it: nothing
+                // to stage or log. The entry stays pinned if an earlier,
+                // uncommitted flush staged something for the key.
+                bytes.sub(key.len(), e, commits);
+                e.dirty = false;
+                bytes.add(key.len(), e, commits);
+                e.in_set = e.pinned(commits);
+                e.in_set
+            } else if e.dirty {
                 bytes.sub(key.len(), e, commits);
                 e.dirty = false;
                 e.pin = pin;
-                e.guess = Guess::Known;
+                e.guess = Guess::Known(e.value.is_some());
                 bytes.add(key.len(), e, commits);
                 stage(key, e.value.as_deref());
                 records.push(ChangelogRecord {

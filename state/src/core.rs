@@ -44,6 +44,14 @@ impl StoreCore {
         Ok(core)
     }
 
+    /// Let flushes drop deletes of keys that sled (and so the changelog)
+    /// never had, for stores whose flushed records are only logged, never
+    /// forwarded as table changes (window stores): a window created and
+    /// purged between two commits then leaves no tombstone.
+    pub fn elide_unlogged_deletes(&mut self) {
+        self.cache.elide_unlogged_deletes = true;
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -122,7 +130,7 @@ impl StoreCore {
         self.sync()?;
         let commits = self.task.commits();
         let (guess, assumed_prev) = match prev_hint {
-            Some(p) => (Guess::Known, p),
+            Some(p) => (Guess::Known(p), p),
             None if value.is_some() => (Guess::Absent, false),
             None => (Guess::Present, true),
         };
@@ -153,7 +161,8 @@ impl StoreCore {
         let found = self.get_into(key, old)?;
         new.clear();
         if f(found.then_some(&old[..]), new) {
-            self.write(key, Some(new), None)?;
+            // The read just said whether sled has the key.
+            self.write(key, Some(new), Some(found))?;
         }
         Ok(())
     }
@@ -169,7 +178,7 @@ impl StoreCore {
             let Some(e) = self.cache.map.get_mut(key.as_slice()) else {
                 continue;
             };
-            if !e.dirty || e.guess == Guess::Known {
+            if !e.dirty || matches!(e.guess, Guess::Known(_)) {
                 continue;
             }
             self.kbuf.truncate(p);
@@ -178,7 +187,7 @@ impl StoreCore {
                 .contains_key(&self.kbuf)
                 .map_err(|err| StoreError::new(&self.name, format!("read: {err}")))?;
             self.len += i64::from(e.guess == Guess::Present) - i64::from(actual);
-            e.guess = Guess::Known;
+            e.guess = Guess::Known(actual);
         }
         // Then the infallible part: stage into the task's batch.
         let commits = self.task.commits();

@@ -28,8 +28,12 @@ pub struct SledWindowStore {
 
 impl SledWindowStore {
     pub(crate) fn open(task: TaskState, name: &str, retention_ms: i64) -> StoreResult<SledWindowStore> {
+        let mut core = StoreCore::open(task, name)?;
+        // Expired windows are never forwarded, only purged: one that never
+        // reached the changelog needs no tombstone there.
+        core.elide_unlogged_deletes();
         Ok(SledWindowStore {
-            core: StoreCore::open(task, name)?,
+            core,
             retention_ms,
             kbuf: Vec::new(),
         })
