@@ -168,6 +168,19 @@ fn wait_for_repartitioning(addr: &str, daemon: &mut Daemon, mark: i64) {
     });
 }
 
+/// Waits (up to 5 s, then gives up: the final assertion reports a run
+/// whose kills all missed) until the broker holds repartition records of
+/// an open transaction.
+fn wait_for_open_transaction(addr: &str, daemon: &mut Daemon) {
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        daemon.assert_running();
+        if open_transaction_records(addr, REPARTITION) > 0 {
+            return;
+        }
+    }
+}
+
 /// 200,000 user-clicks lines in five bursts of 40,000; the daemon is
 /// stopped (SIGTERM) soon after it starts on each burst and restarted:
 /// each stop commits the open transaction, so nothing is ever aborted. A
@@ -259,6 +272,10 @@ fn exactly_once_user_clicks_across_five_sigkills(kind: BrokerKind, test: &str) {
             let producer = s.spawn(|| produce_paced(addr, &chunks, Duration::from_millis(10)));
             wait_for_repartitioning(addr, &mut daemon, mark);
             std::thread::sleep(delay);
+            // Kill while a transaction with repartition records is open, so
+            // that the kill leaves something to abort (a kill right after
+            // a commit would show nothing; that happened under CI load).
+            wait_for_open_transaction(addr, &mut daemon);
             daemon.kill9();
             producer.join().expect("producer thread");
         });

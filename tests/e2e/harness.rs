@@ -775,6 +775,28 @@ pub fn watermarks(brokers: &str, topic: &str) -> Vec<(i32, i64, i64)> {
         .collect()
 }
 
+/// Records of `topic` in transactions still open on the broker: the end
+/// offsets (`read_uncommitted`) less the last stable offsets (what
+/// ListOffsets answers a `read_committed` client), over all partitions.
+pub fn open_transaction_records(brokers: &str, topic: &str) -> i64 {
+    let committed = ClientSettings::new(brokers)
+        .with("client.id", "weir-e2e-reader")
+        .with("isolation.level", "read_committed")
+        .standalone_consumer_config()
+        .create::<BaseConsumer>()
+        .expect("reader consumer");
+    let stable: i64 = (0..partition_count(&committed, topic).unwrap_or(0))
+        .map(|p| {
+            committed
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"))
+                .1
+        })
+        .sum();
+    let end: i64 = watermarks(brokers, topic).iter().map(|(_, _, high)| high).sum();
+    end - stable
+}
+
 /// Asserts the broker still holds every record ever written to `topic`
 /// (the embedded broker drops old data silently when a partition is full)
 /// and that there are `expected` of them.
