@@ -117,3 +117,56 @@ fn a_window_closed_before_its_cached_updates_are_forwarded_is_emitted_once_with_
         ]
     );
 }
+
+/// Emit-on-close (KIP-825) with rare commits: windows that open, close and
+/// expire between two commits are emitted once and never reach the
+/// changelog, neither as values nor as tombstones. Only what is still
+/// needed after the commit is logged: the open window and the emit
+/// progress. (Before, the flush logged every window and the purge after it
+/// a tombstone for each, at the next commit.)
+#[test]
+fn windows_that_expire_between_commits_are_emitted_and_never_logged() {
+    let mut b = StreamsBuilder::new();
+    b.stream::<(), String>("in", Serdes::ignored(), Serdes::string())
+        .map(|_, v| (v, String::new()))
+        .group_by_key(Serdes::string(), Serdes::string())
+        .windowed_by(TimeWindows::of(Duration::from_millis(1000)).unwrap())
+        .emit_strategy(EmitStrategy::on_window_close())
+        .count(Materialized::named("counts"))
+        .to_stream()
+        .map(|wk, n| (wk.key.clone(), format!("{}..{}={n}", wk.window.start, wk.window.end)))
+        .to("out", Serdes::string(), Serdes::string());
+    let t = b.build().unwrap();
+    // Ten 1 s windows of key "a", three records each (window w at
+    // w s + 0, 10, 20 ms), all between two commits.
+    let inputs: Vec<(&str, i64)> = (0..10)
+        .flat_map(|w| (0..3).map(move |i| ("a", w * 1000 + i * 10)))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open(dir.path()).unwrap();
+    let mut runner = LocalRunner::new(&t, "app", &db, TaskConfig::default()).unwrap();
+    let topic = t.topic_index("in", "app").unwrap();
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut sink = |_: u32, k: Option<&[u8]>, v: Option<&[u8]>, _: i64| {
+        out.push((
+            String::from_utf8(k.unwrap().to_vec()).unwrap(),
+            String::from_utf8(v.unwrap().to_vec()).unwrap(),
+        ))
+    };
+    for (v, ts) in &inputs {
+        runner.process(topic, None, Some(v.as_bytes()), *ts, &mut sink).unwrap();
+    }
+    runner.commit(&mut sink).unwrap();
+    let logged = runner.stats().changelog_records;
+    runner.commit(&mut sink).unwrap();
+    let want: Vec<(String, String)> = (0..9)
+        .map(|w| ("a".to_string(), format!("{}..{}=3", w * 1000, w * 1000 + 1000)))
+        .collect();
+    assert_eq!(out, want);
+    // Stream time 9,020 ms: windows 0..8 s closed, were emitted and are
+    // past the 1 s retention; window 9 s is open. Logged: window 9 s and
+    // the emit progress.
+    assert_eq!(logged, 2);
+    // The next commit logs nothing for the purged windows either.
+    assert_eq!(runner.stats().changelog_records, 2);
+}

@@ -855,18 +855,34 @@ impl<K: Data, V: Clone, A: Data> Aggregates<K, V, Step<K, V, A>> for TimeWindowA
 
 impl<K: Data, A: Data> AggCore for TimeWindowAggCore<K, A> {
     fn flush(&mut self, ctx: &mut ProcessorContext) {
+        if self.emit.is_some() {
+            // Emit-on-close forwards nothing from the store's flush, so the
+            // closed windows go out and the expired ones are purged before
+            // it: a window that opened, closed and expired between two
+            // commits then never reaches the changelog (neither its value
+            // nor a tombstone, see `SledWindowStore`), which for a fast
+            // stream is most windows.
+            self.emit_closed(ctx);
+            if let Some(e) = self.emit.as_mut() {
+                e.flush(ctx);
+            }
+            self.maybe_purge(ctx);
+            match self.store.borrow_mut().flush() {
+                Ok(records) => ctx
+                    .changelog
+                    .extend(records.into_iter().map(|r| (self.name.clone(), r))),
+                Err(e) => ctx.fail(e),
+            }
+            self.children.flush(ctx);
+            return;
+        }
         let records = match self.store.borrow_mut().flush() {
             Ok(r) => r,
             Err(e) => return ctx.fail(e),
         };
         let ts = ctx.timestamp;
         let size = self.windows.size_ms;
-        let forward_updates = self.emit.is_none();
         for rec in records {
-            if !forward_updates {
-                ctx.changelog.push((self.name.clone(), rec));
-                continue;
-            }
             let (start, key) = match decode_window_key(&self.key_serde, &self.name, &rec.key) {
                 Ok(d) => d,
                 Err(e) => {
@@ -900,12 +916,6 @@ impl<K: Data, A: Data> AggCore for TimeWindowAggCore<K, A> {
             }
         }
         ctx.timestamp = ts;
-        // Emit closed windows before the purge below can delete them; the
-        // new emit progress is staged in this same flush.
-        self.emit_closed(ctx);
-        if let Some(e) = self.emit.as_mut() {
-            e.flush(ctx);
-        }
         // Purge only now, after the cached updates went downstream: a window
         // purged before its last update was forwarded would never be emitted.
         self.maybe_purge(ctx);
