@@ -146,15 +146,22 @@ fn windows_that_expire_between_commits_are_emitted_and_never_logged() {
     let db = StateDb::open(dir.path()).unwrap();
     let mut runner = LocalRunner::new(&t, "app", &db, TaskConfig::default()).unwrap();
     let topic = t.topic_index("in", "app").unwrap();
-    let mut out: Vec<(String, String)> = Vec::new();
+    let out = std::cell::RefCell::new(Vec::<(String, String)>::new());
     let mut sink = |_: u32, k: Option<&[u8]>, v: Option<&[u8]>, _: i64| {
-        out.push((
+        out.borrow_mut().push((
             String::from_utf8(k.unwrap().to_vec()).unwrap(),
             String::from_utf8(v.unwrap().to_vec()).unwrap(),
         ))
     };
-    for (v, ts) in &inputs {
+    for (i, (v, ts)) in inputs.iter().enumerate() {
         runner.process(topic, None, Some(v.as_bytes()), *ts, &mut sink).unwrap();
+        if i == 3 {
+            // Stream time reached 1 s: window 0 s closed, and went out at
+            // once, without waiting for a commit (Kafka Streams emits while
+            // processing too).
+            assert_eq!(*out.borrow(), vec![("a".to_string(), "0..1000=3".to_string())]);
+            assert_eq!(runner.stats().commits, 0);
+        }
     }
     runner.commit(&mut sink).unwrap();
     let logged = runner.stats().changelog_records;
@@ -162,7 +169,7 @@ fn windows_that_expire_between_commits_are_emitted_and_never_logged() {
     let want: Vec<(String, String)> = (0..9)
         .map(|w| ("a".to_string(), format!("{}..{}=3", w * 1000, w * 1000 + 1000)))
         .collect();
-    assert_eq!(out, want);
+    assert_eq!(*out.borrow(), want);
     // Stream time 9,020 ms: windows 0..8 s closed, were emitted and are
     // past the 1 s retention; window 9 s is open. Logged: window 9 s and
     // the emit progress.

@@ -740,6 +740,7 @@ impl<K: Data, A: Data> WindowedAgg<K, A> for TimeWindows {
             windows: setup.windows,
             retention_ms: setup.retention_ms,
             last_purge: i64::MIN,
+            next_emit_at: i64::MIN,
             key_serde: setup.key_serde.clone(),
             agg_serde: setup.agg_serde.clone(),
             emit,
@@ -756,6 +757,9 @@ pub(crate) struct TimeWindowAggCore<K, A> {
     windows: TimeWindows,
     retention_ms: i64,
     last_purge: i64,
+    /// Emit-on-close: the stream time at which the next window closes
+    /// (`i64::MIN` until the first check).
+    next_emit_at: i64,
     key_serde: Serde<K>,
     agg_serde: Serde<A>,
     /// Set for [`EmitStrategy::on_window_close`]: updates are not
@@ -850,7 +854,43 @@ impl<K: Data, V: Clone, A: Data> Aggregates<K, V, Step<K, V, A>> for TimeWindowA
         if !accepted {
             ctx.counters.late_records_dropped += 1;
         }
+        if self.emit.is_some() && ctx.stream_time >= self.next_emit_at {
+            self.emit_while_processing(ctx);
+        }
     }
+}
+
+impl<K: Data, A: Data> TimeWindowAggCore<K, A> {
+    /// Emit-on-close while records are processed, not only at commits (as
+    /// Kafka Streams does): once stream time passes the next window's end
+    /// plus grace, the windows closed by then go out at once, so a fast
+    /// stream's results leave steadily instead of piling up, all of them,
+    /// in the producer at the next commit. The outputs are not tied to the
+    /// record at hand (no origin, none of its headers), exactly as if they
+    /// had been emitted at the commit.
+    fn emit_while_processing(&mut self, ctx: &mut ProcessorContext) {
+        let on_time = std::mem::replace(&mut ctx.emitting_on_time, true);
+        self.emit_closed(ctx);
+        ctx.emitting_on_time = on_time;
+        let last = match self.emit.as_mut().map(FinalEmitter::last_close) {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return ctx.fail(e),
+            None => return,
+        };
+        self.next_emit_at = next_window_end(&self.windows, last).saturating_add(self.windows.grace_ms);
+    }
+}
+
+/// The end of the first window (of `windows`' aligned starts) that ends
+/// after `t`; `i64::MAX` if none is representable.
+fn next_window_end(windows: &TimeWindows, t: i64) -> i64 {
+    let (size, advance) = (windows.size_ms, windows.advance_ms);
+    t.saturating_sub(size)
+        .div_euclid(advance)
+        .checked_add(1)
+        .and_then(|k| k.checked_mul(advance))
+        .and_then(|start| start.checked_add(size))
+        .unwrap_or(i64::MAX)
 }
 
 impl<K: Data, A: Data> AggCore for TimeWindowAggCore<K, A> {
@@ -951,5 +991,34 @@ mod tests {
             .windowed_by(SlidingWindows::of_time_difference_and_grace(Duration::ZERO, max).unwrap())
             .count(Materialized::named("sliding"));
         b.build().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod next_window_end_tests {
+    use super::next_window_end;
+    use crate::TimeWindows;
+    use std::time::Duration;
+
+    #[test]
+    fn the_first_window_ending_after_a_time() {
+        let tumbling = TimeWindows::of(Duration::from_millis(10)).unwrap();
+        assert_eq!(next_window_end(&tumbling, 0), 10);
+        assert_eq!(next_window_end(&tumbling, 9), 10);
+        assert_eq!(next_window_end(&tumbling, 10), 20);
+        assert_eq!(next_window_end(&tumbling, -1), 0);
+        assert_eq!(next_window_end(&tumbling, -10), 0);
+        assert_eq!(next_window_end(&tumbling, -11), -10);
+        let hopping = TimeWindows::of(Duration::from_millis(10))
+            .unwrap()
+            .advance_by(Duration::from_millis(4))
+            .unwrap();
+        // Windows start at multiples of 4 and last 10: ends 10, 14, 18, ...
+        assert_eq!(next_window_end(&hopping, 10), 14);
+        assert_eq!(next_window_end(&hopping, 13), 14);
+        assert_eq!(next_window_end(&hopping, 14), 18);
+        // The first representable window starts at the first multiple of 10.
+        assert_eq!(next_window_end(&tumbling, i64::MIN), i64::MIN + 18);
+        assert_eq!(next_window_end(&tumbling, i64::MAX), i64::MAX);
     }
 }

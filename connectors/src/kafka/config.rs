@@ -70,6 +70,15 @@ pub struct ClientSettings {
     /// pre-fetch buffer. 16 MiB keeps memory bounded when a thread owns many
     /// partitions, and is still far more than one poll batch.
     pub queued_max_messages_kbytes: u32,
+    /// `queued.min.messages` (default 100,000 *per partition*): how many
+    /// records librdkafka pre-fetches per partition. The kbytes limit above
+    /// counts payload only, while each pre-fetched record also costs a few
+    /// hundred bytes of librdkafka bookkeeping: with small records the
+    /// default let the queue, not the data, dominate the process's memory
+    /// (windowed-count's peak RSS: 95–106 MiB with 100,000, 75–82 MiB with
+    /// 20,000, same throughput; 5,000 starved the stream thread). Two poll
+    /// batches per partition.
+    pub queued_min_messages: u32,
     /// `session.timeout.ms` (librdkafka default 45 s): how long a consumer
     /// that died without leaving (SIGKILL) keeps its partitions; a restarted
     /// instance gets them only after that. 6 s is the smallest value a real
@@ -134,6 +143,7 @@ impl ClientSettings {
             max_partition_fetch_bytes: 4 * 1024 * 1024,
             fetch_max_bytes: 50 * 1024 * 1024,
             queued_max_messages_kbytes: 16 * 1024,
+            queued_min_messages: 20_000,
             session_timeout_ms: 6_000,
             heartbeat_interval_ms: 1_000,
             assignment_strategy: AssignmentStrategy::Range,
@@ -202,6 +212,7 @@ impl ClientSettings {
                 "queued.max.messages.kbytes",
                 self.queued_max_messages_kbytes.to_string(),
             )
+            .set("queued.min.messages", self.queued_min_messages.to_string())
             // Internal topics are created by weir through the admin API with
             // the right partition count and cleanup policy; a consumer must
             // never create one implicitly with the broker's defaults.
@@ -312,6 +323,7 @@ mod tests {
         assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
         assert_eq!(c.get("isolation.level"), Some("read_committed"));
         assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(c.get("queued.min.messages"), Some("20000"));
         assert_eq!(c.get("partition.assignment.strategy"), Some("range"));
     }
 
