@@ -120,8 +120,10 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
         .map(|_, e| (e.emoji_type, String::new()))
         .group_by_key(Serdes::string(), Serdes::string())
         .windowed_by(windows)
+        // Each window once, when it closes (KIP-825): what `suppress`
+        // gives, without a suppression buffer to write every update into.
+        .emit_strategy(EmitStrategy::on_window_close())
         .count(Materialized::named(STORE))
-        .suppress(Suppressed::until_window_closes())
         .to_stream()
         .map(|wk, count| (wk.key, (wk.window, count)))
         .try_map_values(move |emoji, (window, count)| {
