@@ -60,6 +60,8 @@ impl Instance {
             instance_id: None,
             guarantee: Guarantee::AtLeastOnce,
             stop: stop.clone(),
+            kafka_properties: Vec::new(),
+            state_cache_bytes: weir_state::SLED_CACHE_BYTES,
         };
         let st = status.clone();
         let handle = std::thread::spawn(move || {

@@ -153,6 +153,8 @@ fn headers_partitions_and_topics_through_kafka() {
         instance_id: None,
         guarantee: weir_connectors::kafka::stream::Guarantee::AtLeastOnce,
         stop: stop.clone(),
+        kafka_properties: Vec::new(),
+        state_cache_bytes: weir_state::SLED_CACHE_BYTES,
     };
     let status = Arc::new(RunStatus::default());
     let handle = std::thread::spawn(move || {

@@ -46,6 +46,8 @@ impl Running {
             instance_id: None,
             guarantee: weir_connectors::kafka::stream::Guarantee::AtLeastOnce,
             stop: stop.clone(),
+            kafka_properties: Vec::new(),
+            state_cache_bytes: weir_state::SLED_CACHE_BYTES,
         };
         let st = status.clone();
         let handle = std::thread::spawn(move || {

@@ -572,6 +572,8 @@ pub fn serve_run(topology: &str, brokers: &str, commit_interval: Duration, guara
         instance_id: None,
         guarantee,
         stop,
+        kafka_properties: Vec::new(),
+        state_cache_bytes: weir_state::SLED_CACHE_BYTES,
     };
     let apps = vec![AppSpec {
         application_id: app.name().to_string(),

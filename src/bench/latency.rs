@@ -125,6 +125,8 @@ fn run_one(opts: &LatencyOptions, commit_interval: Duration) -> Result<BenchResu
         instance_id: None,
         guarantee: opts.guarantee,
         stop: stop.clone(),
+        kafka_properties: Vec::new(),
+        state_cache_bytes: weir_state::SLED_CACHE_BYTES,
     };
     let apps = vec![AppSpec {
         application_id: user_clicks::NAME.to_string(),

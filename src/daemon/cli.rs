@@ -214,10 +214,34 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "WEIR_GUARANTEE", value_name = "GUARANTEE",
           value_parser = super::config::parse_guarantee)]
     pub guarantee: Option<Guarantee>,
-    /// Write-cache limit per task, in bytes; a task past it commits early.
-    /// [default: 10485760]
+    /// Write-cache limit of each store of each task, in bytes; a task with
+    /// a store past it commits early. [default: 10485760, 10 MiB]
     #[arg(long, env = "WEIR_CACHE_MAX_BYTES", value_name = "BYTES")]
     pub cache_max_bytes: Option<usize>,
+    /// Size of the state stores' page cache (sled's), in bytes: one cache
+    /// for the whole instance, shared by all tasks, holding the pages of
+    /// the stores read or written lately. At least 1048576.
+    /// [default: 67108864, 64 MiB]
+    #[arg(long, env = "WEIR_STATE_CACHE_BYTES", value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(super::config::MIN_STATE_CACHE_BYTES..))]
+    pub state_cache_bytes: Option<u64>,
+    /// A librdkafka property for every Kafka client weir creates (consumers,
+    /// producers, admin), applied after weir's own tuning; repeat the flag
+    /// for several. Wins over the config file's `[kafka]` table for the
+    /// same key. Checked by librdkafka at start-up. For example
+    /// `queued.min.messages=20000` (records a stream thread's consumer
+    /// pre-fetches; weir's default, librdkafka's is 100000),
+    /// `queued.max.messages.kbytes` (its pre-fetch payload; default 16384),
+    /// `queue.buffering.max.messages` (the producer's queue; default
+    /// 1000000), `compression.type=zstd`, or `sasl.*` with
+    /// `security.protocol=SASL_PLAINTEXT` (weir's librdkafka has no TLS).
+    /// weir sets `bootstrap.servers`, `group.id`, `group.instance.id`,
+    /// `transactional.id`, `enable.idempotence`, `isolation.level`,
+    /// `enable.auto.commit`, `enable.auto.offset.store` and
+    /// `message.timeout.ms` itself (see --brokers, --instance-id,
+    /// --guarantee, --delivery-timeout-ms). [default: none]
+    #[arg(long = "kafka", value_name = "KEY=VALUE")]
+    pub kafka: Vec<String>,
     /// Address of the HTTP API and dashboard (`/`, `/metrics`, `/healthz`,
     /// `/readyz`, `/topologies`, `/stores/...` and each topology's routes);
     /// port 0 picks a free port (the bound address is printed on stderr as
@@ -636,4 +660,55 @@ fn dev_broker(partitions: i32, listen: Option<std::net::SocketAddr>, dir: PathBu
     tracing::info!(?signal, "stopping the broker");
     broker.stop();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    fn run_args(argv: &[&str]) -> Result<super::RunArgs, clap::Error> {
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(args) => Ok(*args),
+            _ => panic!("not `weir run`"),
+        }
+    }
+
+    #[test]
+    fn kafka_flags_repeat_and_keep_their_text() {
+        let args = run_args(&[
+            "weir",
+            "run",
+            "user-clicks",
+            "--kafka",
+            "queued.min.messages=5000",
+            "--kafka=compression.type=zstd",
+            "--state-cache-bytes",
+            "16777216",
+        ])
+        .unwrap();
+        assert_eq!(args.names, ["user-clicks"]);
+        assert_eq!(args.kafka, ["queued.min.messages=5000", "compression.type=zstd"]);
+        assert_eq!(args.state_cache_bytes, Some(16 << 20));
+        let args = run_args(&["weir", "run", "user-clicks"]).unwrap();
+        assert!(args.kafka.is_empty());
+        assert_eq!(args.state_cache_bytes, None);
+    }
+
+    #[test]
+    fn a_kafka_flag_without_a_value_is_refused() {
+        // Without `=`, the text reaches `parse_kafka_flag`, which names it
+        // (see run.rs); without any text clap refuses the flag itself.
+        let args = run_args(&["weir", "run", "user-clicks", "--kafka", "foo"]).unwrap();
+        assert_eq!(
+            format!(
+                "{:#}",
+                super::super::config::parse_kafka_flag(&args.kafka[0]).unwrap_err()
+            ),
+            "--kafka foo: expected KEY=VALUE, a librdkafka property and its value"
+        );
+        let e = run_args(&["weir", "run", "user-clicks", "--kafka"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{e}");
+    }
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context};
 use serde::Deserialize;
 use weir_connectors::kafka::stream::Guarantee;
+use weir_connectors::kafka::ClientSettings;
 
 /// The file's top level.
 #[derive(Debug, Default, Deserialize)]
@@ -29,6 +30,7 @@ pub struct FileConfig {
     pub instance_id: Option<String>,
     pub guarantee: Option<String>,
     pub cache_max_bytes: Option<usize>,
+    pub state_cache_bytes: Option<u64>,
     pub http: Option<String>,
     pub generate: Option<bool>,
     pub rate: Option<f64>,
@@ -36,6 +38,11 @@ pub struct FileConfig {
     /// type (plus `rate` and `generate`, which the daemon takes).
     #[serde(default)]
     pub topologies: BTreeMap<String, toml::Table>,
+    /// Raw librdkafka properties for every Kafka client (`[kafka]`), as
+    /// TOML strings, integers or booleans; see
+    /// [`FileConfig::kafka_properties`].
+    #[serde(default)]
+    pub kafka: toml::Table,
 }
 
 /// What the daemon itself reads from a `[topologies.NAME]` table; the rest
@@ -94,7 +101,51 @@ impl FileConfig {
         if let Some(g) = &config.guarantee {
             parse_guarantee(g).map_err(|e| anyhow!("guarantee: {e}"))?;
         }
+        if let Some(b) = config.state_cache_bytes {
+            check_state_cache_bytes(b).map_err(|e| anyhow!("state_cache_bytes {e}"))?;
+        }
+        config.kafka_properties()?;
         Ok(config)
+    }
+
+    /// The `[kafka]` table as librdkafka properties, each value as text
+    /// (`true`/`false` for booleans), each checked with
+    /// [`ClientSettings::check_property`]; errors name the property.
+    ///
+    /// Keys are best quoted (`"queued.min.messages" = 20000`): TOML reads an
+    /// unquoted `queued.min.messages` as nested tables, which are joined
+    /// back with dots here, but then `queued.min.messages` and
+    /// `queued.min.messages.kbytes` cannot both be given.
+    pub fn kafka_properties(&self) -> anyhow::Result<Vec<(String, String)>> {
+        fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+            for (name, value) in table {
+                let key = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                let text = match value {
+                    toml::Value::Table(t) => {
+                        flatten(&key, t, out)?;
+                        continue;
+                    }
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => anyhow::bail!(
+                        "[kafka] {key}: expected a string, integer or boolean, got {} {other}",
+                        other.type_str()
+                    ),
+                };
+                ClientSettings::check_property(&key, &text).map_err(|why| anyhow!("[kafka] {key}: {why}"))?;
+                out.push((key, text));
+            }
+            Ok(())
+        }
+        let mut properties = Vec::with_capacity(self.kafka.len());
+        flatten("", &self.kafka, &mut properties)?;
+        properties.sort();
+        Ok(properties)
     }
 
     /// The `[topologies.NAME]` table of `name`, split into the daemon's
@@ -140,6 +191,48 @@ pub fn check_rate(r: f64, what: &str) -> anyhow::Result<f64> {
             "{what} must be a number of events per second in (0, 10000000], got {r}"
         ))
     }
+}
+
+/// The smallest sled page cache `--state-cache-bytes` and
+/// `state_cache_bytes` take: 1 MiB.
+pub const MIN_STATE_CACHE_BYTES: u64 = 1024 * 1024;
+
+/// `--state-cache-bytes` and `state_cache_bytes`: at least
+/// [`MIN_STATE_CACHE_BYTES`]; the error completes "NAME ...".
+pub fn check_state_cache_bytes(bytes: u64) -> Result<u64, String> {
+    if bytes >= MIN_STATE_CACHE_BYTES {
+        Ok(bytes)
+    } else {
+        Err(format!("must be at least {MIN_STATE_CACHE_BYTES} (1 MiB), got {bytes}"))
+    }
+}
+
+/// One `--kafka KEY=VALUE`: split at the first `=`, and checked with
+/// [`ClientSettings::check_property`]; errors are one line naming the flag.
+pub fn parse_kafka_flag(arg: &str) -> anyhow::Result<(String, String)> {
+    let Some((key, value)) = arg.split_once('=') else {
+        anyhow::bail!("--kafka {arg}: expected KEY=VALUE, a librdkafka property and its value");
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        anyhow::bail!("--kafka {arg}: expected KEY=VALUE, a librdkafka property and its value");
+    }
+    ClientSettings::check_property(key, value).map_err(|why| anyhow!("--kafka {arg}: {why}"))?;
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// The librdkafka properties of a run: the file's `[kafka]`, then the
+/// `--kafka` flags, a flag replacing the file's value of the same key (and
+/// a later flag an earlier one). Each key once, in that order.
+pub fn merge_kafka(file: Vec<(String, String)>, flags: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut merged: Vec<(String, String)> = file;
+    for (key, value) in flags {
+        match merged.iter_mut().find(|(k, _)| *k == key) {
+            Some(existing) => existing.1 = value,
+            None => merged.push((key, value)),
+        }
+    }
+    merged
 }
 
 /// `--guarantee` and the file's `guarantee`: `at-least-once` or
@@ -222,5 +315,122 @@ generate = true
         let c = FileConfig::parse("[topologies.a]\n[topologies.b]\n").unwrap();
         assert_eq!(c.unknown_topology(&["a"]), Some("b"));
         assert_eq!(c.unknown_topology(&["a", "b"]), None);
+    }
+
+    #[test]
+    fn kafka_properties_are_stringified_and_checked() {
+        let c = FileConfig::parse(
+            "state_cache_bytes = 16777216\n\n[kafka]\nqueued.min.messages = 5000\n\
+             compression.type = \"zstd\"\nenable.partition.eof = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.state_cache_bytes, Some(16 * 1024 * 1024));
+        assert_eq!(
+            c.kafka_properties().unwrap(),
+            [
+                ("compression.type".to_string(), "zstd".to_string()),
+                ("enable.partition.eof".to_string(), "false".to_string()),
+                ("queued.min.messages".to_string(), "5000".to_string()),
+            ]
+        );
+        assert!(FileConfig::parse("").unwrap().kafka_properties().unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_kafka_properties_are_named() {
+        assert_eq!(
+            err("[kafka]\nqueued.min.mesages = 5000\n"),
+            "[kafka] queued.min.mesages: No such configuration property: \"queued.min.mesages\""
+        );
+        let e = err("[kafka]\nqueued.min.messages = \"lots\"\n");
+        assert!(e.starts_with("[kafka] queued.min.messages: Invalid value"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        assert_eq!(
+            err("[kafka]\n\"bootstrap.servers\" = \"kafka:9092\"\n"),
+            "[kafka] bootstrap.servers: weir sets it from --brokers (`brokers` in the config file)"
+        );
+        assert_eq!(
+            err("[kafka]\ngroup.id = \"mine\"\n"),
+            "[kafka] group.id: weir sets it: each topology's consumer group is its application id \
+             (the topology's name)"
+        );
+        assert_eq!(
+            err("[kafka]\nenable.auto.commit = true\n"),
+            "[kafka] enable.auto.commit: weir commits offsets itself, at each commit (--commit-interval-ms)"
+        );
+        assert_eq!(
+            err("[kafka]\nisolation.level = \"read_uncommitted\"\n"),
+            "[kafka] isolation.level: weir sets it from --guarantee (`guarantee` in the config file)"
+        );
+        assert_eq!(
+            err("[kafka]\nlinger.ms = 2.5\n"),
+            "[kafka] linger.ms: expected a string, integer or boolean, got float 2.5"
+        );
+    }
+
+    #[test]
+    fn state_cache_bytes_is_checked() {
+        let e = err("state_cache_bytes = \"64MiB\"\n");
+        assert!(
+            e.starts_with("line 1: invalid type: string \"64MiB\", expected u64"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        assert_eq!(
+            err("state_cache_bytes = 1000\n"),
+            "state_cache_bytes must be at least 1048576 (1 MiB), got 1000"
+        );
+        let e = err("state_cache_bytes = -1\n");
+        assert!(
+            e.starts_with("line 1: invalid value: integer `-1`, expected u64"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn kafka_flags_are_parsed_and_win_over_the_file() {
+        assert_eq!(
+            parse_kafka_flag("queued.min.messages=5000").unwrap(),
+            ("queued.min.messages".to_string(), "5000".to_string())
+        );
+        assert_eq!(
+            parse_kafka_flag("client.rack=eu=1").unwrap(),
+            ("client.rack".to_string(), "eu=1".to_string()),
+            "split at the first ="
+        );
+        let e = |a: &str| format!("{:#}", parse_kafka_flag(a).unwrap_err());
+        assert_eq!(
+            e("queued.min.messages"),
+            "--kafka queued.min.messages: expected KEY=VALUE, a librdkafka property and its value"
+        );
+        assert_eq!(
+            e("=5"),
+            "--kafka =5: expected KEY=VALUE, a librdkafka property and its value"
+        );
+        assert_eq!(
+            e("queued.min.mesages=5000"),
+            "--kafka queued.min.mesages=5000: No such configuration property: \"queued.min.mesages\""
+        );
+        assert_eq!(
+            e("transactional.id=t"),
+            "--kafka transactional.id=t: weir sets it from --guarantee (`guarantee` in the config file)"
+        );
+        let file = vec![
+            ("linger.ms".to_string(), "20".to_string()),
+            ("queued.min.messages".to_string(), "5000".to_string()),
+        ];
+        let flags = vec![
+            ("queued.min.messages".to_string(), "1000".to_string()),
+            ("client.rack".to_string(), "a".to_string()),
+            ("client.rack".to_string(), "b".to_string()),
+        ];
+        assert_eq!(
+            merge_kafka(file, flags),
+            [
+                ("linger.ms".to_string(), "20".to_string()),
+                ("queued.min.messages".to_string(), "1000".to_string()),
+                ("client.rack".to_string(), "b".to_string()),
+            ]
+        );
     }
 }

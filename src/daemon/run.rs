@@ -10,10 +10,11 @@ use anyhow::{bail, Context as _};
 use weir_connectors::kafka::stream::{self, AppSpec, Guarantee, RunConfig, RunStatus};
 use weir_connectors::kafka::ClientSettings;
 use weir_runtime::metrics::Metrics;
+use weir_state::SLED_CACHE_BYTES;
 
 use super::app::{AppParts, Context};
 use super::cli::{stop_on_signals, RunArgs};
-use super::config::{check_rate, parse_guarantee, FileConfig};
+use super::config::{check_rate, check_state_cache_bytes, merge_kafka, parse_guarantee, parse_kafka_flag, FileConfig};
 use super::{generate, http, Daemon};
 
 /// Settings after flags, environment, config file and defaults.
@@ -32,6 +33,10 @@ struct Settings {
     instance_id: Option<String>,
     guarantee: Guarantee,
     cache_max_bytes: usize,
+    /// sled's page cache, one per instance.
+    state_cache_bytes: u64,
+    /// librdkafka properties for every client: `[kafka]`, then `--kafka`.
+    kafka: Vec<(String, String)>,
     http: String,
     /// `--generate` / `--no-generate`, which win over the file.
     generate: Option<bool>,
@@ -63,6 +68,16 @@ fn resolve(args: &RunArgs, file: &FileConfig) -> anyhow::Result<Settings> {
     let default_interval = match guarantee {
         Guarantee::AtLeastOnce => 1000,
         Guarantee::ExactlyOnce => 100,
+    };
+    let kafka_flags = args
+        .kafka
+        .iter()
+        .map(|a| parse_kafka_flag(a))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let kafka = merge_kafka(file.kafka_properties()?, kafka_flags);
+    let state_cache_bytes = match args.state_cache_bytes {
+        Some(b) => check_state_cache_bytes(b).map_err(|e| anyhow::anyhow!("--state-cache-bytes {e}"))?,
+        None => file.state_cache_bytes.unwrap_or(SLED_CACHE_BYTES),
     };
     let commit_interval = Duration::from_millis(
         args.commit_interval_ms
@@ -114,6 +129,8 @@ fn resolve(args: &RunArgs, file: &FileConfig) -> anyhow::Result<Settings> {
             .cache_max_bytes
             .or(file.cache_max_bytes)
             .unwrap_or(10 * 1024 * 1024),
+        state_cache_bytes,
+        kafka,
         http: args
             .http
             .clone()
@@ -212,7 +229,7 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let generate_default = _embedded.is_some();
-    let client = ClientSettings::new(&brokers);
+    let client = client_settings(&brokers, &settings);
     let status = Arc::new(RunStatus::default());
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(Context::new(
@@ -325,6 +342,8 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
         instance_id: settings.instance_id,
         guarantee: settings.guarantee,
         stop: stop.clone(),
+        kafka_properties: settings.kafka.clone(),
+        state_cache_bytes: settings.state_cache_bytes,
     };
     let result = stream::run_with(specs, config, status, metrics);
     ctx.request_stop();
@@ -346,6 +365,15 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The client settings of the daemon's own clients (services,
+/// generators, queries): weir's tuning plus the run's librdkafka
+/// properties.
+fn client_settings(brokers: &str, settings: &Settings) -> ClientSettings {
+    let mut client = ClientSettings::new(brokers);
+    client.overrides = settings.kafka.clone();
+    client
+}
+
 /// The stores `/stores/..` can read, with the serdes to read them by: every
 /// store whose serdes the topology recorded, global stores included (each
 /// instance holds a global store whole, registered under partition -1).
@@ -362,7 +390,86 @@ fn queryable_stores(topology: &weir_topology::Topology) -> Vec<(String, weir_top
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
     use weir_topology::{Materialized, Serdes, StreamsBuilder};
+
+    use super::super::cli::RunArgs;
+    use super::super::config::FileConfig;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(flags: &[&str]) -> RunArgs {
+        let mut argv = vec!["weir", "user-clicks"];
+        argv.extend_from_slice(flags);
+        Args::try_parse_from(argv).unwrap().run
+    }
+
+    fn resolve_err(flags: &[&str], file: &str) -> String {
+        let file = FileConfig::parse(file).unwrap();
+        match super::resolve(&args(flags), &file) {
+            Ok(_) => panic!("{flags:?} resolved"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn client_settings_carry_the_kafka_properties_flags_first() {
+        let file =
+            FileConfig::parse("[kafka]\n\"queued.min.messages\" = 5000\n\"queue.buffering.max.messages\" = 200000\n")
+                .unwrap();
+        let settings = super::resolve(
+            &args(&["--kafka", "queued.min.messages=1000", "--kafka", "linger.ms=20"]),
+            &file,
+        )
+        .unwrap();
+        let client = super::client_settings("b:1", &settings);
+        assert_eq!(client.brokers, "b:1");
+        let consumer = client.consumer_config("app");
+        assert_eq!(consumer.get("queued.min.messages"), Some("1000"), "the flag wins");
+        assert_eq!(consumer.get("group.id"), Some("app"));
+        let producer = client.producer_config();
+        assert_eq!(producer.get("queue.buffering.max.messages"), Some("200000"));
+        assert_eq!(producer.get("linger.ms"), Some("20"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+
+        let defaults = super::resolve(&args(&[]), &FileConfig::default()).unwrap();
+        assert!(super::client_settings("b:1", &defaults).overrides.is_empty());
+        assert_eq!(defaults.state_cache_bytes, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn state_cache_bytes_flag_beats_file() {
+        let file = FileConfig::parse("state_cache_bytes = 33554432\n").unwrap();
+        assert_eq!(super::resolve(&args(&[]), &file).unwrap().state_cache_bytes, 32 << 20);
+        let flag = args(&["--state-cache-bytes", "16777216"]);
+        assert_eq!(super::resolve(&flag, &file).unwrap().state_cache_bytes, 16 << 20);
+        let e = Args::try_parse_from(["weir", "x", "--state-cache-bytes", "1000"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("1000 is not in 1048576.."), "{e}");
+    }
+
+    #[test]
+    fn bad_kafka_flags_stop_the_run_with_one_line() {
+        assert_eq!(
+            resolve_err(&["--kafka", "queued.min.messages"], ""),
+            "--kafka queued.min.messages: expected KEY=VALUE, a librdkafka property and its value"
+        );
+        assert_eq!(
+            resolve_err(&["--kafka", "queued.min.mesages=5"], ""),
+            "--kafka queued.min.mesages=5: No such configuration property: \"queued.min.mesages\""
+        );
+        assert_eq!(
+            resolve_err(&["--kafka", "group.id=mine"], ""),
+            "--kafka group.id=mine: weir sets it: each topology's consumer group is its application id \
+             (the topology's name)"
+        );
+    }
 
     #[test]
     fn global_stores_are_queryable_with_their_serdes() {

@@ -45,7 +45,7 @@ mod versioned_tests;
 
 pub use global::{GlobalPositions, SledGlobalStore};
 pub use kv::SledKeyValueStore;
-pub use task::{KvEntries, StateDb, StoreReader, TaskState};
+pub use task::{KvEntries, StateDb, StoreReader, TaskState, SLED_CACHE_BYTES};
 pub use versioned::SledVersionedStore;
 pub use weir_topology::store::*;
 pub use window::SledWindowStore;

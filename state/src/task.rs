@@ -27,10 +27,12 @@ pub type KvEntries = Vec<(Vec<u8>, Vec<u8>)>;
 /// holding one tree per task.
 ///
 /// One database rather than one per task because sled runs a flusher thread
-/// and keeps a page cache per database; a tree is cheap. `StateDb` is
-/// sled's own page cache. Its default is 1 GiB, which a large store would
-/// fill; weir's write cache keeps the hot keys, so sled's cache only needs
-/// to hold recently read pages.
+/// and keeps a page cache per database; a tree is cheap.
+///
+/// `SLED_CACHE_BYTES` is the default size of that page cache, one per
+/// instance (the daemon's `--state-cache-bytes`). sled's own default is
+/// 1 GiB, which a large store would fill; weir's write cache keeps the hot
+/// keys, so sled's cache only needs to hold recently read pages.
 pub const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How [`StateDb::open`] says sled found its files corrupt.
@@ -52,8 +54,18 @@ impl StateDb {
     /// defers some frees while other threads use it). Without the wait,
     /// reopening in-process (tests, restarts of an embedded runtime) fails
     /// now and then.
+    ///
+    /// sled's page cache gets [`SLED_CACHE_BYTES`]; see
+    /// [`StateDb::open_with_cache`].
     pub fn open(dir: &Path) -> Result<StateDb, StoreError> {
-        Self::open_waiting(dir, Duration::from_secs(1))
+        Self::open_with_cache(dir, SLED_CACHE_BYTES)
+    }
+
+    /// [`StateDb::open`] with a page cache of `cache_bytes` (sled's
+    /// `cache_capacity`: pages read or written recently, shared by all
+    /// tasks of the instance).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<StateDb, StoreError> {
+        Self::open_waiting_with_cache(dir, Duration::from_secs(1), cache_bytes)
     }
 
     /// [`StateDb::open`], but a database sled finds corrupt (a process
@@ -63,7 +75,13 @@ impl StateDb {
     /// so every task restores from them. Returns where the corrupt one
     /// went, if it was moved.
     pub fn open_or_reset(dir: &Path) -> Result<(StateDb, Option<PathBuf>), StoreError> {
-        match Self::open(dir) {
+        Self::open_or_reset_with_cache(dir, SLED_CACHE_BYTES)
+    }
+
+    /// [`StateDb::open_or_reset`] with a page cache of `cache_bytes` (see
+    /// [`StateDb::open_with_cache`]).
+    pub fn open_or_reset_with_cache(dir: &Path, cache_bytes: u64) -> Result<(StateDb, Option<PathBuf>), StoreError> {
+        match Self::open_with_cache(dir, cache_bytes) {
             Ok(db) => Ok((db, None)),
             Err(e) if e.message.contains(CORRUPT) => {
                 let secs = std::time::SystemTime::now()
@@ -78,19 +96,24 @@ impl StateDb {
                         format!("{}; moving it aside to {} failed: {r}", e.message, aside.display()),
                     )
                 })?;
-                Ok((Self::open(dir)?, Some(aside)))
+                Ok((Self::open_with_cache(dir, cache_bytes)?, Some(aside)))
             }
             Err(e) => Err(e),
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn open_waiting(dir: &Path, lock_wait: Duration) -> Result<StateDb, StoreError> {
+        Self::open_waiting_with_cache(dir, lock_wait, SLED_CACHE_BYTES)
+    }
+
+    fn open_waiting_with_cache(dir: &Path, lock_wait: Duration, cache_bytes: u64) -> Result<StateDb, StoreError> {
         let err =
             |what: &str, e: &dyn std::fmt::Display| StoreError::new(dir.display().to_string(), format!("{what}: {e}"));
         std::fs::create_dir_all(dir).map_err(|e| err("cannot create the state directory", &e))?;
         let deadline = Instant::now() + lock_wait;
         let db = loop {
-            match sled::Config::new().path(dir).cache_capacity(SLED_CACHE_BYTES).open() {
+            match sled::Config::new().path(dir).cache_capacity(cache_bytes).open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e)) if is_lock_conflict(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(2));

@@ -5,7 +5,57 @@
 //! producer that writes many small records). Every value set here is set on
 //! purpose; the doc comment of each field says why.
 
+use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
+
+/// Properties weir sets itself, with the weir option to use instead. Each
+/// librdkafka alias of one is listed too.
+const WEIR_OWNED: &[(&str, &str)] = &[
+    (
+        "bootstrap.servers",
+        "weir sets it from --brokers (`brokers` in the config file)",
+    ),
+    (
+        "metadata.broker.list",
+        "weir sets it from --brokers (`brokers` in the config file)",
+    ),
+    (
+        "group.id",
+        "weir sets it: each topology's consumer group is its application id (the topology's name)",
+    ),
+    (
+        "group.instance.id",
+        "weir sets it from --instance-id (`instance_id` in the config file), one per stream thread",
+    ),
+    (
+        "transactional.id",
+        "weir sets it from --guarantee (`guarantee` in the config file)",
+    ),
+    (
+        "enable.idempotence",
+        "weir sets it from --guarantee (`guarantee` in the config file)",
+    ),
+    (
+        "isolation.level",
+        "weir sets it from --guarantee (`guarantee` in the config file)",
+    ),
+    (
+        "enable.auto.commit",
+        "weir commits offsets itself, at each commit (--commit-interval-ms)",
+    ),
+    (
+        "enable.auto.offset.store",
+        "weir commits offsets itself, at each commit (--commit-interval-ms)",
+    ),
+    (
+        "message.timeout.ms",
+        "weir sets it from --delivery-timeout-ms (`delivery_timeout_ms` in the config file)",
+    ),
+    (
+        "delivery.timeout.ms",
+        "weir sets it from --delivery-timeout-ms (`delivery_timeout_ms` in the config file)",
+    ),
+];
 
 /// Which partition assignor the consumer group uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,12 +116,17 @@ pub struct ClientSettings {
     pub max_partition_fetch_bytes: u32,
     /// `fetch.max.bytes` (default 50 MiB): bytes per fetch response.
     pub fetch_max_bytes: u32,
-    /// `queued.max.messages.kbytes` (default 64 MiB *per partition*): the
-    /// pre-fetch buffer. 16 MiB keeps memory bounded when a thread owns many
-    /// partitions, and is still far more than one poll batch.
+    /// `queued.max.messages.kbytes` (default 64 MiB): the pre-fetch buffer.
+    /// Documented per partition, but a group consumer forwards its
+    /// partitions' queues into one, whose size librdkafka compares, so it
+    /// bounds the consumer's queue over all its partitions. 16 MiB keeps
+    /// memory bounded when a thread owns many partitions, and is still far
+    /// more than one poll batch. The daemon's `--kafka` changes it
+    /// (ARCHITECTURE.md, "Where the memory goes").
     pub queued_max_messages_kbytes: u32,
-    /// `queued.min.messages` (default 100,000 *per partition*): how many
-    /// records librdkafka pre-fetches per partition. The kbytes limit above
+    /// `queued.min.messages` (default 100,000): how many records librdkafka
+    /// pre-fetches (per partition as documented; for a group consumer, over
+    /// the forwarded queue of all its partitions). The kbytes limit above
     /// counts payload only, while each pre-fetched record also costs a few
     /// hundred bytes of librdkafka bookkeeping: with small records the
     /// default let the queue, not the data, dominate the process's memory
@@ -156,6 +211,28 @@ impl ClientSettings {
             message_timeout_ms: 120_000,
             transaction_timeout_ms: 10_000,
             overrides: Vec::new(),
+        }
+    }
+
+    /// Whether a user may set librdkafka property `key` to `value`, as the
+    /// daemon's `--kafka` and `[kafka]` do: `Err` says why not, in one line.
+    ///
+    /// Refused: properties weir sets itself (the reason names the weir
+    /// option to use instead), and any name or value librdkafka does not
+    /// accept (checked on a librdkafka configuration object, without
+    /// creating a client or connecting anywhere). Properties of the wrong
+    /// client kind (a producer property reaches consumers too) are
+    /// accepted: librdkafka ignores them there.
+    pub fn check_property(key: &str, value: &str) -> Result<(), String> {
+        if let Some((_, why)) = WEIR_OWNED.iter().find(|(k, _)| *k == key) {
+            return Err(why.to_string());
+        }
+        let mut c = ClientConfig::new();
+        c.set(key, value);
+        match c.create_native_config() {
+            Ok(_) => Ok(()),
+            Err(KafkaError::ClientConfig(_, desc, _, _)) => Err(desc),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -306,6 +383,22 @@ mod tests {
             s.transactional_producer_config("t").get("transaction.timeout.ms"),
             Some("1000")
         );
+    }
+
+    #[test]
+    fn properties_are_checked_by_librdkafka() {
+        assert_eq!(ClientSettings::check_property("queued.min.messages", "5000"), Ok(()));
+        assert_eq!(ClientSettings::check_property("linger.ms", "20"), Ok(()));
+        assert_eq!(
+            ClientSettings::check_property("queued.min.mesages", "5000"),
+            Err("No such configuration property: \"queued.min.mesages\"".to_string())
+        );
+        let e = ClientSettings::check_property("queued.min.messages", "lots").unwrap_err();
+        assert!(e.contains("queued.min.messages"), "{e}");
+        let e = ClientSettings::check_property("group.id", "mine").unwrap_err();
+        assert!(e.contains("application id"), "{e}");
+        let e = ClientSettings::check_property("enable.idempotence", "false").unwrap_err();
+        assert!(e.contains("--guarantee"), "{e}");
     }
 
     #[test]

@@ -72,6 +72,13 @@ pub struct RunConfig {
     pub guarantee: Guarantee,
     /// Set to stop: the threads commit, leave the group and return.
     pub stop: Arc<AtomicBool>,
+    /// The user's librdkafka properties (the daemon's `--kafka` and
+    /// `[kafka]`), applied to every client of the run after weir's own
+    /// settings; check each with [`ClientSettings::check_property`] first.
+    pub kafka_properties: Vec<(String, String)>,
+    /// sled's page cache for the instance's state database
+    /// ([`weir_state::SLED_CACHE_BYTES`] by default).
+    pub state_cache_bytes: u64,
 }
 
 /// Why `id` cannot be an instance id (`None` if it can): 1 to 200 ASCII
@@ -154,6 +161,7 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
         .filter(|b| !b.trim().is_empty())
         .ok_or_else(|| Error::InvalidArgument("no brokers to run on".into()))?;
     let mut settings = ClientSettings::new(brokers);
+    settings.overrides = config.kafka_properties.clone();
     let admin = Admin::new(&settings)?;
     // librdkafka fails a record it could not deliver in this time; the
     // commit waits as long (see `commit.rs`, `ThreadState::await_delivery`).
@@ -167,7 +175,7 @@ pub fn run_with(apps: Vec<AppSpec>, config: RunConfig, status: Arc<RunStatus>, m
     std::fs::create_dir_all(&config.state_dir)?;
     // A corrupt database (a kill while sled created or recovered its
     // files) is moved aside: every task then restores from its changelog.
-    let (db, moved) = StateDb::open_or_reset(&config.state_dir)
+    let (db, moved) = StateDb::open_or_reset_with_cache(&config.state_dir, config.state_cache_bytes)
         .map_err(|e| Error::State(format!("state directory {}: {e}", config.state_dir.display())))?;
     if let Some(aside) = moved {
         tracing::warn!(

@@ -31,7 +31,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use weir_runtime::manager::{decode_origin, now_ms, Assignment, Guarantee, Incoming, ManagerConfig, ORIGIN_HEADER};
 use weir_runtime::metrics::TopologyMetrics;
-use weir_runtime::{Origin, Plan, TaskConfig, TaskManager};
+use weir_runtime::{Plan, TaskConfig, TaskManager};
 use weir_state::StateDb;
 use weir_topology::Topology;
 
@@ -455,19 +455,23 @@ impl ThreadState {
                 return Ok(());
             }
         }
-        let origin = if plan.internal[topic as usize] {
-            parse_origin(msg)
-        } else {
-            None
-        };
-        // The record's headers but weir's own (no allocation for a record
-        // without others); a null header value reads as empty.
-        let headers: Vec<(&str, &[u8])> = msg.headers().map_or_else(Vec::new, |hs| {
-            hs.iter()
-                .filter(|h| h.key != ORIGIN_HEADER)
-                .map(|h| (h.key, h.value.unwrap_or_default()))
-                .collect()
-        });
+        // One pass over the headers: weir's origin header (read on internal
+        // topics only) and the record's others (no allocation for a record
+        // without any); a null header value reads as empty.
+        let internal = plan.internal[topic as usize];
+        let mut origin = None;
+        let mut headers: Vec<(&str, &[u8])> = Vec::new();
+        if let Some(hs) = msg.headers() {
+            for h in hs.iter() {
+                if h.key == ORIGIN_HEADER {
+                    if internal {
+                        origin = h.value.and_then(decode_origin);
+                    }
+                } else {
+                    headers.push((h.key, h.value.unwrap_or_default()));
+                }
+            }
+        }
         let mut t = KafkaTransport {
             io: &mut self.io,
             consumer,
@@ -487,14 +491,6 @@ impl ThreadState {
         )?;
         Ok(())
     }
-}
-
-fn parse_origin(msg: &BorrowedMessage<'_>) -> Option<Origin> {
-    let headers = msg.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == ORIGIN_HEADER)
-        .and_then(|h| decode_origin(h.value?))
 }
 
 fn with_state<R>(f: impl FnOnce(&mut ThreadState) -> R) -> R {
