@@ -15,39 +15,10 @@ use weir_topology::TableJoined;
 
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug)]
-enum Side {
-    Left,
-    Right,
-}
-use Side::{Left, Right};
-
-/// `AbstractJoinIntegrationTest.input`: (topic, value, timestamp).
-const INPUT: [(Side, Option<&str>, i64); 23] = [
-    (Left, None, 1),
-    (Right, None, 2),
-    (Left, Some("A"), 3),
-    (Right, Some("a"), 4),
-    (Left, Some("B"), 5),
-    (Right, Some("b"), 6),
-    (Left, None, 7),
-    (Right, None, 8),
-    (Left, Some("C"), 9),
-    (Right, Some("c"), 10),
-    (Right, None, 11),
-    (Left, None, 12),
-    (Right, None, 13),
-    (Right, Some("d"), 7),
-    (Left, Some("D"), 6),
-    (Left, None, 2),
-    (Right, None, 3),
-    (Right, Some("e"), 14),
-    (Left, Some("E"), 15),
-    (Left, None, 10),
-    (Right, None, 9),
-    (Left, Some("F"), 4),
-    (Right, Some("f"), 3),
-];
+#[path = "common/join_input.rs"]
+mod join_input;
+use join_input::Side::{Left, Right};
+use join_input::INPUT;
 
 /// What one input produces: nothing, or one record (a value or a
 /// tombstone) with its timestamp.
