@@ -138,7 +138,7 @@ fn bad_config_files_stop_the_daemon_with_one_line_naming_the_key() {
         (
             "threds = 2\n",
             "weir: config CONFIG: line 1: unknown field `threds`, expected one of `brokers`, `broker_listen`, `broker_dir`, `state_dir`, \
-             `data_dir`, `threads`, `commit_interval_ms`, `idle_advance_ms`, `delivery_timeout_ms`, `instance_id`, `guarantee`, `cache_max_bytes`, `http`, `generate`, `rate`, `topologies`\n",
+             `data_dir`, `threads`, `commit_interval_ms`, `idle_advance_ms`, `delivery_timeout_ms`, `instance_id`, `guarantee`, `cache_max_bytes`, `state_cache_bytes`, `http`, `generate`, `rate`, `topologies`, `kafka`\n",
         ),
         (
             "http = \"127.0.0.1:0\"\ncommit_interval_ms = \"fast\"\n",
@@ -169,6 +169,10 @@ fn bad_config_files_stop_the_daemon_with_one_line_naming_the_key() {
         (
             "instance_id = \"pod/7\"\n",
             "weir: config CONFIG: instance_id '/' is not allowed (only ASCII letters, digits, '.', '_' and '-')\n",
+        ),
+        (
+            "[kafka]\n\"queued.min.mesages\" = 5\n",
+            "weir: config CONFIG: [kafka] queued.min.mesages: No such configuration property: \"queued.min.mesages\"\n",
         ),
         (
             "guarantee = \"exactly-twice\"\n",
