@@ -65,7 +65,7 @@ impl Materialized {
     /// came last. Table updates older than the key's newest version go into
     /// the history without changing the table (they are not forwarded
     /// downstream), and updates older than the retention are dropped and
-    /// counted as late (`weir_late_records_total`). The store is not
+    /// counted as late (`weir_late_records_dropped_total`). The store is not
     /// cached: every in-order update is forwarded as it arrives.
     pub fn versioned(self, history_retention: Duration) -> Self {
         Materialized {
