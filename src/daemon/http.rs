@@ -27,6 +27,7 @@ use weir_connectors::kafka::stream::RunStatus;
 use weir_runtime::metrics::{Metrics, TEXT_CONTENT_TYPE};
 
 use super::app::{Body, Context, Route};
+use crate::scenarios::iso_millis;
 
 /// A running topology as `/topologies` shows it.
 pub struct TopologyInfo {
@@ -264,13 +265,6 @@ fn query_store(state: &HttpState, store: &str, query: &str) -> Response<Full<Byt
     )
 }
 
-/// A time in answers: RFC 3339 in UTC with milliseconds (`None` beyond
-/// chrono's range).
-fn format_time(ms: i64) -> Option<String> {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
-
 /// A time parameter of a query: epoch milliseconds or RFC 3339.
 fn parse_time(name: &str, text: &str) -> Result<i64, String> {
     text.parse::<i64>()
@@ -317,7 +311,7 @@ fn query_versioned_key(
                         "key": key,
                         "value": super::query::value_json(codec, &v),
                         "valid_from_ms": valid_from,
-                        "valid_from": format_time(valid_from),
+                        "valid_from": iso_millis(valid_from),
                     }),
                 )
             }
@@ -326,7 +320,7 @@ fn query_versioned_key(
         }
     }
     let when = as_of.map_or(String::new(), |t| {
-        format!(" as of {}", format_time(t).unwrap_or_else(|| t.to_string()))
+        format!(" as of {}", iso_millis(t).unwrap_or_else(|| t.to_string()))
     });
     error_json(
         StatusCode::NOT_FOUND,
@@ -391,7 +385,7 @@ fn query_window_store(
         .into_iter()
         .map(|(start, value)| {
             json!({
-                "window_start": format_time(start),
+                "window_start": iso_millis(start),
                 "window_start_ms": start,
                 "value": value,
             })

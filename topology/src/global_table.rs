@@ -35,6 +35,7 @@ use crate::context::ProcessorContext;
 use crate::error::TopologyError;
 use crate::grouped::decode_stored;
 use crate::kstream::KStream;
+use crate::ktable::decode_table_record;
 use crate::materialized::Materialized;
 use crate::node::{ChildSlot, Children, Node};
 use crate::serde::Serde;
@@ -123,16 +124,7 @@ impl StreamsBuilder {
             }
             let (ks, vs) = (key_serde.clone(), value_serde.clone());
             let check: GlobalRecordCheck = Arc::new(move |key: Option<&[u8]>, value: Option<&[u8]>| {
-                let Some(key) = key else {
-                    return Err("a global table record needs a key".to_string());
-                };
-                ks.deserialize(key)
-                    .map_err(|e| format!("key deserialization failed ({}): {e}", ks.name()))?;
-                if let Some(v) = value {
-                    vs.deserialize(v)
-                        .map_err(|e| format!("value deserialization failed ({}): {e}", vs.name()))?;
-                }
-                Ok(())
+                decode_table_record("global table", &ks, &vs, key, value).map(|_| ())
             });
             g.globals.push(GlobalStoreDef {
                 store: store.clone(),

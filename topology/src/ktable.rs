@@ -562,6 +562,28 @@ pub(crate) fn source_table<K: Data, V: Data>(
     )
 }
 
+/// A table record's key (bytes and decoded) and value (`None`: a
+/// tombstone), or why it goes to the dead-letter topic: a table record
+/// needs a key, and nothing that does not decode reaches the store. `kind`
+/// names the table in the reason ("table", "global table").
+pub(crate) fn decode_table_record<'a, K: Data, V: Data>(
+    kind: &str,
+    key_serde: &Serde<K>,
+    value_serde: &Serde<V>,
+    key: Option<&'a [u8]>,
+    value: Option<&[u8]>,
+) -> Result<(&'a [u8], K, Option<V>), String> {
+    let key_bytes = key.ok_or_else(|| format!("a {kind} record needs a key"))?;
+    let key = key_serde
+        .deserialize(key_bytes)
+        .map_err(|e| format!("key deserialization failed ({}): {e}", key_serde.name()))?;
+    let value = value
+        .map(|v| value_serde.deserialize(v))
+        .transpose()
+        .map_err(|e| format!("value deserialization failed ({}): {e}", value_serde.name()))?;
+    Ok((key_bytes, key, value))
+}
+
 struct TableSource<K, V> {
     store: KvStoreRef,
     name: Arc<str>,
@@ -574,23 +596,13 @@ impl<K: Data, V: Data> SourceNode for TableSource<K, V> {
     fn process_raw(&mut self, ctx: &mut ProcessorContext, key: Option<&[u8]>, value: Option<&[u8]>) {
         let ts = ctx.timestamp();
         ctx.observe_event_time(ts);
-        let Some(key) = key else {
-            return ctx.dead_letter("a table record needs a key");
+        let key = match decode_table_record("table", &self.key_serde, &self.value_serde, key, value) {
+            Ok((key, _, _)) => key,
+            Err(why) => return ctx.dead_letter(why),
         };
-        if let Err(e) = self.key_serde.deserialize(key) {
-            return ctx.dead_letter(format!("key deserialization failed ({}): {e}", self.key_serde.name()));
-        }
         let mut store = self.store.borrow_mut();
         let result = match value {
-            Some(v) => {
-                if let Err(e) = self.value_serde.deserialize(v) {
-                    return ctx.dead_letter(format!(
-                        "value deserialization failed ({}): {e}",
-                        self.value_serde.name()
-                    ));
-                }
-                store.put(key, v)
-            }
+            Some(v) => store.put(key, v),
             None => store.delete(key),
         };
         if let Err(e) = result {
@@ -661,24 +673,11 @@ impl<K: Data, V: Data> SourceNode for VersionedTableSource<K, V> {
     fn process_raw(&mut self, ctx: &mut ProcessorContext, key: Option<&[u8]>, value: Option<&[u8]>) {
         let ts = ctx.timestamp();
         ctx.observe_event_time(ts);
-        let Some(key_bytes) = key else {
-            return ctx.dead_letter("a table record needs a key");
-        };
-        let key = match self.key_serde.deserialize(key_bytes) {
-            Ok(k) => k,
-            Err(e) => {
-                return ctx.dead_letter(format!("key deserialization failed ({}): {e}", self.key_serde.name()));
-            }
-        };
-        let decoded = match value.map(|v| self.value_serde.deserialize(v)).transpose() {
-            Ok(v) => v,
-            Err(e) => {
-                return ctx.dead_letter(format!(
-                    "value deserialization failed ({}): {e}",
-                    self.value_serde.name()
-                ))
-            }
-        };
+        let (key_bytes, key, decoded) =
+            match decode_table_record("table", &self.key_serde, &self.value_serde, key, value) {
+                Ok(r) => r,
+                Err(why) => return ctx.dead_letter(why),
+            };
         let outcome = self.store.borrow_mut().put_versioned(key_bytes, value, ts);
         match outcome {
             Ok(VersionedPut::Latest) => self.children.forward(ctx, key, decoded),
