@@ -855,7 +855,7 @@ impl<K: Data, V: Clone, A: Data> Aggregates<K, V, Step<K, V, A>> for TimeWindowA
             ctx.counters.late_records_dropped += 1;
         }
         if self.emit.is_some() && ctx.stream_time >= self.next_emit_at {
-            self.emit_while_processing(ctx);
+            self.emit_closed_and_schedule(ctx);
         }
     }
 }
@@ -867,8 +867,10 @@ impl<K: Data, A: Data> TimeWindowAggCore<K, A> {
     /// stream's results leave steadily instead of piling up, all of them,
     /// in the producer at the next commit. The outputs are not tied to the
     /// record at hand (no origin, none of its headers), exactly as if they
-    /// had been emitted at the commit.
-    fn emit_while_processing(&mut self, ctx: &mut ProcessorContext) {
+    /// had been emitted at the commit. Used at commits too, so that the
+    /// next window end to wait for is always the one after what was
+    /// emitted.
+    fn emit_closed_and_schedule(&mut self, ctx: &mut ProcessorContext) {
         let on_time = std::mem::replace(&mut ctx.emitting_on_time, true);
         self.emit_closed(ctx);
         ctx.emitting_on_time = on_time;
@@ -902,7 +904,7 @@ impl<K: Data, A: Data> AggCore for TimeWindowAggCore<K, A> {
             // commits then never reaches the changelog (neither its value
             // nor a tombstone, see `SledWindowStore`), which for a fast
             // stream is most windows.
-            self.emit_closed(ctx);
+            self.emit_closed_and_schedule(ctx);
             if let Some(e) = self.emit.as_mut() {
                 e.flush(ctx);
             }
