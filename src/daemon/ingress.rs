@@ -104,8 +104,7 @@ pub fn string_field<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a s
 /// The RFC 3339 time field `name` (e.g. `2026-11-21T10:00:00.123Z`).
 pub fn time_field(obj: &Map<String, Value>, name: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     let s = string_field(obj, name)?;
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&chrono::Utc))
+    crate::scenarios::parse_rfc3339(s)
         .map_err(|_| format!("field \"{name}\": {s:?} is not an RFC 3339 time like 2026-11-21T10:00:00.123Z"))
 }
 

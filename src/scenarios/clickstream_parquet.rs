@@ -26,7 +26,7 @@
 //! - `rating` is a JSON integer in 1–5;
 //! - `page_url` and `review_text` are strings (possibly empty).
 
-use chrono::{DateTime, NaiveDateTime};
+use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use weir::prelude::*;
@@ -175,7 +175,7 @@ fn kind(v: &Value) -> &'static str {
 
 /// RFC 3339, or ISO-8601 without offset read as UTC; epoch ms, truncated.
 pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+    if let Ok(t) = super::parse_rfc3339(s) {
         return Some(t.timestamp_millis());
     }
     NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")

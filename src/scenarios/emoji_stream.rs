@@ -80,8 +80,7 @@ pub struct EmojiEvent {
 /// which field or value was wrong; the dead-letter header should.
 fn rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
     let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-    DateTime::parse_from_rfc3339(&s)
-        .map(|t| t.with_timezone(&Utc))
+    super::parse_rfc3339(&s)
         .map_err(|e| serde::de::Error::custom(format!("field `timestamp`: {s:?} is not an RFC 3339 time ({e})")))
 }
 

@@ -107,8 +107,8 @@ fn iso_8601<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Ut
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
+    if let Ok(t) = super::parse_rfc3339(s) {
+        return Some(t);
     }
     NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
         .ok()

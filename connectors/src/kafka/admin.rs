@@ -208,9 +208,12 @@ impl Admin {
     }
 
     /// Waits until every topic in `names` shows in the metadata with at
-    /// least one partition.
+    /// least one partition. The first checks come quickly (a single broker
+    /// usually has them at once; every start of a topology waits here),
+    /// later ones every 50 ms (a cluster propagating them).
     pub fn wait_for_topics(&self, names: &[String], timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(2);
         loop {
             let topics = self.topics()?;
             let absent: Vec<&String> = names.iter().filter(|n| !topics.contains_key(*n)).collect();
@@ -223,7 +226,8 @@ impl Admin {
                     after: timeout,
                 });
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
