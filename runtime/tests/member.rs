@@ -148,3 +148,68 @@ fn a_restoring_task_does_not_hold_up_the_running_ones() {
         .count();
     assert_eq!(restored.len(), expected);
 }
+
+/// The poll loop's commit rule ([`TaskManager::commit_due`]): a backlog
+/// of at least `CAUGHT_UP_AFTER_RECORDS` commits as soon as every source
+/// partition (the repartition topic's included) is read to its end; before
+/// that, and for fewer records, only the interval, a request or an empty
+/// poll commit.
+#[test]
+fn a_backlog_commits_once_every_source_is_read_to_its_end() {
+    use std::time::Duration;
+    use weir_runtime::manager::{Batch, CommitReason, CAUGHT_UP_AFTER_RECORDS};
+
+    let cluster = MemoryCluster::new();
+    cluster.create_topic("words", 2);
+    cluster.create_topic("counts", 2);
+    let backlog = CAUGHT_UP_AFTER_RECORDS as usize;
+    for i in 0..backlog {
+        let word = format!("w{}", i % 100);
+        cluster.produce(
+            "words",
+            (i % 2) as i32,
+            Some(b"k"),
+            Some(word.as_bytes()),
+            1000 + i as i64,
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(StateDb::open(dir.path()).unwrap());
+    let mut m = Member::new(&cluster, &word_count(), "wc", db, TaskConfig::default(), None).unwrap();
+    m.assign_all().unwrap();
+    let hour = Duration::from_secs(3600);
+
+    // The words are read, their repartition records not yet: not caught up.
+    while m.manager.uncommitted() < backlog as u64 {
+        assert!(m.poll(1000, 5000, false).unwrap() > 0);
+        assert_eq!(m.manager.commit_due(&m.transport, hour, Batch::Drained), None);
+    }
+    assert!(!m.manager.caught_up(&m.transport));
+    // Reading the repartition topic too: caught up, with 2 × the backlog
+    // uncommitted; a full batch (more at hand) still does not commit.
+    while m.poll(1000, 5000, false).unwrap() > 0 {}
+    assert!(m.manager.caught_up(&m.transport));
+    assert_eq!(m.manager.uncommitted(), 2 * backlog as u64);
+    assert_eq!(m.manager.commit_due(&m.transport, hour, Batch::Full), None);
+    assert_eq!(
+        m.manager.commit_due(&m.transport, hour, Batch::Drained),
+        Some(CommitReason::CaughtUp)
+    );
+    m.manager.commit(&mut m.transport, false).unwrap();
+    assert_eq!(latest(&cluster, "counts").get("w7").map(String::as_str), Some("100"));
+
+    // A trickle catches up after every record, and is not committed for it;
+    // an empty poll commits it.
+    cluster.produce("words", 0, Some(b"k"), Some(b"w7"), 90_000);
+    while m.poll(1000, 5000, false).unwrap() > 0 {}
+    assert!(m.manager.caught_up(&m.transport));
+    assert_eq!(m.manager.commit_due(&m.transport, hour, Batch::Drained), None);
+    assert_eq!(
+        m.manager.commit_due(&m.transport, hour, Batch::Empty),
+        Some(CommitReason::Idle)
+    );
+    assert_eq!(
+        m.manager.commit_due(&m.transport, Duration::ZERO, Batch::Drained),
+        Some(CommitReason::Interval)
+    );
+}

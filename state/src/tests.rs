@@ -561,6 +561,49 @@ fn update_is_get_then_put_with_one_probe() {
 }
 
 #[test]
+fn a_window_update_is_get_then_put_with_one_probe() {
+    let dir = TempDir::new().unwrap();
+    let db = StateDb::open(dir.path()).unwrap();
+    let mut task = db.task("0_0", 1 << 20).unwrap();
+    let store = task.window(&window_spec("w")).unwrap();
+    let mut s = store.borrow_mut();
+    let (mut old, mut new, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    let mut add_one = |cur: Option<&[u8]>, out: &mut Vec<u8>| {
+        let n = cur.map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap()));
+        out.extend_from_slice(&(n + 1).to_be_bytes());
+        true
+    };
+    // A miss (sled), then hits (the cache); another window of the same key
+    // is another entry.
+    for _ in 0..3 {
+        s.update(b"k", 1000, &mut old, &mut new, &mut add_one).unwrap();
+    }
+    s.update(b"k", 2000, &mut old, &mut new, &mut add_one).unwrap();
+    assert!(s.get_into(b"k", 1000, &mut out).unwrap());
+    assert_eq!(out, 3u64.to_be_bytes());
+    assert!(s.get_into(b"k", 2000, &mut out).unwrap());
+    assert_eq!(out, 1u64.to_be_bytes());
+    assert_eq!(s.cache_stats(), CacheStats { hits: 4, misses: 2 });
+    assert_eq!(s.approximate_len(), 2);
+    // Declining writes nothing.
+    s.update(b"k", 3000, &mut old, &mut new, &mut |_, _| false).unwrap();
+    assert!(!s.get_into(b"k", 3000, &mut out).unwrap());
+    assert_eq!(s.approximate_len(), 2);
+    // Flushed, the windows are changelog records; updating again dirties
+    // only the window updated.
+    assert_eq!(s.flush().unwrap().len(), 2);
+    task.commit(&cp(1)).unwrap();
+    s.update(b"k", 1000, &mut old, &mut new, &mut add_one).unwrap();
+    let records = s.flush().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value.as_deref(), Some(&4u64.to_be_bytes()[..]));
+    assert_eq!(
+        s.fetch(b"k", 0, 5000).unwrap(),
+        vec![(1000, 4u64.to_be_bytes().to_vec()), (2000, 1u64.to_be_bytes().to_vec())]
+    );
+}
+
+#[test]
 fn a_corrupt_database_is_moved_aside_and_an_empty_one_opened() {
     let parent = TempDir::new().unwrap();
     let dir = parent.path().join("state");

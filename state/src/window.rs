@@ -97,6 +97,18 @@ impl WindowStore for SledWindowStore {
         self.core.write(&self.kbuf, Some(value), None)
     }
 
+    fn update(
+        &mut self,
+        key: &[u8],
+        window_start: i64,
+        old: &mut Vec<u8>,
+        new: &mut Vec<u8>,
+        f: &mut weir_topology::store::UpdateFn<'_>,
+    ) -> StoreResult<()> {
+        self.store_key(window_start, key);
+        self.core.update(&self.kbuf, old, new, f)
+    }
+
     fn delete(&mut self, key: &[u8], window_start: i64) -> StoreResult<()> {
         self.store_key(window_start, key);
         self.core.write(&self.kbuf, None, None)

@@ -747,6 +747,7 @@ impl<K: Data, A: Data> WindowedAgg<K, A> for TimeWindows {
             children: setup.out.instantiate(ictx)?,
             kbuf: Vec::new(),
             vbuf: Vec::new(),
+            nbuf: Vec::new(),
         })
     }
 }
@@ -768,6 +769,8 @@ pub(crate) struct TimeWindowAggCore<K, A> {
     children: Children<Windowed<K>, Option<A>>,
     kbuf: Vec<u8>,
     vbuf: Vec<u8>,
+    /// The new aggregate's bytes (see `WindowStore::update`).
+    nbuf: Vec<u8>,
 }
 
 impl<K: Data, A: Data> TimeWindowAggCore<K, A> {
@@ -830,20 +833,30 @@ impl<K: Data, V: Clone, A: Data> Aggregates<K, V, Step<K, V, A>> for TimeWindowA
                     continue; // this window has closed
                 }
                 accepted = true;
-                let old = match store.get_into(&self.kbuf, start, &mut self.vbuf) {
-                    Ok(true) => match decode_stored(&self.agg_serde, &self.name, &self.vbuf) {
-                        Ok(a) => Some(a),
-                        Err(e) => return ctx.fail(e),
-                    },
-                    Ok(false) => None,
-                    Err(e) => return ctx.fail(e),
-                };
-                let new = step(&key, value.clone(), old);
-                self.vbuf.clear();
-                if let Err(e) = self.agg_serde.serialize(&new, &mut self.vbuf) {
-                    return ctx.dead_letter(format!("aggregate serialization failed: {e}"));
+                // One read-modify-write: a cached window is looked up once.
+                let (agg_serde, name) = (&self.agg_serde, &self.name);
+                let mut failed: Option<Result<String, StoreError>> = None;
+                let r = store.update(&self.kbuf, start, &mut self.vbuf, &mut self.nbuf, &mut |old, out| {
+                    let old = match old.map(|b| decode_stored(agg_serde, name, b)).transpose() {
+                        Ok(a) => a,
+                        Err(e) => {
+                            failed = Some(Err(e));
+                            return false;
+                        }
+                    };
+                    let new = step(&key, value.clone(), old);
+                    if let Err(e) = agg_serde.serialize(&new, out) {
+                        failed = Some(Ok(format!("aggregate serialization failed: {e}")));
+                        return false;
+                    }
+                    true
+                });
+                match failed {
+                    Some(Err(e)) => return ctx.fail(e),
+                    Some(Ok(msg)) => return ctx.dead_letter(msg),
+                    None => {}
                 }
-                if let Err(e) = store.put(&self.kbuf, start, &self.vbuf) {
+                if let Err(e) = r {
                     return ctx.fail(e);
                 }
             }

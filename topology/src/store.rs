@@ -204,6 +204,27 @@ pub trait WindowStore: StateStore {
 
     fn put(&mut self, key: &[u8], window_start: i64, value: &[u8]) -> StoreResult<()>;
 
+    /// Read-modify-write of one window, as
+    /// [`KeyValueStore::update`]: the effect of
+    /// [`get_into`](Self::get_into) followed, if `f` returns true, by
+    /// [`put`](Self::put); a store may override it to look the window up
+    /// once (the hot path of windowed aggregations).
+    fn update(
+        &mut self,
+        key: &[u8],
+        window_start: i64,
+        old: &mut Vec<u8>,
+        new: &mut Vec<u8>,
+        f: &mut UpdateFn<'_>,
+    ) -> StoreResult<()> {
+        let found = self.get_into(key, window_start, old)?;
+        new.clear();
+        if f(found.then_some(&old[..]), new) {
+            self.put(key, window_start, new)?;
+        }
+        Ok(())
+    }
+
     fn delete(&mut self, key: &[u8], window_start: i64) -> StoreResult<()>;
 
     /// The windows of one key with `from <= window_start <= to`, by start.

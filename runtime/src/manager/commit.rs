@@ -28,14 +28,105 @@
 //!
 //! A manager that failed at any step never commits again.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{checkpoint_pointer, now_ms, Guarantee, TaskManager};
 use crate::task::{TaskCheckpoint, TaskId};
 use crate::transport::{GroupOffset, Outgoing, Track, Transport};
 use crate::RuntimeError;
 
+/// Records processed since the last commit after which catching up with
+/// the log commits at once ([`CommitReason::CaughtUp`]). It bounds those
+/// extra commits to one per this many records, so a trickle of input (which
+/// catches up after every record) still commits only at the interval or
+/// when idle.
+pub const CAUGHT_UP_AFTER_RECORDS: u64 = 10_000;
+
+/// What the poll loop's last batch found, for [`TaskManager::commit_due`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// A poll waited for records (a timeout above zero) and found none.
+    Empty,
+    /// Records, until the consumer had nothing more at hand.
+    Drained,
+    /// Records, and the batch stopped at its limit with more at hand.
+    Full,
+}
+
+/// Why the poll loop commits now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitReason {
+    /// The commit interval has passed since the last commit.
+    Interval,
+    /// A task asked (a store's cache is over its limit, or a processor).
+    Requested,
+    /// A poll found nothing for its whole timeout: the end of a burst is
+    /// delivered without waiting for the interval.
+    Idle,
+    /// Every source partition is read up to its high watermark after at
+    /// least [`CAUGHT_UP_AFTER_RECORDS`] records: a backlog is done, and
+    /// its last outputs go out now rather than after an empty poll.
+    CaughtUp,
+}
+
+impl CommitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitReason::Interval => "interval",
+            CommitReason::Requested => "requested",
+            CommitReason::Idle => "idle",
+            CommitReason::CaughtUp => "caught-up",
+        }
+    }
+}
+
 impl TaskManager {
+    /// Whether to commit after a batch, and why (`None`: not now). No
+    /// commit while nothing was processed since the last one, except at
+    /// the interval or on a task's request (they may have work of their
+    /// own, like punctuation output).
+    pub fn commit_due(&mut self, t: &dyn Transport, interval: Duration, batch: Batch) -> Option<CommitReason> {
+        if self.last_commit.elapsed() >= interval {
+            return Some(CommitReason::Interval);
+        }
+        if self.wants_commit() {
+            return Some(CommitReason::Requested);
+        }
+        if self.uncommitted == 0 {
+            return None;
+        }
+        match batch {
+            Batch::Empty => Some(CommitReason::Idle),
+            Batch::Drained if self.uncommitted >= CAUGHT_UP_AFTER_RECORDS && self.caught_up(t) => {
+                Some(CommitReason::CaughtUp)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether every running task has read each of its source partitions
+    /// up to the partition's high watermark as the consumer last saw it (no
+    /// request to the cluster). A watermark not known yet, or a partition
+    /// the task has no position in (nothing read, no checkpoint), counts as
+    /// not caught up unless the partition is empty.
+    pub fn caught_up(&self, t: &dyn Transport) -> bool {
+        let plan = &self.cfg.plan;
+        self.running.iter().all(|(id, task)| {
+            let sources = plan.reader.iter().enumerate();
+            sources
+                .filter(|(_, reader)| **reader == Some(id.subtopology))
+                .all(|(topic, _)| {
+                    let next = task
+                        .consumed()
+                        .iter()
+                        .find(|(read, _)| *read as usize == topic)
+                        .map_or(0, |(_, next)| *next);
+                    t.cached_high_watermark(&plan.topic_names[topic], id.partition)
+                        .is_some_and(|high| next >= high)
+                })
+        })
+    }
+
     /// The commit protocol; see the module docs. `wait_offsets` makes the
     /// offset commit (step 5) synchronous (revoke, shutdown).
     pub fn commit(&mut self, t: &mut dyn Transport, wait_offsets: bool) -> Result<(), RuntimeError> {

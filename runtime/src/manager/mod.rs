@@ -37,6 +37,7 @@ mod recover;
 mod restore;
 
 pub use assign::{checkpoint_pointer, parse_checkpoint_pointer, Assignment};
+pub use commit::{Batch, CommitReason, CAUGHT_UP_AFTER_RECORDS};
 pub use records::{decode_origin, encode_origin, Incoming, ORIGIN_HEADER};
 pub use restore::{restore_task, Resumed};
 

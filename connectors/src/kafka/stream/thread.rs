@@ -29,7 +29,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
-use weir_runtime::manager::{decode_origin, now_ms, Assignment, Guarantee, Incoming, ManagerConfig, ORIGIN_HEADER};
+use weir_runtime::manager::{
+    decode_origin, now_ms, Assignment, Batch, Guarantee, Incoming, ManagerConfig, ORIGIN_HEADER,
+};
 use weir_runtime::metrics::TopologyMetrics;
 use weir_runtime::{Plan, TaskConfig, TaskManager};
 use weir_state::StateDb;
@@ -543,6 +545,7 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
         let first = consumer.poll(timeout);
         let mut n = 0;
         let mut next = first;
+        let mut full = false;
         while let Some(item) = next {
             let msg = match item {
                 Ok(msg) => msg,
@@ -564,10 +567,18 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
             }
             n += 1;
             if n >= BATCH {
+                full = true;
                 break;
             }
             next = consumer.poll(Duration::ZERO);
         }
+        let batch = match n {
+            // A poll of a restoring loop does not wait: finding nothing
+            // there is not being idle.
+            0 if !restoring => Batch::Empty,
+            _ if full => Batch::Full,
+            _ => Batch::Drained,
+        };
         if n > 0 {
             // Once per batch: a clock read per record was a measurable
             // share of the stream thread's time.
@@ -577,7 +588,7 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
             if let Some(e) = s.fatal.take() {
                 return Err(e);
             }
-            match s.punctuate_and_commit(consumer, n, restoring) {
+            match s.punctuate_and_commit(consumer, batch) {
                 Ok(()) => Ok(()),
                 Err(e) => s.recover_or_fail(consumer, e),
             }
@@ -587,26 +598,16 @@ fn poll_loop(app: &AppShared, consumer: &BaseConsumer<StreamContext>) -> Result<
 }
 
 impl ThreadState {
-    /// Punctuation, and a commit when one is due.
-    fn punctuate_and_commit(
-        &mut self,
-        consumer: &BaseConsumer<StreamContext>,
-        n: usize,
-        restoring: bool,
-    ) -> Result<()> {
+    /// Punctuation, and a commit when one is due
+    /// ([`TaskManager::commit_due`]).
+    fn punctuate_and_commit(&mut self, consumer: &BaseConsumer<StreamContext>, batch: Batch) -> Result<()> {
         let mut t = KafkaTransport {
             io: &mut self.io,
             consumer,
         };
         self.manager.punctuate(&mut t, now_ms())?;
-        let due = self.manager.last_commit().elapsed() >= self.app.commit_interval;
-        let wants = self.manager.wants_commit();
-        // A thread that found nothing to consume for a whole poll timeout
-        // commits what it processed at once instead of holding it until
-        // the interval: the end of a burst is delivered without waiting up
-        // to a commit interval for the next tick.
-        let idle = n == 0 && !restoring && self.manager.uncommitted() > 0;
-        if due || wants || idle {
+        if let Some(reason) = self.manager.commit_due(&t, self.app.commit_interval, batch) {
+            tracing::trace!(reason = reason.as_str(), "commit due");
             // Offsets are committed asynchronously here: state never
             // depends on them, and a revoke or a shutdown commits
             // synchronously.
