@@ -26,7 +26,8 @@ use crate::global::GlobalUpdater;
 use weir_topology::Topology;
 
 use crate::manager::{
-    decode_origin, Assignment, Guarantee, Incoming, ManagerConfig, NoListener, TaskListener, ORIGIN_HEADER,
+    decode_origin, read_repartition_value, Assignment, Guarantee, Incoming, ManagerConfig, NoListener, TaskListener,
+    ORIGIN_HEADER,
 };
 use crate::metrics::Metrics;
 use crate::partitioner::producer_partition;
@@ -744,13 +745,13 @@ impl Member {
             for (offset, r) in &records {
                 let offset = *offset as usize;
                 let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
-                let origin = if plan.internal[topic as usize] {
-                    r.headers
-                        .iter()
-                        .find(|(k, _)| k == ORIGIN_HEADER)
-                        .and_then(|(_, v)| decode_origin(v))
+                // A repartition record's origin and value are in its
+                // envelope (an older weir's, in a header and the value).
+                let (origin, value) = if plan.internal[topic as usize] {
+                    let header = r.headers.iter().find(|(k, _)| k == ORIGIN_HEADER);
+                    read_repartition_value(r.value.as_deref(), header.and_then(|(_, v)| decode_origin(v)))
                 } else {
-                    None
+                    (None, r.value.as_deref())
                 };
                 self.manager.process(
                     &mut self.transport,
@@ -760,7 +761,7 @@ impl Member {
                         offset: offset as i64,
                         timestamp: r.timestamp,
                         key: r.key.as_deref(),
-                        value: r.value.as_deref(),
+                        value,
                         origin,
                         headers: &headers,
                     },

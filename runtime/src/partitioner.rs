@@ -129,23 +129,14 @@ pub fn destination<'a>(
 }
 
 /// Call `send` with the headers of output record `rec` (those the topology
-/// wrote, then `extra`, weir's own, such as a repartition record's
-/// origin). Allocates only for a record with headers of its own.
+/// wrote; weir adds none of its own). Allocates only for a record with
+/// headers.
 #[inline]
-pub fn with_headers<R>(
-    collector: &RecordCollector,
-    rec: &OutRecord,
-    extra: Option<(&str, &[u8])>,
-    send: impl FnOnce(&[(&str, &[u8])]) -> R,
-) -> R {
+pub fn with_headers<R>(collector: &RecordCollector, rec: &OutRecord, send: impl FnOnce(&[(&str, &[u8])]) -> R) -> R {
     if rec.headers.is_empty() {
-        return match extra {
-            Some(h) => send(&[h]),
-            None => send(&[]),
-        };
+        return send(&[]);
     }
-    let mut headers: Vec<(&str, &[u8])> = collector.headers(rec).collect();
-    headers.extend(extra);
+    let headers: Vec<(&str, &[u8])> = collector.headers(rec).collect();
     send(&headers)
 }
 

@@ -338,7 +338,10 @@ impl TopologyTestDriver {
             .get()
     }
 
-    /// Everything written to a topic (input, output or internal), raw.
+    /// Everything written to a topic (input, output or internal), as the
+    /// topology's serdes wrote it: a repartition record's value is shown
+    /// without the envelope that carries weir's origin
+    /// ([`crate::manager::wrap_repartition_value`]).
     pub fn topic_records(&self, topic: &str) -> Vec<RawRecord> {
         self.inner.borrow().raw_records(topic)
     }
@@ -403,13 +406,20 @@ impl Inner {
     }
 
     fn raw_records(&self, topic: &str) -> Vec<RawRecord> {
+        let plan = self.member.manager.plan();
+        let repartition = plan.by_name.get(topic).is_some_and(|&t| plan.internal[t as usize]);
         self.cluster
             .all_records(topic)
             .into_iter()
             .enumerate()
             .map(|(i, r)| RawRecord {
+                value: match repartition {
+                    true => crate::manager::read_repartition_value(r.value.as_deref(), None)
+                        .1
+                        .map(<[u8]>::to_vec),
+                    false => r.value,
+                },
                 key: r.key,
-                value: r.value,
                 timestamp: r.timestamp,
                 offset: i as i64,
             })

@@ -65,7 +65,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use weir_runtime::manager::{decode_origin, parse_checkpoint_pointer, TaskListener, ORIGIN_HEADER};
+use weir_runtime::manager::{parse_checkpoint_pointer, unwrap_repartition_value, TaskListener, ORIGIN_HEADER};
 use weir_runtime::memory::{Member, MemoryCluster};
 use weir_runtime::partitioner::default_partitioner;
 use weir_runtime::{RuntimeError, TaskCheckpoint, TaskConfig, TaskId, Transport};
@@ -718,12 +718,12 @@ fn origins(cluster: &MemoryCluster, topic: &str) -> Vec<Vec<(i32, i64, u32)>> {
                 .records(topic, p)
                 .iter()
                 .map(|r| {
-                    let (_, v) = r
-                        .headers
-                        .iter()
-                        .find(|(k, _)| k == ORIGIN_HEADER)
-                        .expect("a repartition record has an origin");
-                    let o = decode_origin(v).expect("an origin header decodes");
+                    assert!(
+                        r.headers.iter().all(|(k, _)| k != ORIGIN_HEADER),
+                        "the origin is in the value, not a header"
+                    );
+                    let (o, _) = unwrap_repartition_value(r.value.as_deref()).expect("a value envelope");
+                    let o = o.expect("a repartition record has an origin");
                     // The upstream key folds the source topic index into
                     // bits 20.. (manager/records.rs).
                     (o.upstream_partition & 0xF_FFFF, o.offset, o.index)

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use weir_runtime::manager::ORIGIN_HEADER;
+use weir_runtime::manager::unwrap_repartition_value;
 use weir_runtime::memory::{Member, MemoryCluster};
 use weir_runtime::partitioner::default_partitioner;
 use weir_runtime::TaskConfig;
@@ -181,15 +181,18 @@ fn a_repartition_carries_the_headers_but_hides_its_own() {
     cluster.produce_with_headers("in", 1, Some(b"b"), Some(b"y"), 2, &[TENANT, BLOB]);
     run(&cluster, &topology);
 
-    // The repartition records carry the input's headers, then weir's
-    // origin header.
-    let mut repartitioned: Vec<(String, Vec<String>)> = cluster
+    // The repartition records carry the input's headers and nothing of
+    // weir's: their origin is in the value's envelope.
+    let mut repartitioned: Vec<(String, Vec<String>, Option<Vec<u8>>, bool)> = cluster
         .all_records("app-by-value-repartition")
         .into_iter()
         .map(|r| {
+            let (origin, value) = unwrap_repartition_value(r.value.as_deref()).expect("a value envelope");
             (
                 String::from_utf8(r.key.unwrap()).unwrap(),
                 r.headers.iter().map(|(k, _)| k.clone()).collect(),
+                value.map(<[u8]>::to_vec),
+                origin.is_some(),
             )
         })
         .collect();
@@ -197,10 +200,12 @@ fn a_repartition_carries_the_headers_but_hides_its_own() {
     assert_eq!(
         repartitioned,
         vec![
-            ("x".to_string(), vec!["trace-id".to_string(), ORIGIN_HEADER.to_string()]),
+            ("x".to_string(), vec!["trace-id".to_string()], Some(b"x".to_vec()), true),
             (
                 "y".to_string(),
-                vec!["tenant".to_string(), "trace-id".to_string(), ORIGIN_HEADER.to_string()]
+                vec!["tenant".to_string(), "trace-id".to_string()],
+                Some(b"y".to_vec()),
+                true
             ),
         ]
     );

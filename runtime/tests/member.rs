@@ -213,3 +213,45 @@ fn a_backlog_commits_once_every_source_is_read_to_its_end() {
         Some(CommitReason::Interval)
     );
 }
+
+/// Records an older weir wrote to a repartition topic (its origin in a
+/// `weir.origin` header, the value as it is) are still read, and a replayed
+/// one is still applied once.
+#[test]
+fn an_older_weirs_repartition_records_are_read_and_deduplicated() {
+    use weir_runtime::manager::{encode_origin, ORIGIN_HEADER};
+    use weir_runtime::task::Origin;
+
+    let cluster = MemoryCluster::new();
+    cluster.create_topic("words", 2);
+    cluster.create_topic("counts", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(StateDb::open(dir.path()).unwrap());
+    let mut m = Member::new(&cluster, &word_count(), "wc", db, TaskConfig::default(), None).unwrap();
+    let repartition = "wc-word-counts-repartition";
+    assert_eq!(cluster.partitions(repartition), Some(2), "created by the member");
+    let old = |offset: i64| {
+        encode_origin(&Origin {
+            upstream_partition: 0,
+            offset,
+            index: 0,
+        })
+    };
+    // Input offsets 5 and 6 of upstream partition 0; 5 replayed after a crash.
+    for offset in [5, 6, 5] {
+        let origin = old(offset);
+        cluster.produce_with_headers(
+            repartition,
+            1,
+            Some(b"a"),
+            Some(b"a"),
+            10,
+            &[(ORIGIN_HEADER, &origin[..])],
+        );
+    }
+    // And one without an origin (an older weir's commit-time record).
+    cluster.produce(repartition, 1, Some(b"a"), Some(b"a"), 11);
+    m.assign_all().unwrap();
+    m.run_until_idle(10, 5000).unwrap();
+    assert_eq!(latest(&cluster, "counts").get("a").map(String::as_str), Some("3"));
+}

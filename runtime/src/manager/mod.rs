@@ -38,7 +38,10 @@ mod restore;
 
 pub use assign::{checkpoint_pointer, parse_checkpoint_pointer, Assignment};
 pub use commit::{Batch, CommitReason, CAUGHT_UP_AFTER_RECORDS};
-pub use records::{decode_origin, encode_origin, Incoming, ORIGIN_HEADER};
+pub use records::{
+    decode_origin, encode_origin, read_repartition_value, unwrap_repartition_value, wrap_repartition_value, Incoming,
+    ENVELOPE_MAGIC, ORIGIN_HEADER,
+};
 pub use restore::{restore_task, Resumed};
 
 use std::collections::BTreeMap;
@@ -144,6 +147,8 @@ pub struct TaskManager {
     /// record's outputs are contiguous in the collector).
     origin_counters: Vec<(u32, u32)>,
     current_origin: Option<(u32, i64)>,
+    /// The value envelope of the repartition record being sent (reused).
+    envelope: Vec<u8>,
     /// Per task, the (hits, misses) of each store's cache as last reported.
     cache_seen: BTreeMap<TaskId, Vec<(u64, u64)>>,
     /// Records since start (latencies are sampled on one in 64).
@@ -178,6 +183,7 @@ impl TaskManager {
             offsets_outdated: false,
             origin_counters: Vec::new(),
             current_origin: None,
+            envelope: Vec::new(),
             cache_seen: BTreeMap::new(),
             seen: 0,
             uncommitted: 0,

@@ -11,9 +11,63 @@ use crate::task::{Origin, Task, TaskId};
 use crate::transport::{Outgoing, Track, Transport};
 use crate::RuntimeError;
 
-/// Header carrying a repartition record's origin (16 bytes: upstream
-/// partition key i32, input offset i64, index u32, big-endian).
+/// Header that carried a repartition record's origin before the value
+/// envelope ([`wrap_repartition_value`]); still read, so that records
+/// written by an older weir are deduplicated as before. Never written.
 pub const ORIGIN_HEADER: &str = "weir.origin";
+
+/// The first bytes of every repartition record's value: it is an
+/// envelope ([`wrap_repartition_value`]). The first byte, 0xFF, never
+/// starts UTF-8 text (JSON, strings), and an older weir's plain value
+/// would have to start with all eight to be mistaken for one.
+pub const ENVELOPE_MAGIC: [u8; 8] = [0xFF, b'w', b'e', b'i', b'r', 0x00, b'r', 0x01];
+
+/// Envelope flag: an origin (16 bytes) follows the flags.
+const HAS_ORIGIN: u8 = 1;
+/// Envelope flag: the record has a value (possibly empty); without it the
+/// value is null.
+const HAS_VALUE: u8 = 2;
+
+/// A repartition record's value as written: [`ENVELOPE_MAGIC`], one flags
+/// byte, the origin's 16 bytes ([`encode_origin`]) if it has one, then the
+/// value's bytes. The origin rides in the value rather than a header
+/// because librdkafka builds, sends, parses and frees a header list per
+/// record: the `weir.origin` header was ~15 % of a repartitioning stream
+/// thread's CPU (BENCHMARKS.md). Replaces `out`'s contents.
+pub fn wrap_repartition_value(origin: Option<&Origin>, value: Option<&[u8]>, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&ENVELOPE_MAGIC);
+    let flags = if origin.is_some() { HAS_ORIGIN } else { 0 } | if value.is_some() { HAS_VALUE } else { 0 };
+    out.push(flags);
+    if let Some(o) = origin {
+        out.extend_from_slice(&encode_origin(o));
+    }
+    out.extend_from_slice(value.unwrap_or_default());
+}
+
+/// The origin and value in a repartition record's value written by
+/// [`wrap_repartition_value`]; `None` if it is not such an envelope (an
+/// older weir's record: its origin, if any, is in an [`ORIGIN_HEADER`]
+/// header, and the value is the record's own; a corrupt one then fails to
+/// deserialize and is dead-lettered).
+#[allow(clippy::type_complexity)]
+pub fn unwrap_repartition_value(value: Option<&[u8]>) -> Option<(Option<Origin>, Option<&[u8]>)> {
+    let rest = value?.strip_prefix(&ENVELOPE_MAGIC[..])?;
+    let (&flags, rest) = rest.split_first()?;
+    if flags & !(HAS_ORIGIN | HAS_VALUE) != 0 {
+        return None;
+    }
+    let (origin, rest) = if flags & HAS_ORIGIN != 0 {
+        let (o, rest) = rest.split_at_checked(16)?;
+        (Some(decode_origin(o)?), rest)
+    } else {
+        (None, rest)
+    };
+    if flags & HAS_VALUE == 0 {
+        return rest.is_empty().then_some((origin, None));
+    }
+    Some((origin, Some(rest)))
+}
 
 /// Latencies are measured on one record in this many.
 const SAMPLE: u64 = 64;
@@ -37,6 +91,13 @@ pub fn decode_origin(v: &[u8]) -> Option<Origin> {
         offset: i64::from_be_bytes(v[4..12].try_into().ok()?),
         index: u32::from_be_bytes(v[12..].try_into().ok()?),
     })
+}
+
+/// A consumed repartition record's origin and value: from its envelope,
+/// or, for an older weir's record (no envelope), the origin its
+/// [`ORIGIN_HEADER`] header gave (`header_origin`) and the value as it is.
+pub fn read_repartition_value(value: Option<&[u8]>, header_origin: Option<Origin>) -> (Option<Origin>, Option<&[u8]>) {
+    unwrap_repartition_value(value).unwrap_or((header_origin, value))
 }
 
 /// A consumed record, as the poll loop hands it over.
@@ -176,6 +237,7 @@ impl TaskManager {
         let meters = self.running.get(&id).and_then(Task::metrics);
         let now = now_ms();
         let mut result = Ok(());
+        let mut envelope = std::mem::take(&mut self.envelope);
         for (i, rec) in collector.records().iter().enumerate() {
             let topic = rec.topic as usize;
             // A topic chosen per record (DYNAMIC_TOPIC) is no internal one.
@@ -210,16 +272,21 @@ impl TaskManager {
                     };
                     // The upstream key folds the source topic into the
                     // partition number: offsets are ordered per topic.
-                    Some(encode_origin(&Origin {
+                    Some(Origin {
                         upstream_partition: ((source as i32) << 20) | id.partition,
                         offset,
                         index,
-                    }))
+                    })
                 }
                 _ => None,
             };
-            let origin = origin.as_ref().map(|bytes| (ORIGIN_HEADER, &bytes[..]));
-            result = with_headers(&collector, rec, origin, |headers| {
+            let value = if internal {
+                wrap_repartition_value(origin.as_ref(), value, &mut envelope);
+                Some(&envelope[..])
+            } else {
+                value
+            };
+            result = with_headers(&collector, rec, |headers| {
                 t.send(Outgoing {
                     topic: topic_name,
                     partition,
@@ -235,7 +302,69 @@ impl TaskManager {
             }
         }
         collector.clear();
+        self.envelope = envelope;
         self.running.get_mut(&id).expect("task").ctx.collector = collector;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const O: Origin = Origin {
+        upstream_partition: (3 << 20) | 7,
+        offset: 1_234_567_890_123,
+        index: 42,
+    };
+
+    #[test]
+    fn an_envelope_gives_back_its_origin_and_value() {
+        let mut buf = Vec::new();
+        for origin in [Some(O), None] {
+            for value in [Some(&b"{\"a\":1}"[..]), Some(&b""[..]), None] {
+                wrap_repartition_value(origin.as_ref(), value, &mut buf);
+                assert!(buf.starts_with(&ENVELOPE_MAGIC));
+                assert_eq!(
+                    unwrap_repartition_value(Some(&buf)),
+                    Some((origin, value)),
+                    "{origin:?} {value:?}"
+                );
+                assert_eq!(read_repartition_value(Some(&buf), None), (origin, value));
+            }
+        }
+        // The null and the empty value are told apart, with or without an
+        // origin: 9 bytes and 25, then the value.
+        wrap_repartition_value(None, None, &mut buf);
+        assert_eq!(buf.len(), 9);
+        wrap_repartition_value(Some(&O), Some(b"xy"), &mut buf);
+        assert_eq!(buf.len(), 9 + 16 + 2);
+    }
+
+    #[test]
+    fn an_older_weirs_record_keeps_its_value_and_header_origin() {
+        // No envelope: the value as it is, the origin from the header.
+        for value in [Some(&b"plain"[..]), Some(&b""[..]), None, Some(&ENVELOPE_MAGIC[..7])] {
+            assert_eq!(unwrap_repartition_value(value), None, "{value:?}");
+            assert_eq!(read_repartition_value(value, Some(O)), (Some(O), value));
+            assert_eq!(read_repartition_value(value, None), (None, value));
+        }
+        // A cut or unknown envelope is not read as one either: its bytes
+        // go on as the value (and fail to deserialize: a dead letter).
+        let mut buf = Vec::new();
+        wrap_repartition_value(Some(&O), Some(b"v"), &mut buf);
+        for bad in [&buf[..9], &buf[..20]] {
+            assert_eq!(unwrap_repartition_value(Some(bad)), None);
+        }
+        let mut unknown = buf.clone();
+        unknown[8] |= 0x80;
+        assert_eq!(unwrap_repartition_value(Some(&unknown)), None);
+        wrap_repartition_value(None, None, &mut buf);
+        buf.push(b'!');
+        assert_eq!(
+            unwrap_repartition_value(Some(&buf)),
+            None,
+            "a null value with bytes after it"
+        );
     }
 }

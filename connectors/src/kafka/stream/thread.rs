@@ -30,7 +30,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use weir_runtime::manager::{
-    decode_origin, now_ms, Assignment, Batch, Guarantee, Incoming, ManagerConfig, ORIGIN_HEADER,
+    decode_origin, now_ms, read_repartition_value, Assignment, Batch, Guarantee, Incoming, ManagerConfig, ORIGIN_HEADER,
 };
 use weir_runtime::metrics::TopologyMetrics;
 use weir_runtime::{Plan, TaskConfig, TaskManager};
@@ -457,9 +457,9 @@ impl ThreadState {
                 return Ok(());
             }
         }
-        // One pass over the headers: weir's origin header (read on internal
-        // topics only) and the record's others (no allocation for a record
-        // without any); a null header value reads as empty.
+        // One pass over the headers: an older weir's origin header (read on
+        // internal topics only) and the record's others (no allocation for a
+        // record without any); a null header value reads as empty.
         let internal = plan.internal[topic as usize];
         let mut origin = None;
         let mut headers: Vec<(&str, &[u8])> = Vec::new();
@@ -474,6 +474,12 @@ impl ThreadState {
                 }
             }
         }
+        // A repartition record's origin and value are in its envelope.
+        let (origin, value) = if internal {
+            read_repartition_value(msg.payload(), origin)
+        } else {
+            (None, msg.payload())
+        };
         let mut t = KafkaTransport {
             io: &mut self.io,
             consumer,
@@ -486,7 +492,7 @@ impl ThreadState {
                 offset: msg.offset(),
                 timestamp: msg.timestamp().to_millis().unwrap_or_else(now_ms),
                 key: msg.key(),
-                value: msg.payload(),
+                value,
                 origin,
                 headers: &headers,
             },
