@@ -58,6 +58,8 @@ fn topology() -> Topology {
 
 /// A record read back: partition, key, value, headers.
 type Read = (i32, String, String, Vec<(String, Vec<u8>)>);
+/// [`Read`] with the value as bytes.
+type RawRead = (i32, String, Vec<u8>, Vec<(String, Vec<u8>)>);
 
 /// Every record of `topic` (all partitions) once `n` are there.
 fn read(brokers: &str, topic: &str, partitions: i32, n: usize) -> Vec<Read> {
@@ -68,12 +70,7 @@ fn read(brokers: &str, topic: &str, partitions: i32, n: usize) -> Vec<Read> {
 }
 
 /// [`read`], the values as bytes.
-fn read_raw(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    n: usize,
-) -> Vec<(i32, String, Vec<u8>, Vec<(String, Vec<u8>)>)> {
+fn read_raw(brokers: &str, topic: &str, partitions: i32, n: usize) -> Vec<RawRead> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "routing-test-reader")

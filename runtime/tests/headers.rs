@@ -183,7 +183,9 @@ fn a_repartition_carries_the_headers_but_hides_its_own() {
 
     // The repartition records carry the input's headers and nothing of
     // weir's: their origin is in the value's envelope.
-    let mut repartitioned: Vec<(String, Vec<String>, Option<Vec<u8>>, bool)> = cluster
+    // (key, header names, value, has an origin)
+    type Repartitioned = (String, Vec<String>, Option<Vec<u8>>, bool);
+    let mut repartitioned: Vec<Repartitioned> = cluster
         .all_records("app-by-value-repartition")
         .into_iter()
         .map(|r| {

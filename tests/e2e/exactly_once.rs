@@ -37,13 +37,13 @@ fn eos_args(instance: &str) -> Vec<&str> {
     vec!["--guarantee", "exactly-once", "--instance-id", instance]
 }
 
-/// The values of `topic`'s records as kcat reads them from the beginning
-/// to the end of every partition, with `isolation.level` `isolation`
-/// (`read_committed` stops at the last stable offset).
-fn kcat_values(brokers: &str, topic: &str, isolation: &str) -> Vec<String> {
+/// One line per record of `topic` in kcat's `format`, reading from the
+/// beginning to the end of every partition with `isolation.level`
+/// `isolation` (`read_committed` stops at the last stable offset).
+fn kcat(brokers: &str, topic: &str, isolation: &str, format: &str) -> Vec<u8> {
     let out = Command::new("kcat")
         .args(["-b", brokers, "-C", "-t", topic, "-o", "beginning", "-e", "-q"])
-        .args(["-X", &format!("isolation.level={isolation}"), "-f", "%s\\n"])
+        .args(["-X", &format!("isolation.level={isolation}"), "-f", format])
         .output()
         .expect("kcat (installed by .ci/run)");
     assert!(
@@ -51,27 +51,24 @@ fn kcat_values(brokers: &str, topic: &str, isolation: &str) -> Vec<String> {
         "kcat {topic} {isolation}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
+    out.stdout
+}
+
+/// The values of `topic`'s records (see [`kcat`]).
+fn kcat_values(brokers: &str, topic: &str, isolation: &str) -> Vec<String> {
+    String::from_utf8(kcat(brokers, topic, isolation, "%s\\n"))
         .expect("utf-8 values")
         .lines()
         .map(str::to_string)
         .collect()
 }
 
-/// How many records of `topic` a reader at `isolation` sees (counted by
-/// offset: repartition values are binary envelopes, not lines of text).
+/// How many records of `topic` a reader at `isolation` sees, counted by
+/// offset: repartition values are binary envelopes, not lines of text.
 fn kcat_count(brokers: &str, topic: &str, isolation: &str) -> usize {
-    let out = Command::new("kcat")
-        .args(["-b", brokers, "-C", "-t", topic, "-o", "beginning", "-e", "-q"])
-        .args(["-X", &format!("isolation.level={isolation}"), "-f", "%o\\n"])
-        .output()
-        .expect("kcat (installed by .ci/run)");
-    assert!(
-        out.status.success(),
-        "kcat {topic} {isolation}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).lines().count()
+    String::from_utf8_lossy(&kcat(brokers, topic, isolation, "%o\\n"))
+        .lines()
+        .count()
 }
 
 /// Per user, the counts in `User U has clicked N times.` values, in the

@@ -327,6 +327,61 @@ pub(crate) fn decode_stored<A: 'static>(serde: &Serde<A>, store: &str, bytes: &[
         .map_err(|e| StoreError::new(store, format!("stored value does not decode: {e}")))
 }
 
+/// One read-modify-write of a stored aggregate (the body of a
+/// `KeyValueStore::update` or `WindowStore::update` call): decode the
+/// stored aggregate, compute the new one, encode it. A failure inside the
+/// store's call is kept for [`settle`](Self::settle), after it.
+struct AggUpdate<'a, A> {
+    serde: &'a Serde<A>,
+    store: &'a str,
+    failed: Option<Result<String, StoreError>>,
+}
+
+impl<'a, A: 'static> AggUpdate<'a, A> {
+    fn new(serde: &'a Serde<A>, store: &'a str) -> Self {
+        AggUpdate {
+            serde,
+            store,
+            failed: None,
+        }
+    }
+
+    /// `next` gets the stored aggregate and returns the new one (`None`:
+    /// store nothing); true if `out` holds the new one's bytes to store.
+    #[inline]
+    fn apply(&mut self, old: Option<&[u8]>, out: &mut Vec<u8>, next: impl FnOnce(Option<A>) -> Option<A>) -> bool {
+        let old = match old.map(|b| decode_stored(self.serde, self.store, b)).transpose() {
+            Ok(a) => a,
+            Err(e) => {
+                self.failed = Some(Err(e));
+                return false;
+            }
+        };
+        let Some(new) = next(old) else { return false };
+        if let Err(e) = self.serde.serialize(&new, out) {
+            self.failed = Some(Ok(format!("aggregate serialization failed: {e}")));
+            return false;
+        }
+        true
+    }
+
+    /// Reports what failed (a stored aggregate that does not decode or the
+    /// store: the task fails; a new one that does not encode: a dead
+    /// letter); true if the update went through.
+    fn settle(self, ctx: &mut ProcessorContext, stored: Result<(), StoreError>) -> bool {
+        let failure = match (self.failed, stored) {
+            (Some(Ok(msg)), _) => {
+                ctx.dead_letter(msg);
+                return false;
+            }
+            (Some(Err(e)), _) | (None, Err(e)) => e,
+            (None, Ok(())) => return true,
+        };
+        ctx.fail(failure);
+        false
+    }
+}
+
 /// Split a window-store key into (window start, decoded record key); a key
 /// that does not decode is store corruption, as for [`decode_stored`].
 pub(crate) fn decode_window_key<K: 'static>(
@@ -427,32 +482,13 @@ impl<K: Data, V, A: Data> Aggregates<K, V, Step<K, V, A>> for KvAggCore<K, A> {
         }
         let mut store = self.store.borrow_mut();
         // One read-modify-write: a cached key is looked up once.
-        let (agg_serde, name) = (&self.agg_serde, &self.name);
+        let mut update = AggUpdate::new(&self.agg_serde, &self.name);
         let mut value = Some(value);
-        let mut failed: Option<Result<String, StoreError>> = None;
         let r = store.update(&self.kbuf, &mut self.vbuf, &mut self.nbuf, &mut |old, out| {
-            let old = match old.map(|b| decode_stored(agg_serde, name, b)).transpose() {
-                Ok(a) => a,
-                Err(e) => {
-                    failed = Some(Err(e));
-                    return false;
-                }
-            };
-            let Some(value) = value.take() else { return false };
-            let new = step(&key, value, old);
-            if let Err(e) = agg_serde.serialize(&new, out) {
-                failed = Some(Ok(format!("aggregate serialization failed: {e}")));
-                return false;
-            }
-            true
+            update.apply(old, out, |old| value.take().map(|v| step(&key, v, old)))
         });
-        match failed {
-            Some(Err(e)) => return ctx.fail(e),
-            Some(Ok(msg)) => return ctx.dead_letter(msg),
-            None => {}
-        }
-        if let Err(e) = r {
-            return ctx.fail(e);
+        if !update.settle(ctx, r) {
+            return;
         }
         if store.wants_flush() {
             ctx.request_commit();
@@ -834,30 +870,12 @@ impl<K: Data, V: Clone, A: Data> Aggregates<K, V, Step<K, V, A>> for TimeWindowA
                 }
                 accepted = true;
                 // One read-modify-write: a cached window is looked up once.
-                let (agg_serde, name) = (&self.agg_serde, &self.name);
-                let mut failed: Option<Result<String, StoreError>> = None;
+                let mut update = AggUpdate::new(&self.agg_serde, &self.name);
                 let r = store.update(&self.kbuf, start, &mut self.vbuf, &mut self.nbuf, &mut |old, out| {
-                    let old = match old.map(|b| decode_stored(agg_serde, name, b)).transpose() {
-                        Ok(a) => a,
-                        Err(e) => {
-                            failed = Some(Err(e));
-                            return false;
-                        }
-                    };
-                    let new = step(&key, value.clone(), old);
-                    if let Err(e) = agg_serde.serialize(&new, out) {
-                        failed = Some(Ok(format!("aggregate serialization failed: {e}")));
-                        return false;
-                    }
-                    true
+                    update.apply(old, out, |old| Some(step(&key, value.clone(), old)))
                 });
-                match failed {
-                    Some(Err(e)) => return ctx.fail(e),
-                    Some(Ok(msg)) => return ctx.dead_letter(msg),
-                    None => {}
-                }
-                if let Err(e) = r {
-                    return ctx.fail(e);
+                if !update.settle(ctx, r) {
+                    return;
                 }
             }
             if store.wants_flush() {
