@@ -85,7 +85,8 @@ enum Command {
     /// Print a topic's records on stdout, one per line.
     ///
     /// Each record prints as `key<TAB>value`, or the value alone when the key
-    /// is null. Reads every partition without joining a consumer group (nothing is
+    /// is null; a repartition topic's record prints its value without the
+    /// envelope that carries weir's origin. Reads every partition without joining a consumer group (nothing is
     /// committed); waits for the topic if it does not exist yet. Runs until
     /// SIGINT/SIGTERM or one of the limits below.
     Tail {

@@ -4,6 +4,7 @@ use std::io::{BufRead, BufWriter, ErrorKind, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use weir_runtime::manager::unwrap_repartition_value;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -179,12 +180,16 @@ pub fn tail(brokers: &str, topic: &str, from_beginning: bool, out: impl Write, s
     }
 }
 
+/// `key<TAB>value` (the value alone for a null key). A repartition
+/// record's value prints without weir's envelope (the origin it carries is
+/// binary, and of no use on a terminal).
 fn write_record(out: &mut impl Write, r: &TailRecord<'_>) -> std::io::Result<()> {
     if let Some(k) = r.key {
         out.write_all(k)?;
         out.write_all(b"\t")?;
     }
-    out.write_all(r.value.unwrap_or_default())?;
+    let value = unwrap_repartition_value(r.value).map_or(r.value, |(_, v)| v);
+    out.write_all(value.unwrap_or_default())?;
     out.write_all(b"\n")
 }
 
@@ -273,4 +278,42 @@ pub fn tail_with(
         }
     }
     Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_runtime::manager::wrap_repartition_value;
+    use weir_runtime::task::Origin;
+
+    use super::*;
+
+    fn line(key: Option<&[u8]>, value: Option<&[u8]>) -> String {
+        let mut out = Vec::new();
+        let r = TailRecord {
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            key,
+            value,
+        };
+        write_record(&mut out, &r).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_repartition_record_prints_its_value_without_the_envelope() {
+        let origin = Origin {
+            upstream_partition: 1,
+            offset: 10,
+            index: 0,
+        };
+        let mut envelope = Vec::new();
+        wrap_repartition_value(Some(&origin), Some(b"{\"n\":1}"), &mut envelope);
+        assert_eq!(line(Some(b"k"), Some(&envelope)), "k\t{\"n\":1}\n");
+        wrap_repartition_value(None, None, &mut envelope);
+        assert_eq!(line(Some(b"k"), Some(&envelope)), "k\t\n");
+        // Other values print as they are.
+        assert_eq!(line(None, Some(b"plain")), "plain\n");
+        assert_eq!(line(Some(b"k"), None), "k\t\n");
+    }
 }
