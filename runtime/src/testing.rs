@@ -413,11 +413,12 @@ impl Inner {
             .into_iter()
             .enumerate()
             .map(|(i, r)| RawRecord {
-                value: match repartition {
-                    true => crate::manager::read_repartition_value(r.value.as_deref(), None)
+                value: if repartition {
+                    crate::manager::read_repartition_value(r.value.as_deref(), None)
                         .1
-                        .map(<[u8]>::to_vec),
-                    false => r.value,
+                        .map(<[u8]>::to_vec)
+                } else {
+                    r.value
                 },
                 key: r.key,
                 timestamp: r.timestamp,

@@ -210,13 +210,13 @@ pub fn check_state_cache_bytes(bytes: u64) -> Result<u64, String> {
 /// One `--kafka KEY=VALUE`: split at the first `=`, and checked with
 /// [`ClientSettings::check_property`]; errors are one line naming the flag.
 pub fn parse_kafka_flag(arg: &str) -> anyhow::Result<(String, String)> {
-    let Some((key, value)) = arg.split_once('=') else {
+    let Some((key, value)) = arg
+        .split_once('=')
+        .map(|(key, value)| (key.trim(), value))
+        .filter(|(key, _)| !key.is_empty())
+    else {
         anyhow::bail!("--kafka {arg}: expected KEY=VALUE, a librdkafka property and its value");
     };
-    let key = key.trim();
-    if key.is_empty() {
-        anyhow::bail!("--kafka {arg}: expected KEY=VALUE, a librdkafka property and its value");
-    }
     ClientSettings::check_property(key, value).map_err(|why| anyhow!("--kafka {arg}: {why}"))?;
     Ok((key.to_string(), value.to_string()))
 }

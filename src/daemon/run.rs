@@ -14,7 +14,7 @@ use weir_state::SLED_CACHE_BYTES;
 
 use super::app::{AppParts, Context};
 use super::cli::{stop_on_signals, RunArgs};
-use super::config::{check_rate, check_state_cache_bytes, merge_kafka, parse_guarantee, parse_kafka_flag, FileConfig};
+use super::config::{check_rate, merge_kafka, parse_guarantee, parse_kafka_flag, FileConfig};
 use super::{generate, http, Daemon};
 
 /// Settings after flags, environment, config file and defaults.
@@ -75,10 +75,12 @@ fn resolve(args: &RunArgs, file: &FileConfig) -> anyhow::Result<Settings> {
         .map(|a| parse_kafka_flag(a))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let kafka = merge_kafka(file.kafka_properties()?, kafka_flags);
-    let state_cache_bytes = match args.state_cache_bytes {
-        Some(b) => check_state_cache_bytes(b).map_err(|e| anyhow::anyhow!("--state-cache-bytes {e}"))?,
-        None => file.state_cache_bytes.unwrap_or(SLED_CACHE_BYTES),
-    };
+    // The flag's lower bound is clap's (`RunArgs`), the file's
+    // `FileConfig::parse`'s.
+    let state_cache_bytes = args
+        .state_cache_bytes
+        .or(file.state_cache_bytes)
+        .unwrap_or(SLED_CACHE_BYTES);
     let commit_interval = Duration::from_millis(
         args.commit_interval_ms
             .or(file.commit_interval_ms)

@@ -596,6 +596,15 @@ impl ProcessorContext {
         self.fatal.take()
     }
 
+    /// Stages what store `store`'s flush returned: its changelog records,
+    /// or, if the flush failed, the task's failure.
+    pub(crate) fn log_flushed(&mut self, store: &Arc<str>, flushed: Result<Vec<ChangelogRecord>, StoreError>) {
+        match flushed {
+            Ok(records) => self.changelog.extend(records.into_iter().map(|r| (store.clone(), r))),
+            Err(e) => self.fail(e),
+        }
+    }
+
     /// Ask the runtime to flush caches soon (a cache is over its limit).
     pub fn request_commit(&mut self) {
         self.commit_requested = true;

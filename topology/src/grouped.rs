@@ -334,7 +334,15 @@ pub(crate) fn decode_stored<A: 'static>(serde: &Serde<A>, store: &str, bytes: &[
 struct AggUpdate<'a, A> {
     serde: &'a Serde<A>,
     store: &'a str,
-    failed: Option<Result<String, StoreError>>,
+    failed: Option<AggFailure>,
+}
+
+/// What went wrong inside an [`AggUpdate`].
+enum AggFailure {
+    /// The stored aggregate does not decode: the task fails.
+    Stored(StoreError),
+    /// The new aggregate does not encode: the record is dead-lettered.
+    Encode(String),
 }
 
 impl<'a, A: 'static> AggUpdate<'a, A> {
@@ -353,13 +361,13 @@ impl<'a, A: 'static> AggUpdate<'a, A> {
         let old = match old.map(|b| decode_stored(self.serde, self.store, b)).transpose() {
             Ok(a) => a,
             Err(e) => {
-                self.failed = Some(Err(e));
+                self.failed = Some(AggFailure::Stored(e));
                 return false;
             }
         };
         let Some(new) = next(old) else { return false };
         if let Err(e) = self.serde.serialize(&new, out) {
-            self.failed = Some(Ok(format!("aggregate serialization failed: {e}")));
+            self.failed = Some(AggFailure::Encode(format!("aggregate serialization failed: {e}")));
             return false;
         }
         true
@@ -369,15 +377,11 @@ impl<'a, A: 'static> AggUpdate<'a, A> {
     /// store: the task fails; a new one that does not encode: a dead
     /// letter); true if the update went through.
     fn settle(self, ctx: &mut ProcessorContext, stored: Result<(), StoreError>) -> bool {
-        let failure = match (self.failed, stored) {
-            (Some(Ok(msg)), _) => {
-                ctx.dead_letter(msg);
-                return false;
-            }
-            (Some(Err(e)), _) | (None, Err(e)) => e,
+        match (self.failed, stored) {
             (None, Ok(())) => return true,
-        };
-        ctx.fail(failure);
+            (Some(AggFailure::Encode(why)), _) => ctx.dead_letter(why),
+            (Some(AggFailure::Stored(e)), _) | (None, Err(e)) => ctx.fail(e),
+        }
         false
     }
 }
@@ -725,12 +729,7 @@ impl FinalEmitter {
 
     /// Stage the emit progress (with the window store, in the same commit).
     pub(crate) fn flush(&mut self, ctx: &mut ProcessorContext) {
-        match self.store.borrow_mut().flush() {
-            Ok(records) => ctx
-                .changelog
-                .extend(records.into_iter().map(|r| (self.name.clone(), r))),
-            Err(e) => ctx.fail(e),
-        }
+        ctx.log_flushed(&self.name, self.store.borrow_mut().flush());
     }
 
     /// The window close time now and the one emitted up to, if windows
@@ -940,12 +939,7 @@ impl<K: Data, A: Data> AggCore for TimeWindowAggCore<K, A> {
                 e.flush(ctx);
             }
             self.maybe_purge(ctx);
-            match self.store.borrow_mut().flush() {
-                Ok(records) => ctx
-                    .changelog
-                    .extend(records.into_iter().map(|r| (self.name.clone(), r))),
-                Err(e) => ctx.fail(e),
-            }
+            ctx.log_flushed(&self.name, self.store.borrow_mut().flush());
             self.children.flush(ctx);
             return;
         }
@@ -1007,6 +1001,7 @@ impl<K: Data, A: Data> AggCore for TimeWindowAggCore<K, A> {
 mod tests {
     use std::time::Duration;
 
+    use super::next_window_end;
     use crate::*;
 
     /// A grace of up to `i64::MAX` ms is a valid window parameter: declaring
@@ -1025,13 +1020,6 @@ mod tests {
             .count(Materialized::named("sliding"));
         b.build().unwrap();
     }
-}
-
-#[cfg(test)]
-mod next_window_end_tests {
-    use super::next_window_end;
-    use crate::TimeWindows;
-    use std::time::Duration;
 
     #[test]
     fn the_first_window_ending_after_a_time() {

@@ -485,12 +485,7 @@ impl<K: Data, V: Data> Node<Windowed<K>, Option<V>> for SuppressNode<K, V> {
     /// before its children), so what is due now is final.
     fn flush(&mut self, ctx: &mut ProcessorContext) {
         self.emit_due(ctx);
-        match self.buffer.borrow_mut().flush() {
-            Ok(records) => ctx
-                .changelog
-                .extend(records.into_iter().map(|r| (self.name.clone(), r))),
-            Err(e) => ctx.fail(e),
-        }
+        ctx.log_flushed(&self.name, self.buffer.borrow_mut().flush());
         self.children.flush(ctx);
     }
 

@@ -4,7 +4,6 @@ use std::io::{BufRead, BufWriter, ErrorKind, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_runtime::manager::unwrap_repartition_value;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -12,6 +11,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
+use weir_runtime::manager::unwrap_repartition_value;
 
 use super::admin::{Admin, TopicSpec};
 use super::clients::{assign_at, flush_producer};

@@ -40,7 +40,7 @@ pub use assign::{checkpoint_pointer, parse_checkpoint_pointer, Assignment};
 pub use commit::{Batch, CommitReason, CAUGHT_UP_AFTER_RECORDS};
 pub use records::{
     decode_origin, encode_origin, read_repartition_value, unwrap_repartition_value, wrap_repartition_value, Incoming,
-    ENVELOPE_MAGIC, ORIGIN_HEADER,
+    RepartitionValue, ENVELOPE_MAGIC, ORIGIN_HEADER,
 };
 pub use restore::{restore_task, Resumed};
 

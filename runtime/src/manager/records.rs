@@ -45,13 +45,16 @@ pub fn wrap_repartition_value(origin: Option<&Origin>, value: Option<&[u8]>, out
     out.extend_from_slice(value.unwrap_or_default());
 }
 
+/// A consumed repartition record's origin (if it has one) and value
+/// (`None`: null).
+pub type RepartitionValue<'a> = (Option<Origin>, Option<&'a [u8]>);
+
 /// The origin and value in a repartition record's value written by
 /// [`wrap_repartition_value`]; `None` if it is not such an envelope (an
 /// older weir's record: its origin, if any, is in an [`ORIGIN_HEADER`]
 /// header, and the value is the record's own; a corrupt one then fails to
 /// deserialize and is dead-lettered).
-#[allow(clippy::type_complexity)]
-pub fn unwrap_repartition_value(value: Option<&[u8]>) -> Option<(Option<Origin>, Option<&[u8]>)> {
+pub fn unwrap_repartition_value(value: Option<&[u8]>) -> Option<RepartitionValue<'_>> {
     let rest = value?.strip_prefix(&ENVELOPE_MAGIC[..])?;
     let (&flags, rest) = rest.split_first()?;
     if flags & !(HAS_ORIGIN | HAS_VALUE) != 0 {
@@ -96,7 +99,7 @@ pub fn decode_origin(v: &[u8]) -> Option<Origin> {
 /// A consumed repartition record's origin and value: from its envelope,
 /// or, for an older weir's record (no envelope), the origin its
 /// [`ORIGIN_HEADER`] header gave (`header_origin`) and the value as it is.
-pub fn read_repartition_value(value: Option<&[u8]>, header_origin: Option<Origin>) -> (Option<Origin>, Option<&[u8]>) {
+pub fn read_repartition_value(value: Option<&[u8]>, header_origin: Option<Origin>) -> RepartitionValue<'_> {
     unwrap_repartition_value(value).unwrap_or((header_origin, value))
 }
 
