@@ -150,7 +150,7 @@ fn all_records(brokers: &str, topic: &str) -> Vec<(String, String)> {
         Some(TailLimit {
             max_records: None,
             timeout: Some(Duration::from_millis(1000)),
-            stop: None,
+            ..TailLimit::default()
         }),
         |r| {
             if let Some(r) = r {

@@ -101,7 +101,7 @@ fn latest(brokers: &str, topic: &str) -> BTreeMap<String, u64> {
         Some(TailLimit {
             max_records: None,
             timeout: Some(Duration::from_millis(1500)),
-            stop: None,
+            ..TailLimit::default()
         }),
         |r| {
             if let Some(r) = r {

@@ -27,7 +27,7 @@ use weir_connectors::kafka::{flush_producer, Admin, ClientSettings, DeliveryTrac
 use weir_runtime::metrics::Metrics;
 use weir_topology::{Topology, TopologyError};
 
-use super::feed::Feed;
+use super::feed::{Feed, FeedSpec};
 
 /// The body of every HTTP response the daemon sends.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -107,6 +107,9 @@ pub struct AppParts {
     /// Background work started once the cluster is known; each runs on its
     /// own thread until [`Context::stopping`].
     pub services: Vec<Service>,
+    /// Live feeds of topics (see [`Context::feed`]) started before the
+    /// topology: they see all of its output, and `/readyz` waits for them.
+    pub feeds: Vec<FeedSpec>,
     /// Test data for the topology's input (see `--generate`).
     pub generator: Option<GeneratorSpec>,
 }
@@ -117,6 +120,7 @@ impl AppParts {
             topology,
             routes: Vec::new(),
             services: Vec::new(),
+            feeds: Vec::new(),
             generator: None,
         }
     }
@@ -152,21 +156,6 @@ pub struct GeneratorSpec {
 pub struct Service {
     pub name: String,
     pub run: Box<dyn FnOnce(Arc<Context>) -> anyhow::Result<()> + Send>,
-}
-
-impl Service {
-    /// Start the live feed of `topic` with the daemon, so that its recent
-    /// records are there before the first client asks.
-    pub fn feed(topic: &str) -> Service {
-        let topic = topic.to_string();
-        Service {
-            name: format!("feed-{topic}"),
-            run: Box::new(move |ctx| {
-                ctx.feed(&topic);
-                Ok(())
-            }),
-        }
-    }
 }
 
 /// An HTTP route of an app: an exact path and the methods it answers.
@@ -351,14 +340,35 @@ impl Context {
         Ok(total)
     }
 
-    /// The live feed of `topic`: records appended from now on, broadcast to
-    /// every subscriber, and the latest few kept. Started on first use.
+    /// The live feed of `topic`: records appended from its start on,
+    /// broadcast to every subscriber, and the latest few kept. Started on
+    /// first use unless an app declared it (see [`AppParts::feeds`]).
     pub fn feed(&self, topic: &str) -> Arc<Feed> {
+        self.start_feed(FeedSpec::new(topic))
+    }
+
+    /// Start the feed `spec` describes, or give its listeners to the feed
+    /// of that topic already running.
+    pub(crate) fn start_feed(&self, spec: FeedSpec) -> Arc<Feed> {
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(feed) = feeds.get(&spec.topic) {
+            feed.add_listeners(spec.listeners);
+            return feed.clone();
+        }
+        let topic = spec.topic.clone();
+        let feed = Feed::start(&self.settings, spec, self.stop.clone());
+        feeds.insert(topic, feed.clone());
+        feed
+    }
+
+    /// The topics of the feeds still finding where they start.
+    pub(crate) fn feeds_positioning(&self) -> Vec<String> {
+        let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
         feeds
-            .entry(topic.to_string())
-            .or_insert_with(|| Feed::start(&self.settings, topic, self.stop.clone()))
-            .clone()
+            .values()
+            .filter(|f| !f.is_positioned())
+            .map(|f| f.topic().to_string())
+            .collect()
     }
 }
 

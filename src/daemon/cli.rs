@@ -86,15 +86,18 @@ enum Command {
     ///
     /// Each record prints as `key<TAB>value`, or the value alone when the key
     /// is null; a repartition topic's record prints its value without the
-    /// envelope that carries weir's origin. Reads every partition without joining a consumer group (nothing is
-    /// committed); waits for the topic if it does not exist yet. Runs until
-    /// SIGINT/SIGTERM or one of the limits below.
+    /// envelope that carries weir's origin. Reads every partition without
+    /// joining a consumer group (nothing is committed); waits for the topic
+    /// if it does not exist yet (and then prints it from its first record,
+    /// all of it being new). Runs until SIGINT/SIGTERM or one of the limits
+    /// below.
     Tail {
         /// The topic to read.
         topic: String,
         #[command(flatten)]
         brokers: BrokersArg,
-        /// Start at the oldest record instead of only printing new ones.
+        /// Start at the oldest record instead of only printing the records
+        /// appended after the tail started.
         #[arg(long, env = "WEIR_FROM_BEGINNING")]
         from_beginning: bool,
         /// Stop after printing this many records.
@@ -465,6 +468,7 @@ pub(crate) fn run(daemon: Daemon, cli: Cli) -> anyhow::Result<()> {
                 max_records,
                 timeout: timeout_ms.map(Duration::from_millis),
                 stop: Some(stop),
+                positioned: None,
             };
             let stdout = std::io::stdout();
             kafka::tail(&brokers, &topic, from_beginning, stdout.lock(), Some(limit))

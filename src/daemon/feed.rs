@@ -1,7 +1,11 @@
 //! Live feeds of output topics for HTTP clients: a consumer thread tails a
-//! topic from its end and hands every record's value to the subscribers
-//! (Server-Sent Events) and to a small window of recent records (JSON
-//! polling).
+//! topic from where it ended when the feed started (from its beginning if
+//! it did not exist yet) and hands every record's value to the listeners,
+//! the subscribers (Server-Sent Events) and a small window of recent
+//! records (JSON polling). An app declares its feeds in
+//! [`AppParts::feeds`](super::AppParts::feeds): they start before its
+//! topology, and `/readyz` waits until each knows where it starts, so no
+//! output of the topology is missed.
 //!
 //! A feed is for watching, not for processing: it joins no consumer group,
 //! commits nothing, and a subscriber too slow to keep up skips records
@@ -9,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,29 +37,58 @@ pub struct Feed {
     sender: broadcast::Sender<Arc<str>>,
     recent: Mutex<VecDeque<Arc<str>>>,
     listeners: Mutex<Vec<Listener>>,
+    /// True once the feed knows where it starts reading, or has stopped.
+    settled: Arc<AtomicBool>,
 }
 
-/// A callback of [`Feed::listen`].
+/// A callback of [`FeedSpec::listen`].
 type Listener = Box<dyn Fn(&str) + Send + Sync>;
 
-impl Feed {
-    pub(crate) fn start(settings: &ClientSettings, topic: &str, stop: Arc<AtomicBool>) -> Arc<Feed> {
-        let (sender, _) = broadcast::channel(4096);
-        let feed = Arc::new(Feed {
+/// A live feed an app starts with its topology: the topic, and what
+/// derives state from every value of it.
+pub struct FeedSpec {
+    pub(crate) topic: String,
+    pub(crate) listeners: Vec<Listener>,
+}
+
+impl FeedSpec {
+    pub fn new(topic: &str) -> FeedSpec {
+        FeedSpec {
             topic: topic.to_string(),
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Call `f` with every value the feed reads, on the feed's own thread,
+    /// before any subscriber sees it (so it must be quick). For what an app
+    /// derives from its output, e.g. which windows have closed. Given here,
+    /// before the feed starts, it sees every value.
+    pub fn listen(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> FeedSpec {
+        self.listeners.push(Box::new(f));
+        self
+    }
+}
+
+impl Feed {
+    pub(crate) fn start(settings: &ClientSettings, spec: FeedSpec, stop: Arc<AtomicBool>) -> Arc<Feed> {
+        let (sender, _) = broadcast::channel(4096);
+        let settled = Arc::new(AtomicBool::new(false));
+        let feed = Arc::new(Feed {
+            topic: spec.topic,
             sender,
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
-            listeners: Mutex::new(Vec::new()),
+            listeners: Mutex::new(spec.listeners),
+            settled: settled.clone(),
         });
         let settings = settings.clone();
         let me = feed.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("feed-{topic}"))
+            .name(format!("feed-{}", feed.topic))
             .spawn(move || {
                 let limit = TailLimit {
-                    max_records: None,
-                    timeout: None,
                     stop: Some(stop),
+                    positioned: Some(settled.clone()),
+                    ..TailLimit::default()
                 };
                 let result = tail_with(&settings, &me.topic, false, Some(limit), |record| {
                     if let Some(value) = record.and_then(|r| r.value) {
@@ -66,11 +99,19 @@ impl Feed {
                 if let Err(e) = result {
                     tracing::warn!(topic = %me.topic, error = %e, "the live feed stopped");
                 }
+                settled.store(true, Ordering::Release);
             });
         if let Err(e) = spawned {
-            tracing::warn!(topic, error = %e, "cannot start a live feed");
+            tracing::warn!(topic = %feed.topic, error = %e, "cannot start a live feed");
+            feed.settled.store(true, Ordering::Release);
         }
         feed
+    }
+
+    /// False while the feed is still finding where its topic ends: a value
+    /// appended before then may not reach it.
+    pub fn is_positioned(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
     }
 
     fn publish(&self, value: &str) {
@@ -89,14 +130,9 @@ impl Feed {
         let _ = self.sender.send(value);
     }
 
-    /// Call `f` with every value appended from now on, on the feed's own
-    /// thread, before any subscriber sees it (so it must be quick). For
-    /// what an app derives from its output, e.g. which windows have closed.
-    pub fn listen(&self, f: impl Fn(&str) + Send + Sync + 'static) {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(f));
+    /// Add the listeners of another spec of the same topic.
+    pub(crate) fn add_listeners(&self, more: Vec<Listener>) {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).extend(more);
     }
 
     /// The topic this feed tails.

@@ -398,9 +398,13 @@ fn query_window_store(
 }
 
 fn readyz(state: &HttpState) -> Response<Full<Bytes>> {
-    let ready = state.status.is_ready();
+    let feeds = state.ctx.as_ref().map(|c| c.feeds_positioning()).unwrap_or_default();
+    let ready = state.status.is_ready() && feeds.is_empty();
     let snapshot = state.status.snapshot();
-    let mut pending = Vec::new();
+    let mut pending: Vec<serde_json::Value> = feeds
+        .iter()
+        .map(|topic| json!({ "feed": topic, "reason": "finding where its topic ends" }))
+        .collect();
     let mut threads = serde_json::Map::new();
     for (name, t) in &snapshot {
         let reason = match (&t.problem, t.ready) {
@@ -1190,6 +1194,64 @@ mod tests {
         assert_eq!(v["ready"], true);
         assert_eq!(v["pending"], json!([]));
         assert_eq!(v["threads"]["user-clicks-thread-0"]["tasks"], json!(["0_0", "0_1"]));
+    }
+
+    /// `/readyz` also waits for the apps' live feeds to know where their
+    /// topics end: a feed still looking could miss the topology's first
+    /// output (the closed windows `POST /emoji` learns of come that way).
+    #[test]
+    fn readyz_waits_for_every_live_feed_to_know_where_it_starts() {
+        use crate::daemon::feed::FeedSpec;
+        use std::sync::atomic::AtomicBool;
+        use weir_connectors::kafka::{ClientSettings, EmbeddedBroker};
+        let with_broker = |brokers: &str| {
+            let mut s = state();
+            let ctx = Context::new(
+                brokers.to_string(),
+                ClientSettings::new(brokers),
+                s.status.clone(),
+                s.metrics.clone(),
+                std::env::temp_dir(),
+                Arc::new(AtomicBool::new(false)),
+            );
+            set(&s.status, "user-clicks-thread-0", true, &["0_0"], &[]);
+            s.ctx = Some(Arc::new(ctx));
+            s
+        };
+
+        // A broker that accepts connections and never answers: the feed
+        // cannot know where its topic ends (for a second, until it gives up).
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = with_broker(&silent.local_addr().unwrap().to_string());
+        s.ctx.as_ref().unwrap().start_feed(FeedSpec::new("emoji-aggregated"));
+        let (code, _, body) = get(&s, Method::GET, "/readyz");
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(
+            json(&body)["pending"],
+            json!([{"feed": "emoji-aggregated", "reason": "finding where its topic ends"}])
+        );
+        stop_feeds(&s);
+
+        // On a broker that answers, it is soon positioned (its topic need not
+        // exist: it will be read from its beginning).
+        let broker = EmbeddedBroker::start(1).unwrap();
+        let s = with_broker(&broker.bootstrap_servers());
+        s.ctx.as_ref().unwrap().start_feed(FeedSpec::new("emoji-aggregated"));
+        let started = std::time::Instant::now();
+        loop {
+            let (code, _, body) = get(&s, Method::GET, "/readyz");
+            if code == StatusCode::OK {
+                assert_eq!(json(&body)["pending"], json!([]));
+                break;
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(30), "still {body}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        stop_feeds(&s);
+    }
+
+    fn stop_feeds(s: &HttpState) {
+        s.ctx.as_ref().unwrap().request_stop();
     }
 
     #[test]

@@ -38,6 +38,7 @@ use weir_topology::{Topology, TopologyError};
 
 pub use app::Body;
 pub use app::{App, AppParts, Context, GeneratedRecord, Generator, GeneratorSpec, Request, Route, Service};
+pub use feed::FeedSpec;
 pub use hyper::{Method, StatusCode};
 
 /// What a route handler returns.

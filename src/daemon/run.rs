@@ -277,6 +277,9 @@ pub(crate) fn run(daemon: Daemon, args: RunArgs) -> anyhow::Result<()> {
             generating: generating && p.parts.generator.is_some(),
         });
         routes.extend(p.parts.routes);
+        for f in p.parts.feeds {
+            ctx.start_feed(f);
+        }
         for s in p.parts.services {
             let ctx = ctx.clone();
             let run = s.run;

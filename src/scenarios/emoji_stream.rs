@@ -346,7 +346,7 @@ pub fn repartition_topic() -> String {
 pub fn app() -> weir::daemon::App {
     use std::sync::Arc;
     use weir::daemon::ingress::{json_route_noting, string_field, time_field};
-    use weir::daemon::{AppParts, Method, Route, Service};
+    use weir::daemon::{AppParts, FeedSpec, Method, Route, Service};
     weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| {
         let mut parts = AppParts::new(topology(p)?);
         parts.generator = Some(super::generators::emoji_stream_spec());
@@ -367,12 +367,13 @@ pub fn app() -> weir::daemon::App {
         parts.routes.push(Route::new("/emoji/live", &[Method::GET], |ctx, _| {
             ctx.feed(OUTPUT_TOPIC).sse(50)
         }));
-        parts.services.push(Service::feed(OUTPUT_TOPIC));
+        let seen = closed.clone();
+        parts
+            .feeds
+            .push(FeedSpec::new(OUTPUT_TOPIC).listen(move |v| seen.observe(v)));
         parts.services.push(Service {
             name: "closed-windows".into(),
             run: Box::new(move |ctx| {
-                let seen = closed.clone();
-                ctx.feed(OUTPUT_TOPIC).listen(move |v| seen.observe(v));
                 // The partition count of the re-keyed topic: asked once a
                 // window has closed (the topic surely exists then; asking
                 // earlier must not race its creation), until known.

@@ -314,7 +314,7 @@ pub fn topology(p: &Params) -> Result<Topology, TopologyError> {
 /// `hashtag-ranking` since the daemon started (`{"latest": null}` before
 /// the first). The running counts answer at `/stores/term-counts?key=…`.
 pub fn app() -> weir::daemon::App {
-    use weir::daemon::{AppParts, Method, Route, Service, StatusCode};
+    use weir::daemon::{AppParts, FeedSpec, Method, Route, StatusCode};
     weir::daemon::App::with_params(NAME, DESCRIPTION, |p: &Params| {
         let mut parts = AppParts::new(topology(p)?);
         parts.generator = Some(super::generators::hashtag_trends_spec());
@@ -326,7 +326,7 @@ pub fn app() -> weir::daemon::App {
                 .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok());
             weir::daemon::app::json(StatusCode::OK, &serde_json::json!({ "latest": latest }))
         }));
-        parts.services.push(Service::feed(OUTPUT_TOPIC));
+        parts.feeds.push(FeedSpec::new(OUTPUT_TOPIC));
         Ok(parts)
     })
 }

@@ -118,6 +118,9 @@ pub struct TailLimit {
     pub timeout: Option<Duration>,
     /// Stop when this becomes true (a signal handler sets it).
     pub stop: Option<Arc<AtomicBool>>,
+    /// Set to true once the tail knows where it starts: from then on, no
+    /// record appended to the topic is missed (see [`tail_with`]).
+    pub positioned: Option<Arc<AtomicBool>>,
 }
 
 impl TailLimit {
@@ -127,6 +130,7 @@ impl TailLimit {
             max_records: Some(n),
             timeout: Some(timeout),
             stop: None,
+            positioned: None,
         }
     }
 }
@@ -150,9 +154,10 @@ pub struct TailRecord<'a> {
 /// or just the value when the key is null (what `weir tail` does). Returns
 /// how many records were printed.
 ///
-/// Reads every partition, from the beginning or only new records, without
-/// joining a consumer group (nothing is committed). Waits for the topic if
-/// it does not exist yet. Output is flushed whenever the topic goes quiet,
+/// Reads every partition, from the beginning or only the records appended
+/// after the tail started (see [`tail_with`]), without joining a consumer
+/// group (nothing is committed). Waits for the topic if it does not exist
+/// yet, and then shows it from its beginning. Output is flushed whenever the topic goes quiet,
 /// so a live tail shows records promptly; a closed output (`weir tail |
 /// head`) ends the tail normally.
 pub fn tail(brokers: &str, topic: &str, from_beginning: bool, out: impl Write, stop: Option<TailLimit>) -> Result<u64> {
@@ -180,6 +185,12 @@ pub fn tail(brokers: &str, topic: &str, from_beginning: bool, out: impl Write, s
     }
 }
 
+fn mark_positioned(limit: &TailLimit) {
+    if let Some(flag) = &limit.positioned {
+        flag.store(true, Ordering::Release);
+    }
+}
+
 /// `key<TAB>value` (the value alone for a null key). A repartition
 /// record's value prints without weir's envelope (the origin it carries is
 /// binary, and of no use on a terminal).
@@ -197,6 +208,14 @@ fn write_record(out: &mut impl Write, r: &TailRecord<'_>) -> std::io::Result<()>
 /// printing it. `on_record` also gets `None` whenever no record arrived for
 /// a poll interval (a good moment to flush); returning `false` stops the
 /// tail. Returns how many records were handed over.
+///
+/// Without `from_beginning` the tail shows every record appended after it
+/// started, and nothing older: it reads each partition's end (high
+/// watermark) when it starts, rather than letting the client resolve "the
+/// end" at its first fetch, which comes later and would skip what was
+/// appended in between. A topic that does not exist yet when the tail
+/// starts is read from its beginning once it appears, since all of it is
+/// new. `limit.positioned` says when that start is fixed.
 pub fn tail_with(
     settings: &ClientSettings,
     topic: &str,
@@ -221,7 +240,9 @@ pub fn tail_with(
         .create()
         .map_err(|e| Error::kafka("creating the consumer", e))?;
 
-    // Wait for the topic, then take every partition it has.
+    // Wait for the topic, then take every partition it has, at the
+    // position decided by the first look (see above).
+    let mut existed = true;
     let partitions = loop {
         let md = consumer
             .fetch_metadata(Some(topic), POLL * 10)
@@ -234,18 +255,30 @@ pub fn tail_with(
         if count > 0 {
             break count as i32;
         }
+        if existed {
+            existed = false;
+            mark_positioned(&limit);
+        }
         if should_stop(0) {
             return Ok(0);
         }
         std::thread::sleep(POLL);
     };
-    let start = if from_beginning { Offset::Beginning } else { Offset::End };
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
+        let start = if from_beginning || !existed {
+            Offset::Beginning
+        } else {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, POLL * 100)
+                .map_err(|e| Error::kafka(format!("reading the end of {topic:?} partition {p}"), e))?;
+            Offset::Offset(high)
+        };
         tpl.add_partition_offset(topic, p, start)
             .map_err(|e| Error::kafka("building the assignment", e))?;
     }
     assign_at(&consumer, &tpl, POLL * 100)?;
+    mark_positioned(&limit);
 
     let mut seen: u64 = 0;
     while !should_stop(seen) {

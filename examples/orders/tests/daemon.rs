@@ -244,7 +244,7 @@ fn read_all(brokers: &str, topic: &str) -> Vec<(i32, i64, String, String)> {
     let limit = TailLimit {
         max_records: None,
         timeout: Some(Duration::from_secs(10)),
-        stop: None,
+        ..TailLimit::default()
     };
     tail_with(&ClientSettings::new(brokers), topic, true, Some(limit), |r| match r {
         Some(r) => {

@@ -107,7 +107,7 @@ fn the_daemon_runs_the_topology_on_its_embedded_broker() {
     let limit = TailLimit {
         max_records: Some(3),
         timeout: Some(DEADLINE),
-        stop: None,
+        ..TailLimit::default()
     };
     tail_with(&ClientSettings::new(&brokers), "chat-shouted", true, Some(limit), |r| {
         if let Some(r) = r {
