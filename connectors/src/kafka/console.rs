@@ -157,9 +157,9 @@ pub struct TailRecord<'a> {
 /// Reads every partition, from the beginning or only the records appended
 /// after the tail started (see [`tail_with`]), without joining a consumer
 /// group (nothing is committed). Waits for the topic if it does not exist
-/// yet, and then shows it from its beginning. Output is flushed whenever the topic goes quiet,
-/// so a live tail shows records promptly; a closed output (`weir tail |
-/// head`) ends the tail normally.
+/// yet, and then shows it from its beginning. Output is flushed whenever
+/// the topic goes quiet, so a live tail shows records promptly; a closed
+/// output (`weir tail | head`) ends the tail normally.
 pub fn tail(brokers: &str, topic: &str, from_beginning: bool, out: impl Write, stop: Option<TailLimit>) -> Result<u64> {
     let mut out = BufWriter::new(out);
     let mut write_error = None;
@@ -185,6 +185,7 @@ pub fn tail(brokers: &str, topic: &str, from_beginning: bool, out: impl Write, s
     }
 }
 
+/// Tell whoever waits on `limit.positioned` that the start is fixed.
 fn mark_positioned(limit: &TailLimit) {
     if let Some(flag) = &limit.positioned {
         flag.store(true, Ordering::Release);
