@@ -352,7 +352,9 @@ impl Context {
     pub(crate) fn start_feed(&self, spec: FeedSpec) -> Arc<Feed> {
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(feed) = feeds.get(&spec.topic) {
-            feed.add_listeners(spec.listeners);
+            if !spec.listeners.is_empty() {
+                feed.add_listeners(spec.listeners);
+            }
             return feed.clone();
         }
         let topic = spec.topic.clone();

@@ -1230,7 +1230,7 @@ mod tests {
             json(&body)["pending"],
             json!([{"feed": "emoji-aggregated", "reason": "finding where its topic ends"}])
         );
-        stop_feeds(&s);
+        s.ctx.as_ref().unwrap().request_stop();
 
         // On a broker that answers, it is soon positioned (its topic need not
         // exist: it will be read from its beginning).
@@ -1247,10 +1247,6 @@ mod tests {
             assert!(started.elapsed() < std::time::Duration::from_secs(30), "still {body}");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        stop_feeds(&s);
-    }
-
-    fn stop_feeds(s: &HttpState) {
         s.ctx.as_ref().unwrap().request_stop();
     }
 
